@@ -1,0 +1,23 @@
+//! cohort: a production process manager, cluster runner and load balancer in one binary.
+//!
+//! This file is the entry point only: it parses the command line and hands over to the module that
+//! owns the command. See `../shared/design.md` (and docs/) for the map of the project.
+
+mod balancer;
+
+use clap::Parser;
+
+/// Top-level CLI (filled in by the supervisor core).
+#[derive(Parser, Debug)]
+#[command(name = "cohort", version, about)]
+enum Cli {
+    /// Run an HTTP or TCP load balancer in the foreground.
+    Balance(balancer::BalanceArgs),
+}
+
+fn main() {
+    let code = match Cli::parse() {
+        Cli::Balance(args) => balancer::run_foreground(args),
+    };
+    std::process::exit(code);
+}
