@@ -1,23 +1,53 @@
 //! cohort: a production process manager, cluster runner and load balancer in one binary.
 //!
 //! This file is the entry point only: it parses the command line and hands over to the module that
-//! owns the command. See `../shared/design.md` (and docs/) for the map of the project.
+//! owns the command. See docs/ and the design notes for the map of the project.
 
+mod api;
 mod balancer;
+mod cli;
+mod config;
+mod daemon;
+mod home;
 
 use clap::Parser;
-
-/// Top-level CLI (filled in by the supervisor core).
-#[derive(Parser, Debug)]
-#[command(name = "cohort", version, about)]
-enum Cli {
-    /// Run an HTTP or TCP load balancer in the foreground.
-    Balance(balancer::BalanceArgs),
-}
+use cli::{Cli, Command};
 
 fn main() {
-    let code = match Cli::parse() {
-        Cli::Balance(args) => balancer::run_foreground(args),
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Balance(args) => balancer::run_foreground(args),
+        command => with_home(|home| match command {
+            Command::Daemon => daemon::run(home),
+            command => client(command, home),
+        }),
     };
     std::process::exit(code);
+}
+
+fn with_home(f: impl FnOnce(home::Home) -> i32) -> i32 {
+    match home::Home::from_env() {
+        Ok(h) => f(h),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn client(command: Command, home: home::Home) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(cli::commands::run(command, home)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }

@@ -1,0 +1,204 @@
+//! The control API between the CLI and the daemon: request/response types (this file), the
+//! HTTP-over-Unix-socket client (`client`) and the server routes (`server`).
+
+pub mod client;
+pub mod server;
+
+use crate::config::AppSpec;
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the CLI's version; the daemon refuses a different one (except on ping and kill).
+pub const VERSION_HEADER: &str = "x-cohort-version";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which processes a command acts on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    All,
+    Id(u32),
+    Name(String),
+    /// The apps a config file declares.
+    Names(Vec<String>),
+}
+
+impl Selector {
+    /// `all`, a numeric id, or a name (config files are resolved by the CLI into `Names`).
+    pub fn parse(text: &str) -> Selector {
+        if text == "all" {
+            Selector::All
+        } else if let Ok(id) = text.parse::<u32>() {
+            Selector::Id(id)
+        } else {
+            Selector::Name(text.to_string())
+        }
+    }
+}
+
+/// Process status, as PM2 names them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Launching,
+    Online,
+    Stopping,
+    Stopped,
+    WaitingRestart,
+    Errored,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::WaitingRestart => "waiting_restart",
+            Status::Errored => "errored",
+        }
+    }
+}
+
+/// One row of `ls --json` (design.md fixes these fields; more may be added).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProcessInfo {
+    pub id: u32,
+    pub name: String,
+    pub instance: u32,
+    pub pid: Option<i32>,
+    pub status: Status,
+    pub restarts: u32,
+    pub uptime_ms: u64,
+    pub cpu: f64,
+    pub memory: u64,
+    pub mode: String,
+    #[serde(default)]
+    pub unstable_restarts: u32,
+}
+
+/// `describe`: the row plus how the process is run and where its logs go.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProcessDetail {
+    #[serde(flatten)]
+    pub info: ProcessInfo,
+    pub script: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    pub interpreter: Option<String>,
+    pub interpreter_args: Vec<String>,
+    pub env_keys: Vec<String>,
+    pub out_log: String,
+    pub err_log: String,
+    pub combined_log: Option<String>,
+    pub last_exit_code: Option<i32>,
+    pub last_signal: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub autorestart: bool,
+    pub max_restarts: u32,
+    pub min_uptime_ms: u64,
+    pub kill_timeout_ms: u64,
+    pub kill_signal: String,
+    pub listen: Vec<String>,
+}
+
+/// Where one process's logs are, for `logs` to read the backlog itself.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct LogFiles {
+    pub id: u32,
+    pub name: String,
+    pub instance: u32,
+    pub out: String,
+    pub err: String,
+}
+
+/// One log line as streamed by `GET /logs/stream` (newline-delimited JSON).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct LogLine {
+    pub id: u32,
+    pub name: String,
+    pub instance: u32,
+    /// "out" or "err".
+    pub stream: String,
+    pub line: String,
+    /// Unix milliseconds when the daemon read it.
+    pub at: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct StartRequest {
+    pub apps: Vec<AppSpec>,
+    /// Apps that already exist are restarted with the new spec (starting a config file, as PM2 does)
+    /// instead of being an error (starting a script).
+    pub restart_existing: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Stop,
+    Restart,
+    Reload,
+    Delete,
+    Reset,
+    Flush,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::Delete => "delete",
+            Action::Reset => "reset",
+            Action::Flush => "flush",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ActionRequest {
+    pub action: Action,
+    pub selector: Selector,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ScaleRequest {
+    pub name: String,
+    /// "N", "+N" or "-N".
+    pub target: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SaveRequest {
+    pub force: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SaveReply {
+    pub path: String,
+    pub apps: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ResurrectReply {
+    pub started: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Ping {
+    pub version: String,
+    pub pid: u32,
+    pub home: String,
+    pub uptime_ms: u64,
+}
+
+/// Every error reply: what went wrong and how to fix it; the CLI prints `error: <message>`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ErrorReply {
+    pub error: String,
+}

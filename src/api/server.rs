@@ -1,0 +1,170 @@
+//! The daemon's side of the control API: HTTP routes that turn requests into supervisor messages.
+//! Served on the Unix socket (mode 0600); every route answers JSON, errors as `{"error": "…"}`.
+
+use super::{ActionRequest, ErrorReply, Ping, SaveRequest, Selector, StartRequest, VERSION, VERSION_HEADER};
+use crate::daemon::supervisor::{Handle, Msg};
+use crate::home::Home;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+struct Ctx {
+    sup: Handle,
+    home: Home,
+    started: Instant,
+    shutdown: Arc<Notify>,
+}
+
+pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
+    let ctx = Ctx {
+        sup,
+        home,
+        started: Instant::now(),
+        shutdown,
+    };
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/processes", get(processes))
+        .route("/start", post(start))
+        .route("/action", post(action))
+        .route("/describe", post(describe))
+        .route("/logs/files", post(log_files))
+        .route("/logs/stream", post(log_stream))
+        .route("/env", post(env))
+        .route("/save", post(save))
+        .route("/resurrect", post(resurrect))
+        .route("/kill", post(kill))
+        .layer(axum::middleware::from_fn(check_version))
+        .with_state(ctx)
+}
+
+/// A CLI of another version is refused (except ping and kill, so it can always recover).
+async fn check_version(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/ping" && path != "/kill" {
+        if let Some(v) = req.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()) {
+            if v != VERSION {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "the daemon runs cohort {VERSION} but this is cohort {v} (run `cohort update` to restart the daemon with this version and resurrect your apps)"
+                    ),
+                );
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, Json(ErrorReply { error: msg })).into_response()
+}
+
+fn answer<T: Serialize>(r: Result<T, String>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn ping(State(ctx): State<Ctx>) -> Response {
+    Json(Ping {
+        version: VERSION.to_string(),
+        pid: std::process::id(),
+        home: ctx.home.root.to_string_lossy().into_owned(),
+        uptime_ms: ctx.started.elapsed().as_millis() as u64,
+    })
+    .into_response()
+}
+
+async fn processes(State(ctx): State<Ctx>) -> Response {
+    answer(ctx.sup.call(Msg::List).await)
+}
+
+async fn start(State(ctx): State<Ctx>, Json(req): Json<StartRequest>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Start(req, r)).await)
+}
+
+async fn action(State(ctx): State<Ctx>, Json(req): Json<ActionRequest>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Act(req, r)).await)
+}
+
+async fn describe(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Describe(sel, r)).await)
+}
+
+async fn log_files(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
+    answer(ctx.sup.call(|r| Msg::LogFiles(sel, r)).await)
+}
+
+async fn env(State(ctx): State<Ctx>, Json(id): Json<u32>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Env(id, r)).await)
+}
+
+async fn save(State(ctx): State<Ctx>, Json(req): Json<SaveRequest>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Save(req.force, r)).await)
+}
+
+async fn resurrect(State(ctx): State<Ctx>) -> Response {
+    answer(ctx.sup.call(Msg::Resurrect).await)
+}
+
+async fn kill(State(ctx): State<Ctx>) -> Response {
+    let r = ctx.sup.call(Msg::Shutdown).await;
+    let stop = ctx.shutdown.clone();
+    tokio::spawn(async move { stop.notify_waiters() });
+    answer(r.map(|()| serde_json::json!({"stopped": true, "pid": std::process::id()})))
+}
+
+/// Streams new log lines of the selected processes as newline-delimited JSON until the client leaves.
+async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
+    // Validate the selector now (unknown names are an error, not an empty stream).
+    let files = match ctx.sup.call(|r| Msg::LogFiles(sel.clone(), r)).await {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let ids: std::collections::HashSet<u32> = files.iter().map(|f| f.id).collect();
+    let names: std::collections::HashSet<String> = files.iter().map(|f| f.name.clone()).collect();
+    let rx = ctx.sup.hub.subscribe();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let ids = ids.clone();
+        let names = names.clone();
+        let sel = sel.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(line) => {
+                        let wanted = match &sel {
+                            Selector::All => true,
+                            Selector::Id(_) => ids.contains(&line.id),
+                            _ => names.contains(&line.name),
+                        };
+                        if wanted {
+                            let mut bytes = serde_json::to_vec(&*line).unwrap_or_default();
+                            bytes.push(b'\n');
+                            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)), rx));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"err\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
+                        return Some((Ok(bytes::Bytes::from(note)), rx));
+                    }
+                    Err(_) => return None,
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the stream".into()))
+}

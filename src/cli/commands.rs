@@ -1,0 +1,477 @@
+//! Runs each CLI command: resolves what the user typed (scripts, config files, selectors) into API
+//! requests, sends them to the daemon and prints the result.
+
+use super::render;
+use super::*;
+use crate::api::client::Client;
+use crate::api::{
+    Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply,
+    SaveRequest, ScaleRequest, Selector, StartRequest,
+};
+use crate::config::ecosystem::{self, LoadOptions};
+use crate::config::{resolve, AppSpec, ExecMode, Instances};
+use crate::home::Home;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Runs a client command; the daemon is started when the command needs one.
+pub async fn run(command: Command, home: Home) -> Result<()> {
+    match command {
+        Command::Start(args) => start(args, home).await,
+        Command::Stop(t) => action(Action::Stop, t, home).await,
+        Command::Restart(t) => action(Action::Restart, t, home).await,
+        Command::Reload(t) => action(Action::Reload, t, home).await,
+        Command::Delete(t) => action(Action::Delete, t, home).await,
+        Command::Reset(t) => action(Action::Reset, t, home).await,
+        Command::Scale(s) => scale(s, home).await,
+        Command::Describe(t) => describe(t, home).await,
+        Command::Ls(a) => ls(a.json, home).await,
+        Command::Jlist => ls(true, home).await,
+        Command::Logs(a) => logs(a, home).await,
+        Command::Flush(t) => flush(t, home).await,
+        Command::Env(e) => env(e, home).await,
+        Command::Save(s) => save(s, home).await,
+        Command::Resurrect => resurrect(home).await,
+        Command::Kill => kill(home).await,
+        Command::Ping => ping(home).await,
+        Command::Update => update(home).await,
+        Command::Daemon | Command::Balance(_) => unreachable!("dispatched in main"),
+    }
+}
+
+fn cli_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir().context("reading the current directory")
+}
+
+fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
+    v.as_deref()
+        .map(|s| {
+            ecosystem::parse_duration_ms(s)
+                .map_err(|_| anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)"))
+        })
+        .transpose()
+}
+
+/// Applies the flags given on the command line over a spec.
+fn apply_flags(spec: &mut AppSpec, a: &StartArgs, cwd: &Path) -> Result<()> {
+    if let Some(i) = &a.instances {
+        spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+        spec.exec_mode = ecosystem::default_mode(spec);
+    }
+    if let Some(m) = &a.exec_mode {
+        spec.exec_mode = match m.as_str() {
+            "fork" | "fork_mode" => ExecMode::Fork,
+            "cluster" | "cluster_mode" => ExecMode::Cluster,
+            other => bail!("--exec-mode {other:?}: expected fork or cluster"),
+        };
+    }
+    if a.time {
+        spec.time = true;
+    }
+    if a.no_autorestart {
+        spec.autorestart = false;
+    }
+    if let Some(n) = a.max_restarts {
+        spec.max_restarts = n;
+    }
+    if let Some(ms) = millis("min-uptime", &a.min_uptime)? {
+        spec.min_uptime_ms = ms;
+    }
+    if let Some(ms) = millis("restart-delay", &a.restart_delay)? {
+        spec.restart_delay_ms = ms;
+    }
+    if let Some(ms) = millis("exp-backoff-restart-delay", &a.exp_backoff_restart_delay)? {
+        spec.exp_backoff_restart_delay_ms = ms;
+    }
+    if let Some(ms) = millis("kill-timeout", &a.kill_timeout)? {
+        spec.kill_timeout_ms = ms;
+    }
+    if let Some(ms) = millis("listen-timeout", &a.listen_timeout)? {
+        spec.listen_timeout_ms = ms;
+    }
+    if let Some(sig) = &a.kill_signal {
+        crate::config::parse_signal(sig).map_err(|e| anyhow!("--kill-signal: {e}"))?;
+        spec.kill_signal = sig.clone();
+    }
+    if let Some(codes) = &a.stop_exit_codes {
+        spec.stop_exit_codes = codes
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| (0..=255).contains(n))
+                    .ok_or_else(|| anyhow!("--stop-exit-codes {codes:?}: expected exit codes 0-255, comma-separated"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(o) = &a.out {
+        spec.out_file = Some(cwd.join(o));
+    }
+    if let Some(e) = &a.err {
+        spec.error_file = Some(cwd.join(e));
+    }
+    if let Some(l) = &a.log_file {
+        spec.log_file = Some(cwd.join(l));
+    }
+    if a.merge_logs {
+        spec.merge_logs = true;
+    }
+    if let Some(f) = &a.log_date_format {
+        spec.log_date_format = Some(f.clone());
+        spec.time = true;
+    }
+    if a.wait_ready {
+        spec.wait_ready = true;
+    }
+    if a.shutdown_with_message {
+        spec.shutdown_with_message = true;
+    }
+    if let Some(p) = a.port {
+        if p == 0 {
+            bail!("--port 0: give the port the app should serve on (1-65535)");
+        }
+        spec.listen = vec![p.to_string()];
+        if a.exec_mode.is_none() {
+            spec.exec_mode = ExecMode::Cluster;
+        }
+    }
+    if !a.args.is_empty() {
+        spec.args.extend(a.args.iter().cloned());
+    }
+    Ok(())
+}
+
+/// Builds the app specs of a `start` (a script/command, or a config file) without contacting the daemon.
+fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
+    let here = current_dir()?;
+    let base_env = cli_env();
+    if ecosystem::is_config_file(&a.target) {
+        let path = here.join(&a.target);
+        if !path.is_file() {
+            bail!("config file not found: {} (check the path)", a.target);
+        }
+        let only: Option<Vec<String>> = a.only.as_ref().map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
+        let loaded = ecosystem::load(
+            &path,
+            &a.target,
+            &LoadOptions { env_name: a.env.as_deref(), base_env: &base_env, only: only.as_deref() },
+        )
+        .map_err(|e| anyhow!(e))?;
+        if a.name.is_some() && loaded.apps.len() > 1 {
+            bail!("--name applies to one app, and {} declares {} (use --only NAME to pick one)", a.target, loaded.apps.len());
+        }
+        let mut apps = loaded.apps;
+        for spec in &mut apps {
+            let cwd = spec.cwd.clone();
+            apply_flags(spec, a, &cwd)?;
+            if let Some(n) = &a.name {
+                spec.name = n.clone();
+            }
+        }
+        let mut warnings = loaded.warnings;
+        if !loaded.balancers.is_empty() {
+            warnings.push(format!("{}: balancers are not run by the daemon yet; start them with `cohort balance`", a.target));
+        }
+        if apps.is_empty() {
+            bail!("{} declares no apps", a.target);
+        }
+        return Ok((apps, true, warnings));
+    }
+    if a.env.is_some() || a.only.is_some() {
+        bail!("--env and --only apply to config files, and {} is a script (put env_<name> blocks in an ecosystem file)", a.target);
+    }
+    let cwd = match &a.cwd {
+        Some(c) => {
+            let p = here.join(c);
+            if !p.is_dir() {
+                bail!("--cwd {c}: not a directory");
+            }
+            std::fs::canonicalize(&p).unwrap_or(p)
+        }
+        None => here,
+    };
+    let r = resolve::resolve(&a.target, a.interpreter.as_deref(), &cwd, base_env.get("PATH").map(String::as_str))
+        .map_err(|e| anyhow!(e))?;
+    let name = a.name.clone().unwrap_or_else(|| r.default_name.clone());
+    ecosystem::validate_name(&name).map_err(|e| anyhow!("--name: {e}"))?;
+    let mut spec = AppSpec::new(name, r.script, cwd.clone());
+    spec.interpreter = r.interpreter;
+    spec.args = r.args;
+    if let Some(na) = &a.node_args {
+        spec.interpreter_args = shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
+    }
+    spec.env = base_env;
+    apply_flags(&mut spec, a, &cwd)?;
+    Ok((vec![spec], false, Vec::new()))
+}
+
+async fn start(a: StartArgs, home: Home) -> Result<()> {
+    let (apps, restart_existing, warnings) = specs_for_start(&a)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let names: Vec<String> = apps.iter().map(|s| s.name.clone()).collect();
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.post("/start", &StartRequest { apps, restart_existing }).await?;
+    if a.json {
+        println!("{}", serde_json::to_string(&procs)?);
+    } else {
+        eprintln!("cohort: started {}", names.join(", "));
+        print!("{}", render::table(&procs));
+    }
+    Ok(())
+}
+
+/// Turns a target argument into a selector; config files select the apps they declare.
+fn selector(target: &str) -> Result<Selector> {
+    if ecosystem::is_config_file(target) && Path::new(target).is_file() {
+        let path = current_dir()?.join(target);
+        let env = cli_env();
+        let loaded = ecosystem::load(&path, target, &LoadOptions { env_name: None, base_env: &env, only: None })
+            .map_err(|e| anyhow!(e))?;
+        return Ok(Selector::Names(loaded.apps.into_iter().map(|a| a.name).collect()));
+    }
+    if ecosystem::is_config_file(target) {
+        bail!("config file not found: {target} (check the path)");
+    }
+    Ok(Selector::parse(target))
+}
+
+async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
+    let sel = selector(&t.target)?;
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: act, selector: sel }).await?;
+    if t.json {
+        println!("{}", serde_json::to_string(&procs)?);
+    } else {
+        eprintln!("cohort: {} {}: done", act.as_str(), t.target);
+        print!("{}", render::table(&procs));
+    }
+    Ok(())
+}
+
+async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client
+        .post("/scale", &ScaleRequest { name: s.name.clone(), target: s.count.clone() })
+        .await?;
+    eprintln!("cohort: scaled {} to {}", s.name, procs.iter().filter(|p| p.name == s.name).count());
+    print!("{}", render::table(&procs));
+    Ok(())
+}
+
+async fn describe(t: TargetArgs, home: Home) -> Result<()> {
+    let sel = selector(&t.target)?;
+    let client = Client::connect_or_start(home).await?;
+    let details: Vec<ProcessDetail> = client.post("/describe", &sel).await?;
+    if t.json {
+        println!("{}", serde_json::to_string_pretty(&details)?);
+    } else {
+        for d in &details {
+            print!("{}", render::detail(d));
+        }
+    }
+    Ok(())
+}
+
+async fn ls(json: bool, home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.get("/processes").await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&procs)?)?;
+    } else {
+        write!(out, "{}", render::table(&procs))?;
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a file (reads backwards from the end, so big logs cost little).
+fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    if n == 0 {
+        return Vec::new();
+    }
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(len) = f.seek(SeekFrom::End(0)) else { return Vec::new() };
+    let mut pos = len;
+    let mut buf: Vec<u8> = Vec::new();
+    const STEP: u64 = 64 * 1024;
+    while pos > 0 {
+        let start = pos.saturating_sub(STEP);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut chunk).is_err() {
+            break;
+        }
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        pos = start;
+        if buf.iter().filter(|c| **c == b'\n').count() > n {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+}
+
+async fn logs(a: LogsArgs, home: Home) -> Result<()> {
+    let sel = match &a.target {
+        Some(t) => selector(t)?,
+        None => Selector::All,
+    };
+    let client = Client::connect_or_start(home).await?;
+    let files: Vec<LogFiles> = client.post("/logs/files", &sel).await?;
+    let want_out = !a.err || a.out;
+    let want_err = !a.out || a.err;
+    // Subscribe before reading the backlog so no line falls between the two.
+    let stream = if a.nostream { None } else { Some(client.stream("/logs/stream", &sel).await?) };
+    let width = files.iter().map(|f| f.name.len() + 1 + f.instance.to_string().len()).max().unwrap_or(0);
+    let prefix = |name: &str, instance: u32| {
+        if a.raw {
+            String::new()
+        } else {
+            format!("{:<width$} | ", format!("{name}|{instance}"))
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let mut seen = std::collections::HashSet::new();
+        for f in &files {
+            for (wanted, path, kind) in [(want_out, &f.out, "out"), (want_err, &f.err, "err")] {
+                if !wanted || !seen.insert(path.clone()) {
+                    continue;
+                }
+                if !a.raw {
+                    writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)?;
+                }
+                for line in tail_lines(Path::new(path), a.lines) {
+                    writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    let Some(resp) = stream else { return Ok(()) };
+    use http_body_util::BodyExt;
+    let mut body = resp.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| anyhow!("the daemon stopped streaming logs: {e}"))?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        let mut out = std::io::stdout().lock();
+        while let Some(nl) = pending.iter().position(|c| *c == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let Ok(l) = serde_json::from_slice::<LogLine>(&line) else { continue };
+            if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
+                continue;
+            }
+            let ts = if a.timestamp {
+                chrono::DateTime::from_timestamp_millis(l.at as i64)
+                    .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%dT%H:%M:%S ").to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            if writeln!(out, "{}{}{}", prefix(&l.name, l.instance), ts, l.line).is_err() {
+                return Ok(()); // stdout closed (e.g. piped into head)
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
+    let sel = match &t.target {
+        Some(t) => selector(t)?,
+        None => Selector::All,
+    };
+    let client = Client::connect_or_start(home).await?;
+    let _: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: Action::Flush, selector: sel }).await?;
+    eprintln!("cohort: logs flushed");
+    Ok(())
+}
+
+async fn env(e: EnvArgs, home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let vars: BTreeMap<String, String> = client.post("/env", &e.id).await?;
+    let mut out = std::io::stdout().lock();
+    for (k, v) in vars {
+        writeln!(out, "{k}: {v}")?;
+    }
+    Ok(())
+}
+
+async fn save(s: SaveArgs, home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let r: SaveReply = client.post("/save", &SaveRequest { force: s.force }).await?;
+    println!("saved {} app(s) to {}", r.apps, r.path);
+    Ok(())
+}
+
+async fn resurrect(home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    if !r.started.is_empty() {
+        println!("resurrected: {}", r.started.join(", "));
+    }
+    if !r.skipped.is_empty() {
+        println!("already running, left as they are: {}", r.skipped.join(", "));
+    }
+    if r.started.is_empty() && r.skipped.is_empty() {
+        println!("the dump is empty: nothing to resurrect");
+    }
+    Ok(())
+}
+
+async fn kill(home: Home) -> Result<()> {
+    let Some(client) = Client::connect_existing(home.clone()).await? else {
+        println!("no daemon running for {}", home.root.display());
+        return Ok(());
+    };
+    let ping = client.ping().await?;
+    let _: serde_json::Value = client.post("/kill", &()).await?;
+    // Wait until the daemon process is gone, so the next command starts a fresh one.
+    let pid = nix::unistd::Pid::from_raw(ping.pid as i32);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    println!("daemon stopped (pid {})", ping.pid);
+    Ok(())
+}
+
+async fn ping(home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    let p: Ping = client.ping().await?;
+    println!("pong: daemon {} pid {} home {}", p.version, p.pid, p.home);
+    Ok(())
+}
+
+async fn update(home: Home) -> Result<()> {
+    let Some(client) = Client::connect_existing(home.clone()).await? else {
+        let client = Client::connect_or_start(home).await?;
+        let p = client.ping().await?;
+        println!("started daemon {} (pid {})", p.version, p.pid);
+        return Ok(());
+    };
+    let saved: std::result::Result<SaveReply, _> = client.post("/save", &SaveRequest { force: true }).await;
+    if let Err(e) = &saved {
+        bail!("cannot save before the update: {e:#} (nothing was stopped)");
+    }
+    kill(home.clone()).await?;
+    let client = Client::connect_or_start(home).await?;
+    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    let p = client.ping().await?;
+    println!("daemon {} (pid {}) running; resurrected: {}", p.version, p.pid, r.started.join(", "));
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Process output: reads each process's stdout/stderr pipes, writes whole lines to its log files
+//! (with an optional timestamp prefix) and publishes them to live followers (`cohort logs`, monit).
+//!
+//! Nothing is lost or cut: only whole lines are written (so processes sharing a file with
+//! `merge_logs` never interleave mid-line), a final line without a newline is completed at EOF, and
+//! the pipe is read to its end even after the process died.
+
+use crate::api::LogLine;
+use anyhow::{Context, Result};
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// A single line longer than this is written out in pieces rather than held in memory.
+const MAX_PENDING: usize = 1 << 20;
+
+thread_local! {
+    /// One read buffer for every pipe: the daemon runs on one thread, and a buffer per pipe would
+    /// cost 64 KiB per process.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+}
+
+/// Live log lines for followers.
+pub type LogHub = broadcast::Sender<Arc<LogLine>>;
+
+pub fn new_hub() -> LogHub {
+    broadcast::channel(4096).0
+}
+
+/// How to stamp lines: a chrono format translated from PM2's moment-style `log_date_format`.
+#[derive(Clone)]
+pub struct Stamp(String);
+
+impl Stamp {
+    pub fn new(moment: Option<&str>) -> Stamp {
+        Stamp(translate_moment(moment.unwrap_or("YYYY-MM-DDTHH:mm:ss")))
+    }
+    fn now(&self) -> String {
+        chrono::Local::now().format(&self.0).to_string()
+    }
+}
+
+/// Translates moment.js tokens (as PM2 users write `log_date_format`) into chrono's strftime.
+fn translate_moment(fmt: &str) -> String {
+    const TOKENS: &[(&str, &str)] = &[
+        ("YYYY", "%Y"),
+        ("YY", "%y"),
+        ("MMMM", "%B"),
+        ("MMM", "%b"),
+        ("MM", "%m"),
+        ("DD", "%d"),
+        ("HH", "%H"),
+        ("hh", "%I"),
+        ("mm", "%M"),
+        ("ss", "%S"),
+        ("SSS", "%3f"),
+        ("ZZ", "%z"),
+        ("Z", "%:z"),
+        ("A", "%p"),
+        ("dddd", "%A"),
+        ("ddd", "%a"),
+    ];
+    let mut out = String::new();
+    let mut rest = fmt;
+    'outer: while !rest.is_empty() {
+        for (tok, rep) in TOKENS {
+            if let Some(r) = rest.strip_prefix(tok) {
+                out.push_str(rep);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        if c == '%' {
+            out.push_str("%%");
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// An append-only log file, shared by the two pipes of a process (and by processes with merge_logs).
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl LogFile {
+    pub fn open(path: &Path) -> Result<Arc<LogFile>> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating log folder {}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening log file {}", path.display()))?;
+        Ok(Arc::new(LogFile {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write_all(&self, bytes: &[u8]) {
+        let mut f = match self.file.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // A full disk must not stop the process: the line is dropped from the file (and said once
+        // in daemon.log), but still reaches live followers.
+        if let Err(e) = f.write_all(bytes) {
+            eprintln!("cohort: cannot write {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Where one stream of one process goes.
+pub struct Sink {
+    pub id: u32,
+    pub name: Arc<str>,
+    pub instance: u32,
+    pub stream: &'static str,
+    pub file: Arc<LogFile>,
+    /// `log_file`: out and err together.
+    pub combined: Option<Arc<LogFile>>,
+    pub stamp: Option<Stamp>,
+    pub hub: LogHub,
+}
+
+impl Sink {
+    fn emit(&self, lines: &[u8]) {
+        let stamped;
+        let bytes = match &self.stamp {
+            None => lines,
+            Some(stamp) => {
+                let prefix = format!("{}: ", stamp.now());
+                let mut b = Vec::with_capacity(lines.len() + 32);
+                for line in lines.split_inclusive(|c| *c == b'\n') {
+                    b.extend_from_slice(prefix.as_bytes());
+                    b.extend_from_slice(line);
+                }
+                stamped = b;
+                &stamped
+            }
+        };
+        self.file.write_all(bytes);
+        if let Some(c) = &self.combined {
+            c.write_all(bytes);
+        }
+        if self.hub.receiver_count() > 0 {
+            let at = crate::daemon::now_ms();
+            for line in lines.split(|c| *c == b'\n') {
+                if line.is_empty() {
+                    continue;
+                }
+                let _ = self.hub.send(Arc::new(LogLine {
+                    id: self.id,
+                    name: self.name.to_string(),
+                    instance: self.instance,
+                    stream: self.stream.to_string(),
+                    line: String::from_utf8_lossy(line).into_owned(),
+                    at,
+                }));
+            }
+        }
+    }
+}
+
+/// Reads a pipe to its end, writing whole lines to `sink`.
+pub async fn pump(fd: OwnedFd, sink: Sink) {
+    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cohort: cannot watch the output of {}: {e}", sink.name);
+            return;
+        }
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        let done = SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            match pipe.try_read(&mut buf) {
+                Ok(0) => true,
+                Ok(n) => {
+                    take_lines(&buf[..n], &mut pending, &sink);
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                Err(_) => true,
+            }
+        });
+        if done {
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        pending.push(b'\n');
+        sink.emit(&pending);
+    }
+}
+
+fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
+    match chunk.iter().rposition(|c| *c == b'\n') {
+        Some(last) => {
+            if pending.is_empty() {
+                sink.emit(&chunk[..=last]);
+            } else {
+                pending.extend_from_slice(&chunk[..=last]);
+                sink.emit(pending);
+                pending.clear();
+            }
+            pending.extend_from_slice(&chunk[last + 1..]);
+        }
+        None => {
+            pending.extend_from_slice(chunk);
+            if pending.len() >= MAX_PENDING {
+                pending.push(b'\n');
+                sink.emit(pending);
+                pending.clear();
+            }
+        }
+    }
+    if pending.capacity() > MAX_PENDING * 2 && pending.is_empty() {
+        *pending = Vec::new();
+    }
+}
+
+/// Empties a log file in place (writers append, so they carry on at the new end).
+pub fn truncate(path: &Path) -> Result<()> {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f.set_len(0).with_context(|| format!("truncating {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::translate_moment;
+
+    #[test]
+    fn moment_formats() {
+        assert_eq!(translate_moment("YYYY-MM-DD HH:mm:ss Z"), "%Y-%m-%d %H:%M:%S %:z");
+        assert_eq!(translate_moment("YYYY-MM-DDTHH:mm:ss.SSS"), "%Y-%m-%dT%H:%M:%S.%3f");
+    }
+}

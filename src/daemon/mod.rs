@@ -1,0 +1,144 @@
+//! The daemon process: one per COHORT_HOME (guarded by a lock file), serving the control API on
+//! COHORT_HOME/cohort.sock and running the supervisor. `cohort daemon` runs it in the foreground
+//! (what the CLI starts detached, and what a systemd unit runs).
+
+pub mod cpus;
+pub mod logs;
+pub mod persist;
+pub mod reaper;
+pub mod sampler;
+pub mod spawn;
+pub mod supervisor;
+
+use crate::home::Home;
+use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the daemon until `cohort kill` or SIGTERM/SIGINT; returns the exit code.
+pub fn run(home: Home) -> i32 {
+    match run_inner(home) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run_inner(home: Home) -> Result<i32> {
+    home.ensure_dirs()?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.lock())
+        .with_context(|| format!("opening {}", home.lock().display()))?;
+    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            eprintln!(
+                "cohort: a daemon already runs for {}; leaving it be",
+                home.root.display()
+            );
+            return Ok(0);
+        }
+        Err((_, e)) => return Err(e).context("locking the daemon lock file"),
+    };
+    std::fs::write(home.pid_file(), std::process::id().to_string()).context("writing daemon.pid")?;
+    // Orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies.
+    // SAFETY: prctl with these arguments has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(serve(home.clone()));
+    let _ = std::fs::remove_file(home.socket());
+    let _ = std::fs::remove_file(home.pid_file());
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result.map(|()| 0)
+}
+
+async fn serve(home: Home) -> Result<()> {
+    let sock = home.socket();
+    let _ = std::fs::remove_file(&sock);
+    // Bind with a umask so the socket is never, even briefly, reachable by other users.
+    // SAFETY: umask only changes this process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(&sock);
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", sock.display()))?;
+
+    let handle = supervisor::start(home.clone())?;
+    let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
+    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    eprintln!(
+        "cohort: daemon {} started (pid {}) for {}",
+        crate::api::VERSION,
+        std::process::id(),
+        home.root.display()
+    );
+    notify_systemd_ready();
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.notified().await })
+            .await
+    });
+    tokio::select! {
+        _ = shutdown.notified() => {
+            // `cohort kill`: the route already stopped every app and answered.
+            shutdown.notify_waiters();
+        }
+        _ = term.recv() => {
+            eprintln!("cohort: SIGTERM: stopping every app");
+            let _ = handle.call(supervisor::Msg::Shutdown).await;
+            shutdown.notify_waiters();
+        }
+        _ = int.recv() => {
+            eprintln!("cohort: SIGINT: stopping every app");
+            let _ = handle.call(supervisor::Msg::Shutdown).await;
+            shutdown.notify_waiters();
+        }
+    }
+    // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
+    let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+    eprintln!("cohort: daemon stopped");
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) that the daemon is ready, when it runs under one.
+fn notify_systemd_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        eprintln!("cohort: cannot notify systemd: {e}");
+    }
+}

@@ -1,0 +1,844 @@
+//! The supervisor: one task that owns the app and process tables. Everything else talks to it with
+//! messages (API commands, child exits from the reaper, timers, sampling ticks) and gets answers on
+//! oneshot channels, so there is no shared mutable state and no lock around the tables.
+//!
+//! It implements PM2's lifecycle: start, stop (kill_signal to the process group, SIGKILL after
+//! kill_timeout), restart, delete, the restart policy (min_uptime / max_restarts → errored,
+//! restart_delay, exp_backoff_restart_delay, stop_exit_codes), save and resurrect.
+
+use super::logs::{self, LogFile, LogHub, Sink, Stamp};
+use super::persist::{self, SavedApp};
+use super::reaper::Exit;
+use super::sampler::Sampler;
+use super::spawn;
+use crate::api::{
+    Action, ActionRequest, LogFiles, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply, Selector,
+    StartRequest, Status,
+};
+use crate::config::AppSpec;
+use crate::home::Home;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// Exponential backoff grows by this factor up to this cap, and resets after a run this long (PM2's values).
+const BACKOFF_FACTOR: f64 = 1.5;
+const BACKOFF_CAP_MS: u64 = 15_000;
+const BACKOFF_RESET_MS: u64 = 30_000;
+
+pub enum Msg {
+    Start(StartRequest, Reply<Vec<ProcessInfo>>),
+    Act(ActionRequest, Reply<Vec<ProcessInfo>>),
+    List(Reply<Vec<ProcessInfo>>),
+    Describe(Selector, Reply<Vec<ProcessDetail>>),
+    LogFiles(Selector, Reply<Vec<LogFiles>>),
+    Env(u32, Reply<BTreeMap<String, String>>),
+    Save(bool, Reply<SaveReply>),
+    Resurrect(Reply<ResurrectReply>),
+    /// Stop every app (for `kill` and daemon shutdown); answers once all have exited.
+    Shutdown(Reply<()>),
+    Exited(Exit),
+    KillTimeout { id: u32, gen: u64 },
+    RestartDue { id: u32, gen: u64 },
+    SampleTick,
+}
+
+/// A cloneable handle to the supervisor task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+    pub hub: LogHub,
+}
+
+impl Handle {
+    /// Sends a request and waits for its answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| "the supervisor has stopped (the daemon is shutting down)".to_string())?;
+        rx.await
+            .map_err(|_| "the supervisor dropped the request (the daemon is shutting down)".to_string())?
+    }
+}
+
+/// What the user asked of a process; decides what its next exit means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Run,
+    Stop,
+    Restart,
+    Delete,
+}
+
+struct App {
+    spec: AppSpec,
+    /// Process ids by instance number.
+    procs: Vec<u32>,
+}
+
+struct Proc {
+    id: u32,
+    app: String,
+    instance: u32,
+    status: Status,
+    pid: Option<i32>,
+    want: Want,
+    restarts: u32,
+    unstable: u32,
+    backoff_ms: u64,
+    created_at: u64,
+    started_at: Option<u64>,
+    started: Option<Instant>,
+    last_exit_code: Option<i32>,
+    last_signal: Option<String>,
+    /// Bumped at every spawn and stop, so timers armed for an earlier run do nothing.
+    gen: u64,
+    cpu: f64,
+    memory: u64,
+    waiters: Vec<oneshot::Sender<()>>,
+    out: PathBuf,
+    err: PathBuf,
+    combined: Option<PathBuf>,
+}
+
+pub struct Supervisor {
+    home: Home,
+    tx: mpsc::UnboundedSender<Msg>,
+    apps: BTreeMap<String, App>,
+    procs: BTreeMap<u32, Proc>,
+    by_pid: HashMap<i32, u32>,
+    next_id: u32,
+    hub: LogHub,
+    sampler: Sampler,
+    cpus: u32,
+    shutting_down: bool,
+}
+
+/// Starts the supervisor task and its helpers (reaper, sampling ticks).
+pub fn start(home: Home) -> anyhow::Result<Handle> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hub = logs::new_hub();
+    super::reaper::start(tx.clone(), Msg::Exited)?;
+    let tick = tx.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(super::sampler::INTERVAL_MS));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if tick.send(Msg::SampleTick).is_err() {
+                break;
+            }
+        }
+    });
+    let mut sup = Supervisor {
+        home,
+        tx: tx.clone(),
+        apps: BTreeMap::new(),
+        procs: BTreeMap::new(),
+        by_pid: HashMap::new(),
+        next_id: 0,
+        hub: hub.clone(),
+        sampler: Sampler::new(),
+        cpus: super::cpus::usable(),
+        shutting_down: false,
+    };
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            sup.handle(msg);
+        }
+    });
+    Ok(Handle { tx, hub })
+}
+
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| sig.to_string())
+}
+
+impl Supervisor {
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Start(req, reply) => {
+                let r = self.start_apps(req);
+                let _ = reply.send(r);
+            }
+            Msg::Act(req, reply) => self.act(req, reply),
+            Msg::List(reply) => {
+                let _ = reply.send(Ok(self.list()));
+            }
+            Msg::Describe(sel, reply) => {
+                let r = self.select(&sel).map(|ids| ids.iter().filter_map(|id| self.detail(*id)).collect());
+                let _ = reply.send(r);
+            }
+            Msg::LogFiles(sel, reply) => {
+                let r = self.select(&sel).map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| self.procs.get(id))
+                        .map(|p| LogFiles {
+                            id: p.id,
+                            name: p.app.clone(),
+                            instance: p.instance,
+                            out: p.out.to_string_lossy().into_owned(),
+                            err: p.err.to_string_lossy().into_owned(),
+                        })
+                        .collect()
+                });
+                let _ = reply.send(r);
+            }
+            Msg::Env(id, reply) => {
+                let r = match self.procs.get(&id) {
+                    Some(p) => Ok(self.child_env(p).into_iter().collect()),
+                    None => Err(format!("no process with id {id} (see `cohort ls`)")),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Save(force, reply) => {
+                let _ = reply.send(self.save(force));
+            }
+            Msg::Resurrect(reply) => {
+                let _ = reply.send(self.resurrect());
+            }
+            Msg::Shutdown(reply) => {
+                self.shutting_down = true;
+                let ids: Vec<u32> = self.procs.keys().copied().collect();
+                let waits = ids.iter().filter_map(|id| self.stop(*id, Want::Stop)).collect::<Vec<_>>();
+                tokio::spawn(async move {
+                    for w in waits {
+                        let _ = w.await;
+                    }
+                    let _ = reply.send(Ok(()));
+                });
+            }
+            Msg::Exited(exit) => self.on_exit(exit),
+            Msg::KillTimeout { id, gen } => {
+                if let Some(p) = self.procs.get(&id) {
+                    if p.gen == gen {
+                        if let Some(pid) = p.pid {
+                            eprintln!("cohort: {}:{} (pid {pid}) did not stop in time; sending SIGKILL", p.app, p.instance);
+                            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                        }
+                    }
+                }
+            }
+            Msg::RestartDue { id, gen } => {
+                let due = self
+                    .procs
+                    .get(&id)
+                    .is_some_and(|p| p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run);
+                if due {
+                    self.bump_restarts(id);
+                    self.spawn(id);
+                }
+            }
+            Msg::SampleTick => self.sample(),
+        }
+    }
+
+    // ----- queries -----
+
+    fn info(&self, p: &Proc) -> ProcessInfo {
+        let mode = self
+            .apps
+            .get(&p.app)
+            .map(|a| a.spec.exec_mode.as_str())
+            .unwrap_or("fork")
+            .to_string();
+        ProcessInfo {
+            id: p.id,
+            name: p.app.clone(),
+            instance: p.instance,
+            pid: p.pid,
+            status: p.status,
+            restarts: p.restarts,
+            uptime_ms: match (p.status, p.started) {
+                (Status::Online | Status::Launching | Status::Stopping, Some(t)) => t.elapsed().as_millis() as u64,
+                _ => 0,
+            },
+            cpu: if p.pid.is_some() { p.cpu } else { 0.0 },
+            memory: if p.pid.is_some() { p.memory } else { 0 },
+            mode,
+            unstable_restarts: p.unstable,
+        }
+    }
+
+    fn list(&self) -> Vec<ProcessInfo> {
+        self.procs.values().map(|p| self.info(p)).collect()
+    }
+
+    fn detail(&self, id: u32) -> Option<ProcessDetail> {
+        let p = self.procs.get(&id)?;
+        let spec = &self.apps.get(&p.app)?.spec;
+        Some(ProcessDetail {
+            info: self.info(p),
+            script: spec.script.clone(),
+            args: spec.args.clone(),
+            cwd: spec.cwd.to_string_lossy().into_owned(),
+            interpreter: spec.interpreter.clone(),
+            interpreter_args: spec.interpreter_args.clone(),
+            env_keys: spec.app_env_keys.clone(),
+            out_log: p.out.to_string_lossy().into_owned(),
+            err_log: p.err.to_string_lossy().into_owned(),
+            combined_log: p.combined.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            last_exit_code: p.last_exit_code,
+            last_signal: p.last_signal.clone(),
+            created_at: p.created_at,
+            started_at: p.started_at,
+            autorestart: spec.autorestart,
+            max_restarts: spec.max_restarts,
+            min_uptime_ms: spec.min_uptime_ms,
+            kill_timeout_ms: spec.kill_timeout_ms,
+            kill_signal: spec.kill_signal.clone(),
+            listen: spec.listen.clone(),
+        })
+    }
+
+    /// Resolves a selector to process ids, or says why nothing matched.
+    fn select(&self, sel: &Selector) -> Result<Vec<u32>, String> {
+        match sel {
+            Selector::All => Ok(self.procs.keys().copied().collect()),
+            Selector::Id(id) => match self.procs.contains_key(id) {
+                true => Ok(vec![*id]),
+                false => Err(format!("no process with id {id} (see `cohort ls` for ids)")),
+            },
+            Selector::Name(name) => match self.apps.get(name) {
+                Some(app) => Ok(app.procs.clone()),
+                None => Err(format!("no app named {name:?} (see `cohort ls` for names)")),
+            },
+            Selector::Names(names) => {
+                let mut ids = Vec::new();
+                let missing: Vec<&str> = names.iter().filter(|n| !self.apps.contains_key(*n)).map(|n| n.as_str()).collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "no app named {} (start it first, or see `cohort ls`)",
+                        missing.join(", ")
+                    ));
+                }
+                for n in names {
+                    if let Some(app) = self.apps.get(n) {
+                        ids.extend(app.procs.iter().copied());
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    // ----- start -----
+
+    fn start_apps(&mut self, req: StartRequest) -> Result<Vec<ProcessInfo>, String> {
+        if self.shutting_down {
+            return Err("the daemon is shutting down (run the command again in a moment)".into());
+        }
+        // Check everything first: a bad request starts nothing.
+        for spec in &req.apps {
+            crate::config::ecosystem::validate_name(&spec.name)?;
+            if let Some(app) = self.apps.get(&spec.name) {
+                if !req.restart_existing {
+                    return Err(format!(
+                        "an app named {:?} already exists (id {}); restart it with `cohort restart {}`, or pick another name with --name",
+                        spec.name,
+                        app.procs.first().copied().unwrap_or(0),
+                        spec.name
+                    ));
+                }
+            }
+            crate::config::parse_signal(&spec.kill_signal)?;
+        }
+        let mut waits = Vec::new();
+        for spec in req.apps {
+            if self.apps.contains_key(&spec.name) {
+                waits.extend(self.replace_and_restart(spec));
+            } else {
+                let count = spec.instances.resolve(self.cpus);
+                self.create_app(spec, count, true);
+            }
+        }
+        drop(waits);
+        Ok(self.list())
+    }
+
+    /// Registers an app and its processes; starts them unless `run` is false.
+    fn create_app(&mut self, spec: AppSpec, count: u32, run: bool) {
+        let name = spec.name.clone();
+        self.apps.insert(name.clone(), App { spec, procs: Vec::new() });
+        for instance in 0..count {
+            let id = self.add_proc(&name, instance);
+            if run {
+                self.spawn(id);
+            }
+        }
+    }
+
+    fn add_proc(&mut self, name: &str, instance: u32) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (out, err, combined) = self.log_paths(name, instance);
+        self.procs.insert(
+            id,
+            Proc {
+                id,
+                app: name.to_string(),
+                instance,
+                status: Status::Stopped,
+                pid: None,
+                want: Want::Stop,
+                restarts: 0,
+                unstable: 0,
+                backoff_ms: 0,
+                created_at: super::now_ms(),
+                started_at: None,
+                started: None,
+                last_exit_code: None,
+                last_signal: None,
+                gen: 0,
+                cpu: 0.0,
+                memory: 0,
+                waiters: Vec::new(),
+                out,
+                err,
+                combined,
+            },
+        );
+        if let Some(app) = self.apps.get_mut(name) {
+            app.procs.push(id);
+        }
+        id
+    }
+
+    /// Starting a config file again: the app takes the new spec and its processes restart (PM2's
+    /// behaviour), growing or shrinking to the new instance count.
+    fn replace_and_restart(&mut self, spec: AppSpec) -> Vec<oneshot::Receiver<()>> {
+        let name = spec.name.clone();
+        let count = spec.instances.resolve(self.cpus);
+        let Some(app) = self.apps.get_mut(&name) else {
+            return Vec::new();
+        };
+        app.spec = spec;
+        let ids = app.procs.clone();
+        let mut waits = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if (i as u32) < count {
+                waits.extend(self.restart(*id));
+            } else {
+                waits.extend(self.stop(*id, Want::Delete));
+            }
+        }
+        for instance in ids.len() as u32..count {
+            let id = self.add_proc(&name, instance);
+            self.spawn(id);
+        }
+        waits
+    }
+
+    fn log_paths(&self, name: &str, instance: u32) -> (PathBuf, PathBuf, Option<PathBuf>) {
+        let spec = self.apps.get(name).map(|a| &a.spec);
+        let merge = spec.is_some_and(|s| s.merge_logs);
+        let several = spec.is_some_and(|s| s.instances.resolve(self.cpus) > 1);
+        let default = |kind: &str| {
+            if merge {
+                self.home.logs_dir().join(format!("{name}-{kind}.log"))
+            } else {
+                self.home.logs_dir().join(format!("{name}-{instance}-{kind}.log"))
+            }
+        };
+        // A path given by the user gets the instance number when several processes would share it.
+        let custom = |p: &PathBuf| {
+            if several && !merge {
+                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
+                let ext = p.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+                p.with_file_name(format!("{stem}-{instance}{ext}"))
+            } else {
+                p.clone()
+            }
+        };
+        let out = spec.and_then(|s| s.out_file.as_ref()).map(custom).unwrap_or_else(|| default("out"));
+        let err = spec.and_then(|s| s.error_file.as_ref()).map(custom).unwrap_or_else(|| default("err"));
+        let combined = spec.and_then(|s| s.log_file.as_ref()).map(custom);
+        (out, err, combined)
+    }
+
+    /// The environment a process runs with: the app's, plus PM2's per-process variables.
+    fn child_env(&self, p: &Proc) -> BTreeMap<String, String> {
+        let mut env = self.apps.get(&p.app).map(|a| a.spec.env.clone()).unwrap_or_default();
+        env.insert("name".into(), p.app.clone());
+        env.insert("pm_id".into(), p.id.to_string());
+        env.insert("NODE_APP_INSTANCE".into(), p.instance.to_string());
+        env.insert("COHORT_APP".into(), p.app.clone());
+        env.insert("COHORT_ID".into(), p.id.to_string());
+        env.insert("COHORT_INSTANCE".into(), p.instance.to_string());
+        env.insert("COHORT_HOME".into(), self.home.root.to_string_lossy().into_owned());
+        env
+    }
+
+    /// Starts (or starts again) process `id` now.
+    fn spawn(&mut self, id: u32) {
+        let Some(p) = self.procs.get(&id) else { return };
+        let Some(app) = self.apps.get(&p.app) else { return };
+        let spec = &app.spec;
+        let (out_path, err_path, combined_path) = (p.out.clone(), p.err.clone(), p.combined.clone());
+        let env: Vec<(String, String)> = self.child_env(p).into_iter().collect();
+        let (program, argv) = command_line(spec);
+        let cmd = spawn::Command {
+            program: &program,
+            argv,
+            env,
+            cwd: &spec.cwd,
+            fds: Vec::new(),
+            listen_pid: false,
+        };
+        let stamp = spec.time.then(|| Stamp::new(spec.log_date_format.as_deref()));
+        let wait_ready = spec.wait_ready;
+        let name: Arc<str> = Arc::from(p.app.as_str());
+        let instance = p.instance;
+        let files = (|| -> anyhow::Result<_> {
+            let out = LogFile::open(&out_path)?;
+            let err = if err_path == out_path { out.clone() } else { LogFile::open(&err_path)? };
+            let combined = combined_path.as_deref().map(LogFile::open).transpose()?;
+            Ok((out, err, combined))
+        })();
+        let result = files.and_then(|files| Ok((spawn::spawn(&cmd)?, files)));
+        let Some(p) = self.procs.get_mut(&id) else { return };
+        p.gen += 1;
+        p.want = Want::Run;
+        match result {
+            Ok((child, (out, err, combined))) => {
+                let pid = child.pid.as_raw();
+                p.pid = Some(pid);
+                p.status = if wait_ready { Status::Launching } else { Status::Online };
+                p.started = Some(Instant::now());
+                p.started_at = Some(super::now_ms());
+                p.cpu = 0.0;
+                p.memory = 0;
+                self.by_pid.insert(pid, id);
+                let sink = |stream, file| Sink {
+                    id,
+                    name: name.clone(),
+                    instance,
+                    stream,
+                    file,
+                    combined: combined.clone(),
+                    stamp: stamp.clone(),
+                    hub: self.hub.clone(),
+                };
+                tokio::spawn(logs::pump(child.stdout, sink("out", out)));
+                tokio::spawn(logs::pump(child.stderr, sink("err", err)));
+            }
+            Err(e) => {
+                let msg = format!("cohort: cannot start {}:{}: {e:#}", p.app, p.instance);
+                eprintln!("{msg}");
+                // The reason goes where the user looks first: the app's error log.
+                if let Ok(f) = LogFile::open(&err_path) {
+                    f.write_all(format!("{msg}\n").as_bytes());
+                }
+                p.status = Status::Errored;
+                p.pid = None;
+                p.want = Want::Stop;
+                notify(p);
+            }
+        }
+    }
+
+    // ----- stop / restart / delete -----
+
+    /// Asks process `id` to stop (`want` says what its exit then means). Returns a receiver that
+    /// fires when it is done, or None when there was nothing to wait for.
+    fn stop(&mut self, id: u32, want: Want) -> Option<oneshot::Receiver<()>> {
+        let (kill_signal, kill_timeout, shutdown_msg) = {
+            let p = self.procs.get(&id)?;
+            let spec = &self.apps.get(&p.app)?.spec;
+            (spec.kill_signal.clone(), spec.kill_timeout_ms, spec.shutdown_with_message)
+        };
+        let _ = shutdown_msg;
+        let p = self.procs.get_mut(&id)?;
+        match p.pid {
+            Some(pid) => {
+                p.want = want;
+                p.status = Status::Stopping;
+                let sig = crate::config::parse_signal(&kill_signal).unwrap_or(Signal::SIGINT);
+                let _ = kill(Pid::from_raw(-pid), sig);
+                let (tx, rx) = oneshot::channel();
+                p.waiters.push(tx);
+                let gen = p.gen;
+                let me = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(kill_timeout)).await;
+                    let _ = me.send(Msg::KillTimeout { id, gen });
+                });
+                Some(rx)
+            }
+            None => {
+                p.gen += 1; // cancels a pending restart
+                match want {
+                    Want::Delete => {
+                        self.remove(id);
+                    }
+                    Want::Restart => {
+                        p.unstable = 0;
+                        self.bump_restarts(id);
+                        self.spawn(id);
+                    }
+                    _ => {
+                        p.want = Want::Stop;
+                        if p.status != Status::Errored || want == Want::Stop {
+                            p.status = Status::Stopped;
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn restart(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.unstable = 0;
+            p.backoff_ms = 0;
+        }
+        self.stop(id, Want::Restart)
+    }
+
+    fn bump_restarts(&mut self, id: u32) {
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.restarts += 1;
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(mut p) = self.procs.remove(&id) {
+            notify(&mut p);
+            if let Some(app) = self.apps.get_mut(&p.app) {
+                app.procs.retain(|x| *x != id);
+                if app.procs.is_empty() {
+                    self.apps.remove(&p.app);
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, req: ActionRequest, reply: Reply<Vec<ProcessInfo>>) {
+        let ids = match self.select(&req.selector) {
+            Ok(ids) if ids.is_empty() => {
+                let _ = reply.send(Err("no apps are running (start one with `cohort start`)".into()));
+                return;
+            }
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut waits = Vec::new();
+        for id in ids {
+            match req.action {
+                Action::Stop => waits.extend(self.stop(id, Want::Stop)),
+                Action::Restart | Action::Reload => waits.extend(self.restart(id)),
+                Action::Delete => waits.extend(self.stop(id, Want::Delete)),
+                Action::Reset => {
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        p.restarts = 0;
+                        p.unstable = 0;
+                    }
+                }
+                Action::Flush => {
+                    if let Some(p) = self.procs.get(&id) {
+                        for path in [Some(&p.out), Some(&p.err), p.combined.as_ref()].into_iter().flatten() {
+                            if let Err(e) = logs::truncate(path) {
+                                let _ = reply.send(Err(format!("{e:#}")));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let me = Handle { tx: self.tx.clone(), hub: self.hub.clone() };
+        tokio::spawn(async move {
+            for w in waits {
+                let _ = w.await;
+            }
+            let _ = reply.send(me.call(Msg::List).await);
+        });
+    }
+
+    // ----- exits and the restart policy -----
+
+    fn on_exit(&mut self, exit: Exit) {
+        let Some(id) = self.by_pid.remove(&exit.pid) else {
+            return; // an orphan we adopted as subreaper, or a failed exec already reaped
+        };
+        self.sampler.forget(exit.pid);
+        // Leftovers of the process group (children the app started) never outlive it.
+        let _ = kill(Pid::from_raw(-exit.pid), Signal::SIGKILL);
+        let Some(p) = self.procs.get_mut(&id) else { return };
+        p.pid = None;
+        p.gen += 1;
+        p.last_exit_code = exit.code;
+        p.last_signal = exit.signal.map(signal_name);
+        let uptime = p.started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
+        match p.want {
+            Want::Stop => {
+                p.status = Status::Stopped;
+                notify(p);
+            }
+            Want::Delete => self.remove(id),
+            Want::Restart => {
+                p.restarts += 1;
+                self.spawn(id);
+                if let Some(p) = self.procs.get_mut(&id) {
+                    notify(p);
+                }
+            }
+            Want::Run => self.on_crash(id, exit, uptime),
+        }
+    }
+
+    fn on_crash(&mut self, id: u32, exit: Exit, uptime: u64) {
+        let Some(p) = self.procs.get(&id) else { return };
+        let Some(spec) = self.apps.get(&p.app).map(|a| a.spec.clone()) else { return };
+        let Some(p) = self.procs.get_mut(&id) else { return };
+        let how = match (exit.code, exit.signal) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (_, Some(s)) => format!("was killed by {}", signal_name(s)),
+            _ => "exited".into(),
+        };
+        if uptime < spec.min_uptime_ms {
+            p.unstable += 1;
+        } else {
+            p.unstable = 0;
+        }
+        if uptime >= BACKOFF_RESET_MS {
+            p.backoff_ms = 0;
+        }
+        let clean_stop = exit.code.is_some_and(|c| spec.stop_exit_codes.contains(&c));
+        if clean_stop || !spec.autorestart || self.shutting_down {
+            eprintln!("cohort: {}:{} {how}; not restarting", p.app, p.instance);
+            p.status = Status::Stopped;
+            p.want = Want::Stop;
+            notify(p);
+            return;
+        }
+        if p.unstable > spec.max_restarts || (spec.max_restarts == 0 && p.unstable > 0) {
+            eprintln!(
+                "cohort: {}:{} {how}; it crashed {} times in a row within min_uptime ({} ms): errored, not restarting",
+                p.app, p.instance, p.unstable, spec.min_uptime_ms
+            );
+            p.status = Status::Errored;
+            p.want = Want::Stop;
+            notify(p);
+            return;
+        }
+        let delay = if spec.exp_backoff_restart_delay_ms > 0 {
+            p.backoff_ms = if p.backoff_ms == 0 {
+                spec.exp_backoff_restart_delay_ms
+            } else {
+                ((p.backoff_ms as f64 * BACKOFF_FACTOR) as u64).min(BACKOFF_CAP_MS)
+            };
+            p.backoff_ms
+        } else {
+            spec.restart_delay_ms
+        };
+        eprintln!("cohort: {}:{} {how}; restarting in {delay} ms", p.app, p.instance);
+        if delay == 0 {
+            p.restarts += 1;
+            self.spawn(id);
+        } else {
+            p.status = Status::WaitingRestart;
+            let gen = p.gen;
+            let me = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let _ = me.send(Msg::RestartDue { id, gen });
+            });
+        }
+    }
+
+    // ----- sampling -----
+
+    fn sample(&mut self) {
+        for p in self.procs.values_mut() {
+            if let Some(pid) = p.pid {
+                if let Some(s) = self.sampler.sample(pid) {
+                    p.cpu = s.cpu;
+                    p.memory = s.memory;
+                }
+            }
+        }
+    }
+
+    // ----- save / resurrect -----
+
+    fn save(&mut self, force: bool) -> Result<SaveReply, String> {
+        let apps: Vec<SavedApp> = self
+            .apps
+            .values()
+            .map(|a| SavedApp {
+                spec: a.spec.clone(),
+                instances: a.procs.len() as u32,
+                stopped: a
+                    .procs
+                    .iter()
+                    .filter_map(|id| self.procs.get(id))
+                    .all(|p| p.status == Status::Stopped && p.want == Want::Stop),
+            })
+            .collect();
+        let path = self.home.dump();
+        if apps.is_empty() && !force {
+            return Err(format!(
+                "no apps to save: this would replace {} with an empty list (start your apps first, or use `cohort save --force` to save an empty list)",
+                path.display()
+            ));
+        }
+        let n = apps.len();
+        persist::write(&path, apps).map_err(|e| format!("{e:#}"))?;
+        Ok(SaveReply {
+            path: path.to_string_lossy().into_owned(),
+            apps: n,
+        })
+    }
+
+    fn resurrect(&mut self) -> Result<ResurrectReply, String> {
+        let dump = persist::read(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
+        let mut reply = ResurrectReply { started: Vec::new(), skipped: Vec::new() };
+        for saved in dump.apps {
+            if self.apps.contains_key(&saved.spec.name) {
+                reply.skipped.push(saved.spec.name);
+                continue;
+            }
+            let name = saved.spec.name.clone();
+            self.create_app(saved.spec, saved.instances.max(1), !saved.stopped);
+            reply.started.push(name);
+        }
+        Ok(reply)
+    }
+}
+
+/// Wakes everyone waiting for this process to settle.
+fn notify(p: &mut Proc) {
+    for w in p.waiters.drain(..) {
+        let _ = w.send(());
+    }
+}
+
+/// The program and argv of a spec: `interpreter [interpreter_args] script [args]`, or `script [args]`.
+fn command_line(spec: &AppSpec) -> (String, Vec<String>) {
+    match &spec.interpreter {
+        Some(interp) => {
+            let mut argv = vec![interp.clone()];
+            argv.extend(spec.interpreter_args.iter().cloned());
+            argv.push(spec.script.clone());
+            argv.extend(spec.args.iter().cloned());
+            (interp.clone(), argv)
+        }
+        None => {
+            let mut argv = vec![spec.script.clone()];
+            argv.extend(spec.args.iter().cloned());
+            (spec.script.clone(), argv)
+        }
+    }
+}
