@@ -142,3 +142,4 @@ fn notify_systemd_ready() {
         eprintln!("cohort: cannot notify systemd: {e}");
     }
 }
+
