@@ -202,3 +202,12 @@ pub struct Ping {
 pub struct ErrorReply {
     pub error: String,
 }
+
+/// Recent samples of one process (oldest first), for monit's charts.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct History {
+    pub id: u32,
+    pub interval_ms: u64,
+    pub cpu: Vec<f32>,
+    pub memory: Vec<u64>,
+}

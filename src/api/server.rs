@@ -40,6 +40,7 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
         .route("/logs/files", post(log_files))
         .route("/logs/stream", post(log_stream))
         .route("/env", post(env))
+        .route("/history", post(history))
         .route("/save", post(save))
         .route("/resurrect", post(resurrect))
         .route("/kill", post(kill))
@@ -108,6 +109,10 @@ async fn log_files(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Respons
 
 async fn env(State(ctx): State<Ctx>, Json(id): Json<u32>) -> Response {
     answer(ctx.sup.call(|r| Msg::Env(id, r)).await)
+}
+
+async fn history(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
+    answer(ctx.sup.call(|r| Msg::History(sel, r)).await)
 }
 
 async fn save(State(ctx): State<Ctx>, Json(req): Json<SaveRequest>) -> Response {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 pub const INTERVAL_MS: u64 = 2000;
+/// Samples kept per process for charts: 5 minutes at INTERVAL_MS (12 bytes each).
+pub const HISTORY: usize = 150;
 
 /// Remembers the previous CPU time of each pid to turn totals into a percentage.
 pub struct Sampler {

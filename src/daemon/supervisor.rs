@@ -39,6 +39,7 @@ pub enum Msg {
     Describe(Selector, Reply<Vec<ProcessDetail>>),
     LogFiles(Selector, Reply<Vec<LogFiles>>),
     Env(u32, Reply<BTreeMap<String, String>>),
+    History(Selector, Reply<Vec<crate::api::History>>),
     Save(bool, Reply<SaveReply>),
     Resurrect(Reply<ResurrectReply>),
     /// Stop every app (for `kill` and daemon shutdown); answers once all have exited.
@@ -102,6 +103,8 @@ struct Proc {
     gen: u64,
     cpu: f64,
     memory: u64,
+    /// The last samples (cpu %, memory bytes), oldest first, for monit's charts.
+    history: std::collections::VecDeque<(f32, u64)>,
     waiters: Vec<oneshot::Sender<()>>,
     out: PathBuf,
     err: PathBuf,
@@ -196,6 +199,20 @@ impl Supervisor {
                     Some(p) => Ok(self.child_env(p).into_iter().collect()),
                     None => Err(format!("no process with id {id} (see `cohort ls`)")),
                 };
+                let _ = reply.send(r);
+            }
+            Msg::History(sel, reply) => {
+                let r = self.select(&sel).map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| self.procs.get(id))
+                        .map(|p| crate::api::History {
+                            id: p.id,
+                            interval_ms: super::sampler::INTERVAL_MS,
+                            cpu: p.history.iter().map(|h| h.0).collect(),
+                            memory: p.history.iter().map(|h| h.1).collect(),
+                        })
+                        .collect()
+                });
                 let _ = reply.send(r);
             }
             Msg::Save(force, reply) => {
@@ -399,6 +416,7 @@ impl Supervisor {
                 gen: 0,
                 cpu: 0.0,
                 memory: 0,
+                history: std::collections::VecDeque::new(),
                 waiters: Vec::new(),
                 out,
                 err,
@@ -766,6 +784,10 @@ impl Supervisor {
                 if let Some(s) = self.sampler.sample(pid) {
                     p.cpu = s.cpu;
                     p.memory = s.memory;
+                    if p.history.len() == super::sampler::HISTORY {
+                        p.history.pop_front();
+                    }
+                    p.history.push_back((s.cpu as f32, s.memory));
                 }
             }
         }
