@@ -4,6 +4,8 @@
 //! owns the command. See `../shared/design.md` (and docs/) for the map of the project.
 
 mod balancer;
+#[allow(dead_code)]
+mod cluster;
 
 use clap::Parser;
 
