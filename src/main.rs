@@ -15,11 +15,15 @@ use clap::Parser;
 enum Cli {
     /// Run an HTTP or TCP load balancer in the foreground.
     Balance(balancer::BalanceArgs),
+    /// INTERNAL test harness (not a user command): run one cluster app in the foreground.
+    #[command(name = "__cluster-demo", hide = true)]
+    ClusterDemo(cluster::demo::DemoArgs),
 }
 
 fn main() {
     let code = match Cli::parse() {
         Cli::Balance(args) => balancer::run_foreground(args),
+        Cli::ClusterDemo(args) => cluster::demo::run(args),
     };
     std::process::exit(code);
 }

@@ -3,4 +3,6 @@
 //! steering, `node_ipc` speaks Node's IPC channel (cluster-worker emulation), `demo` is an internal
 //! foreground harness used by tests until the supervisor hosts these pieces. See docs/cluster.md.
 
+pub mod demo;
+pub mod node_ipc;
 pub mod sockets;
