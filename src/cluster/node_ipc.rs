@@ -355,3 +355,125 @@ impl NodeSender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command};
+    use std::time::{Duration, Instant};
+
+    /// Node with our channel end at fd 3 (+ the shim), killed on drop.
+    struct NodeChild(Child, std::path::PathBuf);
+    impl Drop for NodeChild {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    impl NodeChild {
+        fn exit_code(&mut self) -> Option<i32> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(st)) = self.0.try_wait() {
+                    return st.code();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    }
+
+    fn spawn(name: &str, app: &str, worker: bool) -> io::Result<(NodeChannel, NodeChild)> {
+        let dir = std::env::temp_dir().join(format!("cohort-ipc-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("app.js"), app)?;
+        std::fs::write(dir.join("shim.cjs"), include_str!("../shim/node.cjs"))?;
+        let (chan, theirs) = NodeChannel::pair()?;
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new("node");
+        cmd.arg("--require")
+            .arg(dir.join("shim.cjs"))
+            .arg(dir.join("app.js"));
+        cmd.envs(channel_env(3));
+        if worker {
+            let (k, v) = cluster_worker_env(7);
+            cmd.env(k, v);
+        }
+        // SAFETY: dup2 only between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || match libc::dup2(fd, 3) {
+                -1 => Err(io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let child = NodeChild(cmd.spawn()?, dir);
+        drop(theirs);
+        Ok((chan, child))
+    }
+
+    async fn next(chan: &mut NodeChannel) -> Option<NodeMessage> {
+        tokio::time::timeout(Duration::from_secs(10), chan.recv())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn ready_message_then_shutdown_message_drains_and_exits() -> io::Result<()> {
+        let app = "require('http').createServer((q, s) => s.end()).listen(0, () => process.send('ready'));";
+        let (mut chan, mut child) = spawn("ready", app, false)?;
+        assert_eq!(
+            next(&mut chan).await,
+            Some(NodeMessage::User(json!("ready")))
+        );
+        chan.sender().shutdown_with_message().await?;
+        assert_eq!(child.exit_code(), Some(0));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_shim_does_not_keep_an_idle_app_alive() -> io::Result<()> {
+        let (mut chan, mut child) = spawn("idle", "process.send({up: true});", false)?;
+        assert_eq!(
+            next(&mut chan).await,
+            Some(NodeMessage::User(json!({"up": true})))
+        );
+        assert_eq!(child.exit_code(), Some(0));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cluster_worker_handshake_and_error_reply() -> io::Result<()> {
+        let app = r#"
+const cluster = require('cluster');
+const s = require('http').createServer().listen(4321, '127.0.0.1');
+s.on('error', (e) => process.send({ isWorker: cluster.isWorker, id: cluster.worker.id, code: e.code }));
+"#;
+        let (mut chan, _child) = spawn("worker", app, true)?;
+        assert_eq!(next(&mut chan).await, Some(NodeMessage::Online));
+        let q = match next(&mut chan).await {
+            Some(NodeMessage::QueryServer(q)) => q,
+            other => panic!("expected queryServer, got {other:?}"),
+        };
+        assert_eq!(
+            q.listen_addr(),
+            Ok(ListenAddr::Tcp {
+                ip: Some("127.0.0.1".parse().map_err(io::Error::other)?),
+                port: 4321
+            })
+        );
+        assert!(q.key().starts_with("127.0.0.1:4321:4:"), "{}", q.key());
+        let refused = io::Error::from_raw_os_error(libc::EADDRINUSE);
+        chan.sender().reply_query_server(&q, Err(refused)).await?;
+        assert_eq!(
+            next(&mut chan).await,
+            Some(NodeMessage::User(
+                json!({"isWorker": true, "id": 7, "code": "EADDRINUSE"})
+            ))
+        );
+        Ok(())
+    }
+}

@@ -161,10 +161,10 @@ impl SocketGroup {
             order,
         } = &mut l.kind
         {
-            if !socks.contains_key(&slot) {
+            if let std::collections::btree_map::Entry::Vacant(e) = socks.entry(slot) {
                 let (sock, at) = bind_tcp(&l.requested, *bound)?;
                 *bound = Some(at);
-                socks.insert(slot, sock);
+                e.insert(sock);
                 order.push(slot);
                 // The others' indices did not move and the new socket is not live, so the
                 // program stays valid; attaching covers the group's first socket.
@@ -366,7 +366,7 @@ fn bind_unix(path: &Path) -> io::Result<Socket> {
 // (libc does not export SO_ATTACH_REUSEPORT_CBPF for every target). Hand-written because no crate
 // builds reuseport cBPF programs; the program is five instruction kinds.
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
 const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
