@@ -39,7 +39,10 @@ fn with_home(f: impl FnOnce(home::Home) -> i32) -> i32 {
 }
 
 fn client(command: Command, home: home::Home) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

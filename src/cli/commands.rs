@@ -5,8 +5,8 @@ use super::render;
 use super::*;
 use crate::api::client::Client;
 use crate::api::{
-    Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply,
-    SaveRequest, ScaleRequest, Selector, StartRequest,
+    Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
+    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
 use crate::config::{resolve, AppSpec, ExecMode, Instances};
@@ -37,7 +37,9 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
-        Command::Daemon | Command::Balance(_) | Command::ClusterDemo(_) => unreachable!("dispatched in main"),
+        Command::Daemon | Command::Balance(_) | Command::ClusterDemo(_) => {
+            unreachable!("dispatched in main")
+        }
     }
 }
 
@@ -52,8 +54,9 @@ fn current_dir() -> Result<PathBuf> {
 fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
         .map(|s| {
-            ecosystem::parse_duration_ms(s)
-                .map_err(|_| anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)"))
+            ecosystem::parse_duration_ms(s).map_err(|_| {
+                anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
+            })
         })
         .transpose()
 }
@@ -157,15 +160,26 @@ fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
         if !path.is_file() {
             bail!("config file not found: {} (check the path)", a.target);
         }
-        let only: Option<Vec<String>> = a.only.as_ref().map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
+        let only: Option<Vec<String>> = a
+            .only
+            .as_ref()
+            .map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
         let loaded = ecosystem::load(
             &path,
             &a.target,
-            &LoadOptions { env_name: a.env.as_deref(), base_env: &base_env, only: only.as_deref() },
+            &LoadOptions {
+                env_name: a.env.as_deref(),
+                base_env: &base_env,
+                only: only.as_deref(),
+            },
         )
         .map_err(|e| anyhow!(e))?;
         if a.name.is_some() && loaded.apps.len() > 1 {
-            bail!("--name applies to one app, and {} declares {} (use --only NAME to pick one)", a.target, loaded.apps.len());
+            bail!(
+                "--name applies to one app, and {} declares {} (use --only NAME to pick one)",
+                a.target,
+                loaded.apps.len()
+            );
         }
         let mut apps = loaded.apps;
         for spec in &mut apps {
@@ -177,7 +191,10 @@ fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
         }
         let mut warnings = loaded.warnings;
         if !loaded.balancers.is_empty() {
-            warnings.push(format!("{}: balancers are not run by the daemon yet; start them with `cohort balance`", a.target));
+            warnings.push(format!(
+                "{}: balancers are not run by the daemon yet; start them with `cohort balance`",
+                a.target
+            ));
         }
         if apps.is_empty() {
             bail!("{} declares no apps", a.target);
@@ -197,15 +214,21 @@ fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
         }
         None => here,
     };
-    let r = resolve::resolve(&a.target, a.interpreter.as_deref(), &cwd, base_env.get("PATH").map(String::as_str))
-        .map_err(|e| anyhow!(e))?;
+    let r = resolve::resolve(
+        &a.target,
+        a.interpreter.as_deref(),
+        &cwd,
+        base_env.get("PATH").map(String::as_str),
+    )
+    .map_err(|e| anyhow!(e))?;
     let name = a.name.clone().unwrap_or_else(|| r.default_name.clone());
     ecosystem::validate_name(&name).map_err(|e| anyhow!("--name: {e}"))?;
     let mut spec = AppSpec::new(name, r.script, cwd.clone());
     spec.interpreter = r.interpreter;
     spec.args = r.args;
     if let Some(na) = &a.node_args {
-        spec.interpreter_args = shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
+        spec.interpreter_args =
+            shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
     }
     spec.env = base_env;
     apply_flags(&mut spec, a, &cwd)?;
@@ -219,7 +242,15 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
     }
     let names: Vec<String> = apps.iter().map(|s| s.name.clone()).collect();
     let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client.post("/start", &StartRequest { apps, restart_existing }).await?;
+    let procs: Vec<ProcessInfo> = client
+        .post(
+            "/start",
+            &StartRequest {
+                apps,
+                restart_existing,
+            },
+        )
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
@@ -234,9 +265,19 @@ fn selector(target: &str) -> Result<Selector> {
     if ecosystem::is_config_file(target) && Path::new(target).is_file() {
         let path = current_dir()?.join(target);
         let env = cli_env();
-        let loaded = ecosystem::load(&path, target, &LoadOptions { env_name: None, base_env: &env, only: None })
-            .map_err(|e| anyhow!(e))?;
-        return Ok(Selector::Names(loaded.apps.into_iter().map(|a| a.name).collect()));
+        let loaded = ecosystem::load(
+            &path,
+            target,
+            &LoadOptions {
+                env_name: None,
+                base_env: &env,
+                only: None,
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        return Ok(Selector::Names(
+            loaded.apps.into_iter().map(|a| a.name).collect(),
+        ));
     }
     if ecosystem::is_config_file(target) {
         bail!("config file not found: {target} (check the path)");
@@ -247,7 +288,15 @@ fn selector(target: &str) -> Result<Selector> {
 async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
     let sel = selector(&t.target)?;
     let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: act, selector: sel }).await?;
+    let procs: Vec<ProcessInfo> = client
+        .post(
+            "/action",
+            &ActionRequest {
+                action: act,
+                selector: sel,
+            },
+        )
+        .await?;
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
@@ -260,9 +309,19 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
 async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post("/scale", &ScaleRequest { name: s.name.clone(), target: s.count.clone() })
+        .post(
+            "/scale",
+            &ScaleRequest {
+                name: s.name.clone(),
+                target: s.count.clone(),
+            },
+        )
         .await?;
-    eprintln!("cohort: scaled {} to {}", s.name, procs.iter().filter(|p| p.name == s.name).count());
+    eprintln!(
+        "cohort: scaled {} to {}",
+        s.name,
+        procs.iter().filter(|p| p.name == s.name).count()
+    );
     print!("{}", render::table(&procs));
     Ok(())
 }
@@ -299,8 +358,12 @@ fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
-    let Ok(len) = f.seek(SeekFrom::End(0)) else { return Vec::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = f.seek(SeekFrom::End(0)) else {
+        return Vec::new();
+    };
     let mut pos = len;
     let mut buf: Vec<u8> = Vec::new();
     const STEP: u64 = 64 * 1024;
@@ -319,7 +382,10 @@ fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     }
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 async fn logs(a: LogsArgs, home: Home) -> Result<()> {
@@ -332,8 +398,16 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
     let want_out = !a.err || a.out;
     let want_err = !a.out || a.err;
     // Subscribe before reading the backlog so no line falls between the two.
-    let stream = if a.nostream { None } else { Some(client.stream("/logs/stream", &sel).await?) };
-    let width = files.iter().map(|f| f.name.len() + 1 + f.instance.to_string().len()).max().unwrap_or(0);
+    let stream = if a.nostream {
+        None
+    } else {
+        Some(client.stream("/logs/stream", &sel).await?)
+    };
+    let width = files
+        .iter()
+        .map(|f| f.name.len() + 1 + f.instance.to_string().len())
+        .max()
+        .unwrap_or(0);
     let prefix = |name: &str, instance: u32| {
         if a.raw {
             String::new()
@@ -365,18 +439,26 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| anyhow!("the daemon stopped streaming logs: {e}"))?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         let mut out = std::io::stdout().lock();
         while let Some(nl) = pending.iter().position(|c| *c == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
-            let Ok(l) = serde_json::from_slice::<LogLine>(&line) else { continue };
+            let Ok(l) = serde_json::from_slice::<LogLine>(&line) else {
+                continue;
+            };
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
                 continue;
             }
             let ts = if a.timestamp {
                 chrono::DateTime::from_timestamp_millis(l.at as i64)
-                    .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%dT%H:%M:%S ").to_string())
+                    .map(|t| {
+                        t.with_timezone(&chrono::Local)
+                            .format("%Y-%m-%dT%H:%M:%S ")
+                            .to_string()
+                    })
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -396,7 +478,15 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
         None => Selector::All,
     };
     let client = Client::connect_or_start(home).await?;
-    let _: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: Action::Flush, selector: sel }).await?;
+    let _: Vec<ProcessInfo> = client
+        .post(
+            "/action",
+            &ActionRequest {
+                action: Action::Flush,
+                selector: sel,
+            },
+        )
+        .await?;
     eprintln!("cohort: logs flushed");
     Ok(())
 }
@@ -413,7 +503,9 @@ async fn env(e: EnvArgs, home: Home) -> Result<()> {
 
 async fn save(s: SaveArgs, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
-    let r: SaveReply = client.post("/save", &SaveRequest { force: s.force }).await?;
+    let r: SaveReply = client
+        .post("/save", &SaveRequest { force: s.force })
+        .await?;
     println!("saved {} app(s) to {}", r.apps, r.path);
     Ok(())
 }
@@ -425,7 +517,10 @@ async fn resurrect(home: Home) -> Result<()> {
         println!("resurrected: {}", r.started.join(", "));
     }
     if !r.skipped.is_empty() {
-        println!("already running, left as they are: {}", r.skipped.join(", "));
+        println!(
+            "already running, left as they are: {}",
+            r.skipped.join(", ")
+        );
     }
     if r.started.is_empty() && r.skipped.is_empty() {
         println!("the dump is empty: nothing to resurrect");
@@ -464,7 +559,8 @@ async fn update(home: Home) -> Result<()> {
         println!("started daemon {} (pid {})", p.version, p.pid);
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> = client.post("/save", &SaveRequest { force: true }).await;
+    let saved: std::result::Result<SaveReply, _> =
+        client.post("/save", &SaveRequest { force: true }).await;
     if let Err(e) = &saved {
         bail!("cannot save before the update: {e:#} (nothing was stopped)");
     }
@@ -472,6 +568,11 @@ async fn update(home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let r: ResurrectReply = client.post("/resurrect", &()).await?;
     let p = client.ping().await?;
-    println!("daemon {} (pid {}) running; resurrected: {}", p.version, p.pid, r.started.join(", "));
+    println!(
+        "daemon {} (pid {}) running; resurrected: {}",
+        p.version,
+        p.pid,
+        r.started.join(", ")
+    );
     Ok(())
 }

@@ -21,7 +21,7 @@ use super::node_ipc::{channel_env, cluster_worker_env, NodeChannel, NodeMessage,
 use super::sockets::{ListenAddr, SocketGroup};
 
 /// The Node preload that drains HTTP servers on shutdown (see docs/cluster.md).
-pub const NODE_SHIM: &str = include_str!("../shim/node.cjs");
+use super::NODE_SHIM;
 
 /// Arguments of the internal `cohort __cluster-demo` harness.
 #[derive(clap::Args, Debug)]

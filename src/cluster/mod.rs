@@ -6,3 +6,6 @@
 pub mod demo;
 pub mod node_ipc;
 pub mod sockets;
+
+/// The Node.js preload (drain on shutdown), written under COHORT_HOME at daemon start.
+pub const NODE_SHIM: &str = include_str!("../shim/node.cjs");

@@ -254,6 +254,14 @@ impl SocketGroup {
         Ok(info.tcpi_unacked)
     }
 
+    /// Connections waiting in `slot`'s accept queues, over all its TCP addresses.
+    pub fn queued(&self, slot: usize) -> u32 {
+        self.listeners
+            .iter()
+            .map(|l| self.accept_queue_len(slot, &l.requested).unwrap_or(0))
+            .sum()
+    }
+
     /// Closes every socket of the group (and removes the Unix socket files it created).
     pub fn close_all(&mut self) {
         for l in self.listeners.drain(..) {
