@@ -32,7 +32,11 @@ pub fn status(shared: &Shared) -> serde_json::Value {
 }
 
 /// Serves the admin endpoint until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -44,18 +48,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
-                    let (code, body) = if req.method() == Method::GET && req.uri().path() == "/status" {
-                        (StatusCode::OK, status(&shared).to_string())
-                    } else {
-                        (StatusCode::NOT_FOUND, r#"{"error":"not found (try GET /status)"}"#.to_string())
-                    };
+                    let (code, body) =
+                        if req.method() == Method::GET && req.uri().path() == "/status" {
+                            (StatusCode::OK, status(&shared).to_string())
+                        } else {
+                            (
+                                StatusCode::NOT_FOUND,
+                                r#"{"error":"not found (try GET /status)"}"#.to_string(),
+                            )
+                        };
                     let mut resp = Response::new(Full::new(Bytes::from(body)));
                     *resp.status_mut() = code;
-                    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
                     Ok::<_, Infallible>(resp)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

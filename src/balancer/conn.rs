@@ -118,21 +118,32 @@ pub async fn checkout(
             Ok(mut idle) => idle.pop(),
             Err(_) => None,
         };
-        let Some((mut sender, since)) = popped else { break };
+        let Some((mut sender, since)) = popped else {
+            break;
+        };
         if sender.is_closed() || since.elapsed() >= max_idle {
             continue;
         }
         if sender.is_ready() {
-            return Ok(Checkout { sender, reused: true });
+            return Ok(Checkout {
+                sender,
+                reused: true,
+            });
         }
         // A connection is checked in as soon as its response body ended; its driver may not have
         // marked it ready yet. Nobody else uses it, so waiting is short.
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(200), sender.ready()).await {
-            return Ok(Checkout { sender, reused: true });
+            return Ok(Checkout {
+                sender,
+                reused: true,
+            });
         }
     }
     let sender = connect_http(pool.upstreams[i].addr, connect_timeout).await?;
-    Ok(Checkout { sender, reused: false })
+    Ok(Checkout {
+        sender,
+        reused: false,
+    })
 }
 
 /// Returns a connection whose exchange is complete to the idle pool.

@@ -54,7 +54,10 @@ async fn check(pool: &Pool, i: usize, h: &Health, http: bool) -> bool {
         let s = resp.status();
         Some(s.is_success() || s.is_redirection())
     };
-    matches!(tokio::time::timeout(h.timeout, attempt).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(h.timeout, attempt).await,
+        Ok(Some(true))
+    )
 }
 
 fn record(pool: &Pool, i: usize, h: &Health, ok: bool) {

@@ -134,7 +134,9 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        let Some(mut fin) = self.fin.take() else { return };
+        let Some(mut fin) = self.fin.take() else {
+            return;
+        };
         let complete = self.ended || self.is_end_stream();
         if let Some((i, sender)) = fin.sender.take() {
             if complete {
@@ -157,7 +159,12 @@ impl Drop for ProxyBody {
 
 impl ProxyBody {
     fn fixed(text: &'static str) -> ProxyBody {
-        ProxyBody { inner: Inner::Fixed(Some(Bytes::from_static(text.as_bytes()))), bytes: 0, ended: false, fin: None }
+        ProxyBody {
+            inner: Inner::Fixed(Some(Bytes::from_static(text.as_bytes()))),
+            bytes: 0,
+            ended: false,
+            fin: None,
+        }
     }
 }
 
@@ -174,17 +181,22 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, including those the Connection header names. With `keep_upgrade`,
 /// `Connection: upgrade` and `Upgrade` stay (they must reach the other side of a tunnel).
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        // Only pay for parsing when a Connection header names extra headers.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+    if h.contains_key(header::CONNECTION) {
+        // Only pay for parsing when a Connection header is present.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
+                if t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive") {
+                    continue;
+                }
+                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
         for n in named {
             h.remove(n);
         }
@@ -204,15 +216,19 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// Hash key of a request for the `hash` strategy.
@@ -246,15 +262,26 @@ fn request_key(req: &Request<Incoming>, client: SocketAddr, key: &HashKey) -> u6
 const MAX_TRIED: usize = 16;
 
 impl Proxy {
-    fn error(&self, log: Option<LogInfo>, status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    fn error(
+        &self,
+        log: Option<LogInfo>,
+        status: StatusCode,
+        text: &'static str,
+    ) -> Response<ProxyBody> {
         let mut body = ProxyBody::fixed(text);
         if let Some(mut l) = log {
             l.status = status.as_u16();
-            body.fin = Some(Finish { pool: self.shared.pool.clone(), _guard: None, sender: None, log: Some(l) });
+            body.fin = Some(Finish {
+                pool: self.shared.pool.clone(),
+                _guard: None,
+                sender: None,
+                log: Some(l),
+            });
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         resp
     }
 
@@ -265,14 +292,22 @@ impl Proxy {
         let mut log = s.access_log.then(|| LogInfo {
             client: self.client.ip(),
             method: req.method().clone(),
-            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
             version: req.version(),
             status: 0,
             upstream: None,
             start,
         });
         let upgrade = wants_upgrade(&req);
-        let key = if s.strategy == Strategy::Hash { request_key(&req, self.client, &s.hash_key) } else { 0 };
+        let key = if s.strategy == Strategy::Hash {
+            request_key(&req, self.client, &s.hash_key)
+        } else {
+            0
+        };
 
         // Rewrite the head for the upstream.
         let mut req = req;
@@ -280,7 +315,11 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             if !parts.headers.contains_key(header::HOST) {
-                if let Some(a) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                if let Some(a) = parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
                     parts.headers.insert(header::HOST, a);
                 }
             }
@@ -290,7 +329,11 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let ip = self.client.ip().to_string();
-        let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip,
         };
@@ -308,10 +351,24 @@ impl Proxy {
         }
 
         let body_empty = body.is_end_stream();
-        let up_body: UpBody = if body_empty { Either::Right(Empty::new()) } else { Either::Left(body) };
+        let up_body: UpBody = if body_empty {
+            Either::Right(Empty::new())
+        } else {
+            Either::Left(body)
+        };
         // A copy of the head lets a failed idempotent, bodiless request be sent again.
-        let can_retry = s.retries > 0 && body_empty && !upgrade && is_idempotent(&parts.method) && pool.upstreams.len() > 1;
-        let retry_head = can_retry.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let can_retry = s.retries > 0
+            && body_empty
+            && !upgrade
+            && is_idempotent(&parts.method)
+            && pool.upstreams.len() > 1;
+        let retry_head = can_retry.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
         let mut upreq = Some(Request::from_parts(parts, up_body));
         let mut client_upgrade = client_upgrade;
 
@@ -321,7 +378,9 @@ impl Proxy {
         let max_attempts = pool.upstreams.len() + s.retries as usize + 2;
         for _ in 0..max_attempts {
             let Some(req) = upreq.take() else { break };
-            let Some(idx) = pool.pick(key, &tried[..ntried]) else { break };
+            let Some(idx) = pool.pick(key, &tried[..ntried]) else {
+                break;
+            };
             let remembered = ntried < MAX_TRIED;
             if remembered {
                 tried[ntried] = idx;
@@ -337,14 +396,19 @@ impl Proxy {
                     continue;
                 }
             };
-            let sent = tokio::time::timeout(s.upstream_timeout, co.sender.try_send_request(req)).await;
+            let sent =
+                tokio::time::timeout(s.upstream_timeout, co.sender.try_send_request(req)).await;
             match sent {
                 Err(_elapsed) => {
                     pool.upstreams[idx].errors.fetch_add(1, Relaxed);
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
                     }
-                    return self.error(log, StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout: the upstream did not answer in time\n");
+                    return self.error(
+                        log,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "504 Gateway Timeout: the upstream did not answer in time\n",
+                    );
                 }
                 Ok(Err(mut e)) => {
                     if let Some(r) = e.take_message() {
@@ -376,7 +440,11 @@ impl Proxy {
                             if let Some(l) = log.as_mut() {
                                 l.upstream = Some(idx);
                             }
-                            return self.error(log, StatusCode::BAD_GATEWAY, "502 Bad Gateway: the upstream failed\n");
+                            return self.error(
+                                log,
+                                StatusCode::BAD_GATEWAY,
+                                "502 Bad Gateway: the upstream failed\n",
+                            );
                         }
                     }
                 }
@@ -393,25 +461,48 @@ impl Proxy {
                                 let _guard = guard;
                                 let _drain = drain;
                                 if let (Ok(c), Ok(u)) = tokio::join!(client_on, up_on) {
-                                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                                    let _ = tokio::io::copy_bidirectional(
+                                        &mut TokioIo::new(c),
+                                        &mut TokioIo::new(u),
+                                    )
+                                    .await;
                                 }
                             });
                             let (mut rp, _) = resp.into_parts();
                             strip_hop_by_hop(&mut rp.headers, true);
                             let mut body = ProxyBody::fixed("");
                             body.inner = Inner::Fixed(None);
-                            body.fin = Some(Finish { pool: pool.clone(), _guard: None, sender: None, log });
+                            body.fin = Some(Finish {
+                                pool: pool.clone(),
+                                _guard: None,
+                                sender: None,
+                                log,
+                            });
                             return Response::from_parts(rp, body);
                         }
                     }
                     let (mut rp, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut rp.headers, false);
-                    let fin = Finish { pool: pool.clone(), _guard: Some(guard), sender: Some((idx, co.sender)), log };
-                    let body = ProxyBody { inner: Inner::Up(incoming), bytes: 0, ended: false, fin: Some(fin) };
+                    let fin = Finish {
+                        pool: pool.clone(),
+                        _guard: Some(guard),
+                        sender: Some((idx, co.sender)),
+                        log,
+                    };
+                    let body = ProxyBody {
+                        inner: Inner::Up(incoming),
+                        bytes: 0,
+                        ended: false,
+                        fin: Some(fin),
+                    };
                     return Response::from_parts(rp, body);
                 }
             }
         }
-        self.error(log, StatusCode::BAD_GATEWAY, "502 Bad Gateway: no upstream available\n")
+        self.error(
+            log,
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: no upstream available\n",
+        )
     }
 }

@@ -18,7 +18,10 @@ pub fn inherited() -> Result<Option<TcpListener>> {
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
         return Ok(None);
     }
-    let n: u32 = fds.trim().parse().with_context(|| format!("LISTEN_FDS={fds:?} is not a number"))?;
+    let n: u32 = fds
+        .trim()
+        .parse()
+        .with_context(|| format!("LISTEN_FDS={fds:?} is not a number"))?;
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
@@ -52,15 +55,18 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
         let _ = sock.set_only_v6(false);
     }
     sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr} (is the port free? pick another --listen)"))?;
+    sock.bind(&addr.into()).with_context(|| {
+        format!("cannot listen on {addr} (is the port free? pick another --listen)")
+    })?;
     sock.listen(4096)?;
     Ok(sock.into())
 }
 
 /// Tells a service manager that the balancer is ready (`READY=1` on `NOTIFY_SOCKET`), if asked to.
 pub fn notify_ready() {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else { return };
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
     // Abstract-namespace sockets ("@name") are not supported by std's UnixDatagram paths; skip them.
     if path.starts_with('@') {
         return;
@@ -81,8 +87,9 @@ pub fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor> 
     if certs.is_empty() {
         bail!("no certificate found in {cert} (give a PEM file with a CERTIFICATE block)");
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read TLS key {key} (give a PEM file with a PRIVATE KEY block)"))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!("cannot read TLS key {key} (give a PEM file with a PRIVATE KEY block)")
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

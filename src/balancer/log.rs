@@ -19,16 +19,22 @@ struct Buf {
     stamp: String,
 }
 
-static BUF: Mutex<Buf> = Mutex::new(Buf { text: String::new(), sec: -1, stamp: String::new() });
+static BUF: Mutex<Buf> = Mutex::new(Buf {
+    text: String::new(),
+    sec: -1,
+    stamp: String::new(),
+});
 
 const FLUSH_AT: usize = 64 * 1024;
 
 /// Starts the flusher thread.
 pub fn start() {
-    let _ = std::thread::Builder::new().name("access-log".into()).spawn(|| loop {
-        std::thread::sleep(Duration::from_millis(100));
-        flush();
-    });
+    let _ = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(|| loop {
+            std::thread::sleep(Duration::from_millis(100));
+            flush();
+        });
 }
 
 /// Writes out whatever is buffered.

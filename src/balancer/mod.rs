@@ -14,8 +14,8 @@ mod http;
 mod listen;
 mod log;
 mod pool;
-pub mod spec;
 mod server;
+pub mod spec;
 mod strategy;
 mod tcp;
 
@@ -31,8 +31,10 @@ use spec::{DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec, UpstreamEn
 
 /// Arguments of `cohort balance`.
 #[derive(clap::Args, Debug, Default)]
-#[command(after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
-Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md")]
+#[command(
+    after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
+Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md"
+)]
 pub struct BalanceArgs {
     /// The whole balancer as JSON (a `balancers` entry of a config file); replaces the other flags.
     #[arg(long, value_name = "JSON", conflicts_with_all = ["listen", "upstreams"])]
@@ -119,20 +121,26 @@ impl BalanceArgs {
             return Err("listen: missing (give --listen ADDR or --spec-json)".into());
         };
         let d = |v: &Option<String>| v.clone().map(DurationSpec::Text);
-        let health = (self.health_path.is_some() || self.health_interval.is_some()).then(|| HealthSpec {
-            path: self.health_path.clone(),
-            interval: d(&self.health_interval),
-            timeout: d(&self.health_timeout),
-            rise: self.health_rise,
-            fall: self.health_fall,
-        });
+        let health =
+            (self.health_path.is_some() || self.health_interval.is_some()).then(|| HealthSpec {
+                path: self.health_path.clone(),
+                interval: d(&self.health_interval),
+                timeout: d(&self.health_timeout),
+                rise: self.health_rise,
+                fall: self.health_fall,
+            });
         Ok(BalancerSpec {
             name: self.name.clone(),
             listen,
             mode: self.mode.clone(),
             strategy: self.strategy.clone(),
             hash_key: self.hash_key.clone(),
-            upstreams: self.upstreams.iter().cloned().map(UpstreamEntry::Text).collect(),
+            upstreams: self
+                .upstreams
+                .iter()
+                .cloned()
+                .map(UpstreamEntry::Text)
+                .collect(),
             health,
             retries: self.retries,
             timeouts: spec::TimeoutsSpec {
@@ -145,10 +153,16 @@ impl BalanceArgs {
                 drain: d(&self.drain_timeout),
             },
             tls: match (&self.tls_cert, &self.tls_key) {
-                (Some(c), Some(k)) => Some(TlsSpec { cert: c.clone(), key: k.clone() }),
+                (Some(c), Some(k)) => Some(TlsSpec {
+                    cert: c.clone(),
+                    key: k.clone(),
+                }),
                 _ => None,
             },
-            limits: spec::LimitsSpec { max_header_bytes: self.max_header_bytes, max_connections: self.max_connections },
+            limits: spec::LimitsSpec {
+                max_header_bytes: self.max_header_bytes,
+                max_connections: self.max_connections,
+            },
             admin: self.admin.clone(),
             access_log: self.no_access_log.then_some(false),
             workers: self.workers,
@@ -158,10 +172,15 @@ impl BalanceArgs {
 
 /// Runs a balancer in the foreground; returns the process exit code.
 pub fn run_foreground(args: BalanceArgs) -> i32 {
-    let settings = match args.to_spec().and_then(|s| s.validate().and_then(|()| s.resolve())) {
+    let settings = match args
+        .to_spec()
+        .and_then(|s| s.validate().and_then(|()| s.resolve()))
+    {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: invalid balancer: {e} (see `cohort balance --help` or docs/balancer.md)");
+            eprintln!(
+                "error: invalid balancer: {e} (see `cohort balance --help` or docs/balancer.md)"
+            );
             return 2;
         }
     };
@@ -209,7 +228,9 @@ fn run(settings: Settings) -> Result<()> {
         None => None,
     };
     let workers = match settings.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     // Listeners: one per worker runtime. An inherited socket is shared (dup'd); otherwise each
@@ -236,10 +257,15 @@ fn run(settings: Settings) -> Result<()> {
             listeners.push(l);
         }
     }
-    let bound = listeners[0].local_addr().map(|a| a.to_string()).unwrap_or_else(|_| settings.listen.clone());
+    let bound = listeners[0]
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| settings.listen.clone());
     let admin_listener = match &settings.admin {
         Some(a) => {
-            let addr: SocketAddr = a.to_socket_addrs().with_context(|| format!("cannot resolve admin address {a}"))?
+            let addr: SocketAddr = a
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve admin address {a}"))?
                 .next()
                 .ok_or_else(|| anyhow!("admin address {a} resolves to nothing"))?;
             Some(listen::bind(addr, false)?)
@@ -250,8 +276,17 @@ fn run(settings: Settings) -> Result<()> {
     let labels: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
     let weights: Vec<u32> = members.iter().map(|m| m.2).collect();
     let selector = strategy::Selector::new(settings.strategy, &weights, &labels);
-    let pool = Arc::new(pool::Pool::new(members, selector, settings.down_for, settings.health.is_some()));
-    let shared = Arc::new(http::Shared { https: tls.is_some(), pool, settings });
+    let pool = Arc::new(pool::Pool::new(
+        members,
+        selector,
+        settings.down_for,
+        settings.health.is_some(),
+    ));
+    let shared = Arc::new(http::Shared {
+        https: tls.is_some(),
+        pool,
+        settings,
+    });
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
@@ -261,7 +296,13 @@ fn run(settings: Settings) -> Result<()> {
 
     let start_loop = |listener: std::net::TcpListener| -> Result<_> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let (sh, tls, limit, rx, drain) = (shared.clone(), tls.clone(), limit.clone(), shutdown_rx.clone(), drain_tx.clone());
+        let (sh, tls, limit, rx, drain) = (
+            shared.clone(),
+            tls.clone(),
+            limit.clone(),
+            shutdown_rx.clone(),
+            drain_tx.clone(),
+        );
         Ok(async move {
             match sh.settings.mode {
                 Mode::Http => server::accept_loop(listener, sh, tls, limit, rx, drain).await,
@@ -270,7 +311,9 @@ fn run(settings: Settings) -> Result<()> {
         })
     };
 
-    let main_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let first = listeners.pop().ok_or_else(|| anyhow!("no listener"))?;
     let first_loop = {
         let _enter = main_rt.enter();
@@ -279,19 +322,23 @@ fn run(settings: Settings) -> Result<()> {
     // Worker runtimes 1..n, one thread each, current-thread schedulers: a connection and the
     // upstream connections it uses stay on one core.
     for (n, listener) in listeners.into_iter().enumerate() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let fut = {
             let _enter = rt.enter();
             start_loop(listener)?
         };
-        std::thread::Builder::new().name(format!("balancer-{}", n + 1)).spawn(move || {
-            conn::WORKER.with(|w| w.set(n + 1));
-            rt.block_on(async move {
-                fut.await;
-                // Keep driving this runtime's connections until the process exits after the drain.
-                std::future::pending::<()>().await
-            })
-        })?;
+        std::thread::Builder::new()
+            .name(format!("balancer-{}", n + 1))
+            .spawn(move || {
+                conn::WORKER.with(|w| w.set(n + 1));
+                rt.block_on(async move {
+                    fut.await;
+                    // Keep driving this runtime's connections until the process exits after the drain.
+                    std::future::pending::<()>().await
+                })
+            })?;
     }
 
     main_rt.block_on(async move {
@@ -299,10 +346,19 @@ fn run(settings: Settings) -> Result<()> {
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         tokio::spawn(first_loop);
         if let Some(l) = admin_listener {
-            tokio::spawn(admin::serve(tokio::net::TcpListener::from_std(l)?, shared.clone(), shutdown_rx.clone()));
+            tokio::spawn(admin::serve(
+                tokio::net::TcpListener::from_std(l)?,
+                shared.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         if let Some(h) = shared.settings.health.clone() {
-            health::start(shared.pool.clone(), h, shared.settings.mode == Mode::Http, shutdown_rx.clone());
+            health::start(
+                shared.pool.clone(),
+                h,
+                shared.settings.mode == Mode::Http,
+                shutdown_rx.clone(),
+            );
         }
         let s = &shared.settings;
         eprintln!(
@@ -317,12 +373,20 @@ fn run(settings: Settings) -> Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("balancer {}: shutting down, draining in-flight requests (up to {:?})", s.name, s.drain_timeout);
+        eprintln!(
+            "balancer {}: shutting down, draining in-flight requests (up to {:?})",
+            s.name, s.drain_timeout
+        );
         let _ = shutdown_tx.send(true);
         drop(drain_tx);
-        let drained = tokio::time::timeout(s.drain_timeout, drain_rx.recv()).await.is_ok();
+        let drained = tokio::time::timeout(s.drain_timeout, drain_rx.recv())
+            .await
+            .is_ok();
         if !drained {
-            eprintln!("balancer {}: drain timeout reached, closing remaining connections", s.name);
+            eprintln!(
+                "balancer {}: drain timeout reached, closing remaining connections",
+                s.name
+            );
         }
         log::flush();
         Ok::<(), anyhow::Error>(())

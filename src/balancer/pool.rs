@@ -65,7 +65,13 @@ impl Pool {
                 idle: Mutex::new(IdleConns::default()),
             })
             .collect();
-        Pool { upstreams, selector, epoch: Instant::now(), down_for, active_checks }
+        Pool {
+            upstreams,
+            selector,
+            epoch: Instant::now(),
+            down_for,
+            active_checks,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -113,7 +119,13 @@ impl Pool {
     }
 
     /// Status as JSON (the shape is documented in docs/balancer.md).
-    pub fn status_json(&self, name: &str, mode: &str, strategy: &str, listen: &str) -> serde_json::Value {
+    pub fn status_json(
+        &self,
+        name: &str,
+        mode: &str,
+        strategy: &str,
+        listen: &str,
+    ) -> serde_json::Value {
         let ups: Vec<serde_json::Value> = self
             .upstreams
             .iter()

@@ -63,8 +63,20 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Proxy { shared: shared.clone(), client: peer, served: Arc::new(AtomicU32::new(0)), drain: drain.clone() };
-        tokio::spawn(serve_conn(stream, proxy, tls.clone(), builder.clone(), shutdown.clone(), permit));
+        let proxy = Proxy {
+            shared: shared.clone(),
+            client: peer,
+            served: Arc::new(AtomicU32::new(0)),
+            drain: drain.clone(),
+        };
+        tokio::spawn(serve_conn(
+            stream,
+            proxy,
+            tls.clone(),
+            builder.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
 }
 
@@ -98,7 +110,9 @@ async fn serve_conn(
     let header_timeout = proxy.shared.settings.header_read_timeout;
     let served = proxy.served.clone();
     if let Some(acceptor) = tls {
-        let Ok(Ok(tls_stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
+        let Ok(Ok(tls_stream)) =
+            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+        else {
             return;
         };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), proxy);
@@ -111,17 +125,25 @@ async fn serve_conn(
     let mut conn = std::pin::pin!(conn);
     let res = drive!(conn, shutdown);
     if let Err(e) = res {
-        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_timeout());
+        let timed_out = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_timeout());
         if timed_out && served.load(Relaxed) == 0 {
             // hyper closes a connection whose request head is late without answering; tell the client
             // why (RFC 9110 408). The socket is still open: `conn` owns it until the end of this scope.
-            const RESP: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+            const RESP: &[u8] =
+                b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
             // SAFETY: `fd` belongs to the stream owned by `conn`, which is alive here; a non-blocking
             // send of a few bytes on it cannot affect memory safety.
             unsafe {
-                libc::send(fd, RESP.as_ptr().cast(), RESP.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                libc::send(
+                    fd,
+                    RESP.as_ptr().cast(),
+                    RESP.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
             }
         }
     }
-    drop(conn);
+    // The connection (and its socket) is dropped here, after the 408 went out.
 }

@@ -163,7 +163,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (t, 1.0)
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Duration::from_micros((v * mult_ms * 1000.0) as u64)),
+        Ok(v) if v.is_finite() && v >= 0.0 => {
+            Ok(Duration::from_micros((v * mult_ms * 1000.0) as u64))
+        }
         _ => Err(format!(
             "expected a duration like \"500ms\", \"5s\" or \"2m\"; got {s:?}"
         )),
@@ -249,7 +251,9 @@ pub struct Settings {
 /// Parses one upstream entry (`"host:port"`, `"host:port weight=N"`, `"app:NAME"`, or the object form).
 pub fn parse_upstream(entry: &UpstreamEntry) -> Result<UpstreamTarget, String> {
     let (addr, weight) = match entry {
-        UpstreamEntry::Object { address, weight } => (address.trim().to_string(), weight.unwrap_or(1)),
+        UpstreamEntry::Object { address, weight } => {
+            (address.trim().to_string(), weight.unwrap_or(1))
+        }
         UpstreamEntry::Text(s) => {
             let mut parts = s.split_whitespace();
             let addr = parts.next().unwrap_or("").to_string();
@@ -274,10 +278,16 @@ pub fn parse_upstream(entry: &UpstreamEntry) -> Result<UpstreamTarget, String> {
         if app.is_empty() {
             return Err("\"app:\" needs an app name (write \"app:NAME\")".into());
         }
-        return Ok(UpstreamTarget { target: Target::App(app.to_string()), weight });
+        return Ok(UpstreamTarget {
+            target: Target::App(app.to_string()),
+            weight,
+        });
     }
     check_host_port(&addr)?;
-    Ok(UpstreamTarget { target: Target::Addr(addr), weight })
+    Ok(UpstreamTarget {
+        target: Target::Addr(addr),
+        weight,
+    })
 }
 
 /// Checks `host:port` syntax (IPv6 as `[::1]:80`).
@@ -301,12 +311,13 @@ impl BalancerSpec {
 
     /// Validates and applies defaults.
     pub fn resolve(&self) -> Result<Settings, String> {
-        let dur = |field: &str, v: &Option<DurationSpec>, default_ms: u64| -> Result<Duration, String> {
-            match v {
-                None => Ok(Duration::from_millis(default_ms)),
-                Some(d) => d.parse().map_err(|e| format!("{field}: {e}")),
-            }
-        };
+        let dur =
+            |field: &str, v: &Option<DurationSpec>, default_ms: u64| -> Result<Duration, String> {
+                match v {
+                    None => Ok(Duration::from_millis(default_ms)),
+                    Some(d) => d.parse().map_err(|e| format!("{field}: {e}")),
+                }
+            };
         check_host_port(&self.listen).map_err(|e| format!("listen: {e}"))?;
         let mode = match self.mode.as_deref() {
             None | Some("http") => Mode::Http,
@@ -329,12 +340,15 @@ impl BalancerSpec {
             None | Some("ip") => HashKey::Ip,
             Some(k) => {
                 if mode == Mode::Tcp {
-                    return Err(format!("hash_key: tcp mode can only hash on \"ip\"; got {k:?}"));
+                    return Err(format!(
+                        "hash_key: tcp mode can only hash on \"ip\"; got {k:?}"
+                    ));
                 }
                 if let Some(h) = k.strip_prefix("header:") {
-                    HashKey::Header(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        format!("hash_key: {h:?} is not a valid header name")
-                    })?)
+                    HashKey::Header(
+                        http::HeaderName::from_bytes(h.as_bytes())
+                            .map_err(|_| format!("hash_key: {h:?} is not a valid header name"))?,
+                    )
                 } else if let Some(c) = k.strip_prefix("cookie:").filter(|c| !c.is_empty()) {
                     HashKey::Cookie(c.to_string())
                 } else {
@@ -348,7 +362,9 @@ impl BalancerSpec {
             return Err("hash_key: only used with strategy \"hash\" (set strategy to \"hash\" or remove hash_key)".into());
         }
         if self.upstreams.is_empty() {
-            return Err("upstreams: at least one upstream is needed (e.g. \"127.0.0.1:3000\")".into());
+            return Err(
+                "upstreams: at least one upstream is needed (e.g. \"127.0.0.1:3000\")".into(),
+            );
         }
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -359,7 +375,9 @@ impl BalancerSpec {
             Some(h) => {
                 if let Some(p) = &h.path {
                     if !p.starts_with('/') || p.parse::<http::uri::PathAndQuery>().is_err() {
-                        return Err(format!("health.path: expected a path like \"/health\"; got {p:?}"));
+                        return Err(format!(
+                            "health.path: expected a path like \"/health\"; got {p:?}"
+                        ));
                     }
                 }
                 let interval = dur("health.interval", &h.interval, 2000)?;
@@ -396,7 +414,10 @@ impl BalancerSpec {
         }
         if let Some(tls) = &self.tls {
             if mode == Mode::Tcp {
-                return Err("tls: TLS termination is for http mode (remove tls, or use mode \"http\")".into());
+                return Err(
+                    "tls: TLS termination is for http mode (remove tls, or use mode \"http\")"
+                        .into(),
+                );
             }
             if tls.cert.is_empty() || tls.key.is_empty() {
                 return Err("tls: both cert and key files are needed".into());
@@ -411,7 +432,9 @@ impl BalancerSpec {
         }
         let name = self.name.clone().unwrap_or_else(|| "balancer".into());
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("name: expected a word without spaces; got {name:?}"));
+            return Err(format!(
+                "name: expected a word without spaces; got {name:?}"
+            ));
         }
         Ok(Settings {
             name,
@@ -449,7 +472,9 @@ mod tests {
 
     #[test]
     fn minimal_spec_gets_defaults() {
-        let s = spec(r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000"]}"#).resolve().unwrap();
+        let s = spec(r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000"]}"#)
+            .resolve()
+            .unwrap();
         assert_eq!(s.mode, Mode::Http);
         assert_eq!(s.strategy, Strategy::RoundRobin);
         assert_eq!(s.retries, 2);
@@ -458,9 +483,10 @@ mod tests {
 
     #[test]
     fn bad_strategy_names_the_field() {
-        let e = spec(r#"{"listen":"0.0.0.0:8080","strategy":"foo","upstreams":["127.0.0.1:3000"]}"#)
-            .validate()
-            .unwrap_err();
+        let e =
+            spec(r#"{"listen":"0.0.0.0:8080","strategy":"foo","upstreams":["127.0.0.1:3000"]}"#)
+                .validate()
+                .unwrap_err();
         assert_eq!(
             e,
             "strategy: expected one of round_robin, least_conn, random, hash; got \"foo\""
@@ -486,13 +512,34 @@ mod tests {
         let cases = [
             (r#"{"listen":"x","upstreams":["127.0.0.1:1"]}"#, "listen:"),
             (r#"{"listen":"1.2.3.4:1","upstreams":[]}"#, "upstreams:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1","b"]}"#, "upstreams[1]:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1 weight=0"]}"#, "upstreams[0]: weight"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"mode":"udp"}"#, "mode:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"timeouts":{"connect":"fast"}}"#, "timeouts.connect:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"health":{"path":"health"}}"#, "health.path:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"hash_key":"ip"}"#, "hash_key:"),
-            (r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"limits":{"max_header_bytes":10}}"#, "limits.max_header_bytes:"),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1","b"]}"#,
+                "upstreams[1]:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1 weight=0"]}"#,
+                "upstreams[0]: weight",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"mode":"udp"}"#,
+                "mode:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"timeouts":{"connect":"fast"}}"#,
+                "timeouts.connect:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"health":{"path":"health"}}"#,
+                "health.path:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"hash_key":"ip"}"#,
+                "hash_key:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"limits":{"max_header_bytes":10}}"#,
+                "limits.max_header_bytes:",
+            ),
         ];
         for (json, prefix) in cases {
             let e = spec(json).validate().unwrap_err();
@@ -511,8 +558,11 @@ mod tests {
 
     #[test]
     fn roundtrips_through_json() {
-        let s = spec(r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000"],"timeouts":{"drain":"5s"}}"#);
-        let again: BalancerSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let s = spec(
+            r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000"],"timeouts":{"drain":"5s"}}"#,
+        );
+        let again: BalancerSpec =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(s, again);
     }
 }

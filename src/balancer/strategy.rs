@@ -60,7 +60,7 @@ impl Selector {
                     let w = pool.upstreams[i].weight as i64;
                     cw[i] += w;
                     total += w;
-                    if best.is_none_or(|b| cw[i] > cw[b]) {
+                    if best.map_or(true, |b| cw[i] > cw[b]) {
                         best = Some(i);
                     }
                 }
@@ -80,7 +80,7 @@ impl Selector {
                     let u = &pool.upstreams[i];
                     // active/weight in fixed point (x1000), no floats.
                     let load = (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64;
-                    if best.is_none_or(|(_, l)| load < l) {
+                    if best.map_or(true, |(_, l)| load < l) {
                         best = Some((i, load));
                     }
                 }
@@ -131,13 +131,20 @@ mod tests {
     use std::time::Duration;
 
     fn pool(strategy: Strategy, weights: &[u32]) -> Pool {
-        let labels: Vec<String> = (0..weights.len()).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect();
+        let labels: Vec<String> = (0..weights.len())
+            .map(|i| format!("127.0.0.1:{}", 1000 + i))
+            .collect();
         let members = labels
             .iter()
             .zip(weights)
             .map(|(l, w)| (l.clone(), l.parse().unwrap(), *w))
             .collect();
-        Pool::new(members, Selector::new(strategy, weights, &labels), Duration::from_secs(10), false)
+        Pool::new(
+            members,
+            Selector::new(strategy, weights, &labels),
+            Duration::from_secs(10),
+            false,
+        )
     }
 
     #[test]
@@ -159,9 +166,16 @@ mod tests {
     #[test]
     fn hash_is_stable_and_moves_little() {
         let p = pool(Strategy::Hash, &[1, 1, 1, 1]);
-        let keys: Vec<u64> = (0..1000u64).map(|k| xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes())).collect();
+        let keys: Vec<u64> = (0..1000u64)
+            .map(|k| xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes()))
+            .collect();
         let before: Vec<usize> = keys.iter().map(|k| p.pick(*k, &[]).unwrap()).collect();
-        assert_eq!(before, keys.iter().map(|k| p.pick(*k, &[]).unwrap()).collect::<Vec<_>>());
+        assert_eq!(
+            before,
+            keys.iter()
+                .map(|k| p.pick(*k, &[]).unwrap())
+                .collect::<Vec<_>>()
+        );
         p.mark_failed(2);
         let moved = keys
             .iter()
@@ -170,7 +184,10 @@ mod tests {
             .count();
         assert_eq!(moved, 0, "keys of healthy upstreams must not move");
         for i in 0..4 {
-            assert!(before.iter().filter(|b| **b == i).count() > 150, "uneven ring");
+            assert!(
+                before.iter().filter(|b| **b == i).count() > 150,
+                "uneven ring"
+            );
         }
     }
 

@@ -75,7 +75,14 @@ async fn tunnel(
     let Some((i, mut upstream)) = chosen else {
         // Nothing to connect to: closing at once is the TCP way of saying 502.
         if s.access_log {
-            log::write(log::Entry { client: peer.ip(), request: format_args!("TCP"), status: 502, bytes: 0, upstream: None, duration: start.elapsed() });
+            log::write(log::Entry {
+                client: peer.ip(),
+                request: format_args!("TCP"),
+                status: 502,
+                bytes: 0,
+                upstream: None,
+                duration: start.elapsed(),
+            });
         }
         return;
     };
