@@ -658,6 +658,28 @@ fn tcp_mode_proxies_bytes_and_fails_over() {
     assert!(st["upstreams"][1]["requests"].as_u64().unwrap() >= 4);
 }
 
+#[test]
+fn tcp_mode_closes_idle_tunnels() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--mode", "tcp", "--idle-timeout", "300ms", "--upstream", &up(pa)]);
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "an idle tunnel must be closed");
+    assert!(t.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", t.elapsed());
+}
+
+#[test]
+fn http10_client_without_host_is_served() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let r = parse(raw(bal.port, b"GET /headers HTTP/1.0\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 200, "{}", r.head);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["headers"]["host"], up(pa));
+}
+
 fn raw(port: u16, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -3,6 +3,7 @@
 //! runtime that drives it).
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,11 +20,14 @@ pub type UpBody = Either<Incoming, Empty<Bytes>>;
 /// Handle to send requests on one upstream connection.
 pub type Sender = SendRequest<UpBody>;
 
-/// Idle pooled connections of one upstream, per worker, most recently used last.
-#[derive(Default)]
+/// Idle pooled connections of one upstream: one list per worker runtime, each behind its own
+/// cache-line-aligned lock so workers never contend or share a line.
 pub struct IdleConns {
-    per_worker: Vec<Vec<(Sender, Instant)>>,
+    per_worker: Vec<Slot>,
 }
+
+#[repr(align(64))]
+struct Slot(Mutex<Vec<(Sender, Instant)>>);
 
 /// Most idle connections kept per upstream and worker.
 const MAX_IDLE: usize = 512;
@@ -33,25 +37,34 @@ thread_local! {
     pub static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-fn worker() -> usize {
-    WORKER.with(|w| w.get())
-}
-
 impl IdleConns {
-    pub fn clear(&mut self) {
-        self.per_worker.clear();
-    }
-    fn pop(&mut self) -> Option<(Sender, Instant)> {
-        self.per_worker.get_mut(worker())?.pop()
-    }
-    fn push(&mut self, s: Sender) {
-        let w = worker();
-        if self.per_worker.len() <= w {
-            self.per_worker.resize_with(w + 1, Vec::new);
+    pub fn new(workers: usize) -> IdleConns {
+        IdleConns {
+            per_worker: (0..workers.max(1))
+                .map(|_| Slot(Mutex::new(Vec::new())))
+                .collect(),
         }
-        let list = &mut self.per_worker[w];
-        if list.len() < MAX_IDLE {
-            list.push((s, Instant::now()));
+    }
+    fn slot(&self) -> &Mutex<Vec<(Sender, Instant)>> {
+        let w = WORKER.with(|w| w.get());
+        &self.per_worker[w % self.per_worker.len()].0
+    }
+    /// Drops every idle connection (the upstream failed).
+    pub fn clear(&self) {
+        for s in &self.per_worker {
+            if let Ok(mut l) = s.0.lock() {
+                l.clear();
+            }
+        }
+    }
+    fn pop(&self) -> Option<(Sender, Instant)> {
+        self.slot().lock().ok()?.pop()
+    }
+    fn push(&self, s: Sender) {
+        if let Ok(mut list) = self.slot().lock() {
+            if list.len() < MAX_IDLE {
+                list.push((s, Instant::now()));
+            }
         }
     }
 }
@@ -114,10 +127,7 @@ pub async fn checkout(
     max_idle: Duration,
 ) -> Result<Checkout, ConnectError> {
     loop {
-        let popped = match pool.upstreams[i].idle.lock() {
-            Ok(mut idle) => idle.pop(),
-            Err(_) => None,
-        };
+        let popped = pool.upstreams[i].idle.pop();
         let Some((mut sender, since)) = popped else {
             break;
         };
@@ -151,7 +161,5 @@ pub fn checkin(pool: &Pool, i: usize, sender: Sender) {
     if sender.is_closed() {
         return;
     }
-    if let Ok(mut idle) = pool.upstreams[i].idle.lock() {
-        idle.push(sender);
-    }
+    pool.upstreams[i].idle.push(sender);
 }

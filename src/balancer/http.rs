@@ -327,6 +327,8 @@ impl Proxy {
             parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
         }
         parts.version = Version::HTTP_11;
+        // HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams (Node among them) require it.
+        let needs_host = !parts.headers.contains_key(header::HOST);
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let ip = self.client.ip().to_string();
         let xff = match parts
@@ -387,6 +389,12 @@ impl Proxy {
                 ntried += 1;
             }
             let guard = ActiveGuard::new(pool.clone(), idx);
+            let mut req = req;
+            if needs_host {
+                if let Ok(h) = HeaderValue::from_str(&pool.upstreams[idx].label) {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
             let mut co = match checkout(pool, idx, s.connect_timeout, s.upstream_idle).await {
                 Ok(c) => c,
                 Err(_) => {

@@ -281,6 +281,7 @@ fn run(settings: Settings) -> Result<()> {
         selector,
         settings.down_for,
         settings.health.is_some(),
+        workers,
     ));
     let shared = Arc::new(http::Shared {
         https: tls.is_some(),

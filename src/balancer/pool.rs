@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::conn::IdleConns;
@@ -30,7 +29,7 @@ pub struct Upstream {
     pub(super) check_ok_streak: AtomicU32,
     pub(super) check_fail_streak: AtomicU32,
     /// Idle keep-alive connections (HTTP mode).
-    pub idle: Mutex<IdleConns>,
+    pub idle: IdleConns,
 }
 
 /// All upstreams of one balancer plus the selection strategy.
@@ -48,6 +47,7 @@ impl Pool {
         selector: Selector,
         down_for: Duration,
         active_checks: bool,
+        workers: usize,
     ) -> Pool {
         let upstreams = members
             .into_iter()
@@ -62,7 +62,7 @@ impl Pool {
                 down_until_ms: AtomicU64::new(0),
                 check_ok_streak: AtomicU32::new(0),
                 check_fail_streak: AtomicU32::new(0),
-                idle: Mutex::new(IdleConns::default()),
+                idle: IdleConns::new(workers),
             })
             .collect();
         Pool {
@@ -95,9 +95,7 @@ impl Pool {
             let until = self.now_ms() + self.down_for.as_millis() as u64;
             u.down_until_ms.store(until, Relaxed);
         }
-        if let Ok(mut idle) = u.idle.lock() {
-            idle.clear();
-        }
+        u.idle.clear();
     }
 
     /// Sets the active health state (from the health checker).

@@ -95,7 +95,7 @@ pub struct TimeoutsSpec {
     /// Receiving a client's request headers, also the keep-alive idle limit of HTTP/1 clients (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_read: Option<DurationSpec>,
-    /// Idle limit of a TCP-mode connection and of HTTP/2 clients (default 60s).
+    /// Idle limit of a TCP-mode connection (no byte either way); HTTP/2 clients are pinged at half of it (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<DurationSpec>,
     /// Waiting for an upstream's response headers before answering 504 (default 30s).

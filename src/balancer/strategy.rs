@@ -14,6 +14,8 @@ const VNODES_PER_WEIGHT: u32 = 160;
 pub enum Selector {
     /// Smooth weighted round robin: per-upstream current weights.
     RoundRobin(Mutex<Vec<i64>>),
+    /// Round robin when all weights are equal: a lock-free counter.
+    Rotate(AtomicUsize),
     /// Least active requests relative to weight; ties rotate from a moving start.
     LeastConn(AtomicUsize),
     /// Two random upstreams, the less loaded wins.
@@ -25,6 +27,9 @@ pub enum Selector {
 impl Selector {
     pub fn new(strategy: Strategy, weights: &[u32], labels: &[String]) -> Selector {
         match strategy {
+            Strategy::RoundRobin if weights.windows(2).all(|w| w[0] == w[1]) => {
+                Selector::Rotate(AtomicUsize::new(0))
+            }
             Strategy::RoundRobin => Selector::RoundRobin(Mutex::new(vec![0; weights.len()])),
             Strategy::LeastConn => Selector::LeastConn(AtomicUsize::new(0)),
             Strategy::Random => Selector::Random,
@@ -68,6 +73,15 @@ impl Selector {
                     cw[b] -= total;
                 }
                 best
+            }
+            Selector::Rotate(next) => {
+                // The (s mod m)-th of the m eligible upstreams: an even split even when some are out.
+                let m = (0..n).filter(|&i| eligible(i)).count();
+                if m == 0 {
+                    return None;
+                }
+                let s = next.fetch_add(1, Relaxed) % m;
+                (0..n).filter(|&i| eligible(i)).nth(s)
             }
             Selector::LeastConn(start) => {
                 let s = start.fetch_add(1, Relaxed);
@@ -144,6 +158,7 @@ mod tests {
             Selector::new(strategy, weights, &labels),
             Duration::from_secs(10),
             false,
+            1,
         )
     }
 

@@ -2,8 +2,13 @@
 //! copied both ways. Connect failures fail over to the next upstream; `hash` hashes the client IP.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -87,7 +92,21 @@ async fn tunnel(
         return;
     };
     let guard = ActiveGuard::new(pool.clone(), i);
-    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut client = Active {
+        inner: &mut client,
+        last: &activity,
+        epoch: start,
+    };
+    let mut upstream = Active {
+        inner: &mut upstream,
+        last: &activity,
+        epoch: start,
+    };
+    let copied = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r,
+        _ = idle_watch(&activity, start, s.idle_timeout) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
     drop(guard);
     if s.access_log {
         let (status, bytes) = match copied {
@@ -102,5 +121,65 @@ async fn tunnel(
             upstream: Some(&pool.upstreams[i].label),
             duration: start.elapsed(),
         });
+    }
+}
+
+/// Resolves once no byte moved either way for `idle` (`last` holds ms since `epoch`).
+async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
+    loop {
+        let deadline = epoch + Duration::from_millis(last.load(Relaxed)) + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// A stream that records when bytes last moved through it, for the idle timeout.
+struct Active<'a, S> {
+    inner: &'a mut S,
+    last: &'a AtomicU64,
+    epoch: Instant,
+}
+
+impl<S> Active<'_, S> {
+    fn touch(&self) {
+        self.last
+            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut *self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
