@@ -175,3 +175,50 @@ fn daemon_of_another_version_asks_for_update() {
     assert!(o.stderr.contains("0.0.1"), "should name the daemon's version: {}", o.stderr);
     assert!(o.stderr.contains("cohort update"), "should tell to run `cohort update`: {}", o.stderr);
 }
+
+#[test]
+fn stale_socket_after_a_daemon_crash_is_replaced() {
+    let c = Cohort::new();
+    c.ok(&["ping"]);
+    let old = c.daemon_pid().expect("daemon.pid");
+    c.track(old);
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(5), || !alive(old)));
+    assert!(c.home.join("cohort.sock").exists(), "a killed daemon cannot remove its socket");
+    let o = c.ok(&["ls", "--json"]);
+    assert_eq!(o.stdout.trim(), "[]");
+    let new = c.daemon_pid().expect("daemon.pid");
+    c.track(new);
+    assert_ne!(new, old);
+    assert!(alive(new));
+}
+
+#[test]
+fn sigterm_to_the_daemon_stops_every_app() {
+    let c = Cohort::new();
+    c.ok(&["start", &fixture("stubborn.js"), "--name", "stub", "--kill-timeout", "300"]);
+    c.ok(&["start", "sleep 1000", "--name", "s"]);
+    let apps = [c.pid("stub"), c.pid("s")];
+    let daemon = c.daemon_pid().expect("daemon.pid");
+    c.track(daemon);
+    // SAFETY: kill(2) on the daemon this test started (what systemd does on `systemctl stop`).
+    unsafe { libc::kill(daemon, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(10), || !alive(daemon)), "the daemon ignored SIGTERM");
+    for p in apps {
+        assert!(!alive(p), "app pid {p} outlived the daemon's SIGTERM");
+    }
+    assert!(c.processes_of_home().is_empty(), "left behind: {:?}", c.processes_of_home());
+}
+
+#[test]
+fn kill_waits_for_an_app_that_ignores_sigint() {
+    let c = Cohort::new();
+    c.ok(&["start", &fixture("stubborn.js"), "--name", "stub", "--kill-timeout", "400"]);
+    c.wait_log("stub", "out", "ready", Duration::from_secs(10));
+    let pid = c.pid("stub");
+    let t = Instant::now();
+    c.ok(&["kill"]);
+    assert!(t.elapsed() >= Duration::from_millis(350), "kill returned before kill_timeout: {:?}", t.elapsed());
+    assert!(!alive(pid), "the stubborn app survived `cohort kill`");
+}
