@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 #[test]
 fn first_command_starts_the_daemon() {
     let c = Cohort::new();
-    assert!(!c.home.exists(), "the home should not exist before the first command");
+    assert!(
+        !c.home.exists(),
+        "the home should not exist before the first command"
+    );
     let o = c.ok(&["ls", "--json"]);
     assert_eq!(o.stdout.trim(), "[]");
     let pid = c.daemon_pid().expect("daemon.pid written by the daemon");
@@ -19,7 +22,11 @@ fn first_command_starts_the_daemon() {
     assert!(alive(pid), "daemon pid {pid} is not running");
     assert_eq!(comm(pid), "cohort");
     let ping = c.ok(&["ping"]);
-    assert!(ping.stdout.contains(&format!("pid {pid}")), "ping answered by another daemon: {}", ping.stdout);
+    assert!(
+        ping.stdout.contains(&format!("pid {pid}")),
+        "ping answered by another daemon: {}",
+        ping.stdout
+    );
 }
 
 /// The pids of running `cohort daemon` processes serving this home.
@@ -38,8 +45,13 @@ fn daemons_of(c: &Cohort) -> Vec<i32> {
 fn concurrent_first_commands_start_one_daemon() {
     let c = Cohort::new();
     let outs: Vec<Out> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| c.cmd(&["ls", "--json"]))).collect();
-        handles.into_iter().map(|h| h.join().expect("ls thread")).collect()
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| c.cmd(&["ls", "--json"])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ls thread"))
+            .collect()
     });
     for o in &outs {
         assert!(o.success(), "a racing `cohort ls` failed: {}", o.stderr);
@@ -54,7 +66,11 @@ fn concurrent_first_commands_start_one_daemon() {
         daemons.len() == 1
     });
     assert!(one, "expected one daemon for the home, found {daemons:?}");
-    assert_eq!(daemons, vec![pid], "daemon.pid does not name the running daemon");
+    assert_eq!(
+        daemons,
+        vec![pid],
+        "daemon.pid does not name the running daemon"
+    );
     assert!(c.ok(&["ping"]).stdout.contains(&format!("pid {pid}")));
 }
 
@@ -70,16 +86,34 @@ fn kill_stops_every_app_then_the_daemon() {
     assert!(alive(p1) && alive(p2) && alive(daemon));
 
     let o = c.ok(&["kill"]);
-    assert!(o.stdout.contains(&format!("daemon stopped (pid {daemon})")), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(&format!("daemon stopped (pid {daemon})")),
+        "{}",
+        o.stdout
+    );
     // `kill` returns once the daemon is gone, and the daemon goes once its apps are gone.
     assert!(!alive(p1), "app s1 (pid {p1}) survived `cohort kill`");
     assert!(!alive(p2), "app n1 (pid {p2}) survived `cohort kill`");
-    assert!(!alive(daemon), "the daemon (pid {daemon}) survived `cohort kill`");
-    assert!(!c.home.join("cohort.sock").exists(), "the socket was left behind");
-    assert!(c.processes_of_home().is_empty(), "left behind: {:?}", c.processes_of_home());
+    assert!(
+        !alive(daemon),
+        "the daemon (pid {daemon}) survived `cohort kill`"
+    );
+    assert!(
+        !c.home.join("cohort.sock").exists(),
+        "the socket was left behind"
+    );
+    assert!(
+        c.processes_of_home().is_empty(),
+        "left behind: {:?}",
+        c.processes_of_home()
+    );
 
     let again = c.ok(&["kill"]);
-    assert!(again.stdout.contains("no daemon running"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("no daemon running"),
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]
@@ -100,10 +134,18 @@ fn home_that_cannot_be_created_is_a_clear_error() {
     let t = Instant::now();
     let o = c.run(cmd);
     assert!(!o.success());
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
     assert!(o.stderr.contains("not writable"), "{}", o.stderr);
-    assert!(o.stderr.contains("COHORT_HOME"), "should say how to fix it: {}", o.stderr);
+    assert!(
+        o.stderr.contains("COHORT_HOME"),
+        "should say how to fix it: {}",
+        o.stderr
+    );
 }
 
 /// Starts a python3 server on $COHORT_HOME/cohort.sock; `reply` None = accept and never answer.
@@ -148,7 +190,9 @@ while True:
         .expect("python3 is needed for this test");
     c.adopt(child);
     assert!(
-        wait_until(Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(&sock).is_ok()),
+        wait_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }),
         "the fake daemon never listened"
     );
 }
@@ -160,20 +204,43 @@ fn daemon_that_does_not_answer_is_reported() {
     let t = Instant::now();
     let o = c.cmd_env(&["ls"], &[("COHORT_CLIENT_TIMEOUT_MS", "500")]);
     assert!(!o.success());
-    assert!(t.elapsed() < Duration::from_secs(5), "the client waited {:?}", t.elapsed());
-    assert!(o.stderr.starts_with("error: the daemon is not responding"), "{}", o.stderr);
-    assert!(o.stderr.contains("cohort.sock"), "should name the socket: {}", o.stderr);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the client waited {:?}",
+        t.elapsed()
+    );
+    assert!(
+        o.stderr.starts_with("error: the daemon is not responding"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("cohort.sock"),
+        "should name the socket: {}",
+        o.stderr
+    );
 }
 
 #[test]
 fn daemon_of_another_version_asks_for_update() {
     let c = Cohort::new();
-    fake_daemon(&c, Some(r#"{"version":"0.0.1","pid":1,"home":"x","uptime_ms":1}"#));
+    fake_daemon(
+        &c,
+        Some(r#"{"version":"0.0.1","pid":1,"home":"x","uptime_ms":1}"#),
+    );
     let o = c.cmd(&["ls"]);
     assert!(!o.success());
     assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
-    assert!(o.stderr.contains("0.0.1"), "should name the daemon's version: {}", o.stderr);
-    assert!(o.stderr.contains("cohort update"), "should tell to run `cohort update`: {}", o.stderr);
+    assert!(
+        o.stderr.contains("0.0.1"),
+        "should name the daemon's version: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("cohort update"),
+        "should tell to run `cohort update`: {}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -185,7 +252,10 @@ fn stale_socket_after_a_daemon_crash_is_replaced() {
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(old, libc::SIGKILL) };
     assert!(wait_until(Duration::from_secs(5), || !alive(old)));
-    assert!(c.home.join("cohort.sock").exists(), "a killed daemon cannot remove its socket");
+    assert!(
+        c.home.join("cohort.sock").exists(),
+        "a killed daemon cannot remove its socket"
+    );
     let o = c.ok(&["ls", "--json"]);
     assert_eq!(o.stdout.trim(), "[]");
     let new = c.daemon_pid().expect("daemon.pid");
@@ -197,28 +267,53 @@ fn stale_socket_after_a_daemon_crash_is_replaced() {
 #[test]
 fn sigterm_to_the_daemon_stops_every_app() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("stubborn.js"), "--name", "stub", "--kill-timeout", "300"]);
+    c.ok(&[
+        "start",
+        &fixture("stubborn.js"),
+        "--name",
+        "stub",
+        "--kill-timeout",
+        "300",
+    ]);
     c.ok(&["start", "sleep 1000", "--name", "s"]);
     let apps = [c.pid("stub"), c.pid("s")];
     let daemon = c.daemon_pid().expect("daemon.pid");
     c.track(daemon);
     // SAFETY: kill(2) on the daemon this test started (what systemd does on `systemctl stop`).
     unsafe { libc::kill(daemon, libc::SIGTERM) };
-    assert!(wait_until(Duration::from_secs(10), || !alive(daemon)), "the daemon ignored SIGTERM");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(daemon)),
+        "the daemon ignored SIGTERM"
+    );
     for p in apps {
         assert!(!alive(p), "app pid {p} outlived the daemon's SIGTERM");
     }
-    assert!(c.processes_of_home().is_empty(), "left behind: {:?}", c.processes_of_home());
+    assert!(
+        c.processes_of_home().is_empty(),
+        "left behind: {:?}",
+        c.processes_of_home()
+    );
 }
 
 #[test]
 fn kill_waits_for_an_app_that_ignores_sigint() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("stubborn.js"), "--name", "stub", "--kill-timeout", "400"]);
+    c.ok(&[
+        "start",
+        &fixture("stubborn.js"),
+        "--name",
+        "stub",
+        "--kill-timeout",
+        "400",
+    ]);
     c.wait_log("stub", "out", "ready", Duration::from_secs(10));
     let pid = c.pid("stub");
     let t = Instant::now();
     c.ok(&["kill"]);
-    assert!(t.elapsed() >= Duration::from_millis(350), "kill returned before kill_timeout: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "kill returned before kill_timeout: {:?}",
+        t.elapsed()
+    );
     assert!(!alive(pid), "the stubborn app survived `cohort kill`");
 }

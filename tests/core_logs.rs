@@ -11,7 +11,15 @@ const T: Duration = Duration::from_secs(15);
 #[test]
 fn a_hundred_thousand_lines_arrive_complete_and_in_order() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("spam.js"), "--name", "spam", "--no-autorestart", "--", "100000"]);
+    c.ok(&[
+        "start",
+        &fixture("spam.js"),
+        "--name",
+        "spam",
+        "--no-autorestart",
+        "--",
+        "100000",
+    ]);
     c.wait_status("spam", "stopped", T);
     c.wait_log("spam", "err", "done", T);
     let mut count = 0;
@@ -25,7 +33,12 @@ fn a_hundred_thousand_lines_arrive_complete_and_in_order() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 100_000, "lines were duplicated");
     for (i, l) in lines.iter().enumerate() {
-        assert_eq!(*l, format!("line {}", i + 1), "line {} is out of order or cut", i + 1);
+        assert_eq!(
+            *l,
+            format!("line {}", i + 1),
+            "line {} is out of order or cut",
+            i + 1
+        );
     }
     assert!(log.ends_with("line 100000\n"));
 }
@@ -33,7 +46,13 @@ fn a_hundred_thousand_lines_arrive_complete_and_in_order() {
 #[test]
 fn last_line_before_a_crash_is_kept() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("last_words.js"), "--name", "lw", "--no-autorestart"]);
+    c.ok(&[
+        "start",
+        &fixture("last_words.js"),
+        "--name",
+        "lw",
+        "--no-autorestart",
+    ]);
     c.wait_status("lw", "stopped", T);
     let log = c.wait_log("lw", "out", "last words before the crash", T);
     assert_eq!(log, "last words before the crash\n");
@@ -42,10 +61,21 @@ fn last_line_before_a_crash_is_kept() {
 #[test]
 fn line_without_newline_is_completed_at_exit() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("last_words.js"), "--name", "nonl", "--no-autorestart", "--", "nonl"]);
+    c.ok(&[
+        "start",
+        &fixture("last_words.js"),
+        "--name",
+        "nonl",
+        "--no-autorestart",
+        "--",
+        "nonl",
+    ]);
     c.wait_status("nonl", "stopped", T);
     let log = c.wait_log("nonl", "out", "no newline at the end", T);
-    assert_eq!(log, "no newline at the end\n", "the line should be kept and completed");
+    assert_eq!(
+        log, "no newline at the end\n",
+        "the line should be kept and completed"
+    );
 }
 
 /// True for "YYYY-MM-DDTHH:MM:SS: " at the start of `line` (the default --time format).
@@ -67,7 +97,16 @@ fn stamped(line: &str) -> bool {
 #[test]
 fn time_flag_stamps_every_line() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("spam.js"), "--name", "ts", "--time", "--no-autorestart", "--", "50"]);
+    c.ok(&[
+        "start",
+        &fixture("spam.js"),
+        "--name",
+        "ts",
+        "--time",
+        "--no-autorestart",
+        "--",
+        "50",
+    ]);
     c.wait_status("ts", "stopped", T);
     assert!(wait_until(T, || c.log("ts", "out").lines().count() == 50));
     let log = c.log("ts", "out");
@@ -76,27 +115,56 @@ fn time_flag_stamps_every_line() {
         assert!(l.ends_with(&format!(": line {}", i + 1)), "{l:?}");
     }
     let err = c.wait_log("ts", "err", "done", T);
-    assert!(stamped(err.lines().next().unwrap_or_default()), "stderr lines are stamped too: {err:?}");
+    assert!(
+        stamped(err.lines().next().unwrap_or_default()),
+        "stderr lines are stamped too: {err:?}"
+    );
     // Without --time nothing is added.
-    c.ok(&["start", &fixture("spam.js"), "--name", "plain", "--no-autorestart", "--", "3"]);
-    assert!(wait_until(T, || c.log("plain", "out") == "line 1\nline 2\nline 3\n"), "{:?}", c.log("plain", "out"));
+    c.ok(&[
+        "start",
+        &fixture("spam.js"),
+        "--name",
+        "plain",
+        "--no-autorestart",
+        "--",
+        "3",
+    ]);
+    assert!(
+        wait_until(T, || c.log("plain", "out") == "line 1\nline 2\nline 3\n"),
+        "{:?}",
+        c.log("plain", "out")
+    );
 }
 
 #[test]
 fn nostream_shows_the_last_lines_prefixed() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("spam.js"), "--name", "tail", "--no-autorestart", "--", "200"]);
+    c.ok(&[
+        "start",
+        &fixture("spam.js"),
+        "--name",
+        "tail",
+        "--no-autorestart",
+        "--",
+        "200",
+    ]);
     c.wait_status("tail", "stopped", T);
     assert!(wait_until(T, || c.log("tail", "out").lines().count() == 200));
     let o = c.ok(&["logs", "tail", "--nostream", "--lines", "5", "--out"]);
-    let shown: Vec<&str> = o.stdout.lines().filter(|l| l.starts_with("tail|0")).collect();
+    let shown: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("tail|0"))
+        .collect();
     let want: Vec<String> = (196..=200).map(|i| format!("line {i}")).collect();
     assert_eq!(shown.len(), 5, "{}", o.stdout);
     for (l, w) in shown.iter().zip(&want) {
         assert!(l.ends_with(w.as_str()), "{l:?} should end with {w:?}");
     }
     // By id too, and --raw drops the prefix.
-    let raw = c.ok(&["logs", "0", "--nostream", "--lines", "2", "--out", "--raw"]).stdout;
+    let raw = c
+        .ok(&["logs", "0", "--nostream", "--lines", "2", "--out", "--raw"])
+        .stdout;
     assert_eq!(raw, "line 199\nline 200\n");
 }
 
@@ -120,13 +188,26 @@ fn logs_follows_new_lines() {
     c.ok(&["start", &fixture("ticker.js"), "--name", "tick"]);
     c.wait_log("tick", "out", "tick 3", T);
     let mut f = Follower::spawn(&c, &["logs", "tick", "--lines", "3"]);
-    let tick_of = |l: &str| l.rsplit("tick ").next().and_then(|n| n.trim().parse::<u64>().ok());
+    let tick_of = |l: &str| {
+        l.rsplit("tick ")
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
     // The backlog comes first; a tick newer than all of it can only come from following.
-    let first = f.until(T, |l| l.contains("tick ")).expect("the backlog was not shown");
+    let first = f
+        .until(T, |l| l.contains("tick "))
+        .expect("the backlog was not shown");
     let first = tick_of(&first).unwrap_or_default();
     let newer = f.until(T, |l| tick_of(l).is_some_and(|n| n > first + 5));
-    assert!(newer.is_some(), "no new line was followed; saw {:?}", f.lines);
-    assert!(newer.unwrap_or_default().starts_with("tick|0"), "followed lines carry the prefix");
+    assert!(
+        newer.is_some(),
+        "no new line was followed; saw {:?}",
+        f.lines
+    );
+    assert!(
+        newer.unwrap_or_default().starts_with("tick|0"),
+        "followed lines carry the prefix"
+    );
     // Lines logged after the follower started are also in the file (the follower is not the writer).
     assert!(c.log("tick", "out").lines().count() as u64 >= first + 5);
 }

@@ -19,7 +19,17 @@ fn save_kill_resurrect_brings_back_the_same_apps() {
     let c = Cohort::new();
     std::fs::create_dir_all(c.work.join("sub")).expect("mkdir");
     let o = c.cmd_env(
-        &["start", &fixture("hold.js"), "--name", "web", "--cwd", "sub", "--", "a", "b c"],
+        &[
+            "start",
+            &fixture("hold.js"),
+            "--name",
+            "web",
+            "--cwd",
+            "sub",
+            "--",
+            "a",
+            "b c",
+        ],
         &[("SECRET", "42"), ("X", "from-cli")],
     );
     assert!(o.success(), "{}", o.stderr);
@@ -32,7 +42,12 @@ fn save_kill_resurrect_brings_back_the_same_apps() {
     let o = c.ok(&["save"]);
     assert!(o.stdout.contains("saved 3 app(s)"), "{}", o.stdout);
     let d = dump(&c);
-    let names: Vec<&str> = d["apps"].as_array().expect("apps").iter().filter_map(|a| a["spec"]["name"].as_str()).collect();
+    let names: Vec<&str> = d["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["spec"]["name"].as_str())
+        .collect();
     assert_eq!(names, vec!["parked", "sl", "web"]);
 
     let old_pids = [c.pid("web"), c.pid("sl")];
@@ -49,13 +64,20 @@ fn save_kill_resurrect_brings_back_the_same_apps() {
     assert_eq!(names, vec!["parked", "sl", "web"]);
     assert_eq!(c.proc("sl")["status"], "online");
     assert_eq!(c.proc("web")["status"], "online");
-    assert_eq!(c.proc("parked")["status"], "stopped", "a stopped app comes back stopped");
+    assert_eq!(
+        c.proc("parked")["status"],
+        "stopped",
+        "a stopped app comes back stopped"
+    );
     assert_eq!(comm(c.pid("sl")), "sleep");
 
     // The resurrected web printed the very same line: same args, cwd, and env.
     let after = c.wait_log("web", "out", "}\n{", T);
     let mut lines = after.lines();
-    let (a, b) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let (a, b) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
     let strip_pid = |l: &str| {
         let mut v: Value = serde_json::from_str(l).expect("json line");
         v["pid"] = Value::Null;
@@ -68,7 +90,11 @@ fn save_kill_resurrect_brings_back_the_same_apps() {
     assert_eq!(v["X"], "from-cli");
     assert_eq!(v["args"], serde_json::json!(["a", "b c"]));
     let id = c.proc("web")["id"].as_i64().expect("id").to_string();
-    assert!(c.ok(&["env", &id]).stdout.lines().any(|l| l == "SECRET: 42"));
+    assert!(c
+        .ok(&["env", &id])
+        .stdout
+        .lines()
+        .any(|l| l == "SECRET: 42"));
 }
 
 #[test]
@@ -93,7 +119,11 @@ fn save_with_no_apps_refuses_and_keeps_the_old_dump() {
     let err = c.fails(&["save"]);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("--force"), "should mention --force: {err}");
-    assert_eq!(std::fs::read(c.home.join("dump.json")).expect("dump"), old, "the old dump was changed");
+    assert_eq!(
+        std::fs::read(c.home.join("dump.json")).expect("dump"),
+        old,
+        "the old dump was changed"
+    );
 
     let o = c.ok(&["save", "--force"]);
     assert!(o.stdout.contains("saved 0 app(s)"), "{}", o.stdout);

@@ -5,7 +5,10 @@ mod common;
 
 use common::*;
 fn status(c: &Cohort, name: &str) -> String {
-    c.proc(name)["status"].as_str().unwrap_or_default().to_string()
+    c.proc(name)["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Three sleeps a, b, c (ids 0, 1, 2) with a short kill timeout.
@@ -23,7 +26,11 @@ fn stop_by_name_id_and_all() {
     let pa = c.pid("a");
     let pb = c.pid("b");
     let o = c.ok(&["stop", "a"]);
-    assert!(o.stdout.contains("stopped"), "stop prints the table: {}", o.stdout);
+    assert!(
+        o.stdout.contains("stopped"),
+        "stop prints the table: {}",
+        o.stdout
+    );
     assert_eq!(status(&c, "a"), "stopped");
     assert!(c.proc("a")["pid"].is_null());
     assert!(!alive(pa), "stop returned but pid {pa} runs");
@@ -50,7 +57,11 @@ fn restart_by_name_id_and_all() {
     let a = c.proc("a");
     assert_eq!(a["status"], "online");
     assert_eq!(a["restarts"], 1);
-    assert_ne!(a["pid"].as_i64(), Some(pa as i64), "restart kept the old pid");
+    assert_ne!(
+        a["pid"].as_i64(),
+        Some(pa as i64),
+        "restart kept the old pid"
+    );
     assert!(!alive(pa), "the old process of a survived the restart");
 
     let pb = c.pid("b");
@@ -79,7 +90,11 @@ fn reset_clears_restart_counters() {
     assert_eq!(c.proc("a")["restarts"], 0);
     c.ok(&["reset", "all"]);
     assert!(c.ls_json().iter().all(|p| p["restarts"] == 0));
-    assert_eq!(status(&c, "c"), "online", "reset must not touch the process");
+    assert_eq!(
+        status(&c, "c"),
+        "online",
+        "reset must not touch the process"
+    );
 }
 
 #[test]
@@ -137,5 +152,8 @@ fn unknown_targets_are_errors_naming_them() {
     let err = c.fails(&["stop", "missing.config.js"]);
     assert!(err.contains("missing.config.js"), "{err}");
     // Nothing was touched.
-    assert!(c.ls_json().iter().all(|p| p["status"] == "online" && p["restarts"] == 0));
+    assert!(c
+        .ls_json()
+        .iter()
+        .all(|p| p["status"] == "online" && p["restarts"] == 0));
 }

@@ -28,10 +28,18 @@ fn extension_picks_the_interpreter() {
         // python3 may be a versioned binary (python3.11), or a shim script (pyenv) that execs it:
         // wait for the exec and compare the prefix.
         let runs = wait_until(T, || comm(pid).starts_with(program));
-        assert!(runs, "{name}: pid {pid} runs {:?}, not {program}", comm(pid));
+        assert!(
+            runs,
+            "{name}: pid {pid} runs {:?}, not {program}",
+            comm(pid)
+        );
     }
     let js = hold_line(&c, "js");
-    assert_eq!(js["pid"].as_i64(), Some(c.pid("js") as i64), "the managed pid is node itself");
+    assert_eq!(
+        js["pid"].as_i64(),
+        Some(c.pid("js") as i64),
+        "the managed pid is node itself"
+    );
     c.wait_log("py", "out", &format!("python 3 {}", c.pid("py")), T);
     c.wait_log("sh", "out", &format!("bash {}", c.pid("sh")), T);
 }
@@ -42,9 +50,17 @@ fn command_line_runs_the_program_itself() {
     let o = c.ok(&["start", "sleep 1000", "--name", "s"]);
     assert!(o.stderr.contains("started s"), "{}", o.stderr);
     let pid = c.pid("s");
-    assert_eq!(comm(pid), "sleep", "the managed pid must be sleep's, not a shell's");
+    assert_eq!(
+        comm(pid),
+        "sleep",
+        "the managed pid must be sleep's, not a shell's"
+    );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-    assert!(cmdline.ends_with(b"sleep\x001000\x00"), "{:?}", String::from_utf8_lossy(&cmdline));
+    assert!(
+        cmdline.ends_with(b"sleep\x001000\x00"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
 }
 
 #[test]
@@ -57,9 +73,21 @@ fn default_name_is_the_script_stem() {
 #[test]
 fn args_after_double_dash_reach_the_app() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("hold.js"), "--name", "a", "--", "--port", "8080", "two words"]);
+    c.ok(&[
+        "start",
+        &fixture("hold.js"),
+        "--name",
+        "a",
+        "--",
+        "--port",
+        "8080",
+        "two words",
+    ]);
     let line = hold_line(&c, "a");
-    assert_eq!(line["args"], serde_json::json!(["--port", "8080", "two words"]));
+    assert_eq!(
+        line["args"],
+        serde_json::json!(["--port", "8080", "two words"])
+    );
 }
 
 #[test]
@@ -67,20 +95,33 @@ fn cwd_flag_sets_the_working_directory() {
     let c = Cohort::new();
     let sub = c.work.join("sub dir");
     std::fs::create_dir_all(&sub).expect("mkdir");
-    c.ok(&["start", &fixture("hold.js"), "--name", "a", "--cwd", "sub dir"]);
+    c.ok(&[
+        "start",
+        &fixture("hold.js"),
+        "--name",
+        "a",
+        "--cwd",
+        "sub dir",
+    ]);
     let line = hold_line(&c, "a");
     let want = std::fs::canonicalize(&sub).expect("canonical");
     assert_eq!(line["cwd"].as_str(), want.to_str());
     // Without --cwd, the app runs where the CLI ran.
     c.ok(&["start", &fixture("hold.js"), "--name", "b"]);
     let line = hold_line(&c, "b");
-    assert_eq!(line["cwd"].as_str(), std::fs::canonicalize(&c.work).expect("canonical").to_str());
+    assert_eq!(
+        line["cwd"].as_str(),
+        std::fs::canonicalize(&c.work).expect("canonical").to_str()
+    );
 }
 
 #[test]
 fn relative_script_is_found_from_the_cwd() {
     let c = Cohort::new();
-    c.write("app/server.js", "console.log('hi from server'); setInterval(() => {}, 1 << 30);");
+    c.write(
+        "app/server.js",
+        "console.log('hi from server'); setInterval(() => {}, 1 << 30);",
+    );
     c.ok(&["start", "app/server.js"]);
     c.wait_log("server", "out", "hi from server", T);
 }
@@ -90,8 +131,15 @@ fn missing_script_is_an_error_and_starts_nothing() {
     let c = Cohort::new();
     let o = c.cmd(&["start", "./nope.js"]);
     assert!(!o.success());
-    assert!(o.stderr.starts_with("error: script not found: ./nope.js"), "{}", o.stderr);
-    assert!(!c.home.join("cohort.sock").exists(), "a failed start should not even start the daemon");
+    assert!(
+        o.stderr.starts_with("error: script not found: ./nope.js"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !c.home.join("cohort.sock").exists(),
+        "a failed start should not even start the daemon"
+    );
     assert!(c.ls_json().is_empty());
 }
 
@@ -105,7 +153,10 @@ fn duplicate_name_is_an_error_and_changes_nothing() {
     assert!(err.contains("\"s\" already exists"), "{err}");
     let after = c.ls_json();
     assert_eq!(after.len(), 1);
-    assert_eq!(after[0]["pid"], before[0]["pid"], "the running app was touched");
+    assert_eq!(
+        after[0]["pid"], before[0]["pid"],
+        "the running app was touched"
+    );
     assert_eq!(after[0]["restarts"], 0);
     let pid = after[0]["pid"].as_i64().unwrap_or_default() as i32;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
@@ -132,7 +183,11 @@ fn bad_flag_values_are_clear_errors() {
         let o = c.cmd(&args);
         assert!(!o.success(), "{flags:?} was accepted");
         assert!(o.stderr.starts_with("error: "), "{flags:?}: {}", o.stderr);
-        assert!(o.stderr.contains(want), "{flags:?}: expected {want:?} in {}", o.stderr);
+        assert!(
+            o.stderr.contains(want),
+            "{flags:?}: expected {want:?} in {}",
+            o.stderr
+        );
     }
     // clap's own errors (wrong type) are errors too.
     let o = c.cmd(&["start", "sleep 1000", "--max-restarts", "many"]);

@@ -21,15 +21,28 @@ fn describe_line(c: &Cohort, name: &str, key: &str) -> String {
 #[test]
 fn app_ignoring_sigint_is_killed_after_kill_timeout() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("stubborn.js"), "--name", "stub", "--kill-timeout", "700"]);
+    c.ok(&[
+        "start",
+        &fixture("stubborn.js"),
+        "--name",
+        "stub",
+        "--kill-timeout",
+        "700",
+    ]);
     c.wait_log("stub", "out", "ready", T);
     let pid = c.pid("stub");
     let t = Instant::now();
     c.ok(&["stop", "stub"]);
     let took = t.elapsed();
     assert!(!alive(pid), "pid {pid} survived stop");
-    assert!(took >= Duration::from_millis(650), "SIGKILL came before kill_timeout: {took:?}");
-    assert!(took < Duration::from_millis(3000), "stop took {took:?} with kill_timeout 700 ms");
+    assert!(
+        took >= Duration::from_millis(650),
+        "SIGKILL came before kill_timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(3000),
+        "stop took {took:?} with kill_timeout 700 ms"
+    );
     c.wait_log("stub", "out", "SIGINT ignored", T);
     assert_eq!(describe_line(&c, "stub", "last signal"), "SIGKILL");
     assert_eq!(c.proc("stub")["status"], "stopped");
@@ -38,12 +51,22 @@ fn app_ignoring_sigint_is_killed_after_kill_timeout() {
 #[test]
 fn app_handling_sigint_runs_its_cleanup() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("cleanup.js"), "--name", "clean", "--kill-timeout", "5000"]);
+    c.ok(&[
+        "start",
+        &fixture("cleanup.js"),
+        "--name",
+        "clean",
+        "--kill-timeout",
+        "5000",
+    ]);
     c.wait_log("clean", "out", "ready", T);
     let pid = c.pid("clean");
     let t = Instant::now();
     c.ok(&["stop", "clean"]);
-    assert!(t.elapsed() < Duration::from_secs(3), "a clean exit should not wait for kill_timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "a clean exit should not wait for kill_timeout"
+    );
     assert!(!alive(pid));
     c.wait_log("clean", "out", "cleanup", T);
     assert_eq!(describe_line(&c, "clean", "last exit code"), "0");
@@ -55,7 +78,16 @@ fn app_handling_sigint_runs_its_cleanup() {
 fn kill_signal_flag_is_sent_first() {
     let c = Cohort::new();
     // SIGTERM is not handled by cleanup.js, so node dies of it (not of SIGKILL, not via the handler).
-    c.ok(&["start", &fixture("cleanup.js"), "--name", "term", "--kill-signal", "SIGTERM", "--kill-timeout", "5000"]);
+    c.ok(&[
+        "start",
+        &fixture("cleanup.js"),
+        "--name",
+        "term",
+        "--kill-signal",
+        "SIGTERM",
+        "--kill-timeout",
+        "5000",
+    ]);
     c.wait_log("term", "out", "ready", T);
     c.ok(&["stop", "term"]);
     assert_eq!(describe_line(&c, "term", "last signal"), "SIGTERM");
@@ -78,27 +110,47 @@ fn children(pid: i32) -> Vec<i32> {
 fn shell_app_with_background_child_leaves_no_orphan() {
     let c = Cohort::new();
     // The background sleep ignores SIGINT (POSIX sh does that for `&` jobs): only the group kill gets it.
-    c.ok(&["start", "sh -c 'sleep 1000 & sleep 1000'", "--name", "sh", "--kill-timeout", "3000"]);
+    c.ok(&[
+        "start",
+        "sh -c 'sleep 1000 & sleep 1000'",
+        "--name",
+        "sh",
+        "--kill-timeout",
+        "3000",
+    ]);
     let pid = c.pid("sh");
     let mut kids = Vec::new();
-    assert!(wait_until(T, || {
-        kids = children(pid);
-        kids.len() == 2
-    }), "expected two sleeps under sh {pid}, saw {kids:?}");
+    assert!(
+        wait_until(T, || {
+            kids = children(pid);
+            kids.len() == 2
+        }),
+        "expected two sleeps under sh {pid}, saw {kids:?}"
+    );
     for k in &kids {
         c.track(*k);
     }
     c.ok(&["stop", "sh"]);
     assert!(!alive(pid));
     for k in &kids {
-        assert!(wait_until(T, || !alive(*k)), "child {k} of the stopped app is still running");
+        assert!(
+            wait_until(T, || !alive(*k)),
+            "child {k} of the stopped app is still running"
+        );
     }
 }
 
 #[test]
 fn node_app_child_is_stopped_with_it() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("spawner.js"), "--name", "sp", "--kill-timeout", "3000"]);
+    c.ok(&[
+        "start",
+        &fixture("spawner.js"),
+        "--name",
+        "sp",
+        "--kill-timeout",
+        "3000",
+    ]);
     let log = c.wait_log("sp", "out", "child ", T);
     let child: i32 = log
         .lines()
@@ -108,13 +160,23 @@ fn node_app_child_is_stopped_with_it() {
     assert!(alive(child));
     assert_eq!(comm(child), "sleep");
     c.ok(&["stop", "sp"]);
-    assert!(wait_until(T, || !alive(child)), "the app's child {child} outlived the stop");
+    assert!(
+        wait_until(T, || !alive(child)),
+        "the app's child {child} outlived the stop"
+    );
 }
 
 #[test]
 fn restart_leaves_no_orphan_either() {
     let c = Cohort::new();
-    c.ok(&["start", &fixture("spawner.js"), "--name", "sp", "--kill-timeout", "3000"]);
+    c.ok(&[
+        "start",
+        &fixture("spawner.js"),
+        "--name",
+        "sp",
+        "--kill-timeout",
+        "3000",
+    ]);
     let log = c.wait_log("sp", "out", "child ", T);
     let first: i32 = log
         .lines()
@@ -122,7 +184,10 @@ fn restart_leaves_no_orphan_either() {
         .expect("child pid");
     c.track(first);
     c.ok(&["restart", "sp"]);
-    assert!(wait_until(T, || !alive(first)), "the first run's child {first} outlived the restart");
+    assert!(
+        wait_until(T, || !alive(first)),
+        "the first run's child {first} outlived the restart"
+    );
     assert_eq!(c.proc("sp")["status"], "online");
 }
 
@@ -130,7 +195,13 @@ fn restart_leaves_no_orphan_either() {
 fn a_crash_takes_its_children_down() {
     let c = Cohort::new();
     // sh starts a background sleep, prints its pid, then exits 1: the sleep must not be orphaned.
-    c.ok(&["start", "sh -c 'sleep 1000 & echo child $!; exit 1'", "--name", "cr", "--no-autorestart"]);
+    c.ok(&[
+        "start",
+        "sh -c 'sleep 1000 & echo child $!; exit 1'",
+        "--name",
+        "cr",
+        "--no-autorestart",
+    ]);
     let log = c.wait_log("cr", "out", "child ", T);
     let child: i32 = log
         .lines()
@@ -138,5 +209,8 @@ fn a_crash_takes_its_children_down() {
         .expect("child pid");
     c.track(child);
     c.wait_status("cr", "stopped", T);
-    assert!(wait_until(T, || !alive(child)), "the crashed app's child {child} is still running");
+    assert!(
+        wait_until(T, || !alive(child)),
+        "the crashed app's child {child} is still running"
+    );
 }

@@ -195,14 +195,25 @@ impl Cohort {
     /// Runs `cohort ARGS` and fails the test (showing stderr) unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Out {
         let o = self.cmd(args);
-        assert!(o.success(), "cohort {args:?} failed ({}):\n{}{}", o.status, o.stdout, o.stderr);
+        assert!(
+            o.success(),
+            "cohort {args:?} failed ({}):\n{}{}",
+            o.status,
+            o.stdout,
+            o.stderr
+        );
         o
     }
 
     /// Runs `cohort ARGS`, expects a failure and returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.cmd(args);
-        assert!(!o.success(), "cohort {args:?} should have failed:\n{}{}", o.stdout, o.stderr);
+        assert!(
+            !o.success(),
+            "cohort {args:?} should have failed:\n{}{}",
+            o.stdout,
+            o.stderr
+        );
         o.stderr
     }
 
@@ -211,7 +222,10 @@ impl Cohort {
         let o = self.ok(&["ls", "--json"]);
         let v: Value = serde_json::from_str(o.stdout.trim())
             .unwrap_or_else(|e| panic!("ls --json printed invalid JSON ({e}): {}", o.stdout));
-        let list = v.as_array().cloned().unwrap_or_else(|| panic!("ls --json is not an array: {v}"));
+        let list = v
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("ls --json is not an array: {v}"));
         for p in &list {
             if let Some(pid) = p["pid"].as_i64() {
                 self.track(pid as i32);
@@ -222,7 +236,10 @@ impl Cohort {
 
     /// The processes of app `name` in `ls --json`.
     pub fn procs(&self, name: &str) -> Vec<Value> {
-        self.ls_json().into_iter().filter(|p| p["name"] == name).collect()
+        self.ls_json()
+            .into_iter()
+            .filter(|p| p["name"] == name)
+            .collect()
     }
 
     /// The (first) process of app `name`; fails the test when there is none.
@@ -251,7 +268,10 @@ impl Cohort {
             last = self.proc(name);
             last["status"] == status
         });
-        assert!(ok, "{name} did not become {status} within {timeout:?}; last seen: {last}");
+        assert!(
+            ok,
+            "{name} did not become {status} within {timeout:?}; last seen: {last}"
+        );
         last
     }
 
@@ -268,7 +288,10 @@ impl Cohort {
     /// Hands a helper process to the harness: it is killed when the test ends.
     pub fn adopt(&self, child: Child) {
         self.track(child.id() as i32);
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
     }
 
     /// The daemon's pid from $COHORT_HOME/daemon.pid.
@@ -280,7 +303,9 @@ impl Cohort {
 
     /// Path of a log file of app `name`, instance `instance`: kind is "out" or "err".
     pub fn log_path(&self, name: &str, instance: u32, kind: &str) -> PathBuf {
-        self.home.join("logs").join(format!("{name}-{instance}-{kind}.log"))
+        self.home
+            .join("logs")
+            .join(format!("{name}-{instance}-{kind}.log"))
     }
 
     /// The text of a log file ("" when it does not exist yet).
@@ -295,7 +320,10 @@ impl Cohort {
             text = self.log(name, kind);
             text.contains(needle)
         });
-        assert!(ok, "{name} {kind} log never contained {needle:?}; it has:\n{text}");
+        assert!(
+            ok,
+            "{name} {kind} log never contained {needle:?}; it has:\n{text}"
+        );
         text
     }
 
@@ -313,7 +341,9 @@ impl Cohort {
     /// get COHORT_HOME from the daemon, and the daemon from the CLI).
     pub fn processes_of_home(&self) -> Vec<i32> {
         let needle = format!("COHORT_HOME={}", self.home.display());
-        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| *pid as u32 != std::process::id())
             .filter(|pid| {
@@ -329,7 +359,12 @@ impl Cohort {
 impl Drop for Cohort {
     fn drop(&mut self) {
         // Helpers first: a fake daemon on the socket would make `cohort kill` wait on it.
-        for mut c in self.children.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for mut c in self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -394,7 +429,11 @@ impl Follower {
                 }
             }
         });
-        Follower { child, rx, lines: Vec::new() }
+        Follower {
+            child,
+            rx,
+            lines: Vec::new(),
+        }
     }
 
     /// Reads lines until one satisfies `pred` (→ that line) or `timeout` passes (→ None).
