@@ -538,11 +538,22 @@ async fn kill(home: Home) -> Result<()> {
     // Wait until the daemon process is gone, so the next command starts a fresh one.
     let pid = nix::unistd::Pid::from_raw(ping.pid as i32);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+    while process_exists(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     println!("daemon stopped (pid {})", ping.pid);
     Ok(())
+}
+
+/// True while `pid` runs. A zombie counts as gone: the daemon is not our child, so it stays a zombie
+/// until its parent (often PID 1, which may reap slowly in containers) collects it.
+fn process_exists(pid: nix::unistd::Pid) -> bool {
+    if nix::sys::signal::kill(pid, None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X"))
 }
 
 async fn ping(home: Home) -> Result<()> {
