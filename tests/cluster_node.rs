@@ -84,7 +84,14 @@ fn kill_9_of_a_worker_under_load_refuses_no_connection() {
                 if stop.load(Ordering::Relaxed) || Instant::now() > end {
                     break;
                 }
-                match get(port, "/") {
+                let mut conn = match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.lock().expect("f").push(format!("connect: {e}"));
+                        continue;
+                    }
+                };
+                match get_on(&mut conn, "/") {
                     Ok(r) if r.status == 200 => {
                         *pids
                             .lock()
@@ -119,11 +126,14 @@ fn kill_9_of_a_worker_under_load_refuses_no_connection() {
     stop.store(true, Ordering::Relaxed);
     load.join().expect("load thread");
     let failures = failures.lock().expect("f");
-    assert!(
-        failures.is_empty(),
-        "failed requests: {:?}",
-        &failures[..failures.len().min(5)]
-    );
+    // No connection may be refused. The one request the victim was serving when SIGKILLed dies
+    // with it (reset): the load loop is sequential, so that is at most one.
+    let refused: Vec<_> = failures
+        .iter()
+        .filter(|f| f.starts_with("connect"))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    assert!(failures.len() <= 1, "failed requests: {failures:?}");
 }
 
 /// A client that keeps its connection alive, reconnecting only when told `Connection: close`.
@@ -180,7 +190,8 @@ fn reload_with_keepalive_clients_fails_no_request() {
         .map(|_| keepalive_client(port, stop.clone(), failures.clone(), pids.clone()))
         .collect();
     poll("clients on the old workers", 10, || {
-        (pids.lock().expect("p").len() == 2).then_some(())
+        let p = pids.lock().expect("p");
+        (!p.is_empty() && p.is_subset(&old)).then_some(())
     });
     d.signal(libc::SIGHUP);
     d.wait_line("reloaded", 30);
@@ -193,9 +204,15 @@ fn reload_with_keepalive_clients_fails_no_request() {
     );
     let new: HashSet<i32> = [d.pid_of(0, 3), d.pid_of(1, 4)].into();
     pids.lock().expect("p").clear();
+    // Keep-alive clients stay where they reconnected (4 connections may all land on one worker).
     poll("clients on the new workers", 10, || {
-        (*pids.lock().expect("p") == new).then_some(())
+        (!pids.lock().expect("p").is_empty()).then_some(())
     });
+    let after = pids.lock().expect("p").clone();
+    assert!(
+        after.is_subset(&new),
+        "responses from old workers after they exited: {after:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     let total: usize = clients.into_iter().map(|c| c.join().expect("client")).sum();
     assert!(!d.has("kill -9"), "a worker had to be killed");
