@@ -216,7 +216,6 @@ fn a_crash_takes_its_children_down() {
 }
 
 #[test]
-#[ignore = "bug: a stop that waits longer than the client timeout (COHORT_CLIENT_TIMEOUT_MS, default 30 s) fails with \"the daemon is not responding … kill <daemon pid>\", although the daemon is fine and the stop completes; apps with kill_timeout > 30 s hit it"]
 fn stop_longer_than_the_client_timeout_is_not_a_hung_daemon() {
     let c = Cohort::new();
     c.ok(&[

@@ -18,8 +18,10 @@ pub enum Selector {
     All,
     Id(u32),
     Name(String),
-    /// The apps a config file declares.
+    /// The apps a config file declares (those of them that exist).
     Names(Vec<String>),
+    /// Several targets at once (`stop api worker 3`).
+    Many(Vec<Selector>),
 }
 
 impl Selector {

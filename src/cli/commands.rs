@@ -236,14 +236,23 @@ fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
 }
 
 async fn start(a: StartArgs, home: Home) -> Result<()> {
-    let (apps, restart_existing, warnings) = specs_for_start(&a)?;
+    let (apps, restart_existing, mut warnings) = specs_for_start(&a)?;
+    for (given, flag) in [
+        (a.watch, "--watch"),
+        (a.max_memory_restart.is_some(), "--max-memory-restart"),
+        (a.cron.is_some(), "--cron"),
+    ] {
+        if given {
+            warnings.push(format!("{flag} is not supported by cohort yet; ignored"));
+        }
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
     let names: Vec<String> = apps.iter().map(|s| s.name.clone()).collect();
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post(
+        .post_long(
             "/start",
             &StartRequest {
                 apps,
@@ -285,11 +294,17 @@ fn selector(target: &str) -> Result<Selector> {
     Ok(Selector::parse(target))
 }
 
+/// One selector for several targets (`cohort stop api worker 3`).
+fn selectors(targets: &[String]) -> Result<Selector> {
+    let mut all: Vec<Selector> = targets.iter().map(|t| selector(t)).collect::<Result<_>>()?;
+    Ok(if all.len() == 1 { all.remove(0) } else { Selector::Many(all) })
+}
+
 async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selector(&t.target)?;
+    let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post(
+        .post_long(
             "/action",
             &ActionRequest {
                 action: act,
@@ -300,7 +315,7 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
-        eprintln!("cohort: {} {}: done", act.as_str(), t.target);
+        eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
         print!("{}", render::table(&procs));
     }
     Ok(())
@@ -309,7 +324,7 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
 async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post(
+        .post_long(
             "/scale",
             &ScaleRequest {
                 name: s.name.clone(),
@@ -327,7 +342,7 @@ async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
 }
 
 async fn describe(t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selector(&t.target)?;
+    let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let details: Vec<ProcessDetail> = client.post("/describe", &sel).await?;
     if t.json {
@@ -449,6 +464,7 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
             let Ok(l) = serde_json::from_slice::<LogLine>(&line) else {
                 continue;
             };
+            // "cohort" lines are the daemon's own notes (lines skipped): always shown.
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
                 continue;
             }
@@ -479,7 +495,7 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
     };
     let client = Client::connect_or_start(home).await?;
     let _: Vec<ProcessInfo> = client
-        .post(
+        .post_long(
             "/action",
             &ActionRequest {
                 action: Action::Flush,
@@ -512,7 +528,7 @@ async fn save(s: SaveArgs, home: Home) -> Result<()> {
 
 async fn resurrect(home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
     if !r.started.is_empty() {
         println!("resurrected: {}", r.started.join(", "));
     }
@@ -534,7 +550,7 @@ async fn kill(home: Home) -> Result<()> {
         return Ok(());
     };
     let ping = client.ping().await?;
-    let _: serde_json::Value = client.post("/kill", &()).await?;
+    let _: serde_json::Value = client.post_long("/kill", &()).await?;
     // Wait until the daemon process is gone, so the next command starts a fresh one.
     let pid = nix::unistd::Pid::from_raw(ping.pid as i32);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -577,7 +593,7 @@ async fn update(home: Home) -> Result<()> {
     }
     kill(home.clone()).await?;
     let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
     let p = client.ping().await?;
     println!(
         "daemon {} (pid {}) running; resurrected: {}",

@@ -156,6 +156,15 @@ pub struct StartArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+    /// PM2's --watch: not supported yet (accepted with a warning).
+    #[arg(long, hide = true)]
+    pub watch: bool,
+    /// PM2's --max-memory-restart: not supported yet (accepted with a warning).
+    #[arg(long, hide = true)]
+    pub max_memory_restart: Option<String>,
+    /// PM2's --cron / --cron-restart: not supported yet (accepted with a warning).
+    #[arg(long, hide = true, alias = "cron-restart")]
+    pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -163,8 +172,9 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// App name, id, `all`, or config file.
-    pub target: String,
+    /// App names, ids, `all`, or config files (one or more).
+    #[arg(required = true, num_args = 1..)]
+    pub target: Vec<String>,
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,

@@ -431,21 +431,27 @@ impl Supervisor {
                 None => Err(format!("no app named {name:?} (see `cohort ls` for names)")),
             },
             Selector::Names(names) => {
-                let mut ids = Vec::new();
-                let missing: Vec<&str> = names
+                // A config file selects the apps of it that exist; none at all is an error.
+                let ids: Vec<u32> = names
                     .iter()
-                    .filter(|n| !self.apps.contains_key(*n))
-                    .map(|n| n.as_str())
+                    .filter_map(|n| self.apps.get(n))
+                    .flat_map(|a| a.procs.iter().copied())
                     .collect();
-                if !missing.is_empty() {
+                if ids.is_empty() {
                     return Err(format!(
-                        "no app named {} (start it first, or see `cohort ls`)",
-                        missing.join(", ")
+                        "none of the apps {} runs (start them first, or see `cohort ls`)",
+                        names.join(", ")
                     ));
                 }
-                for n in names {
-                    if let Some(app) = self.apps.get(n) {
-                        ids.extend(app.procs.iter().copied());
+                Ok(ids)
+            }
+            Selector::Many(sels) => {
+                let mut ids = Vec::new();
+                for s in sels {
+                    for id in self.select(s)? {
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
                     }
                 }
                 Ok(ids)
