@@ -104,6 +104,9 @@ pub struct ProcessDetail {
     pub kill_timeout_ms: u64,
     pub kill_signal: String,
     pub listen: Vec<String>,
+    /// For a balancer: where its `GET /status` answers (per-upstream state and counters).
+    #[serde(default)]
+    pub balancer_admin: Option<String>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

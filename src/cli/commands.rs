@@ -189,13 +189,7 @@ fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
                 spec.name = n.clone();
             }
         }
-        let mut warnings = loaded.warnings;
-        if !loaded.balancers.is_empty() {
-            warnings.push(format!(
-                "{}: balancers are not run by the daemon yet; start them with `cohort balance`",
-                a.target
-            ));
-        }
+        let warnings = loaded.warnings;
         if apps.is_empty() {
             bail!("{} declares no apps", a.target);
         }
@@ -350,9 +344,34 @@ async fn describe(t: TargetArgs, home: Home) -> Result<()> {
     } else {
         for d in &details {
             print!("{}", render::detail(d));
+            if let (Some(admin), true) = (&d.balancer_admin, d.info.pid.is_some()) {
+                match balancer_status(admin).await {
+                    Ok(status) => print!("{}", render::upstreams(&status)),
+                    Err(e) => println!("  upstreams          (cannot read {admin}/status: {e:#})"),
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// A running balancer's counters, from its admin endpoint (`GET /status`).
+async fn balancer_status(admin: &str) -> Result<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/status")
+            .header("host", admin)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+        Ok::<_, anyhow::Error>(serde_json::from_slice(&body)?)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), fut)
+        .await
+        .map_err(|_| anyhow!("no answer within 2 s"))?
 }
 
 async fn ls(json: bool, home: Home) -> Result<()> {

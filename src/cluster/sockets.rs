@@ -190,6 +190,17 @@ impl SocketGroup {
             })
     }
 
+    /// Every TCP address the group listens on (after port 0 was resolved).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| match &l.kind {
+                ListenerKind::Tcp { bound, .. } => *bound,
+                ListenerKind::Unix { .. } => None,
+            })
+            .collect()
+    }
+
     /// Marks `slot` live (its worker accepts: it may get new connections) or not (dead, stopped,
     /// errored, draining: it gets no new connections; the ones queued on it stay queued).
     pub fn set_live(&mut self, slot: usize, live: bool) -> io::Result<()> {

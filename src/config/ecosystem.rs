@@ -48,8 +48,6 @@ const NOT_YET: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub apps: Vec<AppSpec>,
-    /// Balancer entries, validated by the balancer module.
-    pub balancers: Vec<Value>,
     pub warnings: Vec<String>,
 }
 
@@ -206,6 +204,30 @@ pub fn from_value(
             loaded.apps.push(spec);
         }
     }
+    match obj.get("balancers") {
+        None => {}
+        Some(Value::Array(b)) => {
+            for (i, value) in b.iter().enumerate() {
+                let at = format!("{file}: balancers[{i}]");
+                let spec = balancer_app(value, &at, dir)?;
+                if !names.insert(spec.name.clone()) {
+                    return Err(format!(
+                        "{at}.name: {:?} is already used by an app or balancer of this file",
+                        spec.name
+                    ));
+                }
+                if opts.only.is_none_or(|only| only.iter().any(|n| n == &spec.name)) {
+                    loaded.apps.push(spec);
+                }
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "{file}: balancers: expected a list, got {}",
+                kind(other)
+            ))
+        }
+    }
     if let Some(only) = opts.only {
         for n in only {
             if !names.contains(n) {
@@ -214,16 +236,6 @@ pub fn from_value(
                     names.iter().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
-        }
-    }
-    match obj.get("balancers") {
-        None => {}
-        Some(Value::Array(b)) => loaded.balancers = b.clone(),
-        Some(other) => {
-            return Err(format!(
-                "{file}: balancers: expected a list, got {}",
-                kind(other)
-            ))
         }
     }
     Ok(loaded)
@@ -602,6 +614,27 @@ fn app_from_value(
         spec.exec_mode = ExecMode::Cluster;
     }
     Ok(spec)
+}
+
+/// A `balancers[i]` entry as an app the daemon supervises: `cohort balance` on a socket the daemon
+/// holds (so a reload of the balancer never refuses a connection).
+fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> {
+    let spec: crate::balancer::spec::BalancerSpec =
+        serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
+    spec.validate().map_err(|e| format!("{at}.{e}"))?;
+    let name = spec
+        .name
+        .clone()
+        .ok_or_else(|| format!("{at}.name: missing (every balancer needs a name, e.g. \"edge\")"))?;
+    validate_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("{at}: cannot find the cohort executable: {e}"))?;
+    let mut app = AppSpec::new(name, exe.to_string_lossy().into_owned(), dir.to_path_buf());
+    app.exec_mode = ExecMode::Cluster;
+    app.listen = vec![spec.listen.clone()];
+    app.kill_signal = "SIGTERM".into();
+    app.kill_timeout_ms = 5000;
+    app.balancer = Some(value.clone());
+    Ok(app)
 }
 
 /// PM2's rule: several instances of a Node app run in cluster mode unless told otherwise.

@@ -104,6 +104,10 @@ pub struct AppSpec {
     /// also get every address they `listen()` on at run time.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// For a load balancer (`balancers` in a config file): its spec as JSON. The daemon runs it as
+    /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<serde_json::Value>,
 }
 
 impl AppSpec {
@@ -138,6 +142,7 @@ impl AppSpec {
             listen_timeout_ms: 3000,
             shutdown_with_message: false,
             listen: Vec::new(),
+            balancer: None,
         }
     }
 

@@ -108,10 +108,6 @@ impl LogFile {
         }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn write_all(&self, bytes: &[u8]) {
         let mut f = match self.file.lock() {
             Ok(f) => f,

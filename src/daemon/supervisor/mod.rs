@@ -8,6 +8,7 @@
 //! (sockets held per worker slot, Node's IPC channel, reload one slot at a time, scale) lives in
 //! `cluster.rs` as more methods of the same actor.
 
+mod balancers;
 mod cluster;
 
 use super::logs::{self, LogFile, LogHub, Sink, Stamp};
@@ -86,6 +87,8 @@ pub enum Msg {
         left: u32,
     },
     Scale(crate::api::ScaleRequest, Reply<Vec<ProcessInfo>>),
+    /// A balancer waits for the app it balances to listen.
+    SpawnRetry { id: u32, gen: u64, keep_old: bool },
 }
 
 /// A cloneable handle to the supervisor task.
@@ -157,6 +160,8 @@ struct Proc {
     ready: bool,
     /// Processes replaced by a reload, draining until they exit.
     retiring: Vec<Retiring>,
+    /// A balancer's admin address (GET /status), for `describe`.
+    admin: Option<String>,
     out: PathBuf,
     err: PathBuf,
     combined: Option<PathBuf>,
@@ -352,6 +357,11 @@ impl Supervisor {
             }
             Msg::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
             Msg::Scale(req, reply) => self.scale(req, reply),
+            Msg::SpawnRetry { id, gen, keep_old } => {
+                if self.procs.get(&id).is_some_and(|p| p.gen == gen && p.want == Want::Run) {
+                    self.spawn_worker(id, keep_old);
+                }
+            }
         }
     }
 
@@ -361,7 +371,10 @@ impl Supervisor {
         let mode = self
             .apps
             .get(&p.app)
-            .map(|a| a.spec.exec_mode.as_str())
+            .map(|a| match a.spec.balancer {
+                Some(_) => "balancer",
+                None => a.spec.exec_mode.as_str(),
+            })
             .unwrap_or("fork")
             .to_string();
         ProcessInfo {
@@ -415,6 +428,7 @@ impl Supervisor {
             kill_timeout_ms: spec.kill_timeout_ms,
             kill_signal: spec.kill_signal.clone(),
             listen: spec.listen.clone(),
+            balancer_admin: p.admin.clone(),
         })
     }
 
@@ -541,6 +555,7 @@ impl Supervisor {
                 channel: None,
                 ready: false,
                 retiring: Vec::new(),
+                admin: None,
                 out,
                 err,
                 combined,
@@ -656,6 +671,20 @@ impl Supervisor {
         let slot = p.instance as usize;
         let mut env = self.child_env(p);
         let (program, mut argv) = command_line(&spec);
+        if let Some(b) = &spec.balancer {
+            match self.balancer_argv(&spec.name, b) {
+                Ok(Some(args)) => argv.extend(args),
+                Ok(None) => {
+                    // An `app:NAME` upstream has no port yet (its workers are starting): try again soon.
+                    self.retry_spawn(id, keep_old);
+                    return true;
+                }
+                Err(e) => {
+                    self.spawn_failed(id, keep_old, &e);
+                    return false;
+                }
+            }
+        }
         let cluster = spec.exec_mode == ExecMode::Cluster;
         let node = spec.is_node();
         let name: Arc<str> = Arc::from(spec.name.as_str());
@@ -800,22 +829,29 @@ impl Supervisor {
                 true
             }
             Err(e) => {
-                let msg = format!("cohort: cannot start {}:{}: {e:#}", p.app, p.instance);
-                eprintln!("{msg}");
-                // The reason goes where the user looks first: the app's error log.
-                if let Ok(f) = LogFile::open(&err_path) {
-                    f.write_all(format!("{msg}\n").as_bytes());
-                }
-                if !(keep_old && p.pid.is_some()) {
-                    p.gen += 1;
-                    p.status = Status::Errored;
-                    p.pid = None;
-                    p.want = Want::Stop;
-                    notify(p);
-                    self.release_slot(id);
-                }
+                self.spawn_failed(id, keep_old, &format!("{e:#}"));
                 false
             }
+        }
+    }
+
+    /// Records why process `id` could not start (in its error log and daemon.log). A reload keeps
+    /// the old process; otherwise the process is `errored`.
+    fn spawn_failed(&mut self, id: u32, keep_old: bool, why: &str) {
+        let Some(p) = self.procs.get_mut(&id) else { return };
+        let msg = format!("cohort: cannot start {}:{}: {why}", p.app, p.instance);
+        eprintln!("{msg}");
+        // The reason goes where the user looks first: the app's error log.
+        if let Ok(f) = LogFile::open(&p.err) {
+            f.write_all(format!("{msg}\n").as_bytes());
+        }
+        if !(keep_old && p.pid.is_some()) {
+            p.gen += 1;
+            p.status = Status::Errored;
+            p.pid = None;
+            p.want = Want::Stop;
+            notify(p);
+            self.release_slot(id);
         }
     }
 
