@@ -30,15 +30,18 @@ const server = http.createServer((req, res) => {
 server.listen(cfg.port);
 
 if (cfg.drain) {
-  // A well-behaved app: on a stop signal stop accepting, tell keep-alive clients to go away, finish
-  // what is in flight, then exit (bounded by a timer).
+  // A well-behaved app: on a stop signal stop accepting, answer every further request on a keep-alive
+  // connection with "Connection: close" so the client moves on cleanly, close connections still idle
+  // after a grace period, then exit (bounded by a timer). net.Server's close is used because
+  // http.Server#close (Node >= 19) also drops idle keep-alive connections at once, which races with a
+  // client that is just sending its next request on one.
+  const net = require('net');
   const drain = () => {
     if (draining) return;
     draining = true;
     flush();
-    server.close(() => process.exit(0));
-    if (server.closeIdleConnections) server.closeIdleConnections();
-    setInterval(() => server.closeIdleConnections && server.closeIdleConnections(), 50).unref();
+    net.Server.prototype.close.call(server, () => process.exit(0));
+    setTimeout(() => server.closeIdleConnections && server.closeIdleConnections(), 1000).unref();
     setTimeout(() => process.exit(0), 4000).unref();
   };
   process.on('SIGINT', drain);

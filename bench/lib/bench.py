@@ -46,7 +46,7 @@ class Params:
         self.rounds = rounds or (3 if quick else 5)
         self.load_s = 2 if quick else 10        # throughput runs (wrk -d)
         self.warm_s = 1 if quick else 2
-        self.event_s = 4 if quick else 6        # recovery / reload runs: one event at t=1s
+        self.event_s = 3 if quick else 6        # recovery / reload runs: one event at t=1s
         self.ls_runs = 10 if quick else 30
         self.log_lines = 100_000 if quick else 200_000
         self.footprint_procs = 50
@@ -407,7 +407,7 @@ def scenario_logs(reg, root, P):
                 if path and re.search(r"(^|\s)end\s*$", tail(path)):
                     t_end = time.time()
                     break
-                time.sleep(0.02)
+                time.sleep(0.01)
             cpu1 = procs.cpu_ticks(c["pid"]) or 0
             res = {"log_file": path, "complete": t_end is not None}
             seen, t_start = set(), None
@@ -438,7 +438,7 @@ def scenario_logs(reg, root, P):
             c["median"]["lines_lost_max"] = max(x["lines_lost"] for x in rs)
         c.pop("mgr", None)
     return {"configs": configs, "lines": N, "ratio": ratio(configs, "cohort", "pm2", "lines_per_s"),
-            "command": f"node logger.js printing {N} numbered lines (batched writes with back-pressure)"}
+            "command": f"node logger.js printing {N} numbered lines (one console.log per line)"}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -507,6 +507,7 @@ def main():
         os.makedirs(root)
         reg = procs.Registry(root)
         t0 = time.monotonic()
+        load0 = procs.read_file("/proc/loadavg").split()[0]
         try:
             results["scenarios"][s] = fns[s](reg, root, P)
         except Exception as e:
@@ -515,6 +516,7 @@ def main():
         finally:
             reg.cleanup()
         results["scenarios"][s]["seconds"] = round(time.monotonic() - t0, 1)
+        results["scenarios"][s]["loadavg_1m"] = [load0, procs.read_file("/proc/loadavg").split()[0]]
     results["seconds"] = round(time.monotonic() - t_all, 1)
     report.write(results, args.out)
     if not os.environ.get("BENCH_KEEP"):

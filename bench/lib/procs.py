@@ -53,6 +53,15 @@ def ppid(pid):
         return None
 
 
+def start_time(pid):
+    """Start time of a process in ticks since boot: tells a pid from a later reuse of the same number."""
+    s = read_file(f"/proc/{pid}/stat")
+    try:
+        return int(s.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
 def cpu_ticks(pid):
     """utime+stime of one process (all its threads), in clock ticks; None if gone."""
     s = read_file(f"/proc/{pid}/stat")
@@ -155,7 +164,7 @@ class Registry:
     def __init__(self, root):
         self.root = root  # unique run directory: marks our processes
         self.popens = []
-        self.pids = set()
+        self.pids = {}  # pid -> start time when we learnt about it
         self.teardowns = []  # callables (e.g. `pm2 kill` with its PM2_HOME)
 
     def spawn(self, argv, env=None, cwd=None, log=None):
@@ -169,8 +178,8 @@ class Registry:
         return p
 
     def remember(self, pid):
-        if pid:
-            self.pids.add(int(pid))
+        if pid and int(pid) not in self.pids:
+            self.pids[int(pid)] = start_time(int(pid))
 
     def ours(self, pid):
         return self.root in cmdline(pid) or self.root in environ(pid)
@@ -201,7 +210,7 @@ class Registry:
         self.popens.clear()
         # Stragglers: pids we recorded, and anything whose cmdline/environ names our run directory.
         me = os.getpid()
-        victims = {p for p in self.pids if alive(p) and self.ours(p)}
+        victims = {p for p, st in self.pids.items() if alive(p) and st is not None and start_time(p) == st}
         victims |= {p for p in all_pids() if p != me and alive(p) and self.ours(p)}
         victims.discard(me)
         for p in victims:

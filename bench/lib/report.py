@@ -67,6 +67,16 @@ def _short(st):
     return "not yet" if st.startswith("not yet") else st[:40]
 
 
+def busy_note(m):
+    try:
+        busy = float(m["loadavg_at_start"][0]) > 0.7
+    except (KeyError, IndexError, ValueError):
+        busy = False
+    return ("**The machine was busy when this run started (1-minute load average above 0.7, before any "
+            "load of ours): other work shared the 2 cores, so absolute figures are low and noisy; compare "
+            "columns within a table, which were measured interleaved.**\n" if busy else "")
+
+
 def write(results, out_dir):
     charts = os.path.join(out_dir, "charts")
     os.makedirs(charts, exist_ok=True)
@@ -85,6 +95,7 @@ def write(results, out_dir):
          f"| pm2 | {m['pm2']} |", f"| wrk | {m['wrk']} |", f"| python | {m['python']} |",
          f"| cohort | {m['cohort']} (commit {m['cohort_commit']}, binary {m['cohort_bin']}) |",
          f"| load average at start | {' '.join(m['loadavg_at_start'])} |", "",
+         busy_note(m),
          "The load generator, the proxies and the apps share the same 2 cores, as they would on a small VM; "
          "absolute numbers are for this machine only, the ratios are the point.", ""]
     S = results["scenarios"]
@@ -178,6 +189,11 @@ def write(results, out_dir):
               "![logs](charts/logs_lps.svg)", ""]
         bar_chart(os.path.join(charts, "logs_lps.svg"), f"Log lines/s ({s.get('lines')} lines)", "lines/s",
                   _rows(s["configs"], "lines_per_s"))
+    L += ["## Run details", "", "| scenario | seconds | 1-min load average before / after |", "|---|---:|---|"]
+    for name, sc in S.items():
+        la = sc.get("loadavg_1m", ["?", "?"])
+        L.append(f"| {name} | {sc.get('seconds')} | {la[0]} / {la[1]} |")
+    L.append("")
     notes = []
     for name, s in S.items():
         for c in s.get("configs", []):
