@@ -18,7 +18,6 @@ function flush() {
   written = count;
   try { fs.writeFileSync(statsFile, String(count)); } catch (_) { /* stats dir removed: harness is done */ }
 }
-flush();
 setInterval(flush, 250).unref();
 
 const body = 'hello ' + process.pid;
@@ -27,7 +26,8 @@ const server = http.createServer((req, res) => {
   if (draining) res.setHeader('Connection', 'close');
   res.end(body);
 });
-server.listen(cfg.port);
+// Only a worker that really listens counts as one (a worker that fails with EADDRINUSE never writes).
+server.listen(cfg.port, flush);
 
 if (cfg.drain) {
   // A well-behaved app: on a stop signal stop accepting, answer every further request on a keep-alive

@@ -235,8 +235,12 @@ def scenario_footprint(reg, root, P):
 def probe_new_worker(port, old, stop, out):
     """Fresh-connection GETs until a pid not in `old` answers; stores seconds since start in out."""
     t0 = time.monotonic()
+    out["probe_failures"] = 0
     while not stop.is_set() and time.monotonic() - t0 < 15:
-        st, body = procs.http_get(port, timeout=1.0)
+        # Short timeout: a probe connection handed to the dying worker must not hide the new one.
+        st, body = procs.http_get(port, timeout=0.3)
+        if st != 200:
+            out["probe_failures"] += 1
         if st == 200:
             m = re.search(r"(\d+)", body)
             if m and int(m.group(1)) not in old:
@@ -297,12 +301,13 @@ def scenario_recovery(reg, root, P):
             th.join(timeout=15)
             stop.set()
             res["recovery_ms"] = round(out["new_worker_s"] * 1000, 1) if "new_worker_s" in out else None
+            res["probe_failures"] = out.get("probe_failures")
             c["rounds"].append(res)
             log(f"  recovery r{r + 1} {c['label']}: new worker serving after {res['recovery_ms']} ms, "
-                f"failed {res['failed']}, longest {res['max_ms']} ms")
+                f"failed {res['failed']}, longest {res['max_ms']} ms, failed probes {res['probe_failures']}")
     for c in configs:
         rs = c.get("rounds", [])
-        c["median"] = {k: med([x[k] for x in rs]) for k in ("recovery_ms", "failed", "max_ms", "rps")} if rs else {}
+        c["median"] = {k: med([x[k] for x in rs]) for k in ("recovery_ms", "failed", "max_ms", "rps", "probe_failures")} if rs else {}
         c.pop("t", None)
     return {"configs": configs, "ratio": ratio(configs, "cohort", "node", "recovery_ms"),
             "command": f"wrk -t1 -c32 -d{P.event_s}s --latency; kill -9 of one worker at t=1s; "
@@ -451,6 +456,14 @@ def run_cmd(argv):
         return None
 
 
+def repo_of(binary):
+    """The checkout a target/<profile>/cohort binary was built in, if it looks like one."""
+    parts = os.path.abspath(binary).split(os.sep) if binary else []
+    if len(parts) > 3 and parts[-3] == "target":
+        return os.sep.join(parts[:-3])
+    return None
+
+
 def machine_info():
     cpu = next((l.split(":", 1)[1].strip() for l in procs.read_file("/proc/cpuinfo").splitlines()
                 if l.startswith("model name")), None)
@@ -469,7 +482,8 @@ def machine_info():
         "wrk": run_cmd(["wrk", "-v"]), "python": sys.version.split()[0],
         "cohort": (run_cmd([cohort, "--version"]) if cohort else None) or "not built",
         "cohort_bin": cohort or None,
-        "cohort_commit": run_cmd(["git", "-C", os.path.dirname(BENCH), "rev-parse", "--short", "HEAD"]),
+        "cohort_commit": os.environ.get("COHORT_LABEL") or run_cmd(
+            ["git", "-C", repo_of(cohort) or os.path.dirname(BENCH), "rev-parse", "--short", "HEAD"]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "loadavg_at_start": procs.read_file("/proc/loadavg").split()[:3],
     }

@@ -148,11 +148,12 @@ def write(results, out_dir):
     if "recovery" in S:
         s = S["recovery"]
         L += ["## 4. Recovery from kill -9 of a worker under load", "", f"`{s.get('command', '')}`.", ""] + error("recovery")
-        L += ["| config | new worker serving after (ms) | failed requests | longest request (ms) | req/s during run |",
-              "|---|---:|---:|---:|---:|"]
+        L += ["| config | new worker serving after (ms) | failed requests | longest request (ms) | req/s during run | failed probes |",
+              "|---|---:|---:|---:|---:|---:|"]
         for c in s["configs"]:
             md = c.get("median", {})
-            L.append(_row(c, [fmt(md.get("recovery_ms")), fmt(md.get("failed")), fmt(md.get("max_ms")), fmt(md.get("rps"))]))
+            L.append(_row(c, [fmt(md.get("recovery_ms")), fmt(md.get("failed")), fmt(md.get("max_ms")),
+                              fmt(md.get("rps")), fmt(md.get("probe_failures"))]))
         L += ["", f"**cohort / Node cluster (time to a new serving worker): "
               f"{fmt(s.get('ratio'), 3) if s.get('ratio') else 'not yet'}**", "",
               "![recovery](charts/recovery_ms.svg)", ""]

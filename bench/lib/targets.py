@@ -253,10 +253,24 @@ class Cluster:
         ok = procs.wait_http(self.port, 20, p) and procs.poll(lambda: len(self.workers()) >= want, 10)
         if not ok:
             if self.kind == "cohort":
-                raise NotYet(f"port {self.port} never served {want} workers after `cohort start -i {want}`")
+                modes = {str(x.get("mode")) for x in mgr.jlist() if x.get("name") == self.name}
+                raise NotYet(f"port {self.port} never served {want} workers after `cohort start -i {want}`"
+                             + (f" (ls --json mode: {'/'.join(sorted(modes))})" if modes else ""))
             raise Skip(f"{self.label} did not come up on port {self.port}")
-        for w in self.workers():
+        # Stable: the same `want` workers a second later (not one serving and one crash-looping).
+        first = set(self.workers())
+        time.sleep(1.0)
+        second = set(self.workers())
+        for w in first | second:
             self.reg.remember(w)
+        if self.kind == "cohort":
+            modes = {x.get("mode") for x in mgr.jlist() if x.get("name") == self.name}
+            if modes and modes != {"cluster"}:
+                raise NotYet(f"`cohort start -i {want}` ran in {'/'.join(sorted(map(str, modes)))} mode, "
+                             "not cluster mode")
+        if first != second or len(second) != want:
+            msg = f"{self.label}: workers not stable ({len(first)} then {len(second)} live, {want} wanted)"
+            raise NotYet(msg) if self.kind == "cohort" else Skip(msg)
 
     def workers(self):
         return live_workers(self.dir)
