@@ -46,7 +46,7 @@ class Params:
         self.rounds = rounds or (3 if quick else 5)
         self.load_s = 2 if quick else 10        # throughput runs (wrk -d)
         self.warm_s = 1 if quick else 2
-        self.event_s = 3 if quick else 6        # recovery / reload runs: one event at t=1s
+        self.event_s = 4 if quick else 6        # recovery / reload runs: one event at t=1s
         self.ls_runs = 10 if quick else 30
         self.log_lines = 100_000 if quick else 200_000
         self.footprint_procs = 50
@@ -343,6 +343,7 @@ def scenario_reload(reg, root, P):
                 if not t.settle():
                     log(f"  reload {c['label']}: did not settle at {t.instances} workers")
                 argv = t.mgr.reload_argv(t.name)
+                old = set(t.workers())
 
                 def do_reload():
                     t0 = time.monotonic()
@@ -350,16 +351,23 @@ def scenario_reload(reg, root, P):
                     return {"reload_s": round(time.monotonic() - t0, 3), "reload_rc": p.returncode}
 
                 res = event_run(t, P, do_reload, conns=conns, close=close)
-                res["reload_within_load"] = res["reload_s"] < P.event_s - 1.0
+                res["reload_within_load"] = res["reload_s"] < P.event_s - 1.05
+                # Checked when the load stops: did every old worker go, i.e. did the whole reload
+                # happen inside the measured window (a reload command may return before it is done)?
+                now = set(t.workers())
+                res["replaced_in_window"] = res["reload_within_load"] and bool(now) and not (old & now)
                 c["rounds"][lname].append(res)
                 log(f"  reload r{r + 1} {lname} {c['label']}: failed {res['failed']} "
-                    f"(non2xx {res['non2xx']}, socket {res['socket_errors']}), reload took {res['reload_s']} s")
+                    f"(non2xx {res['non2xx']}, socket {res['socket_errors']}), reload took {res['reload_s']} s, "
+                    f"all workers replaced in window: {res['replaced_in_window']}")
     for c in configs:
         rs = c.get("rounds", {})
         c["median"] = {}
         for lname in rs:
             c["median"][f"failed_{lname}"] = med([x["failed"] for x in rs[lname]])
             c["median"][f"reload_s_{lname}"] = med([x["reload_s"] for x in rs[lname]])
+            c["median"][f"replaced_{lname}"] = sum(1 for x in rs[lname] if x["replaced_in_window"])
+            c["median"]["runs"] = len(rs[lname])
         c.pop("t", None)
     return {"configs": configs,
             "command": f"keep-alive: wrk -t1 -c32 -d{P.event_s}s; new connections: wrk -t1 -c16 "

@@ -163,13 +163,15 @@ def write(results, out_dir):
         s = S["reload"]
         L += ["## 5. Failed requests per reload", "", f"`{s.get('command', '')}`. Failed = non-2xx responses + "
               "socket errors (connect/read/write/timeout) reported by wrk during a run with one reload.", ""] + error("reload")
-        L += ["| config | failed / reload, keep-alive load | failed / reload, new-connection load | reload command (s) |",
-              "|---|---:|---:|---:|"]
+        L += ["| config | failed / reload, keep-alive load | failed / reload, new-connection load | reload command (s) "
+              "| rounds where all workers were replaced inside the load window |",
+              "|---|---:|---:|---:|---:|"]
         rows = []
         for c in s["configs"]:
             md = c.get("median", {})
             L.append(_row(c, [fmt(md.get("failed_keepalive")), fmt(md.get("failed_close")),
-                              fmt(md.get("reload_s_keepalive"), 2)]))
+                              fmt(md.get("reload_s_keepalive"), 2),
+                              f"{md.get('replaced_keepalive', 0) + md.get('replaced_close', 0)} of {2 * md.get('runs', 0)}"]))
             for ln, lab in (("keepalive", "keep-alive"), ("close", "new conns")):
                 v = md.get(f"failed_{ln}")
                 rows.append((f"{c['label'].replace(' reload', '')}, {lab}", v,
