@@ -186,7 +186,25 @@ impl Supervisor {
             self.set_live(id, true);
         }
         if self.reloads.front().is_some_and(|j| j.current == Some(id)) {
+            if let Some(p) = self.procs.get_mut(&id) {
+                p.restarts += 1;
+            }
             self.retire_old(id);
+            if let Some(job) = self.reloads.front_mut() {
+                job.current = None;
+            }
+            self.reload_next();
+        }
+    }
+
+    /// A stop, restart or delete of process `id` overtakes its reload: the job moves on, and the
+    /// old workers the reload was keeping are stopped with it.
+    pub(super) fn abandon_reload(&mut self, id: u32) {
+        let current = self.reloads.front().is_some_and(|j| j.current == Some(id));
+        if self.procs.get(&id).is_some_and(|p| !p.retiring.is_empty()) {
+            self.retire_old(id);
+        }
+        if current {
             if let Some(job) = self.reloads.front_mut() {
                 job.current = None;
             }
@@ -199,11 +217,11 @@ impl Supervisor {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
-        p.restarts += 1;
         let Some(spec) = self.apps.get(&p.app).map(|a| a.spec.clone()) else {
             return;
         };
-        for r in &p.retiring {
+        for r in p.retiring.iter_mut().filter(|r| !r.stopping) {
+            r.stopping = true;
             stop_process(r.pid, r.channel.clone(), &spec);
             let (pid, me, wait) = (r.pid, self.tx.clone(), spec.kill_timeout_ms);
             tokio::spawn(async move {
@@ -286,7 +304,10 @@ impl Supervisor {
         let Some(p) = self.procs.get_mut(&id) else {
             return false;
         };
-        let Some(Retiring { pid, channel }) = p.retiring.pop() else {
+        if p.want != Want::Run {
+            return false;
+        }
+        let Some(Retiring { pid, channel, .. }) = p.retiring.pop() else {
             return false;
         };
         p.pid = Some(pid);

@@ -124,6 +124,8 @@ enum Want {
 struct Retiring {
     pid: i32,
     channel: Option<NodeSender>,
+    /// Asked to stop already (never signalled twice: a second signal cuts a drain short).
+    stopping: bool,
 }
 
 struct App {
@@ -772,6 +774,7 @@ impl Supervisor {
                         p.retiring.push(Retiring {
                             pid: old,
                             channel: p.channel.take(),
+                            stopping: false,
                         });
                     }
                 }
@@ -861,6 +864,8 @@ impl Supervisor {
     /// fires when it is done, or None when there was nothing to wait for.
     fn stop(&mut self, id: u32, want: Want) -> Option<oneshot::Receiver<()>> {
         let cluster = self.is_cluster(id);
+        // A reload of this process is overtaken: the workers it was replacing stop too.
+        self.abandon_reload(id);
         let p = self.procs.get_mut(&id)?;
         match p.pid {
             Some(_) => {
