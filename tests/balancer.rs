@@ -661,13 +661,28 @@ fn tcp_mode_proxies_bytes_and_fails_over() {
 #[test]
 fn tcp_mode_closes_idle_tunnels() {
     let (_a, pa) = backend("a");
-    let bal = balancer(&["--mode", "tcp", "--idle-timeout", "300ms", "--upstream", &up(pa)]);
+    let bal = balancer(&[
+        "--mode",
+        "tcp",
+        "--idle-timeout",
+        "300ms",
+        "--upstream",
+        &up(pa),
+    ]);
     let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 16];
-    assert_eq!(s.read(&mut buf).unwrap(), 0, "an idle tunnel must be closed");
-    assert!(t.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", t.elapsed());
+    assert_eq!(
+        s.read(&mut buf).unwrap(),
+        0,
+        "an idle tunnel must be closed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

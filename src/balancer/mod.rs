@@ -245,6 +245,9 @@ fn run(settings: Settings) -> Result<()> {
             listeners.push(l);
         }
         None if listen_addr.port() != 0 && workers > 1 => {
+            // SO_REUSEPORT would silently share the port with another process that also set it
+            // (a stale balancer, say): make sure the port is free first.
+            drop(listen::bind(listen_addr, false)?);
             for _ in 0..workers {
                 listeners.push(listen::bind(listen_addr, true)?);
             }

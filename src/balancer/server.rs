@@ -66,6 +66,8 @@ pub async fn accept_loop(
         let proxy = Proxy {
             shared: shared.clone(),
             client: peer,
+            client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
             served: Arc::new(AtomicU32::new(0)),
             drain: drain.clone(),
         };
