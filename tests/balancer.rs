@@ -838,3 +838,51 @@ fn spec_json_and_validation_errors() {
         String::from_utf8_lossy(&out.stderr).starts_with("error: invalid balancer: --spec-json:")
     );
 }
+
+#[test]
+fn max_connections_holds_extra_clients_in_the_backlog() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa), "--max-connections", "1"]);
+    // wait_port's probe connection may still hold the only slot for a moment: let it go first.
+    poll("probe connection gone", Duration::from_secs(5), || {
+        (get(bal.port, "/").status == 200).then_some(())
+    });
+    let port = bal.port;
+    let slow = std::thread::spawn(move || {
+        let r = get(port, "/slow?ms=1000");
+        (r.status, Instant::now())
+    });
+    poll("slow request in flight", Duration::from_secs(5), || {
+        (bal.status()["upstreams"][0]["active"] == 1).then_some(())
+    });
+    let fast = get(bal.port, "/");
+    let fast_done = Instant::now();
+    let (slow_status, slow_done) = slow.join().unwrap();
+    assert_eq!((slow_status, fast.status), (200, 200));
+    assert!(
+        fast_done >= slow_done,
+        "the second client was served while the first held the only slot"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_an_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args([
+            "balance",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
