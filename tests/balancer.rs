@@ -734,7 +734,8 @@ fn sigterm_drains_in_flight_requests() {
     let keepalive = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let r = parse(&read_response(&mut s));
         let mut rest = Vec::new();
         let closed = matches!(s.read_to_end(&mut rest), Ok(0));
@@ -753,7 +754,11 @@ fn sigterm_drains_in_flight_requests() {
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.trim(), "a");
-    assert_eq!(keepalive.join().unwrap(), (200, true), "keep-alive client: response, then close");
+    assert_eq!(
+        keepalive.join().unwrap(),
+        (200, true),
+        "keep-alive client: response, then close"
+    );
     let code = poll("exit", Duration::from_secs(10), || {
         bal.proc.child.try_wait().unwrap()
     });
