@@ -846,6 +846,19 @@ fn spec_json_and_validation_errors() {
         "{err}"
     );
     let out = Command::new(BIN)
+        .args([
+            "balance",
+            "--spec-json",
+            &spec.to_string(),
+            "--strategy",
+            "hash",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--spec-json: other flags cannot be combined"));
+    let out = Command::new(BIN)
         .args(["balance", "--spec-json", "{\"listen\": 1}"])
         .output()
         .unwrap();

@@ -30,14 +30,14 @@ pub use spec::BalancerSpec;
 use spec::{DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec, UpstreamEntry};
 
 /// Arguments of `cohort balance`.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, Clone, PartialEq)]
 #[command(
     after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
 Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md"
 )]
 pub struct BalanceArgs {
     /// The whole balancer as JSON (a `balancers` entry of a config file); replaces the other flags.
-    #[arg(long, value_name = "JSON", conflicts_with_all = ["listen", "upstreams"])]
+    #[arg(long, value_name = "JSON")]
     pub spec_json: Option<String>,
     /// Address to listen on, e.g. 0.0.0.0:8080 (with LISTEN_FDS, the inherited socket is used instead).
     #[arg(long, value_name = "ADDR")]
@@ -115,6 +115,16 @@ impl BalanceArgs {
     /// The spec these arguments describe.
     pub fn to_spec(&self) -> Result<BalancerSpec, String> {
         if let Some(json) = &self.spec_json {
+            let others = BalanceArgs {
+                spec_json: None,
+                ..self.clone()
+            };
+            if others != BalanceArgs::default() {
+                return Err(
+                    "--spec-json: other flags cannot be combined with it (put them in the JSON)"
+                        .into(),
+                );
+            }
             return serde_json::from_str(json).map_err(|e| format!("--spec-json: {e}"));
         }
         let Some(listen) = self.listen.clone() else {
