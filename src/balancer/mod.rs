@@ -63,6 +63,7 @@ pub struct BalanceArgs {
     /// Active health check interval (enables TCP-connect checks if no --health-path).
     #[arg(long, value_name = "DURATION")]
     pub health_interval: Option<String>,
+    /// Time allowed for one health check (default 1s).
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
     /// Successes in a row that bring an upstream back.
@@ -74,11 +75,13 @@ pub struct BalanceArgs {
     /// Extra attempts after a failure (idempotent requests without a body).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// Time allowed to connect to an upstream (default 2s).
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
     /// Time allowed to send request headers (408 after), also the HTTP/1 keep-alive idle limit.
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// TCP mode: close a tunnel idle this long; HTTP/2: ping at half of it (default 60s).
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Time allowed for an upstream to answer (504 after).
@@ -96,8 +99,10 @@ pub struct BalanceArgs {
     /// TLS private key (PEM); needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<String>,
+    /// Largest request head accepted, 431 beyond (default 16384).
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Client connections served at once (default 10000).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Serve GET /status (JSON counters) on this address, e.g. 127.0.0.1:9001.
