@@ -661,13 +661,28 @@ fn tcp_mode_proxies_bytes_and_fails_over() {
 #[test]
 fn tcp_mode_closes_idle_tunnels() {
     let (_a, pa) = backend("a");
-    let bal = balancer(&["--mode", "tcp", "--idle-timeout", "300ms", "--upstream", &up(pa)]);
+    let bal = balancer(&[
+        "--mode",
+        "tcp",
+        "--idle-timeout",
+        "300ms",
+        "--upstream",
+        &up(pa),
+    ]);
     let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 16];
-    assert_eq!(s.read(&mut buf).unwrap(), 0, "an idle tunnel must be closed");
-    assert!(t.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", t.elapsed());
+    assert_eq!(
+        s.read(&mut buf).unwrap(),
+        0,
+        "an idle tunnel must be closed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -715,8 +730,19 @@ fn sigterm_drains_in_flight_requests() {
     let mut bal = balancer(&["--upstream", &up(pa), "--drain-timeout", "10s"]);
     let port = bal.port;
     let slow = std::thread::spawn(move || get(port, "/slow?ms=1500"));
-    poll("request in flight", Duration::from_secs(5), || {
-        (bal.status()["upstreams"][0]["active"] == 1).then_some(())
+    // A keep-alive client with a request in flight: it gets its response, then the connection closes.
+    let keepalive = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let r = parse(&read_response(&mut s));
+        let mut rest = Vec::new();
+        let closed = matches!(s.read_to_end(&mut rest), Ok(0));
+        (r.status, closed)
+    });
+    poll("requests in flight", Duration::from_secs(5), || {
+        (bal.status()["upstreams"][0]["active"] == 2).then_some(())
     });
     bal.proc.signal(libc::SIGTERM);
     // New connections are refused while the old request finishes.
@@ -728,6 +754,11 @@ fn sigterm_drains_in_flight_requests() {
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.trim(), "a");
+    assert_eq!(
+        keepalive.join().unwrap(),
+        (200, true),
+        "keep-alive client: response, then close"
+    );
     let code = poll("exit", Duration::from_secs(10), || {
         bal.proc.child.try_wait().unwrap()
     });
@@ -815,11 +846,72 @@ fn spec_json_and_validation_errors() {
         "{err}"
     );
     let out = Command::new(BIN)
+        .args([
+            "balance",
+            "--spec-json",
+            &spec.to_string(),
+            "--strategy",
+            "hash",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--spec-json: other flags cannot be combined"));
+    let out = Command::new(BIN)
         .args(["balance", "--spec-json", "{\"listen\": 1}"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with("error: invalid balancer: --spec-json:")
+    );
+}
+
+#[test]
+fn max_connections_holds_extra_clients_in_the_backlog() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa), "--max-connections", "1"]);
+    // wait_port's probe connection may still hold the only slot for a moment: let it go first.
+    poll("probe connection gone", Duration::from_secs(5), || {
+        (get(bal.port, "/").status == 200).then_some(())
+    });
+    let port = bal.port;
+    let slow = std::thread::spawn(move || {
+        let r = get(port, "/slow?ms=1000");
+        (r.status, Instant::now())
+    });
+    poll("slow request in flight", Duration::from_secs(5), || {
+        (bal.status()["upstreams"][0]["active"] == 1).then_some(())
+    });
+    let fast = get(bal.port, "/");
+    let fast_done = Instant::now();
+    let (slow_status, slow_done) = slow.join().unwrap();
+    assert_eq!((slow_status, fast.status), (200, 200));
+    assert!(
+        fast_done >= slow_done,
+        "the second client was served while the first held the only slot"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_an_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args([
+            "balance",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}")),
+        "{err}"
     );
 }

@@ -40,6 +40,8 @@ pub struct Shared {
 pub struct Proxy {
     pub shared: Arc<Shared>,
     pub client: SocketAddr,
+    /// The client's IP as a header value, made once per connection.
+    pub client_ip: HeaderValue,
     /// Responses started on this connection (a header timeout before the first one gets a 408).
     pub served: Arc<AtomicU32>,
     pub drain: DrainToken,
@@ -258,6 +260,10 @@ fn request_key(req: &Request<Incoming>, client: SocketAddr, key: &HashKey) -> u6
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Most attempts remembered per request (more upstreams than this are still tried, by strategy order).
 const MAX_TRIED: usize = 16;
 
@@ -330,25 +336,24 @@ impl Proxy {
         // HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams (Node among them) require it.
         let needs_host = !parts.headers.contains_key(header::HOST);
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        let ip = self.client.ip().to_string();
         let xff = match parts
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", self.client.ip())).ok(),
+            None => Some(self.client_ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            parts.headers.insert(X_FORWARDED_FOR, v);
         }
         parts.headers.insert(
-            "x-forwarded-proto",
+            X_FORWARDED_PROTO,
             HeaderValue::from_static(if self.shared.https { "https" } else { "http" }),
         );
-        if !parts.headers.contains_key("x-forwarded-host") {
+        if !parts.headers.contains_key(X_FORWARDED_HOST) {
             if let Some(h) = parts.headers.get(header::HOST).cloned() {
-                parts.headers.insert("x-forwarded-host", h);
+                parts.headers.insert(X_FORWARDED_HOST, h);
             }
         }
 

@@ -30,14 +30,14 @@ pub use spec::BalancerSpec;
 use spec::{DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec, UpstreamEntry};
 
 /// Arguments of `cohort balance`.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, Clone, PartialEq)]
 #[command(
     after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
 Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md"
 )]
 pub struct BalanceArgs {
     /// The whole balancer as JSON (a `balancers` entry of a config file); replaces the other flags.
-    #[arg(long, value_name = "JSON", conflicts_with_all = ["listen", "upstreams"])]
+    #[arg(long, value_name = "JSON")]
     pub spec_json: Option<String>,
     /// Address to listen on, e.g. 0.0.0.0:8080 (with LISTEN_FDS, the inherited socket is used instead).
     #[arg(long, value_name = "ADDR")]
@@ -63,6 +63,7 @@ pub struct BalanceArgs {
     /// Active health check interval (enables TCP-connect checks if no --health-path).
     #[arg(long, value_name = "DURATION")]
     pub health_interval: Option<String>,
+    /// Time allowed for one health check (default 1s).
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
     /// Successes in a row that bring an upstream back.
@@ -74,11 +75,13 @@ pub struct BalanceArgs {
     /// Extra attempts after a failure (idempotent requests without a body).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// Time allowed to connect to an upstream (default 2s).
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
     /// Time allowed to send request headers (408 after), also the HTTP/1 keep-alive idle limit.
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
+    /// TCP mode: close a tunnel idle this long; HTTP/2: ping at half of it (default 60s).
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Time allowed for an upstream to answer (504 after).
@@ -96,8 +99,10 @@ pub struct BalanceArgs {
     /// TLS private key (PEM); needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<String>,
+    /// Largest request head accepted, 431 beyond (default 16384).
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Client connections served at once (default 10000).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Serve GET /status (JSON counters) on this address, e.g. 127.0.0.1:9001.
@@ -115,6 +120,16 @@ impl BalanceArgs {
     /// The spec these arguments describe.
     pub fn to_spec(&self) -> Result<BalancerSpec, String> {
         if let Some(json) = &self.spec_json {
+            let others = BalanceArgs {
+                spec_json: None,
+                ..self.clone()
+            };
+            if others != BalanceArgs::default() {
+                return Err(
+                    "--spec-json: other flags cannot be combined with it (put them in the JSON)"
+                        .into(),
+                );
+            }
             return serde_json::from_str(json).map_err(|e| format!("--spec-json: {e}"));
         }
         let Some(listen) = self.listen.clone() else {
@@ -245,6 +260,9 @@ fn run(settings: Settings) -> Result<()> {
             listeners.push(l);
         }
         None if listen_addr.port() != 0 && workers > 1 => {
+            // SO_REUSEPORT would silently share the port with another process that also set it
+            // (a stale balancer, say): make sure the port is free first.
+            drop(listen::bind(listen_addr, false)?);
             for _ in 0..workers {
                 listeners.push(listen::bind(listen_addr, true)?);
             }

@@ -45,10 +45,8 @@ pub async fn accept_loop(
         if *shutdown.borrow() {
             break;
         }
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
+        // Accept first, then wait for a slot: with one listener per worker, waiting for a slot
+        // before accepting would let an idle worker hold the last slot while another's queue waits.
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
@@ -62,10 +60,16 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
         let _ = stream.set_nodelay(true);
         let proxy = Proxy {
             shared: shared.clone(),
             client: peer,
+            client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
             served: Arc::new(AtomicU32::new(0)),
             drain: drain.clone(),
         };

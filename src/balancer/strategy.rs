@@ -207,6 +207,21 @@ mod tests {
     }
 
     #[test]
+    fn random_two_choices_prefers_the_less_loaded() {
+        let p = pool(Strategy::Random, &[1, 1]);
+        p.upstreams[1].active.store(5, Relaxed);
+        for _ in 0..50 {
+            assert_eq!(p.pick(0, &[]), Some(0));
+        }
+        let p = pool(Strategy::Random, &[1, 1, 1, 1]);
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            seen[p.pick(0, &[]).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 40), "uneven: {seen:?}");
+    }
+
+    #[test]
     fn least_conn_prefers_idle() {
         let p = pool(Strategy::LeastConn, &[1, 1]);
         p.upstreams[0].active.store(3, Relaxed);

@@ -30,16 +30,18 @@ pub async fn accept_loop(
         if *shutdown.borrow() {
             break;
         }
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
+        // Accept first, then wait for a slot: with one listener per worker, waiting for a slot
+        // before accepting would let an idle worker hold the last slot while another's queue waits.
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let permit = tokio::select! {
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.changed() => break,
+                };
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(tunnel(stream, peer, shared.clone(), permit, drain.clone()));
             }
