@@ -45,6 +45,9 @@ pub struct Proxy {
     /// Responses started on this connection (a header timeout before the first one gets a 408).
     pub served: Arc<AtomicU32>,
     pub drain: DrainToken,
+    /// Turns true when the balancer shuts down: HTTP/1 responses then carry `Connection: close`,
+    /// so clients move to another connection without racing a close.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
@@ -56,7 +59,14 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
         let this = self.clone();
         Box::pin(async move {
             this.served.fetch_add(1, Relaxed);
-            Ok(this.handle(req).await)
+            let http1 = req.version() < Version::HTTP_2;
+            let draining = this.draining.clone();
+            let mut resp = this.handle(req).await;
+            if http1 && *draining.borrow() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
         })
     }
 }

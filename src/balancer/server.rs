@@ -72,6 +72,7 @@ pub async fn accept_loop(
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
             served: Arc::new(AtomicU32::new(0)),
             drain: drain.clone(),
+            draining: shutdown.clone(),
         };
         tokio::spawn(serve_conn(
             stream,
@@ -84,19 +85,34 @@ pub async fn accept_loop(
     }
 }
 
-/// Drives one connection to its end; on shutdown, asks it to close after the response in flight.
+/// How long a keep-alive connection may stay open after shutdown began: its next response carries
+/// `Connection: close` and ends it cleanly; one still idle after this is closed. Closing idle
+/// connections at once would race with requests clients are sending on them right then.
+const DRAIN_GRACE: Duration = Duration::from_millis(1000);
+
+/// Drives one connection to its end; on shutdown, lets it finish its next response (sent with
+/// `Connection: close`), and closes it gracefully after DRAIN_GRACE at the latest.
 macro_rules! drive {
     ($conn:ident, $shutdown:expr) => {{
         let conn = &mut $conn;
-        if *$shutdown.borrow() {
-            conn.as_mut().graceful_shutdown();
-            conn.as_mut().await
+        let draining = *$shutdown.borrow();
+        let ended = if draining {
+            None
         } else {
             tokio::select! {
-                r = conn.as_mut() => r,
-                _ = $shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
+                r = conn.as_mut() => Some(r),
+                _ = $shutdown.changed() => None,
+            }
+        };
+        match ended {
+            Some(r) => r,
+            None => {
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = tokio::time::sleep(DRAIN_GRACE) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().await
+                    }
                 }
             }
         }
