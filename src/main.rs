@@ -9,6 +9,8 @@ mod cli;
 mod config;
 mod daemon;
 mod home;
+mod monit;
+mod startup;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -19,6 +21,9 @@ fn main() {
         Command::Balance(args) => balancer::run_foreground(args),
         command => with_home(|home| match command {
             Command::Daemon => daemon::run(home),
+            Command::Run(args) => daemon::foreground::run(args, home),
+            Command::Startup(args) => startup::install(args, home),
+            Command::Unstartup(args) => startup::uninstall(args, home),
             command => client(command, home),
         }),
     };
