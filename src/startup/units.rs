@@ -71,7 +71,7 @@ TimeoutStopSec={timeout}
 WantedBy=multi-user.target
 ",
         user = p.user,
-        user_home = sd_quote(&p.user_home.to_string_lossy()),
+        user_home = p.user_home.to_string_lossy().replace('%', "%%"),
         cohort_home = sd_quote(&format!("COHORT_HOME={}", p.cohort_home.to_string_lossy())),
         path = sd_quote(&format!("PATH={}", p.path_env)),
         exe = exe,
