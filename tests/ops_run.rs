@@ -7,16 +7,25 @@ mod ops_support;
 use ops_support::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The processes below `root` (host pids): (pid, state letter, command name, parent pid).
 fn descendants(root: i32) -> Vec<(i32, char, String, i32)> {
     let mut all = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let comm = head.split_once('(').map(|x| x.1.to_string()).unwrap_or_default();
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head
+            .split_once('(')
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         let mut f = rest.split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -52,7 +61,9 @@ impl Drop for NsGuard {
 }
 
 fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
-    wait_for(secs, "cohort run to exit", || child.try_wait().ok().flatten())
+    wait_for(secs, "cohort run to exit", || {
+        child.try_wait().ok().flatten()
+    })
 }
 
 #[test]
@@ -96,25 +107,42 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("run unshare");
-    let mut guard = NsGuard { unshare, pid1: None };
+    let mut guard = NsGuard {
+        unshare,
+        pid1: None,
+    };
     let upid = guard.unshare.id() as i32;
     let stderr = || std::fs::read_to_string(&err_path).unwrap_or_default();
     let pid1 = wait_for(10, "cohort under unshare", || {
         std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
             .ok()
-            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()))
+            .and_then(|c| {
+                c.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+            })
     });
     guard.pid1 = Some(pid1);
     let status = std::fs::read_to_string(format!("/proc/{pid1}/status")).unwrap_or_default();
-    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("").to_string();
-    assert!(nspid.trim_end().ends_with("\t1"), "cohort is PID 1 in its namespace: {nspid:?}");
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "cohort is PID 1 in its namespace: {nspid:?}"
+    );
 
     // Probes: alive at once, ready once every app is online.
     let body = wait_for(15, "/readyz 200", || match http_get(port, "/readyz") {
         Some((200, b)) => Some(b),
         _ => None,
     });
-    eprintln!("cohort run: start to /readyz 200 in {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "cohort run: start to /readyz 200 in {} ms",
+        started.elapsed().as_millis()
+    );
     assert!(body.contains("ready: 2 processes online"), "{body}");
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
 
@@ -126,14 +154,22 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
 
     // The orphans were adopted by PID 1 (the shells that started them are gone)...
     wait_for(10, "an orphan adopted by cohort", || {
-        descendants(pid1).iter().any(|d| d.3 == pid1 && d.2 == "sh").then_some(())
+        descendants(pid1)
+            .iter()
+            .any(|d| d.3 == pid1 && d.2 == "sh")
+            .then_some(())
     });
     // ...ran to their end, and none is left a zombie.
     wait_for(10, "the orphans to finish", || {
-        (1..=5).all(|i| dir.join(format!("orphan-{i}")).exists()).then_some(())
+        (1..=5)
+            .all(|i| dir.join(format!("orphan-{i}")).exists())
+            .then_some(())
     });
     wait_for(5, "no zombie under cohort", || {
-        let z: Vec<_> = descendants(pid1).into_iter().filter(|d| d.1 == 'Z').collect();
+        let z: Vec<_> = descendants(pid1)
+            .into_iter()
+            .filter(|d| d.1 == 'Z')
+            .collect();
         z.is_empty().then_some(())
     });
     assert!(
@@ -143,7 +179,11 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
 
     // Not ready while one app is stopped, and the body says which.
     let out = home.run(&["stop", "orphaner"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, body) = http_get(port, "/readyz").expect("readyz answers");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("orphaner:0 is stopped"), "{body}");
@@ -154,10 +194,17 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     guard.pid1 = None;
     let out = std::fs::read_to_string(&out_path).unwrap();
     assert!(out.contains("web|0 | web up"), "stdout:\n{out}");
-    assert!(out.contains("web|0 | web got SIGINT, closing"), "stdout:\n{out}\nstderr:\n{}", stderr());
+    assert!(
+        out.contains("web|0 | web got SIGINT, closing"),
+        "stdout:\n{out}\nstderr:\n{}",
+        stderr()
+    );
     assert_eq!(st.code(), Some(0), "stderr:\n{}", stderr());
     assert!(stderr().contains("SIGTERM: stopping every app"));
-    assert!(!dir.join("cohort.sock").exists(), "the socket is removed on exit");
+    assert!(
+        !dir.join("cohort.sock").exists(),
+        "the socket is removed on exit"
+    );
 }
 
 fn run_plain(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
@@ -183,7 +230,11 @@ fn run_exit_code_follows_how_the_apps_ended() {
     let home = Home::new("run-codes");
     let dir = home.path();
     write(dir, "ok.js", "console.log('all done');\n");
-    write(dir, "bad.js", "console.error('failing'); process.exit(3);\n");
+    write(
+        dir,
+        "bad.js",
+        "console.error('failing'); process.exit(3);\n",
+    );
 
     let (code, out, err) = run_plain(dir, &["ok.js", "--no-autorestart"]);
     assert_eq!(code, Some(0), "stderr: {err}");
@@ -191,13 +242,27 @@ fn run_exit_code_follows_how_the_apps_ended() {
 
     let (code, _, err) = run_plain(dir, &["bad.js", "--no-autorestart"]);
     assert_eq!(code, Some(1), "stderr: {err}");
-    assert!(err.contains("bad|0 | failing") && err.contains("bad:0 (exit code 3)"), "{err}");
+    assert!(
+        err.contains("bad|0 | failing") && err.contains("bad:0 (exit code 3)"),
+        "{err}"
+    );
 
     // Crashing in a loop ends errored: code 1. --json prints raw log objects.
-    let (code, out, err) = run_plain(dir, &["bad.js", "--max-restarts", "1", "--min-uptime", "10s", "--json"]);
+    let (code, out, err) = run_plain(
+        dir,
+        &[
+            "bad.js",
+            "--max-restarts",
+            "1",
+            "--min-uptime",
+            "10s",
+            "--json",
+        ],
+    );
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(err.contains("bad:0 (errored)"), "{err}");
-    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect("JSON lines");
+    let first: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("")).expect("JSON lines");
     assert_eq!(first["name"], "bad");
     assert_eq!(first["line"], "failing");
 }
@@ -209,7 +274,10 @@ fn run_refuses_bad_input_clearly() {
     write(dir, "ok.js", "setInterval(() => {}, 1000);\n");
     let (code, _, err) = run_plain(dir, &["ok.js", "--health", "nowhere"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("error: --health \"nowhere\": expected an address like 0.0.0.0:9615"), "{err}");
+    assert!(
+        err.contains("error: --health \"nowhere\": expected an address like 0.0.0.0:9615"),
+        "{err}"
+    );
     let (code, _, err) = run_plain(dir, &["missing.js"]);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("error: "), "{err}");
@@ -218,6 +286,9 @@ fn run_refuses_bad_input_clearly() {
     assert!(home.run(&["ping"]).status.success());
     let (code, _, err) = run_plain(dir, &["ok.js"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("error: a cohort daemon already runs for"), "{err}");
+    assert!(
+        err.contains("error: a cohort daemon already runs for"),
+        "{err}"
+    );
     assert!(err.contains("cohort kill"), "{err}");
 }

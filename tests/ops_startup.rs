@@ -11,7 +11,10 @@ use std::process::{Command, Output, Stdio};
 
 fn cohort(home: &Path, root: Option<&Path>, args: &[&str]) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args).env("COHORT_HOME", home).env_remove("COHORT_STARTUP_ROOT").stdin(Stdio::null());
+    c.args(args)
+        .env("COHORT_HOME", home)
+        .env_remove("COHORT_STARTUP_ROOT")
+        .stdin(Stdio::null());
     if let Some(r) = root {
         c.env("COHORT_STARTUP_ROOT", r);
     }
@@ -50,7 +53,9 @@ fn systemd_analyze() -> Option<()> {
         return Some(());
     }
     eprintln!("systemd-analyze is missing: installing the systemd package");
-    let _ = Command::new("apt-get").args(["install", "-y", "-q", "systemd"]).status();
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-q", "systemd"])
+        .status();
     if have("systemd-analyze") {
         return Some(());
     }
@@ -62,11 +67,27 @@ fn systemd_analyze() -> Option<()> {
 fn systemd_unit_passes_systemd_analyze_verify() {
     let home = Home::new("startup-verify");
     // A saved app with a long kill_timeout: the unit waits longer than it before killing.
-    assert!(home.run(&["start", "sleep 1000", "--name", "slow", "--kill-timeout", "45000"]).status.success());
+    assert!(home
+        .run(&[
+            "start",
+            "sleep 1000",
+            "--name",
+            "slow",
+            "--kill-timeout",
+            "45000"
+        ])
+        .status
+        .success());
     assert!(home.run(&["save"]).status.success());
     assert!(home.run(&["kill"]).status.success());
 
-    let out = cohort(home.path(), None, &["startup", "systemd", "--print", "-u", "root", "--hp", "/root"]);
+    let out = cohort(
+        home.path(),
+        None,
+        &[
+            "startup", "systemd", "--print", "-u", "root", "--hp", "/root",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let unit = text(&out.stdout);
     for want in [
@@ -82,25 +103,46 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     ] {
         assert!(unit.contains(want), "the unit lacks {want:?}:\n{unit}");
     }
-    assert!(unit.contains("# KillMode=mixed:"), "the choice is explained in the unit");
+    assert!(
+        unit.contains("# KillMode=mixed:"),
+        "the choice is explained in the unit"
+    );
 
     if systemd_analyze().is_none() {
         return;
     }
     let dir = TempDir::new("verify");
     let path = write(dir.path(), "cohort-root.service", &unit);
-    let v = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
     let complaints = text(&v.stderr);
-    assert!(v.status.success(), "systemd-analyze verify failed:\n{complaints}");
+    assert!(
+        v.status.success(),
+        "systemd-analyze verify failed:\n{complaints}"
+    );
     assert!(
         !complaints.contains("cohort-root.service"),
         "systemd-analyze complains about the unit:\n{complaints}"
     );
 
     // A broken unit fails the same check (so the check above can fail).
-    let broken = write(dir.path(), "cohort-broken.service", &unit.replace("KillMode=mixed", "KillMode=sometimes"));
-    let v = Command::new("systemd-analyze").arg("verify").arg(&broken).output().expect("systemd-analyze");
-    assert!(text(&v.stderr).contains("cohort-broken.service"), "a bad KillMode is reported");
+    let broken = write(
+        dir.path(),
+        "cohort-broken.service",
+        &unit.replace("KillMode=mixed", "KillMode=sometimes"),
+    );
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&broken)
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        text(&v.stderr).contains("cohort-broken.service"),
+        "a bad KillMode is reported"
+    );
 }
 
 #[test]
@@ -114,15 +156,24 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
     let cases = [
         ("systemd", "etc/systemd/system/cohort-root.service", 0o644),
         ("openrc", "etc/init.d/cohort-root", 0o755),
-        ("launchd", "Library/LaunchDaemons/io.cohort.root.plist", 0o644),
+        (
+            "launchd",
+            "Library/LaunchDaemons/io.cohort.root.plist",
+            0o644,
+        ),
     ];
     for (init, rel, mode) in cases {
         let out = cohort(home.path(), Some(r), &["startup", init, "-u", "root"]);
         assert!(out.status.success(), "{init}: {}", text(&out.stderr));
         let path = r.join(rel);
-        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{init}: {} missing: {e}", path.display()));
+        let meta = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{init}: {} missing: {e}", path.display()));
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{init} unit mode");
-        assert!(text(&out.stdout).contains("not enabling"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("not enabling"),
+            "{}",
+            text(&out.stdout)
+        );
         let body = std::fs::read_to_string(&path).unwrap();
         assert!(body.contains("resurrect") && body.contains(&home.path().display().to_string()));
         match init {
@@ -142,10 +193,18 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
         }
         let out = cohort(home.path(), Some(r), &["unstartup", init, "-u", "root"]);
         assert!(out.status.success(), "{init}: {}", text(&out.stderr));
-        assert!(!path.exists(), "{init}: unstartup removed {}", path.display());
+        assert!(
+            !path.exists(),
+            "{init}: unstartup removed {}",
+            path.display()
+        );
         let out = cohort(home.path(), Some(r), &["unstartup", init, "-u", "root"]);
         assert!(!out.status.success());
-        assert!(text(&out.stderr).contains("is not installed"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("is not installed"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -157,27 +216,53 @@ fn startup_detects_the_init_system_or_says_how_to_name_one() {
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("error: no supported init system found"), "{err}");
-    assert!(err.contains("cohort startup systemd|openrc|launchd"), "{err}");
+    assert!(
+        err.contains("error: no supported init system found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cohort startup systemd|openrc|launchd"),
+        "{err}"
+    );
 
     std::fs::create_dir_all(r.join("sbin")).unwrap();
     write(&r.join("sbin"), "openrc-run", "");
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
-    assert!(text(&out.stdout).starts_with("#!/sbin/openrc-run"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("#!/sbin/openrc-run"),
+        "{}",
+        text(&out.stderr)
+    );
 
     std::fs::create_dir_all(r.join("run/systemd/system")).unwrap();
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
-    assert!(text(&out.stdout).contains("Type=notify"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Type=notify"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Named, but its folder is not there: not installed on this machine.
     let out = cohort(home.path(), Some(r), &["startup", "systemd", "-u", "root"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("error: systemd not found:") && err.contains("etc/systemd/system does not exist"), "{err}");
+    assert!(
+        err.contains("error: systemd not found:")
+            && err.contains("etc/systemd/system does not exist"),
+        "{err}"
+    );
     assert!(err.contains("--print"), "{err}");
 
-    let out = cohort(home.path(), Some(r), &["startup", "systemd", "--print", "-u", "no-such-user-xyz"]);
-    assert!(text(&out.stderr).contains("error: no user named \"no-such-user-xyz\""), "{}", text(&out.stderr));
+    let out = cohort(
+        home.path(),
+        Some(r),
+        &["startup", "systemd", "--print", "-u", "no-such-user-xyz"],
+    );
+    assert!(
+        text(&out.stderr).contains("error: no user named \"no-such-user-xyz\""),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -209,7 +294,13 @@ fn startup_into_a_folder_it_cannot_write_is_a_clear_error() {
     let out = cohort_as_nobody(home.path(), Some(root.path()), &["startup", "systemd"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("error: cannot write") && err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("error: cannot write") && err.contains("Permission denied"),
+        "{err}"
+    );
     assert!(err.contains("(run as root: sudo env PATH=$PATH"), "{err}");
-    assert!(!root.path().join("etc/systemd/system/cohort-nobody.service").exists());
+    assert!(!root
+        .path()
+        .join("etc/systemd/system/cohort-nobody.service")
+        .exists());
 }

@@ -44,8 +44,9 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
         .health
         .as_deref()
         .map(|a| {
-            a.parse::<std::net::SocketAddr>()
-                .map_err(|_| anyhow!("--health {a:?}: expected an address like 0.0.0.0:9615 or 127.0.0.1:9615"))
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow!("--health {a:?}: expected an address like 0.0.0.0:9615 or 127.0.0.1:9615")
+            })
         })
         .transpose()?;
     home.ensure_dirs()?;
@@ -64,7 +65,8 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
         ),
         Err((_, e)) => return Err(e).context("locking the daemon lock file"),
     };
-    std::fs::write(home.pid_file(), std::process::id().to_string()).context("writing daemon.pid")?;
+    std::fs::write(home.pid_file(), std::process::id().to_string())
+        .context("writing daemon.pid")?;
     // Orphans of the apps are re-parented to us (when we are not PID 1 already) and reaped.
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe {
@@ -190,7 +192,11 @@ async fn serve(
     tokio::time::sleep(Duration::from_millis(50)).await;
     printer.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
-    let failed: Vec<String> = details.iter().filter(|d| !ended_cleanly(d)).map(describe_end).collect();
+    let failed: Vec<String> = details
+        .iter()
+        .filter(|d| !ended_cleanly(d))
+        .map(describe_end)
+        .collect();
     let code = if failed.is_empty() { 0 } else { 1 };
     if !failed.is_empty() {
         eprintln!("cohort: every app is gone; failed: {}", failed.join(", "));
@@ -211,7 +217,10 @@ async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
     after
         .into_iter()
         .map(|mut d| {
-            if before.iter().any(|b| b.info.id == d.info.id && !gone_for_good(b)) {
+            if before
+                .iter()
+                .any(|b| b.info.id == d.info.id && !gone_for_good(b))
+            {
                 d.last_exit_code = Some(0);
                 d.last_signal = None;
             }
@@ -221,7 +230,10 @@ async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
 }
 
 async fn describe(handle: &Handle) -> Vec<ProcessDetail> {
-    handle.call(|r| Msg::Describe(Selector::All, r)).await.unwrap_or_default()
+    handle
+        .call(|r| Msg::Describe(Selector::All, r))
+        .await
+        .unwrap_or_default()
 }
 
 /// Stopped or errored with no restart coming (a restart passes through `stopping` or `waiting_restart`).
@@ -298,14 +310,25 @@ fn health_router(handle: Handle) -> axum::Router {
                             let not_ready: Vec<String> = procs
                                 .iter()
                                 .filter(|p| p.status != Status::Online)
-                                .map(|p| format!("{}:{} is {}", p.name, p.instance, p.status.as_str()))
+                                .map(|p| {
+                                    format!("{}:{} is {}", p.name, p.instance, p.status.as_str())
+                                })
                                 .collect();
                             if procs.is_empty() {
-                                (StatusCode::SERVICE_UNAVAILABLE, "not ready: no apps\n".to_string())
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: no apps\n".to_string(),
+                                )
                             } else if not_ready.is_empty() {
-                                (StatusCode::OK, format!("ready: {} processes online\n", procs.len()))
+                                (
+                                    StatusCode::OK,
+                                    format!("ready: {} processes online\n", procs.len()),
+                                )
                             } else {
-                                (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", not_ready.join(", ")))
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("not ready: {}\n", not_ready.join(", ")),
+                                )
                             }
                         }
                         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),

@@ -65,7 +65,10 @@ impl Screen {
             crossterm::cursor::Hide
         )
         .context("cannot switch to the alternate screen")
-        .and_then(|()| Terminal::new(CrosstermBackend::new(std::io::stdout())).context("cannot set up the terminal"));
+        .and_then(|()| {
+            Terminal::new(CrosstermBackend::new(std::io::stdout()))
+                .context("cannot set up the terminal")
+        });
         match screen {
             Ok(terminal) => Ok(Screen { terminal }),
             Err(e) => {
@@ -154,7 +157,10 @@ pub async fn run(home: Home) -> Result<()> {
                 let client = client.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let req = ActionRequest { action, selector: Selector::Id(id) };
+                    let req = ActionRequest {
+                        action,
+                        selector: Selector::Id(id),
+                    };
                     let r: Result<Vec<ProcessInfo>> = client.post("/action", &req).await;
                     let msg = match r {
                         Ok(_) => format!("{} {label}: done", action.as_str()),
@@ -210,7 +216,10 @@ fn fetch(client: &Arc<Client>, tx: &mpsc::UnboundedSender<Update>, selected: Opt
     let tx = tx.clone();
     tokio::spawn(async move {
         if let Some(id) = selected {
-            if let Ok(h) = client.post::<_, Vec<History>>("/history", &Selector::Id(id)).await {
+            if let Ok(h) = client
+                .post::<_, Vec<History>>("/history", &Selector::Id(id))
+                .await
+            {
                 let _ = tx.send(Update::History(id, h));
             }
         }
@@ -231,12 +240,18 @@ fn select(
     let client = client.clone();
     let tx = tx.clone();
     *log_task = Some(tokio::spawn(async move {
-        if let Ok(h) = client.post::<_, Vec<History>>("/history", &Selector::Id(id)).await {
+        if let Ok(h) = client
+            .post::<_, Vec<History>>("/history", &Selector::Id(id))
+            .await
+        {
             let _ = tx.send(Update::History(id, h));
         }
         // Subscribe first, then read the files, so no line falls between the two.
         let stream = client.stream("/logs/stream", &Selector::Id(id)).await;
-        if let Ok(files) = client.post::<_, Vec<LogFiles>>("/logs/files", &Selector::Id(id)).await {
+        if let Ok(files) = client
+            .post::<_, Vec<LogFiles>>("/logs/files", &Selector::Id(id))
+            .await
+        {
             let mut lines = Vec::new();
             for f in &files {
                 for (err, path) in [(false, &f.out), (true, &f.err)] {
@@ -255,14 +270,18 @@ fn select(
             let _ = tx.send(Update::Backlog(id, lines));
         }
         let Ok(resp) = stream else {
-            let _ = tx.send(Update::Done("cannot follow the logs (the daemon refused the stream)".into()));
+            let _ = tx.send(Update::Done(
+                "cannot follow the logs (the daemon refused the stream)".into(),
+            ));
             return;
         };
         use http_body_util::BodyExt;
         let mut body = resp.into_body();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(Ok(frame)) = body.frame().await {
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             pending.extend_from_slice(data);
             while let Some(nl) = pending.iter().position(|c| *c == b'\n') {
                 let line: Vec<u8> = pending.drain(..=nl).collect();

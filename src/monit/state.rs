@@ -45,11 +45,15 @@ impl State {
     /// The processes that match the filter (name contains it, case-insensitive).
     pub fn visible(&self) -> Vec<&ProcessInfo> {
         let f = self.filter.to_lowercase();
-        self.procs.iter().filter(|p| f.is_empty() || p.name.to_lowercase().contains(&f)).collect()
+        self.procs
+            .iter()
+            .filter(|p| f.is_empty() || p.name.to_lowercase().contains(&f))
+            .collect()
     }
 
     pub fn selected_info(&self) -> Option<&ProcessInfo> {
-        self.selected.and_then(|id| self.procs.iter().find(|p| p.id == id))
+        self.selected
+            .and_then(|id| self.procs.iter().find(|p| p.id == id))
     }
 
     /// Index of the selection in the visible list.
@@ -203,18 +207,28 @@ mod tests {
     #[test]
     fn selection_follows_keys_and_filter() {
         let mut s = State::default();
-        assert_eq!(s.set_procs(vec![proc(0, "api"), proc(1, "worker"), proc(2, "apigw")]), Some(0));
+        assert_eq!(
+            s.set_procs(vec![proc(0, "api"), proc(1, "worker"), proc(2, "apigw")]),
+            Some(0)
+        );
         assert_eq!(s.on_key(key(KeyCode::Char('j'))), Effect::Selected(1));
         assert_eq!(s.on_key(key(KeyCode::Down)), Effect::Selected(2));
         assert_eq!(s.on_key(key(KeyCode::Down)), Effect::None);
-        assert_eq!(s.on_key(key(KeyCode::Char('r'))), Effect::Act(Action::Restart, 2, "apigw:0".into()));
+        assert_eq!(
+            s.on_key(key(KeyCode::Char('r'))),
+            Effect::Act(Action::Restart, 2, "apigw:0".into())
+        );
         // Filter "work": the selection jumps to the only match; Esc clears it.
         s.on_key(key(KeyCode::Char('/')));
         for c in "work".chars() {
             s.on_key(key(KeyCode::Char(c)));
         }
         assert_eq!(s.selected, Some(1));
-        assert_eq!(s.on_key(key(KeyCode::Char('q'))), Effect::None, "q is text while filtering");
+        assert_eq!(
+            s.on_key(key(KeyCode::Char('q'))),
+            Effect::None,
+            "q is text while filtering"
+        );
         assert_eq!(s.filter, "workq");
         s.on_key(key(KeyCode::Backspace));
         s.on_key(key(KeyCode::Enter));

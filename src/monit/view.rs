@@ -25,7 +25,9 @@ pub fn draw(f: &mut Frame, s: &State, daemon: &str) {
     }
     let visible = s.visible();
     // The table takes what it needs, up to 40% of the height; the detail pane gets the rest.
-    let cap = (area.height * 2 / 5).min(area.height.saturating_sub(13)).max(4);
+    let cap = (area.height * 2 / 5)
+        .min(area.height.saturating_sub(13))
+        .max(4);
     let table_h = (visible.len() as u16 + 3).clamp(4, cap);
     let rows = Layout::default()
         .direction(Direction::Vertical)
@@ -43,22 +45,36 @@ pub fn draw(f: &mut Frame, s: &State, daemon: &str) {
     charts(f, rows[2], s);
     logs(f, rows[3], s);
     let msg = match &s.error {
-        Some(e) => Line::from(Span::styled(format!(" {e}"), Style::default().fg(Color::Red))),
-        None => Line::from(Span::styled(format!(" {}", s.message), Style::default().fg(Color::Yellow))),
+        Some(e) => Line::from(Span::styled(
+            format!(" {e}"),
+            Style::default().fg(Color::Red),
+        )),
+        None => Line::from(Span::styled(
+            format!(" {}", s.message),
+            Style::default().fg(Color::Yellow),
+        )),
     };
     f.render_widget(Paragraph::new(msg), rows[4]);
     footer(f, rows[5], s);
 }
 
 fn title(f: &mut Frame, area: Rect, s: &State, daemon: &str) {
-    let online = s.procs.iter().filter(|p| p.status == Status::Online).count();
+    let online = s
+        .procs
+        .iter()
+        .filter(|p| p.status == Status::Online)
+        .count();
     let text = format!(
         " cohort monit │ {} processes, {} online │ {daemon}",
         s.procs.len(),
         online
     );
     f.render_widget(
-        Paragraph::new(text).style(Style::default().add_modifier(Modifier::BOLD).fg(Color::Cyan)),
+        Paragraph::new(text).style(
+            Style::default()
+                .add_modifier(Modifier::BOLD)
+                .fg(Color::Cyan),
+        ),
         area,
     );
 }
@@ -105,8 +121,10 @@ pub fn human_uptime(ms: u64) -> String {
 }
 
 fn table(f: &mut Frame, area: Rect, s: &State, visible: &[&ProcessInfo]) {
-    let header = Row::new(["id", "name", "inst", "mode", "status", "pid", "↺", "uptime", "cpu", "memory"])
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "id", "name", "inst", "mode", "status", "pid", "↺", "uptime", "cpu", "memory",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = visible.iter().map(|p| {
         Row::new(vec![
             Cell::from(p.id.to_string()),
@@ -116,7 +134,11 @@ fn table(f: &mut Frame, area: Rect, s: &State, visible: &[&ProcessInfo]) {
             Cell::from(status_text(p.status)).style(status_style(p.status)),
             Cell::from(p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into())),
             Cell::from(p.restarts.to_string()),
-            Cell::from(if p.uptime_ms > 0 { human_uptime(p.uptime_ms) } else { "-".into() }),
+            Cell::from(if p.uptime_ms > 0 {
+                human_uptime(p.uptime_ms)
+            } else {
+                "-".into()
+            }),
             Cell::from(format!("{:.1}%", p.cpu)),
             Cell::from(human_bytes(p.memory)),
         ])
@@ -134,7 +156,11 @@ fn table(f: &mut Frame, area: Rect, s: &State, visible: &[&ProcessInfo]) {
         Constraint::Length(9),
     ];
     let title = if s.editing || !s.filter.is_empty() {
-        format!(" processes │ filter: {}{} ", s.filter, if s.editing { "▏" } else { "" })
+        format!(
+            " processes │ filter: {}{} ",
+            s.filter,
+            if s.editing { "▏" } else { "" }
+        )
     } else {
         " processes ".to_string()
     };
@@ -147,13 +173,21 @@ fn table(f: &mut Frame, area: Rect, s: &State, visible: &[&ProcessInfo]) {
     ts.select(s.selected_index());
     f.render_stateful_widget(t, area, &mut ts);
     if empty {
-        let inner = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
+        let inner = Rect {
+            x: area.x + 2,
+            y: area.y + 2,
+            width: area.width.saturating_sub(4),
+            height: 1,
+        };
         let text = if s.procs.is_empty() {
             "no apps (start one with `cohort start app.js`)"
         } else {
             "no process matches the filter (Esc clears it)"
         };
-        f.render_widget(Paragraph::new(text).style(Style::default().fg(Color::DarkGray)), inner);
+        f.render_widget(
+            Paragraph::new(text).style(Style::default().fg(Color::DarkGray)),
+            inner,
+        );
     }
 }
 
@@ -165,7 +199,10 @@ fn charts(f: &mut Frame, area: Rect, s: &State) {
     let sel = s.selected_info();
     let (cpu, mem): (Vec<u64>, Vec<u64>) = match &s.history {
         Some(h) => (
-            h.cpu.iter().map(|c| (c * 10.0).round().max(0.0) as u64).collect(),
+            h.cpu
+                .iter()
+                .map(|c| (c * 10.0).round().max(0.0) as u64)
+                .collect(),
             h.memory.clone(),
         ),
         None => (Vec::new(), Vec::new()),
@@ -185,8 +222,15 @@ fn charts(f: &mut Frame, area: Rect, s: &State) {
     };
     let cpu_data = last(&cpu, cols[0].width);
     let mem_data = last(&mem, cols[1].width);
-    let cpu_title = format!(" cpu {cpu_now:.1}% │ max {cpu_max:.1}% │ {} ", human_uptime(span));
-    let mem_title = format!(" memory {} │ max {} ", human_bytes(mem_now), human_bytes(mem_max));
+    let cpu_title = format!(
+        " cpu {cpu_now:.1}% │ max {cpu_max:.1}% │ {} ",
+        human_uptime(span)
+    );
+    let mem_title = format!(
+        " memory {} │ max {} ",
+        human_bytes(mem_now),
+        human_bytes(mem_max)
+    );
     f.render_widget(
         Sparkline::default()
             .block(Block::default().borders(Borders::ALL).title(cpu_title))
@@ -216,7 +260,11 @@ fn logs(f: &mut Frame, area: Rect, s: &State) {
         .iter()
         .skip(s.logs.len().saturating_sub(h))
         .map(|l| {
-            let style = if l.err { Style::default().fg(Color::Red) } else { Style::default() };
+            let style = if l.err {
+                Style::default().fg(Color::Red)
+            } else {
+                Style::default()
+            };
             Line::from(Span::styled(l.text.clone(), style))
         })
         .collect();
@@ -228,7 +276,12 @@ fn logs(f: &mut Frame, area: Rect, s: &State) {
 
 fn footer(f: &mut Frame, area: Rect, s: &State) {
     let keys: &[(&str, &str)] = if s.editing {
-        &[("type", "filter"), ("Enter", "keep"), ("Esc", "clear"), ("Backspace", "erase")]
+        &[
+            ("type", "filter"),
+            ("Enter", "keep"),
+            ("Esc", "clear"),
+            ("Backspace", "erase"),
+        ]
     } else {
         &[
             ("↑↓/jk", "select"),
@@ -241,7 +294,10 @@ fn footer(f: &mut Frame, area: Rect, s: &State) {
     };
     let mut spans = Vec::new();
     for (k, what) in keys {
-        spans.push(Span::styled(format!(" {k} "), Style::default().add_modifier(Modifier::REVERSED)));
+        spans.push(Span::styled(
+            format!(" {k} "),
+            Style::default().add_modifier(Modifier::REVERSED),
+        ));
         spans.push(Span::raw(format!(" {what}  ")));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);

@@ -65,7 +65,9 @@ fn detect(root: &Path) -> Result<InitSystem> {
     if under(root, "/run/systemd/system").is_dir() {
         return Ok(InitSystem::Systemd);
     }
-    if under(root, "/sbin/openrc-run").exists() || (under(root, "/etc/init.d").is_dir() && under(root, "/sbin/openrc").exists()) {
+    if under(root, "/sbin/openrc-run").exists()
+        || (under(root, "/etc/init.d").is_dir() && under(root, "/sbin/openrc").exists())
+    {
         return Ok(InitSystem::Openrc);
     }
     bail!(
@@ -110,7 +112,9 @@ fn plan(args: &StartupArgs, home: &Home, root: &Path) -> Result<Plan> {
     let user_home = match (&args.home, &entry) {
         (Some(h), _) => PathBuf::from(h),
         (None, Some(e)) => e.dir.clone(),
-        (None, None) => bail!("no user named {user:?} on this machine (check --user, or give its home with --home)"),
+        (None, None) => bail!(
+            "no user named {user:?} on this machine (check --user, or give its home with --home)"
+        ),
     };
     if !user_home.is_absolute() {
         bail!("--home {}: give an absolute path", user_home.display());
@@ -156,7 +160,13 @@ fn plan(args: &StartupArgs, home: &Home, root: &Path) -> Result<Plan> {
 /// never under 30 s.
 fn stop_timeout_s(cohort_home: &Path) -> u64 {
     let slowest_ms = crate::daemon::persist::read(&cohort_home.join("dump.json"))
-        .map(|d| d.apps.iter().map(|a| a.spec.kill_timeout_ms).max().unwrap_or(0))
+        .map(|d| {
+            d.apps
+                .iter()
+                .map(|a| a.spec.kill_timeout_ms)
+                .max()
+                .unwrap_or(0)
+        })
         .unwrap_or(0);
     (slowest_ms.div_ceil(1000) + 10).max(30)
 }
@@ -182,8 +192,13 @@ fn is_root() -> bool {
 
 /// A failed write or removal under a system folder, with the way forward.
 fn permission_error(e: std::io::Error, what: &str, path: &Path, sudo: &str) -> anyhow::Error {
-    if matches!(e.kind(), std::io::ErrorKind::PermissionDenied) || e.raw_os_error() == Some(libc::EROFS) {
-        anyhow!("cannot {what} {}: {e} (run as root: {sudo})", path.display())
+    if matches!(e.kind(), std::io::ErrorKind::PermissionDenied)
+        || e.raw_os_error() == Some(libc::EROFS)
+    {
+        anyhow!(
+            "cannot {what} {}: {e} (run as root: {sudo})",
+            path.display()
+        )
     } else {
         anyhow!("cannot {what} {}: {e}", path.display())
     }
@@ -243,7 +258,11 @@ fn write_unit(plan: &Plan, text: &str) -> std::io::Result<()> {
     let dir = plan.unit_path.parent().unwrap_or(Path::new("/"));
     let tmp = dir.join(format!(".{}.cohort-tmp", plan.unit_name));
     std::fs::write(&tmp, text)?;
-    let mode = if plan.init == InitSystem::Openrc { 0o755 } else { 0o644 };
+    let mode = if plan.init == InitSystem::Openrc {
+        0o755
+    } else {
+        0o644
+    };
     let r = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .and_then(|()| std::fs::rename(&tmp, &plan.unit_path));
     if r.is_err() {
@@ -290,7 +309,8 @@ fn enable(plan: &Plan, root: &Path) -> Result<()> {
         InitSystem::Systemd => {
             let running = under(root, "/run/systemd/system").is_dir();
             if running && have("systemctl") {
-                let ok = run_tool("systemctl", &["daemon-reload"]) && run_tool("systemctl", &["enable", &plan.unit_name]);
+                let ok = run_tool("systemctl", &["daemon-reload"])
+                    && run_tool("systemctl", &["enable", &plan.unit_name]);
                 if ok {
                     println!(
                         "cohort: enabled {0}: the daemon starts at boot and resurrects what `cohort save` stored (start it now with `systemctl start {0}`)",
@@ -308,7 +328,10 @@ fn enable(plan: &Plan, root: &Path) -> Result<()> {
             if have("rc-update") && run_tool("rc-update", &["add", &plan.unit_name, "default"]) {
                 println!("cohort: added {} to the default runlevel", plan.unit_name);
             } else {
-                println!("cohort: enable it with `rc-update add {} default`", plan.unit_name);
+                println!(
+                    "cohort: enable it with `rc-update add {} default`",
+                    plan.unit_name
+                );
             }
         }
         InitSystem::Launchd => {
@@ -320,7 +343,9 @@ fn enable(plan: &Plan, root: &Path) -> Result<()> {
             }
         }
     }
-    println!("cohort: remember `cohort save` after starting your apps: boot resurrects what was saved");
+    println!(
+        "cohort: remember `cohort save` after starting your apps: boot resurrects what was saved"
+    );
     Ok(())
 }
 
@@ -344,20 +369,30 @@ fn uninstall_inner(args: &StartupArgs, home: &Home) -> Result<()> {
     }
     if !prefixed {
         match plan.init {
-            InitSystem::Systemd if under(&root, "/run/systemd/system").is_dir() && have("systemctl") => {
+            InitSystem::Systemd
+                if under(&root, "/run/systemd/system").is_dir() && have("systemctl") =>
+            {
                 run_tool("systemctl", &["disable", &plan.unit_name]);
             }
             InitSystem::Openrc if have("rc-update") => {
                 run_tool("rc-update", &["del", &plan.unit_name, "default"]);
             }
             InitSystem::Launchd if have("launchctl") => {
-                run_tool("launchctl", &["unload", "-w", &plan.unit_path.to_string_lossy()]);
+                run_tool(
+                    "launchctl",
+                    &["unload", "-w", &plan.unit_path.to_string_lossy()],
+                );
             }
             _ => {}
         }
     }
-    std::fs::remove_file(&plan.unit_path).map_err(|e| permission_error(e, "remove", &plan.unit_path, &sudo))?;
-    if !prefixed && plan.init == InitSystem::Systemd && under(&root, "/run/systemd/system").is_dir() && have("systemctl") {
+    std::fs::remove_file(&plan.unit_path)
+        .map_err(|e| permission_error(e, "remove", &plan.unit_path, &sudo))?;
+    if !prefixed
+        && plan.init == InitSystem::Systemd
+        && under(&root, "/run/systemd/system").is_dir()
+        && have("systemctl")
+    {
         run_tool("systemctl", &["daemon-reload"]);
     }
     println!(

@@ -42,7 +42,9 @@ pub struct Home {
 
 impl Home {
     pub fn new(tag: &str) -> Home {
-        Home { dir: TempDir::new(tag) }
+        Home {
+            dir: TempDir::new(tag),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -57,7 +59,11 @@ impl Home {
     }
     pub fn jlist(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["jlist"]);
-        assert!(out.status.success(), "jlist failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "jlist failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("jlist is JSON")
     }
 }
@@ -66,7 +72,12 @@ impl Drop for Home {
     fn drop(&mut self) {
         let sock = self.path().join("cohort.sock");
         if sock.exists() {
-            let _ = self.cmd().arg("kill").stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self
+                .cmd()
+                .arg("kill")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -97,7 +108,11 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A tiny HTTP/1.1 GET: (status, body), or None when nothing answers.
@@ -105,11 +120,18 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
