@@ -25,9 +25,9 @@ impl Home {
             };
             return Ok(Home { root });
         }
-        let home = std::env::var_os("HOME")
-            .filter(|v| !v.is_empty())
-            .context("neither COHORT_HOME nor HOME is set (set COHORT_HOME to a writable directory)")?;
+        let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context(
+            "neither COHORT_HOME nor HOME is set (set COHORT_HOME to a writable directory)",
+        )?;
         Ok(Home {
             root: PathBuf::from(home).join(".cohort"),
         })

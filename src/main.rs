@@ -6,6 +6,8 @@
 mod api;
 mod balancer;
 mod cli;
+#[allow(dead_code)]
+mod cluster;
 mod config;
 mod daemon;
 mod home;
@@ -19,6 +21,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Balance(args) => balancer::run_foreground(args),
+        Command::ClusterDemo(args) => cluster::demo::run(args),
         command => with_home(|home| match command {
             Command::Daemon => daemon::run(home),
             Command::Run(args) => daemon::foreground::run(args, home),
@@ -41,7 +44,10 @@ fn with_home(f: impl FnOnce(home::Home) -> i32) -> i32 {
 }
 
 fn client(command: Command, home: home::Home) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -85,13 +85,22 @@ impl Client {
             .create(true)
             .append(true)
             .open(self.home.daemon_log())
-            .with_context(|| format!("cannot open {} (is COHORT_HOME writable?)", self.home.daemon_log().display()))?;
-        let exe = std::env::current_exe().context("cannot find the cohort executable to start the daemon")?;
+            .with_context(|| {
+                format!(
+                    "cannot open {} (is COHORT_HOME writable?)",
+                    self.home.daemon_log().display()
+                )
+            })?;
+        let exe = std::env::current_exe()
+            .context("cannot find the cohort executable to start the daemon")?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("daemon")
             .env("COHORT_HOME", &self.home.root)
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().context("duplicating the daemon log handle")?)
+            .stdout(
+                log.try_clone()
+                    .context("duplicating the daemon log handle")?,
+            )
             .stderr(log);
         // SAFETY: setsid is async-signal-safe; it detaches the daemon from our terminal and session.
         unsafe {
@@ -144,7 +153,28 @@ impl Client {
         self.request("POST", path, Some(body)).await
     }
 
-    async fn request<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+    /// A request that may legitimately take long (a stop waits out kill_timeout, a reload waits for
+    /// every worker): the daemon must answer a ping at once, then the request has no time limit.
+    pub async fn post_long<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.ping().await?;
+        let body = serde_json::to_vec(body).context("encoding the request")?;
+        let resp = self.send("POST", path, Some(body)).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the daemon's reply: {e}"))?
+            .to_bytes();
+        decode(status, &bytes)
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
         let fut = async {
             let resp = self.send(method, path, body).await?;
             let status = resp.status();
@@ -163,14 +193,23 @@ impl Client {
     }
 
     /// Sends a request and returns the response with its body still streaming (for `logs`).
-    pub async fn stream<B: Serialize>(&self, path: &str, body: &B) -> Result<hyper::Response<Incoming>> {
+    pub async fn stream<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<hyper::Response<Incoming>> {
         let body = serde_json::to_vec(body).context("encoding the request")?;
         let resp = tokio::time::timeout(self.timeout, self.send("POST", path, Some(body)))
             .await
             .map_err(|_| self.not_responding())??;
         if !resp.status().is_success() {
             let status = resp.status();
-            let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             decode::<serde_json::Value>(status, &bytes)?;
             bail!("the daemon answered {status}");
         }
@@ -188,7 +227,12 @@ impl Client {
         )
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>> {
         let sock = self.home.socket();
         let stream = UnixStream::connect(&sock).await.map_err(|e| {
             anyhow!(NotRunning(format!(
@@ -223,10 +267,20 @@ fn decode<T: DeserializeOwned>(status: hyper::StatusCode, bytes: &[u8]) -> Resul
     if !status.is_success() {
         let msg = serde_json::from_slice::<ErrorReply>(bytes)
             .map(|e| e.error)
-            .unwrap_or_else(|_| format!("the daemon answered {status}: {}", String::from_utf8_lossy(bytes)));
+            .unwrap_or_else(|_| {
+                format!(
+                    "the daemon answered {status}: {}",
+                    String::from_utf8_lossy(bytes)
+                )
+            });
         bail!(msg);
     }
-    serde_json::from_slice(bytes).with_context(|| format!("unexpected reply from the daemon: {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "unexpected reply from the daemon: {}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
 }
 
 /// Marks "nothing listens on the socket" so callers can start the daemon instead.

@@ -18,8 +18,10 @@ pub enum Selector {
     All,
     Id(u32),
     Name(String),
-    /// The apps a config file declares.
+    /// The apps a config file declares (those of them that exist).
     Names(Vec<String>),
+    /// Several targets at once (`stop api worker 3`).
+    Many(Vec<Selector>),
 }
 
 impl Selector {
@@ -102,6 +104,9 @@ pub struct ProcessDetail {
     pub kill_timeout_ms: u64,
     pub kill_signal: String,
     pub listen: Vec<String>,
+    /// For a balancer: where its `GET /status` answers (per-upstream state and counters).
+    #[serde(default)]
+    pub balancer_admin: Option<String>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

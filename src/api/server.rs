@@ -1,7 +1,9 @@
 //! The daemon's side of the control API: HTTP routes that turn requests into supervisor messages.
 //! Served on the Unix socket (mode 0600); every route answers JSON, errors as `{"error": "…"}`.
 
-use super::{ActionRequest, ErrorReply, Ping, SaveRequest, Selector, StartRequest, VERSION, VERSION_HEADER};
+use super::{
+    ActionRequest, ErrorReply, Ping, SaveRequest, Selector, StartRequest, VERSION, VERSION_HEADER,
+};
 use crate::daemon::supervisor::{Handle, Msg};
 use crate::home::Home;
 use axum::body::Body;
@@ -36,6 +38,7 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
         .route("/processes", get(processes))
         .route("/start", post(start))
         .route("/action", post(action))
+        .route("/scale", post(scale))
         .route("/describe", post(describe))
         .route("/logs/files", post(log_files))
         .route("/logs/stream", post(log_stream))
@@ -52,7 +55,11 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
 async fn check_version(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path != "/ping" && path != "/kill" {
-        if let Some(v) = req.headers().get(VERSION_HEADER).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = req
+            .headers()
+            .get(VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
             if v != VERSION {
                 return error(
                     StatusCode::CONFLICT,
@@ -97,6 +104,10 @@ async fn start(State(ctx): State<Ctx>, Json(req): Json<StartRequest>) -> Respons
 
 async fn action(State(ctx): State<Ctx>, Json(req): Json<ActionRequest>) -> Response {
     answer(ctx.sup.call(|r| Msg::Act(req, r)).await)
+}
+
+async fn scale(State(ctx): State<Ctx>, Json(req): Json<super::ScaleRequest>) -> Response {
+    answer(ctx.sup.call(|r| Msg::Scale(req, r)).await)
 }
 
 async fn describe(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
@@ -160,7 +171,7 @@ async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Respon
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"err\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
+                        let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"cohort\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
                         return Some((Ok(bytes::Bytes::from(note)), rx));
                     }
                     Err(_) => return None,
@@ -171,5 +182,10 @@ async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Respon
     Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the stream".into()))
+        .unwrap_or_else(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot build the stream".into(),
+            )
+        })
 }

@@ -5,8 +5,8 @@ use super::render;
 use super::*;
 use crate::api::client::Client;
 use crate::api::{
-    Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply,
-    SaveRequest, ScaleRequest, Selector, StartRequest,
+    Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
+    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
 use crate::config::{resolve, AppSpec, ExecMode, Instances};
@@ -38,7 +38,12 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
         Command::Monit => crate::monit::run(home).await,
-        Command::Daemon | Command::Balance(_) | Command::Startup(_) | Command::Unstartup(_) | Command::Run(_) => {
+        Command::Daemon
+        | Command::Balance(_)
+        | Command::ClusterDemo(_)
+        | Command::Startup(_)
+        | Command::Unstartup(_)
+        | Command::Run(_) => {
             unreachable!("dispatched in main")
         }
     }
@@ -55,8 +60,9 @@ fn current_dir() -> Result<PathBuf> {
 fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
         .map(|s| {
-            ecosystem::parse_duration_ms(s)
-                .map_err(|_| anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)"))
+            ecosystem::parse_duration_ms(s).map_err(|_| {
+                anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
+            })
         })
         .transpose()
 }
@@ -160,15 +166,26 @@ pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<
         if !path.is_file() {
             bail!("config file not found: {} (check the path)", a.target);
         }
-        let only: Option<Vec<String>> = a.only.as_ref().map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
+        let only: Option<Vec<String>> = a
+            .only
+            .as_ref()
+            .map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
         let loaded = ecosystem::load(
             &path,
             &a.target,
-            &LoadOptions { env_name: a.env.as_deref(), base_env: &base_env, only: only.as_deref() },
+            &LoadOptions {
+                env_name: a.env.as_deref(),
+                base_env: &base_env,
+                only: only.as_deref(),
+            },
         )
         .map_err(|e| anyhow!(e))?;
         if a.name.is_some() && loaded.apps.len() > 1 {
-            bail!("--name applies to one app, and {} declares {} (use --only NAME to pick one)", a.target, loaded.apps.len());
+            bail!(
+                "--name applies to one app, and {} declares {} (use --only NAME to pick one)",
+                a.target,
+                loaded.apps.len()
+            );
         }
         let mut apps = loaded.apps;
         for spec in &mut apps {
@@ -178,10 +195,7 @@ pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<
                 spec.name = n.clone();
             }
         }
-        let mut warnings = loaded.warnings;
-        if !loaded.balancers.is_empty() {
-            warnings.push(format!("{}: balancers are not run by the daemon yet; start them with `cohort balance`", a.target));
-        }
+        let warnings = loaded.warnings;
         if apps.is_empty() {
             bail!("{} declares no apps", a.target);
         }
@@ -200,15 +214,21 @@ pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<
         }
         None => here,
     };
-    let r = resolve::resolve(&a.target, a.interpreter.as_deref(), &cwd, base_env.get("PATH").map(String::as_str))
-        .map_err(|e| anyhow!(e))?;
+    let r = resolve::resolve(
+        &a.target,
+        a.interpreter.as_deref(),
+        &cwd,
+        base_env.get("PATH").map(String::as_str),
+    )
+    .map_err(|e| anyhow!(e))?;
     let name = a.name.clone().unwrap_or_else(|| r.default_name.clone());
     ecosystem::validate_name(&name).map_err(|e| anyhow!("--name: {e}"))?;
     let mut spec = AppSpec::new(name, r.script, cwd.clone());
     spec.interpreter = r.interpreter;
     spec.args = r.args;
     if let Some(na) = &a.node_args {
-        spec.interpreter_args = shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
+        spec.interpreter_args =
+            shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
     }
     spec.env = base_env;
     apply_flags(&mut spec, a, &cwd)?;
@@ -216,13 +236,30 @@ pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<
 }
 
 async fn start(a: StartArgs, home: Home) -> Result<()> {
-    let (apps, restart_existing, warnings) = specs_for_start(&a)?;
+    let (apps, restart_existing, mut warnings) = specs_for_start(&a)?;
+    for (given, flag) in [
+        (a.watch, "--watch"),
+        (a.max_memory_restart.is_some(), "--max-memory-restart"),
+        (a.cron.is_some(), "--cron"),
+    ] {
+        if given {
+            warnings.push(format!("{flag} is not supported by cohort yet; ignored"));
+        }
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
     let names: Vec<String> = apps.iter().map(|s| s.name.clone()).collect();
     let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client.post("/start", &StartRequest { apps, restart_existing }).await?;
+    let procs: Vec<ProcessInfo> = client
+        .post_long(
+            "/start",
+            &StartRequest {
+                apps,
+                restart_existing,
+            },
+        )
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
@@ -237,9 +274,19 @@ fn selector(target: &str) -> Result<Selector> {
     if ecosystem::is_config_file(target) && Path::new(target).is_file() {
         let path = current_dir()?.join(target);
         let env = cli_env();
-        let loaded = ecosystem::load(&path, target, &LoadOptions { env_name: None, base_env: &env, only: None })
-            .map_err(|e| anyhow!(e))?;
-        return Ok(Selector::Names(loaded.apps.into_iter().map(|a| a.name).collect()));
+        let loaded = ecosystem::load(
+            &path,
+            target,
+            &LoadOptions {
+                env_name: None,
+                base_env: &env,
+                only: None,
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        return Ok(Selector::Names(
+            loaded.apps.into_iter().map(|a| a.name).collect(),
+        ));
     }
     if ecosystem::is_config_file(target) {
         bail!("config file not found: {target} (check the path)");
@@ -247,14 +294,28 @@ fn selector(target: &str) -> Result<Selector> {
     Ok(Selector::parse(target))
 }
 
+/// One selector for several targets (`cohort stop api worker 3`).
+fn selectors(targets: &[String]) -> Result<Selector> {
+    let mut all: Vec<Selector> = targets.iter().map(|t| selector(t)).collect::<Result<_>>()?;
+    Ok(if all.len() == 1 { all.remove(0) } else { Selector::Many(all) })
+}
+
 async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selector(&t.target)?;
+    let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: act, selector: sel }).await?;
+    let procs: Vec<ProcessInfo> = client
+        .post_long(
+            "/action",
+            &ActionRequest {
+                action: act,
+                selector: sel,
+            },
+        )
+        .await?;
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
-        eprintln!("cohort: {} {}: done", act.as_str(), t.target);
+        eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
         print!("{}", render::table(&procs));
     }
     Ok(())
@@ -263,15 +324,25 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
 async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post("/scale", &ScaleRequest { name: s.name.clone(), target: s.count.clone() })
+        .post_long(
+            "/scale",
+            &ScaleRequest {
+                name: s.name.clone(),
+                target: s.count.clone(),
+            },
+        )
         .await?;
-    eprintln!("cohort: scaled {} to {}", s.name, procs.iter().filter(|p| p.name == s.name).count());
+    eprintln!(
+        "cohort: scaled {} to {}",
+        s.name,
+        procs.iter().filter(|p| p.name == s.name).count()
+    );
     print!("{}", render::table(&procs));
     Ok(())
 }
 
 async fn describe(t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selector(&t.target)?;
+    let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let details: Vec<ProcessDetail> = client.post("/describe", &sel).await?;
     if t.json {
@@ -279,9 +350,34 @@ async fn describe(t: TargetArgs, home: Home) -> Result<()> {
     } else {
         for d in &details {
             print!("{}", render::detail(d));
+            if let (Some(admin), true) = (&d.balancer_admin, d.info.pid.is_some()) {
+                match balancer_status(admin).await {
+                    Ok(status) => print!("{}", render::upstreams(&status)),
+                    Err(e) => println!("  upstreams          (cannot read {admin}/status: {e:#})"),
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// A running balancer's counters, from its admin endpoint (`GET /status`).
+async fn balancer_status(admin: &str) -> Result<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(admin).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/status")
+            .header("host", admin)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+        Ok::<_, anyhow::Error>(serde_json::from_slice(&body)?)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), fut)
+        .await
+        .map_err(|_| anyhow!("no answer within 2 s"))?
 }
 
 async fn ls(json: bool, home: Home) -> Result<()> {
@@ -302,8 +398,12 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
-    let Ok(len) = f.seek(SeekFrom::End(0)) else { return Vec::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = f.seek(SeekFrom::End(0)) else {
+        return Vec::new();
+    };
     let mut pos = len;
     let mut buf: Vec<u8> = Vec::new();
     const STEP: u64 = 64 * 1024;
@@ -322,7 +422,10 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     }
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 async fn logs(a: LogsArgs, home: Home) -> Result<()> {
@@ -335,8 +438,16 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
     let want_out = !a.err || a.out;
     let want_err = !a.out || a.err;
     // Subscribe before reading the backlog so no line falls between the two.
-    let stream = if a.nostream { None } else { Some(client.stream("/logs/stream", &sel).await?) };
-    let width = files.iter().map(|f| f.name.len() + 1 + f.instance.to_string().len()).max().unwrap_or(0);
+    let stream = if a.nostream {
+        None
+    } else {
+        Some(client.stream("/logs/stream", &sel).await?)
+    };
+    let width = files
+        .iter()
+        .map(|f| f.name.len() + 1 + f.instance.to_string().len())
+        .max()
+        .unwrap_or(0);
     let prefix = |name: &str, instance: u32| {
         if a.raw {
             String::new()
@@ -368,18 +479,27 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| anyhow!("the daemon stopped streaming logs: {e}"))?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         let mut out = std::io::stdout().lock();
         while let Some(nl) = pending.iter().position(|c| *c == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
-            let Ok(l) = serde_json::from_slice::<LogLine>(&line) else { continue };
+            let Ok(l) = serde_json::from_slice::<LogLine>(&line) else {
+                continue;
+            };
+            // "cohort" lines are the daemon's own notes (lines skipped): always shown.
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
                 continue;
             }
             let ts = if a.timestamp {
                 chrono::DateTime::from_timestamp_millis(l.at as i64)
-                    .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%dT%H:%M:%S ").to_string())
+                    .map(|t| {
+                        t.with_timezone(&chrono::Local)
+                            .format("%Y-%m-%dT%H:%M:%S ")
+                            .to_string()
+                    })
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -399,7 +519,15 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
         None => Selector::All,
     };
     let client = Client::connect_or_start(home).await?;
-    let _: Vec<ProcessInfo> = client.post("/action", &ActionRequest { action: Action::Flush, selector: sel }).await?;
+    let _: Vec<ProcessInfo> = client
+        .post_long(
+            "/action",
+            &ActionRequest {
+                action: Action::Flush,
+                selector: sel,
+            },
+        )
+        .await?;
     eprintln!("cohort: logs flushed");
     Ok(())
 }
@@ -416,19 +544,24 @@ async fn env(e: EnvArgs, home: Home) -> Result<()> {
 
 async fn save(s: SaveArgs, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
-    let r: SaveReply = client.post("/save", &SaveRequest { force: s.force }).await?;
+    let r: SaveReply = client
+        .post("/save", &SaveRequest { force: s.force })
+        .await?;
     println!("saved {} app(s) to {}", r.apps, r.path);
     Ok(())
 }
 
 async fn resurrect(home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
     if !r.started.is_empty() {
         println!("resurrected: {}", r.started.join(", "));
     }
     if !r.skipped.is_empty() {
-        println!("already running, left as they are: {}", r.skipped.join(", "));
+        println!(
+            "already running, left as they are: {}",
+            r.skipped.join(", ")
+        );
     }
     if r.started.is_empty() && r.skipped.is_empty() {
         println!("the dump is empty: nothing to resurrect");
@@ -442,15 +575,26 @@ async fn kill(home: Home) -> Result<()> {
         return Ok(());
     };
     let ping = client.ping().await?;
-    let _: serde_json::Value = client.post("/kill", &()).await?;
+    let _: serde_json::Value = client.post_long("/kill", &()).await?;
     // Wait until the daemon process is gone, so the next command starts a fresh one.
     let pid = nix::unistd::Pid::from_raw(ping.pid as i32);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+    while process_exists(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     println!("daemon stopped (pid {})", ping.pid);
     Ok(())
+}
+
+/// True while `pid` runs. A zombie counts as gone: the daemon is not our child, so it stays a zombie
+/// until its parent (often PID 1, which may reap slowly in containers) collects it.
+fn process_exists(pid: nix::unistd::Pid) -> bool {
+    if nix::sys::signal::kill(pid, None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X"))
 }
 
 async fn ping(home: Home) -> Result<()> {
@@ -467,14 +611,20 @@ async fn update(home: Home) -> Result<()> {
         println!("started daemon {} (pid {})", p.version, p.pid);
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> = client.post("/save", &SaveRequest { force: true }).await;
+    let saved: std::result::Result<SaveReply, _> =
+        client.post("/save", &SaveRequest { force: true }).await;
     if let Err(e) = &saved {
         bail!("cannot save before the update: {e:#} (nothing was stopped)");
     }
     kill(home.clone()).await?;
     let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post("/resurrect", &()).await?;
+    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
     let p = client.ping().await?;
-    println!("daemon {} (pid {}) running; resurrected: {}", p.version, p.pid, r.started.join(", "));
+    println!(
+        "daemon {} (pid {}) running; resurrected: {}",
+        p.version,
+        p.pid,
+        r.started.join(", ")
+    );
     Ok(())
 }

@@ -66,6 +66,9 @@ pub enum Command {
     Daemon,
     /// Run an HTTP or TCP load balancer in the foreground.
     Balance(crate::balancer::BalanceArgs),
+    /// INTERNAL test harness (not a user command): run one cluster app in the foreground.
+    #[command(name = "__cluster-demo", hide = true)]
+    ClusterDemo(crate::cluster::demo::DemoArgs),
     /// Open the terminal dashboard: processes, cpu/memory charts and logs, with restart/reload/stop keys.
     Monit,
     /// Start the daemon at boot and resurrect the saved apps (writes a systemd, OpenRC or launchd unit).
@@ -187,6 +190,15 @@ pub struct StartArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+    /// PM2's --watch: not supported yet (accepted with a warning).
+    #[arg(long, hide = true)]
+    pub watch: bool,
+    /// PM2's --max-memory-restart: not supported yet (accepted with a warning).
+    #[arg(long, hide = true)]
+    pub max_memory_restart: Option<String>,
+    /// PM2's --cron / --cron-restart: not supported yet (accepted with a warning).
+    #[arg(long, hide = true, alias = "cron-restart")]
+    pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -194,8 +206,9 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// App name, id, `all`, or config file.
-    pub target: String,
+    /// App names, ids, `all`, or config files (one or more).
+    #[arg(required = true, num_args = 1..)]
+    pub target: Vec<String>,
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,

@@ -43,7 +43,9 @@ fn colour(status: Status, text: &str, tty: bool) -> String {
 /// The `ls` table.
 pub fn table(procs: &[ProcessInfo]) -> String {
     let tty = std::io::stdout().is_terminal();
-    let header = ["id", "name", "mode", "pid", "uptime", "↺", "status", "cpu", "memory"];
+    let header = [
+        "id", "name", "mode", "pid", "uptime", "↺", "status", "cpu", "memory",
+    ];
     let rows: Vec<(Status, [String; 9])> = procs
         .iter()
         .map(|p| {
@@ -51,10 +53,18 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                 p.status,
                 [
                     p.id.to_string(),
-                    if p.mode == "cluster" { format!("{}:{}", p.name, p.instance) } else { p.name.clone() },
+                    if p.mode == "cluster" {
+                        format!("{}:{}", p.name, p.instance)
+                    } else {
+                        p.name.clone()
+                    },
                     p.mode.clone(),
                     p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
-                    if p.status == Status::Online { duration(p.uptime_ms) } else { "-".into() },
+                    if p.status == Status::Online {
+                        duration(p.uptime_ms)
+                    } else {
+                        "-".into()
+                    },
                     p.restarts.to_string(),
                     p.status.as_str().to_string(),
                     format!("{:.1}%", p.cpu),
@@ -89,7 +99,11 @@ pub fn table(procs: &[ProcessInfo]) -> String {
         out.push('│');
         for (i, c) in r.iter().enumerate() {
             let padded = format!("{:<w$}", c, w = widths[i]);
-            let cell = if i == 6 { colour(*status, &padded, tty) } else { padded };
+            let cell = if i == 6 {
+                colour(*status, &padded, tty)
+            } else {
+                padded
+            };
             out.push_str(&format!(" {cell} │"));
         }
         out.push('\n');
@@ -103,7 +117,11 @@ pub fn table(procs: &[ProcessInfo]) -> String {
 
 fn when(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|| "-".into())
 }
 
@@ -116,23 +134,50 @@ pub fn detail(d: &ProcessDetail) -> String {
         ("instance", i.instance.to_string()),
         ("status", i.status.as_str().to_string()),
         ("mode", i.mode.clone()),
-        ("pid", i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
+        (
+            "pid",
+            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ),
         ("script", d.script.clone()),
         ("args", shell_words::join(&d.args)),
-        ("interpreter", d.interpreter.clone().unwrap_or_else(|| "none".into())),
+        (
+            "interpreter",
+            d.interpreter.clone().unwrap_or_else(|| "none".into()),
+        ),
         ("interpreter args", shell_words::join(&d.interpreter_args)),
         ("cwd", d.cwd.clone()),
         ("env keys", d.env_keys.join(", ")),
         ("out log", d.out_log.clone()),
         ("err log", d.err_log.clone()),
-        ("combined log", d.combined_log.clone().unwrap_or_else(|| "-".into())),
+        (
+            "combined log",
+            d.combined_log.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("restarts", i.restarts.to_string()),
         ("unstable restarts", i.unstable_restarts.to_string()),
-        ("uptime", if i.status == Status::Online { duration(i.uptime_ms) } else { "-".into() }),
-        ("last exit code", d.last_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
-        ("last signal", d.last_signal.clone().unwrap_or_else(|| "-".into())),
+        (
+            "uptime",
+            if i.status == Status::Online {
+                duration(i.uptime_ms)
+            } else {
+                "-".into()
+            },
+        ),
+        (
+            "last exit code",
+            d.last_exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last signal",
+            d.last_signal.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("created at", when(d.created_at)),
-        ("started at", d.started_at.map(when).unwrap_or_else(|| "-".into())),
+        (
+            "started at",
+            d.started_at.map(when).unwrap_or_else(|| "-".into()),
+        ),
         ("autorestart", d.autorestart.to_string()),
         ("max restarts", d.max_restarts.to_string()),
         ("min uptime", format!("{} ms", d.min_uptime_ms)),
@@ -148,6 +193,26 @@ pub fn detail(d: &ProcessDetail) -> String {
     let mut out = format!("── {} ({}) ──\n", i.name, i.id);
     for (k, v) in rows {
         out.push_str(&format!("  {k:<w$}  {v}\n"));
+    }
+    out
+}
+
+/// A balancer's upstreams from its `/status` JSON: state and counters per upstream.
+pub fn upstreams(status: &serde_json::Value) -> String {
+    let mut out = String::from("  upstreams\n");
+    let empty = Vec::new();
+    let list = status.get("upstreams").and_then(|u| u.as_array()).unwrap_or(&empty);
+    for u in list {
+        let field = |k: &str| u.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "    {:<24} {:<5} weight {:<3} requests {:<8} errors {:<6} active {}\n",
+            field("address"),
+            field("state"),
+            field("weight"),
+            field("requests"),
+            field("errors"),
+            field("active"),
+        ));
     }
     out
 }

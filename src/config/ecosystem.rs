@@ -48,8 +48,6 @@ const NOT_YET: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub apps: Vec<AppSpec>,
-    /// Balancer entries, validated by the balancer module.
-    pub balancers: Vec<Value>,
     pub warnings: Vec<String>,
 }
 
@@ -95,7 +93,8 @@ fn read_value(path: &Path, display: &str) -> Result<Value, String> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{display}: cannot read: {e}"))?;
     if lower.ends_with(".toml") {
-        let v: toml::Value = toml::from_str(&text).map_err(|e| format!("{display}: invalid TOML: {e}"))?;
+        let v: toml::Value =
+            toml::from_str(&text).map_err(|e| format!("{display}: invalid TOML: {e}"))?;
         serde_json::to_value(v).map_err(|e| format!("{display}: {e}"))
     } else {
         serde_json::from_str(&text).map_err(|e| format!("{display}: invalid JSON: {e}"))
@@ -137,13 +136,22 @@ load().then((m) => process.stdout.write(JSON.stringify(m === undefined ? null : 
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first: Vec<&str> = err.lines().take(6).collect();
-        return Err(format!("{display}: node could not evaluate it:\n{}", first.join("\n")));
+        return Err(format!(
+            "{display}: node could not evaluate it:\n{}",
+            first.join("\n")
+        ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{display}: the exported value is not JSON-serialisable: {e}"))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{display}: the exported value is not JSON-serialisable: {e}"))
 }
 
 /// Validates a config value (any format) into app specs.
-pub fn from_value(value: &Value, file: &str, dir: &Path, opts: &LoadOptions) -> Result<Loaded, String> {
+pub fn from_value(
+    value: &Value,
+    file: &str,
+    dir: &Path,
+    opts: &LoadOptions,
+) -> Result<Loaded, String> {
     let mut loaded = Loaded::default();
     let obj = match value {
         Value::Object(o) => o.clone(),
@@ -153,15 +161,24 @@ pub fn from_value(value: &Value, file: &str, dir: &Path, opts: &LoadOptions) -> 
             o.insert("apps".into(), Value::Array(a.clone()));
             o
         }
-        other => return Err(format!("{file}: expected an object with an \"apps\" list, got {}", kind(other))),
+        other => {
+            return Err(format!(
+                "{file}: expected an object with an \"apps\" list, got {}",
+                kind(other)
+            ))
+        }
     };
     for key in obj.keys() {
         if !matches!(key.as_str(), "apps" | "balancers" | "deploy") {
-            loaded.warnings.push(format!("{file}: unknown top-level field {key:?} ignored"));
+            loaded
+                .warnings
+                .push(format!("{file}: unknown top-level field {key:?} ignored"));
         }
     }
     if obj.contains_key("deploy") {
-        loaded.warnings.push(format!("{file}: \"deploy\" is not supported by cohort; ignored"));
+        loaded.warnings.push(format!(
+            "{file}: \"deploy\" is not supported by cohort; ignored"
+        ));
     }
     let apps = match obj.get("apps") {
         None if obj.contains_key("balancers") => Vec::new(),
@@ -175,23 +192,51 @@ pub fn from_value(value: &Value, file: &str, dir: &Path, opts: &LoadOptions) -> 
         let at = format!("{file}: apps[{i}]");
         let spec = app_from_value(app, &at, dir, opts, &mut loaded.warnings)?;
         if !names.insert(spec.name.clone()) {
-            return Err(format!("{at}.name: {:?} is declared twice (app names must be unique)", spec.name));
+            return Err(format!(
+                "{at}.name: {:?} is declared twice (app names must be unique)",
+                spec.name
+            ));
         }
-        if opts.only.is_none_or(|only| only.iter().any(|n| n == &spec.name)) {
+        if opts
+            .only
+            .is_none_or(|only| only.iter().any(|n| n == &spec.name))
+        {
             loaded.apps.push(spec);
+        }
+    }
+    match obj.get("balancers") {
+        None => {}
+        Some(Value::Array(b)) => {
+            for (i, value) in b.iter().enumerate() {
+                let at = format!("{file}: balancers[{i}]");
+                let spec = balancer_app(value, &at, dir)?;
+                if !names.insert(spec.name.clone()) {
+                    return Err(format!(
+                        "{at}.name: {:?} is already used by an app or balancer of this file",
+                        spec.name
+                    ));
+                }
+                if opts.only.is_none_or(|only| only.iter().any(|n| n == &spec.name)) {
+                    loaded.apps.push(spec);
+                }
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "{file}: balancers: expected a list, got {}",
+                kind(other)
+            ))
         }
     }
     if let Some(only) = opts.only {
         for n in only {
             if !names.contains(n) {
-                return Err(format!("{file}: --only {n}: no app of that name in the file (it declares: {})", names.iter().cloned().collect::<Vec<_>>().join(", ")));
+                return Err(format!(
+                    "{file}: --only {n}: no app of that name in the file (it declares: {})",
+                    names.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
             }
         }
-    }
-    match obj.get("balancers") {
-        None => {}
-        Some(Value::Array(b)) => loaded.balancers = b.clone(),
-        Some(other) => return Err(format!("{file}: balancers: expected a list, got {}", kind(other))),
     }
     Ok(loaded)
 }
@@ -215,7 +260,13 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, field: &str, expected: &str, got: &Value) -> String {
-        format!("{}.{}: expected {}, got {}", self.at, field, expected, kind(got))
+        format!(
+            "{}.{}: expected {}, got {}",
+            self.at,
+            field,
+            expected,
+            kind(got)
+        )
     }
     fn get(&self, field: &str) -> Option<&Value> {
         self.obj.get(field).filter(|v| !v.is_null())
@@ -239,7 +290,9 @@ impl Fields<'_> {
     fn count(&self, field: &str) -> Result<Option<u32>, String> {
         match self.get(field) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u32::MAX as u64) => Ok(n.as_u64().map(|n| n as u32)),
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u32::MAX as u64) => {
+                Ok(n.as_u64().map(|n| n as u32))
+            }
             Some(v) => Err(self.err(field, "a whole number ≥ 0", v)),
         }
     }
@@ -247,19 +300,32 @@ impl Fields<'_> {
     fn millis(&self, field: &str) -> Result<Option<u64>, String> {
         match self.get(field) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => Ok(n.as_f64().map(|f| f as u64)),
-            Some(Value::String(s)) => parse_duration_ms(s)
-                .map(Some)
-                .map_err(|_| self.err(field, "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")", &Value::String(s.clone()))),
-            Some(v) => Err(self.err(field, "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")", v)),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {
+                Ok(n.as_f64().map(|f| f as u64))
+            }
+            Some(Value::String(s)) => parse_duration_ms(s).map(Some).map_err(|_| {
+                self.err(
+                    field,
+                    "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")",
+                    &Value::String(s.clone()),
+                )
+            }),
+            Some(v) => Err(self.err(
+                field,
+                "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")",
+                v,
+            )),
         }
     }
     fn words(&self, field: &str) -> Result<Option<Vec<String>>, String> {
         match self.get(field) {
             None => Ok(None),
-            Some(Value::String(s)) => shell_words::split(s)
-                .map(Some)
-                .map_err(|e| format!("{}.{}: cannot split {s:?} into arguments: {e}", self.at, field)),
+            Some(Value::String(s)) => shell_words::split(s).map(Some).map_err(|e| {
+                format!(
+                    "{}.{}: cannot split {s:?} into arguments: {e}",
+                    self.at, field
+                )
+            }),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| match v {
@@ -290,7 +356,10 @@ impl Fields<'_> {
                         }
                     };
                     if k.is_empty() || k.contains('=') || k.contains('\0') {
-                        return Err(format!("{}.{}: {k:?} is not a valid variable name", self.at, field));
+                        return Err(format!(
+                            "{}.{}: {k:?} is not a valid variable name",
+                            self.at, field
+                        ));
                     }
                     env.insert(k.clone(), s);
                 }
@@ -304,9 +373,13 @@ impl Fields<'_> {
 /// Parses "500", "500ms", "10s", "2m", "1h" into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
     let factor = match unit.trim() {
         "" | "ms" => 1.0,
         "s" => 1000.0,
@@ -323,7 +396,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("the name is empty".into());
     }
     if name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("{name:?} can't be a name: it would read as a selector (`all` or an id)"));
+        return Err(format!(
+            "{name:?} can't be a name: it would read as a selector (`all` or an id)"
+        ));
     }
     if name.contains('/') || name.contains('\0') || name.chars().any(char::is_whitespace) {
         return Err(format!("{name:?} can't be a name: no slashes or spaces"));
@@ -332,11 +407,39 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 const KNOWN: &[&str] = &[
-    "name", "script", "args", "interpreter", "interpreter_args", "node_args", "cwd", "env", "instances",
-    "exec_mode", "autorestart", "max_restarts", "min_uptime", "restart_delay", "exp_backoff_restart_delay",
-    "kill_timeout", "kill_signal", "stop_exit_codes", "out_file", "error_file", "err_file", "log_file",
-    "merge_logs", "combine_logs", "time", "log_date_format", "wait_ready", "listen_timeout",
-    "shutdown_with_message", "port", "listen", "output", "error",
+    "name",
+    "script",
+    "args",
+    "interpreter",
+    "interpreter_args",
+    "node_args",
+    "cwd",
+    "env",
+    "instances",
+    "exec_mode",
+    "autorestart",
+    "max_restarts",
+    "min_uptime",
+    "restart_delay",
+    "exp_backoff_restart_delay",
+    "kill_timeout",
+    "kill_signal",
+    "stop_exit_codes",
+    "out_file",
+    "error_file",
+    "err_file",
+    "log_file",
+    "merge_logs",
+    "combine_logs",
+    "time",
+    "log_date_format",
+    "wait_ready",
+    "listen_timeout",
+    "shutdown_with_message",
+    "port",
+    "listen",
+    "output",
+    "error",
 ];
 
 fn app_from_value(
@@ -347,7 +450,10 @@ fn app_from_value(
     warnings: &mut Vec<String>,
 ) -> Result<AppSpec, String> {
     let Value::Object(obj) = value else {
-        return Err(format!("{at}: expected an app object {{\"name\": …, \"script\": …}}, got {}", kind(value)));
+        return Err(format!(
+            "{at}: expected an app object {{\"name\": …, \"script\": …}}, got {}",
+            kind(value)
+        ));
     };
     let f = Fields { obj, at };
     for key in obj.keys() {
@@ -357,9 +463,9 @@ fn app_from_value(
             warnings.push(format!("{at}.{key}: unknown field; ignored"));
         }
     }
-    let script = f
-        .string("script")?
-        .ok_or_else(|| format!("{at}.script: missing (every app needs the script or command to run)"))?;
+    let script = f.string("script")?.ok_or_else(|| {
+        format!("{at}.script: missing (every app needs the script or command to run)")
+    })?;
     let cwd = match f.string("cwd")? {
         Some(c) => {
             let p = dir.join(c);
@@ -375,7 +481,9 @@ fn app_from_value(
     let path_var = env.get("PATH").cloned();
     let resolved = resolve(&script, interpreter.as_deref(), &cwd, path_var.as_deref())
         .map_err(|e| format!("{at}.script: {e}"))?;
-    let name = f.string("name")?.unwrap_or_else(|| resolved.default_name.clone());
+    let name = f
+        .string("name")?
+        .unwrap_or_else(|| resolved.default_name.clone());
     validate_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
     let at_named = at.to_string();
     let f = Fields { obj, at: &at_named };
@@ -402,7 +510,9 @@ fn app_from_value(
                 keys.extend(e.keys().cloned());
                 env.extend(e);
             }
-            None => warnings.push(format!("{at_named}: --env {env_name}: no {field} block; using env only")),
+            None => warnings.push(format!(
+                "{at_named}: --env {env_name}: no {field} block; using env only"
+            )),
         }
     }
     spec.env = env;
@@ -410,8 +520,11 @@ fn app_from_value(
 
     if let Some(v) = f.get("instances") {
         spec.instances = match v {
-            Value::Number(n) if n.as_i64().is_some() => Instances::parse(&n.to_string()).map_err(|e| format!("{at_named}.instances: {e}"))?,
-            Value::String(s) => Instances::parse(s).map_err(|e| format!("{at_named}.instances: {e}"))?,
+            Value::Number(n) if n.as_i64().is_some() => Instances::parse(&n.to_string())
+                .map_err(|e| format!("{at_named}.instances: {e}"))?,
+            Value::String(s) => {
+                Instances::parse(s).map_err(|e| format!("{at_named}.instances: {e}"))?
+            }
             other => return Err(f.err("instances", "a number or \"max\"", other)),
         };
     }
@@ -420,7 +533,11 @@ fn app_from_value(
         Some("fork" | "fork_mode") => ExecMode::Fork,
         Some("cluster" | "cluster_mode") => ExecMode::Cluster,
         Some(other) => {
-            return Err(f.err("exec_mode", "\"fork\" or \"cluster\"", &Value::String(other.into())))
+            return Err(f.err(
+                "exec_mode",
+                "\"fork\" or \"cluster\"",
+                &Value::String(other.into()),
+            ))
         }
     };
     if let Some(b) = f.bool("autorestart")? {
@@ -454,15 +571,26 @@ fn app_from_value(
             .iter()
             .map(|v| match v.as_i64() {
                 Some(n) if (0..=255).contains(&n) => Ok(n as i32),
-                _ => Err(f.err("stop_exit_codes", "exit codes (0-255) as a number or a list", v)),
+                _ => Err(f.err(
+                    "stop_exit_codes",
+                    "exit codes (0-255) as a number or a list",
+                    v,
+                )),
             })
             .collect::<Result<_, _>>()?;
     }
     let path = |p: String| -> PathBuf { cwd.join(p) };
     spec.out_file = f.string("out_file")?.or(f.string("output")?).map(path);
-    spec.error_file = f.string("error_file")?.or(f.string("err_file")?).or(f.string("error")?).map(path);
+    spec.error_file = f
+        .string("error_file")?
+        .or(f.string("err_file")?)
+        .or(f.string("error")?)
+        .map(path);
     spec.log_file = f.string("log_file")?.map(path);
-    spec.merge_logs = f.bool("merge_logs")?.or(f.bool("combine_logs")?).unwrap_or(false);
+    spec.merge_logs = f
+        .bool("merge_logs")?
+        .or(f.bool("combine_logs")?)
+        .unwrap_or(false);
     spec.time = f.bool("time")?.unwrap_or(false);
     spec.log_date_format = f.string("log_date_format")?;
     if spec.log_date_format.is_some() {
@@ -488,6 +616,27 @@ fn app_from_value(
     Ok(spec)
 }
 
+/// A `balancers[i]` entry as an app the daemon supervises: `cohort balance` on a socket the daemon
+/// holds (so a reload of the balancer never refuses a connection).
+fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> {
+    let spec: crate::balancer::spec::BalancerSpec =
+        serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
+    spec.validate().map_err(|e| format!("{at}.{e}"))?;
+    let name = spec
+        .name
+        .clone()
+        .ok_or_else(|| format!("{at}.name: missing (every balancer needs a name, e.g. \"edge\")"))?;
+    validate_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("{at}: cannot find the cohort executable: {e}"))?;
+    let mut app = AppSpec::new(name, exe.to_string_lossy().into_owned(), dir.to_path_buf());
+    app.exec_mode = ExecMode::Cluster;
+    app.listen = vec![spec.listen.clone()];
+    app.kill_signal = "SIGTERM".into();
+    app.kill_timeout_ms = 5000;
+    app.balancer = Some(value.clone());
+    Ok(app)
+}
+
 /// PM2's rule: several instances of a Node app run in cluster mode unless told otherwise.
 pub fn default_mode(spec: &AppSpec) -> ExecMode {
     if spec.instances != Instances::Count(1) && spec.is_node() {
@@ -502,7 +651,11 @@ mod tests {
     use super::*;
 
     fn opts(env: &BTreeMap<String, String>) -> LoadOptions<'_> {
-        LoadOptions { env_name: None, base_env: env, only: None }
+        LoadOptions {
+            env_name: None,
+            base_env: env,
+            only: None,
+        }
     }
 
     #[test]
@@ -512,7 +665,10 @@ mod tests {
             {"name": "a", "script": "sleep 1"},
             {"name": "b", "script": "sleep 1", "instances": "lots"}]});
         let e = from_value(&v, "ecosystem.config.js", Path::new("/"), &opts(&env)).unwrap_err();
-        assert_eq!(e, "ecosystem.config.js: apps[1].instances: expected a number or \"max\", got \"lots\"");
+        assert_eq!(
+            e,
+            "ecosystem.config.js: apps[1].instances: expected a number or \"max\", got \"lots\""
+        );
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct AppSpec {
     /// also get every address they `listen()` on at run time.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// For a load balancer (`balancers` in a config file): its spec as JSON. The daemon runs it as
+    /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<serde_json::Value>,
 }
 
 impl AppSpec {
@@ -138,6 +142,7 @@ impl AppSpec {
             listen_timeout_ms: 3000,
             shutdown_with_message: false,
             listen: Vec::new(),
+            balancer: None,
         }
     }
 
@@ -148,7 +153,8 @@ impl AppSpec {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("");
-        base == "node" || base.starts_with("node") && base[4..].chars().all(|c| c.is_ascii_digit() || c == '.')
+        base == "node"
+            || base.starts_with("node") && base[4..].chars().all(|c| c.is_ascii_digit() || c == '.')
     }
 }
 
@@ -157,11 +163,19 @@ pub fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
     use std::str::FromStr;
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map_err(|_| format!("unknown signal number {n}"));
+        return nix::sys::signal::Signal::try_from(n)
+            .map_err(|_| format!("unknown signal number {n}"));
     }
     let upper = t.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     nix::sys::signal::Signal::from_str(&name).map_err(|_| {
-        format!("unknown signal {:?} (use a name like SIGINT or SIGTERM)", text)
+        format!(
+            "unknown signal {:?} (use a name like SIGINT or SIGTERM)",
+            text
+        )
     })
 }

@@ -111,7 +111,8 @@ pub fn resolve(
         ));
     }
     // Not a file: a command line whose first word is a program.
-    let words = shell_words::split(script).map_err(|e| format!("cannot parse command {script:?}: {e}"))?;
+    let words =
+        shell_words::split(script).map_err(|e| format!("cannot parse command {script:?}: {e}"))?;
     let Some((first, rest)) = words.split_first() else {
         return Err("script is empty (give a script path or a command)".to_string());
     };

@@ -30,7 +30,8 @@ fn cgroup_quota() -> Option<f64> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         if controllers.is_empty() {
             // cgroup v2
-            let mut dir = std::path::PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            let mut dir =
+                std::path::PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/'));
             loop {
                 if let Ok(text) = std::fs::read_to_string(dir.join("cpu.max")) {
                     let mut it = text.split_whitespace();
@@ -42,7 +43,10 @@ fn cgroup_quota() -> Option<f64> {
                         }
                     }
                 }
-                if !dir.pop() || !dir.starts_with("/sys/fs/cgroup") || dir.as_os_str() == "/sys/fs/cgroup" {
+                if !dir.pop()
+                    || !dir.starts_with("/sys/fs/cgroup")
+                    || dir.as_os_str() == "/sys/fs/cgroup"
+                {
                     break;
                 }
             }

@@ -94,7 +94,8 @@ pub struct LogFile {
 impl LogFile {
     pub fn open(path: &Path) -> Result<Arc<LogFile>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating log folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating log folder {}", dir.display()))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -105,10 +106,6 @@ impl LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(file),
         }))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn write_all(&self, bytes: &[u8]) {
@@ -242,7 +239,9 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
 /// Empties a log file in place (writers append, so they carry on at the new end).
 pub fn truncate(path: &Path) -> Result<()> {
     match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => f.set_len(0).with_context(|| format!("truncating {}", path.display())),
+        Ok(f) => f
+            .set_len(0)
+            .with_context(|| format!("truncating {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
     }
@@ -254,7 +253,13 @@ mod tests {
 
     #[test]
     fn moment_formats() {
-        assert_eq!(translate_moment("YYYY-MM-DD HH:mm:ss Z"), "%Y-%m-%d %H:%M:%S %:z");
-        assert_eq!(translate_moment("YYYY-MM-DDTHH:mm:ss.SSS"), "%Y-%m-%dT%H:%M:%S.%3f");
+        assert_eq!(
+            translate_moment("YYYY-MM-DD HH:mm:ss Z"),
+            "%Y-%m-%d %H:%M:%S %:z"
+        );
+        assert_eq!(
+            translate_moment("YYYY-MM-DDTHH:mm:ss.SSS"),
+            "%Y-%m-%dT%H:%M:%S.%3f"
+        );
     }
 }

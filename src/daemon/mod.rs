@@ -44,18 +44,20 @@ fn run_inner(home: Home) -> Result<i32> {
         .write(true)
         .open(home.lock())
         .with_context(|| format!("opening {}", home.lock().display()))?;
-    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            eprintln!(
-                "cohort: a daemon already runs for {}; leaving it be",
-                home.root.display()
-            );
-            return Ok(0);
-        }
-        Err((_, e)) => return Err(e).context("locking the daemon lock file"),
-    };
-    std::fs::write(home.pid_file(), std::process::id().to_string()).context("writing daemon.pid")?;
+    let _lock =
+        match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                eprintln!(
+                    "cohort: a daemon already runs for {}; leaving it be",
+                    home.root.display()
+                );
+                return Ok(0);
+            }
+            Err((_, e)) => return Err(e).context("locking the daemon lock file"),
+        };
+    std::fs::write(home.pid_file(), std::process::id().to_string())
+        .context("writing daemon.pid")?;
     // Orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies.
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe {
@@ -127,7 +129,9 @@ async fn serve(home: Home) -> Result<()> {
 
 /// Tells systemd (Type=notify) that the daemon is ready, when it runs under one.
 fn notify_systemd_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(s) => s,
         Err(_) => return,
@@ -135,7 +139,8 @@ fn notify_systemd_ready() {
     let bytes = path.as_encoded_bytes();
     let sent = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
     } else {
         sock.send_to(b"READY=1", std::path::Path::new(&path))
     };
@@ -143,4 +148,3 @@ fn notify_systemd_ready() {
         eprintln!("cohort: cannot notify systemd: {e}");
     }
 }
-

@@ -39,9 +39,12 @@ pub fn write(path: &Path, apps: Vec<SavedApp>) -> Result<()> {
             .truncate(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        f.write_all(&bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))?;
@@ -57,7 +60,10 @@ pub fn read(path: &Path) -> Result<Dump> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("nothing saved yet: {} does not exist (run `cohort save` first)", path.display())
+            bail!(
+                "nothing saved yet: {} does not exist (run `cohort save` first)",
+                path.display()
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };

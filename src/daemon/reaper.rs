@@ -34,10 +34,18 @@ fn reap_all<M>(tx: &UnboundedSender<M>, wrap: fn(Exit) -> M) {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
-                let _ = tx.send(wrap(Exit { pid: pid.as_raw(), code: Some(code), signal: None }));
+                let _ = tx.send(wrap(Exit {
+                    pid: pid.as_raw(),
+                    code: Some(code),
+                    signal: None,
+                }));
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                let _ = tx.send(wrap(Exit { pid: pid.as_raw(), code: None, signal: Some(sig as i32) }));
+                let _ = tx.send(wrap(Exit {
+                    pid: pid.as_raw(),
+                    code: None,
+                    signal: Some(sig as i32),
+                }));
             }
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => continue,

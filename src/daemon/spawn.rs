@@ -56,7 +56,11 @@ fn dup_high(fd: RawFd) -> Result<OwnedFd> {
 /// Forks and executes `cmd`. Returns once the exec succeeded (or with the reason it failed).
 pub fn spawn(cmd: &Command) -> Result<Spawned> {
     let path = cstring(cmd.program, "program path")?;
-    let argv: Vec<CString> = cmd.argv.iter().map(|a| cstring(a, "argument")).collect::<Result<_>>()?;
+    let argv: Vec<CString> = cmd
+        .argv
+        .iter()
+        .map(|a| cstring(a, "argument"))
+        .collect::<Result<_>>()?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
 
@@ -81,7 +85,10 @@ pub fn spawn(cmd: &Command) -> Result<Spawned> {
     } else {
         None
     };
-    let mut env_ptrs: Vec<*const libc::c_char> = env_bufs.iter().map(|b| b.as_ptr() as *const libc::c_char).collect();
+    let mut env_ptrs: Vec<*const libc::c_char> = env_bufs
+        .iter()
+        .map(|b| b.as_ptr() as *const libc::c_char)
+        .collect();
     env_ptrs.push(std::ptr::null());
     let listen_pid_digits: *mut u8 = match listen_pid_slot {
         // SAFETY: the buffer has LISTEN_PID.len() + 24 bytes; we point just after the '='.
@@ -90,14 +97,22 @@ pub fn spawn(cmd: &Command) -> Result<Spawned> {
     };
     let cwd = cstring(&cmd.cwd.to_string_lossy(), "working directory")?;
 
-    let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .context("opening /dev/null")?;
+    let devnull = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("opening /dev/null")?;
     // SAFETY: open returned a new descriptor.
     let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let high: Vec<OwnedFd> = cmd.fds.iter().map(|fd| dup_high(*fd)).collect::<Result<_>>()?;
+    let high: Vec<OwnedFd> = cmd
+        .fds
+        .iter()
+        .map(|fd| dup_high(*fd))
+        .collect::<Result<_>>()?;
     let high_raw: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
 
     // SAFETY: after fork the child calls only async-signal-safe functions on memory prepared above.

@@ -4,7 +4,12 @@
 //!
 //! It implements PM2's lifecycle: start, stop (kill_signal to the process group, SIGKILL after
 //! kill_timeout), restart, delete, the restart policy (min_uptime / max_restarts → errored,
-//! restart_delay, exp_backoff_restart_delay, stop_exit_codes), save and resurrect.
+//! restart_delay, exp_backoff_restart_delay, stop_exit_codes), save and resurrect. Cluster mode
+//! (sockets held per worker slot, Node's IPC channel, reload one slot at a time, scale) lives in
+//! `cluster.rs` as more methods of the same actor.
+
+mod balancers;
+mod cluster;
 
 use super::logs::{self, LogFile, LogHub, Sink, Stamp};
 use super::persist::{self, SavedApp};
@@ -12,14 +17,20 @@ use super::reaper::Exit;
 use super::sampler::Sampler;
 use super::spawn;
 use crate::api::{
-    Action, ActionRequest, LogFiles, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply, Selector,
-    StartRequest, Status,
+    Action, ActionRequest, LogFiles, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply,
+    Selector, StartRequest, Status,
 };
-use crate::config::AppSpec;
+use crate::cluster::node_ipc::{
+    channel_env, cluster_worker_env, NodeChannel, NodeMessage, NodeSender,
+};
+use crate::cluster::sockets::{ListenAddr, SocketTable};
+use crate::config::{AppSpec, ExecMode};
 use crate::home::Home;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,9 +56,39 @@ pub enum Msg {
     /// Stop every app (for `kill` and daemon shutdown); answers once all have exited.
     Shutdown(Reply<()>),
     Exited(Exit),
-    KillTimeout { id: u32, gen: u64 },
-    RestartDue { id: u32, gen: u64 },
+    KillTimeout {
+        id: u32,
+        gen: u64,
+    },
+    RestartDue {
+        id: u32,
+        gen: u64,
+    },
     SampleTick,
+    /// A message from a Node process's IPC channel.
+    Node {
+        id: u32,
+        pid: i32,
+        msg: NodeMessage,
+    },
+    /// `listen_timeout` passed without a readiness signal: consider the process ready (PM2 does).
+    ReadyTimeout {
+        id: u32,
+        gen: u64,
+    },
+    /// A worker replaced by a reload did not exit within kill_timeout.
+    RetireTimeout {
+        pid: i32,
+    },
+    /// Scale-down/stop of a cluster slot waits for its queued connections to be accepted.
+    DrainCheck {
+        id: u32,
+        gen: u64,
+        left: u32,
+    },
+    Scale(crate::api::ScaleRequest, Reply<Vec<ProcessInfo>>),
+    /// A balancer waits for the app it balances to listen.
+    SpawnRetry { id: u32, gen: u64, keep_old: bool },
 }
 
 /// A cloneable handle to the supervisor task.
@@ -64,8 +105,9 @@ impl Handle {
         self.tx
             .send(make(tx))
             .map_err(|_| "the supervisor has stopped (the daemon is shutting down)".to_string())?;
-        rx.await
-            .map_err(|_| "the supervisor dropped the request (the daemon is shutting down)".to_string())?
+        rx.await.map_err(|_| {
+            "the supervisor dropped the request (the daemon is shutting down)".to_string()
+        })?
     }
 }
 
@@ -76,6 +118,12 @@ enum Want {
     Stop,
     Restart,
     Delete,
+}
+
+/// A process replaced by a reload: still serving its open connections until it exits.
+struct Retiring {
+    pid: i32,
+    channel: Option<NodeSender>,
 }
 
 struct App {
@@ -106,6 +154,14 @@ struct Proc {
     /// The last samples (cpu %, memory bytes), oldest first, for monit's charts.
     history: std::collections::VecDeque<(f32, u64)>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// The Node IPC channel of the current process (Node apps only).
+    channel: Option<NodeSender>,
+    /// The current process signalled readiness (listening / 'ready' / listen_timeout).
+    ready: bool,
+    /// Processes replaced by a reload, draining until they exit.
+    retiring: Vec<Retiring>,
+    /// A balancer's admin address (GET /status), for `describe`.
+    admin: Option<String>,
     out: PathBuf,
     err: PathBuf,
     combined: Option<PathBuf>,
@@ -122,10 +178,23 @@ pub struct Supervisor {
     sampler: Sampler,
     cpus: u32,
     shutting_down: bool,
+    /// Listening sockets of cluster apps, per app and worker slot.
+    sockets: SocketTable,
+    /// NODE_UNIQUE_ID of the next Node cluster worker.
+    next_worker: u64,
+    /// Reloads in progress (one at a time; later requests wait their turn).
+    reloads: VecDeque<cluster::ReloadJob>,
+    /// Where the Node preload (drain on shutdown) was written.
+    shim: PathBuf,
 }
 
 /// Starts the supervisor task and its helpers (reaper, sampling ticks).
 pub fn start(home: Home) -> anyhow::Result<Handle> {
+    use anyhow::Context;
+    let shim = home.shim_dir().join("node.cjs");
+    std::fs::create_dir_all(home.shim_dir())
+        .and_then(|()| std::fs::write(&shim, crate::cluster::NODE_SHIM))
+        .with_context(|| format!("writing the Node preload {}", shim.display()))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hub = logs::new_hub();
     super::reaper::start(tx.clone(), Msg::Exited)?;
@@ -151,6 +220,10 @@ pub fn start(home: Home) -> anyhow::Result<Handle> {
         sampler: Sampler::new(),
         cpus: super::cpus::usable(),
         shutting_down: false,
+        sockets: SocketTable::new(),
+        next_worker: 0,
+        reloads: VecDeque::new(),
+        shim,
     };
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
@@ -161,7 +234,9 @@ pub fn start(home: Home) -> anyhow::Result<Handle> {
 }
 
 fn signal_name(sig: i32) -> String {
-    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| sig.to_string())
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| sig.to_string())
 }
 
 impl Supervisor {
@@ -176,7 +251,9 @@ impl Supervisor {
                 let _ = reply.send(Ok(self.list()));
             }
             Msg::Describe(sel, reply) => {
-                let r = self.select(&sel).map(|ids| ids.iter().filter_map(|id| self.detail(*id)).collect());
+                let r = self
+                    .select(&sel)
+                    .map(|ids| ids.iter().filter_map(|id| self.detail(*id)).collect());
                 let _ = reply.send(r);
             }
             Msg::LogFiles(sel, reply) => {
@@ -224,7 +301,10 @@ impl Supervisor {
             Msg::Shutdown(reply) => {
                 self.shutting_down = true;
                 let ids: Vec<u32> = self.procs.keys().copied().collect();
-                let waits = ids.iter().filter_map(|id| self.stop(*id, Want::Stop)).collect::<Vec<_>>();
+                let waits = ids
+                    .iter()
+                    .filter_map(|id| self.stop(*id, Want::Stop))
+                    .collect::<Vec<_>>();
                 tokio::spawn(async move {
                     for w in waits {
                         let _ = w.await;
@@ -237,23 +317,51 @@ impl Supervisor {
                 if let Some(p) = self.procs.get(&id) {
                     if p.gen == gen {
                         if let Some(pid) = p.pid {
-                            eprintln!("cohort: {}:{} (pid {pid}) did not stop in time; sending SIGKILL", p.app, p.instance);
+                            eprintln!(
+                                "cohort: {}:{} (pid {pid}) did not stop in time; sending SIGKILL",
+                                p.app, p.instance
+                            );
                             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
                         }
                     }
                 }
             }
             Msg::RestartDue { id, gen } => {
-                let due = self
-                    .procs
-                    .get(&id)
-                    .is_some_and(|p| p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run);
+                let due = self.procs.get(&id).is_some_and(|p| {
+                    p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run
+                });
                 if due {
                     self.bump_restarts(id);
                     self.spawn(id);
                 }
             }
             Msg::SampleTick => self.sample(),
+            Msg::Node { id, pid, msg } => self.on_node_message(id, pid, msg),
+            Msg::ReadyTimeout { id, gen } => {
+                let due = self
+                    .procs
+                    .get(&id)
+                    .filter(|p| p.gen == gen && !p.ready)
+                    .and_then(|p| p.pid);
+                if let Some(pid) = due {
+                    self.mark_ready(id, pid);
+                }
+            }
+            Msg::RetireTimeout { pid } => {
+                if self.by_pid.contains_key(&pid) {
+                    eprintln!(
+                        "cohort: replaced worker (pid {pid}) did not stop in time; sending SIGKILL"
+                    );
+                    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                }
+            }
+            Msg::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
+            Msg::Scale(req, reply) => self.scale(req, reply),
+            Msg::SpawnRetry { id, gen, keep_old } => {
+                if self.procs.get(&id).is_some_and(|p| p.gen == gen && p.want == Want::Run) {
+                    self.spawn_worker(id, keep_old);
+                }
+            }
         }
     }
 
@@ -263,7 +371,10 @@ impl Supervisor {
         let mode = self
             .apps
             .get(&p.app)
-            .map(|a| a.spec.exec_mode.as_str())
+            .map(|a| match a.spec.balancer {
+                Some(_) => "balancer",
+                None => a.spec.exec_mode.as_str(),
+            })
             .unwrap_or("fork")
             .to_string();
         ProcessInfo {
@@ -274,7 +385,9 @@ impl Supervisor {
             status: p.status,
             restarts: p.restarts,
             uptime_ms: match (p.status, p.started) {
-                (Status::Online | Status::Launching | Status::Stopping, Some(t)) => t.elapsed().as_millis() as u64,
+                (Status::Online | Status::Launching | Status::Stopping, Some(t)) => {
+                    t.elapsed().as_millis() as u64
+                }
                 _ => 0,
             },
             cpu: if p.pid.is_some() { p.cpu } else { 0.0 },
@@ -301,7 +414,10 @@ impl Supervisor {
             env_keys: spec.app_env_keys.clone(),
             out_log: p.out.to_string_lossy().into_owned(),
             err_log: p.err.to_string_lossy().into_owned(),
-            combined_log: p.combined.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            combined_log: p
+                .combined
+                .as_ref()
+                .map(|c| c.to_string_lossy().into_owned()),
             last_exit_code: p.last_exit_code,
             last_signal: p.last_signal.clone(),
             created_at: p.created_at,
@@ -312,6 +428,7 @@ impl Supervisor {
             kill_timeout_ms: spec.kill_timeout_ms,
             kill_signal: spec.kill_signal.clone(),
             listen: spec.listen.clone(),
+            balancer_admin: p.admin.clone(),
         })
     }
 
@@ -328,17 +445,27 @@ impl Supervisor {
                 None => Err(format!("no app named {name:?} (see `cohort ls` for names)")),
             },
             Selector::Names(names) => {
-                let mut ids = Vec::new();
-                let missing: Vec<&str> = names.iter().filter(|n| !self.apps.contains_key(*n)).map(|n| n.as_str()).collect();
-                if !missing.is_empty() {
+                // A config file selects the apps of it that exist; none at all is an error.
+                let ids: Vec<u32> = names
+                    .iter()
+                    .filter_map(|n| self.apps.get(n))
+                    .flat_map(|a| a.procs.iter().copied())
+                    .collect();
+                if ids.is_empty() {
                     return Err(format!(
-                        "no app named {} (start it first, or see `cohort ls`)",
-                        missing.join(", ")
+                        "none of the apps {} runs (start them first, or see `cohort ls`)",
+                        names.join(", ")
                     ));
                 }
-                for n in names {
-                    if let Some(app) = self.apps.get(n) {
-                        ids.extend(app.procs.iter().copied());
+                Ok(ids)
+            }
+            Selector::Many(sels) => {
+                let mut ids = Vec::new();
+                for s in sels {
+                    for id in self.select(s)? {
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
                     }
                 }
                 Ok(ids)
@@ -366,6 +493,7 @@ impl Supervisor {
                 }
             }
             crate::config::parse_signal(&spec.kill_signal)?;
+            cluster::check_spec(spec)?;
         }
         let mut waits = Vec::new();
         for spec in req.apps {
@@ -383,7 +511,13 @@ impl Supervisor {
     /// Registers an app and its processes; starts them unless `run` is false.
     fn create_app(&mut self, spec: AppSpec, count: u32, run: bool) {
         let name = spec.name.clone();
-        self.apps.insert(name.clone(), App { spec, procs: Vec::new() });
+        self.apps.insert(
+            name.clone(),
+            App {
+                spec,
+                procs: Vec::new(),
+            },
+        );
         for instance in 0..count {
             let id = self.add_proc(&name, instance);
             if run {
@@ -418,6 +552,10 @@ impl Supervisor {
                 memory: 0,
                 history: std::collections::VecDeque::new(),
                 waiters: Vec::new(),
+                channel: None,
+                ready: false,
+                retiring: Vec::new(),
+                admin: None,
                 out,
                 err,
                 combined,
@@ -462,77 +600,196 @@ impl Supervisor {
             if merge {
                 self.home.logs_dir().join(format!("{name}-{kind}.log"))
             } else {
-                self.home.logs_dir().join(format!("{name}-{instance}-{kind}.log"))
+                self.home
+                    .logs_dir()
+                    .join(format!("{name}-{instance}-{kind}.log"))
             }
         };
         // A path given by the user gets the instance number when several processes would share it.
         let custom = |p: &PathBuf| {
             if several && !merge {
                 let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
-                let ext = p.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+                let ext = p
+                    .extension()
+                    .and_then(|s| s.to_str())
+                    .map(|e| format!(".{e}"))
+                    .unwrap_or_default();
                 p.with_file_name(format!("{stem}-{instance}{ext}"))
             } else {
                 p.clone()
             }
         };
-        let out = spec.and_then(|s| s.out_file.as_ref()).map(custom).unwrap_or_else(|| default("out"));
-        let err = spec.and_then(|s| s.error_file.as_ref()).map(custom).unwrap_or_else(|| default("err"));
+        let out = spec
+            .and_then(|s| s.out_file.as_ref())
+            .map(custom)
+            .unwrap_or_else(|| default("out"));
+        let err = spec
+            .and_then(|s| s.error_file.as_ref())
+            .map(custom)
+            .unwrap_or_else(|| default("err"));
         let combined = spec.and_then(|s| s.log_file.as_ref()).map(custom);
         (out, err, combined)
     }
 
     /// The environment a process runs with: the app's, plus PM2's per-process variables.
     fn child_env(&self, p: &Proc) -> BTreeMap<String, String> {
-        let mut env = self.apps.get(&p.app).map(|a| a.spec.env.clone()).unwrap_or_default();
+        let mut env = self
+            .apps
+            .get(&p.app)
+            .map(|a| a.spec.env.clone())
+            .unwrap_or_default();
         env.insert("name".into(), p.app.clone());
         env.insert("pm_id".into(), p.id.to_string());
         env.insert("NODE_APP_INSTANCE".into(), p.instance.to_string());
         env.insert("COHORT_APP".into(), p.app.clone());
         env.insert("COHORT_ID".into(), p.id.to_string());
         env.insert("COHORT_INSTANCE".into(), p.instance.to_string());
-        env.insert("COHORT_HOME".into(), self.home.root.to_string_lossy().into_owned());
+        env.insert(
+            "COHORT_HOME".into(),
+            self.home.root.to_string_lossy().into_owned(),
+        );
         env
     }
 
     /// Starts (or starts again) process `id` now.
     fn spawn(&mut self, id: u32) {
-        let Some(p) = self.procs.get(&id) else { return };
-        let Some(app) = self.apps.get(&p.app) else { return };
-        let spec = &app.spec;
-        let (out_path, err_path, combined_path) = (p.out.clone(), p.err.clone(), p.combined.clone());
-        let env: Vec<(String, String)> = self.child_env(p).into_iter().collect();
-        let (program, argv) = command_line(spec);
-        let cmd = spawn::Command {
-            program: &program,
-            argv,
-            env,
-            cwd: &spec.cwd,
-            fds: Vec::new(),
-            listen_pid: false,
+        self.spawn_worker(id, false);
+    }
+
+    /// Starts a process for `id`. With `keep_old` (reload), the process running now is kept as
+    /// retiring (it drains once the new one is ready) instead of being replaced in the table.
+    /// Returns false when nothing could be started.
+    fn spawn_worker(&mut self, id: u32, keep_old: bool) -> bool {
+        let Some(p) = self.procs.get(&id) else {
+            return false;
         };
-        let stamp = spec.time.then(|| Stamp::new(spec.log_date_format.as_deref()));
-        let wait_ready = spec.wait_ready;
-        let name: Arc<str> = Arc::from(p.app.as_str());
-        let instance = p.instance;
+        let Some(spec) = self.apps.get(&p.app).map(|a| a.spec.clone()) else {
+            return false;
+        };
+        let (out_path, err_path, combined_path) =
+            (p.out.clone(), p.err.clone(), p.combined.clone());
+        let slot = p.instance as usize;
+        let mut env = self.child_env(p);
+        let (program, mut argv) = command_line(&spec);
+        if let Some(b) = &spec.balancer {
+            match self.balancer_argv(&spec.name, b) {
+                Ok(Some(args)) => argv.extend(args),
+                Ok(None) => {
+                    // An `app:NAME` upstream has no port yet (its workers are starting): try again soon.
+                    self.retry_spawn(id, keep_old);
+                    return true;
+                }
+                Err(e) => {
+                    self.spawn_failed(id, keep_old, &e);
+                    return false;
+                }
+            }
+        }
+        let cluster = spec.exec_mode == ExecMode::Cluster;
+        let node = spec.is_node();
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let instance = slot as u32;
+
+        // Descriptors the child inherits at 3.., and the Node channel if any.
+        let prepared = (|| -> anyhow::Result<(Vec<OwnedFd>, Option<NodeChannel>, bool)> {
+            let mut fds = Vec::new();
+            if node {
+                let (chan, theirs) = NodeChannel::pair()
+                    .map_err(|e| anyhow::anyhow!("creating the IPC channel: {e}"))?;
+                fds.push(theirs);
+                for (k, v) in channel_env(3) {
+                    env.insert(k.to_string(), v);
+                }
+                if cluster {
+                    self.next_worker += 1;
+                    let (k, v) = cluster_worker_env(self.next_worker);
+                    env.insert(k.to_string(), v);
+                    env.insert(
+                        "COHORT_KILL_TIMEOUT".into(),
+                        spec.kill_timeout_ms.to_string(),
+                    );
+                    argv.insert(1, format!("--require={}", self.shim.display()));
+                }
+                return Ok((fds, Some(chan), false));
+            }
+            if cluster {
+                let mut names = Vec::new();
+                for text in &spec.listen {
+                    let addr = cluster::parse_listen(text).map_err(|e| anyhow::anyhow!(e))?;
+                    let fd = self
+                        .sockets
+                        .socket_for(&spec.name, slot, &addr)
+                        .and_then(|fd| fd.try_clone_to_owned())
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                    fds.push(fd);
+                    names.push(match addr {
+                        ListenAddr::Unix(_) => "unix".to_string(),
+                        ListenAddr::Tcp { port, .. } => format!("port{port}"),
+                    });
+                }
+                env.insert("LISTEN_FDS".into(), fds.len().to_string());
+                env.insert("LISTEN_FDNAMES".into(), names.join(":"));
+                return Ok((fds, None, true));
+            }
+            Ok((fds, None, false))
+        })();
         let files = (|| -> anyhow::Result<_> {
             let out = LogFile::open(&out_path)?;
-            let err = if err_path == out_path { out.clone() } else { LogFile::open(&err_path)? };
+            let err = if err_path == out_path {
+                out.clone()
+            } else {
+                LogFile::open(&err_path)?
+            };
             let combined = combined_path.as_deref().map(LogFile::open).transpose()?;
             Ok((out, err, combined))
         })();
-        let result = files.and_then(|files| Ok((spawn::spawn(&cmd)?, files)));
-        let Some(p) = self.procs.get_mut(&id) else { return };
-        p.gen += 1;
-        p.want = Want::Run;
+        let result = prepared.and_then(|(fds, chan, listen_pid)| {
+            let files = files?;
+            use std::os::fd::AsRawFd;
+            let cmd = spawn::Command {
+                program: &program,
+                argv,
+                env: env.into_iter().collect(),
+                cwd: &spec.cwd,
+                fds: fds.iter().map(|f| f.as_raw_fd()).collect(),
+                listen_pid,
+            };
+            Ok((spawn::spawn(&cmd)?, files, chan))
+        });
+        let stamp = spec
+            .time
+            .then(|| Stamp::new(spec.log_date_format.as_deref()));
+        let Some(p) = self.procs.get_mut(&id) else {
+            return false;
+        };
         match result {
-            Ok((child, (out, err, combined))) => {
+            Ok((child, (out, err, combined), chan)) => {
                 let pid = child.pid.as_raw();
+                p.gen += 1;
+                p.want = Want::Run;
+                if keep_old {
+                    if let Some(old) = p.pid.take() {
+                        p.retiring.push(Retiring {
+                            pid: old,
+                            channel: p.channel.take(),
+                        });
+                    }
+                }
                 p.pid = Some(pid);
-                p.status = if wait_ready { Status::Launching } else { Status::Online };
+                p.ready = false;
+                p.channel = chan.as_ref().map(NodeChannel::sender);
+                if !keep_old || p.status != Status::Online {
+                    p.status = if spec.wait_ready {
+                        Status::Launching
+                    } else {
+                        Status::Online
+                    };
+                }
                 p.started = Some(Instant::now());
                 p.started_at = Some(super::now_ms());
                 p.cpu = 0.0;
                 p.memory = 0;
+                let gen = p.gen;
                 self.by_pid.insert(pid, id);
                 let sink = |stream, file| Sink {
                     id,
@@ -546,19 +803,55 @@ impl Supervisor {
                 };
                 tokio::spawn(logs::pump(child.stdout, sink("out", out)));
                 tokio::spawn(logs::pump(child.stderr, sink("err", err)));
+                if let Some(mut chan) = chan {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        while let Ok(Some(msg)) = chan.recv().await {
+                            if tx.send(Msg::Node { id, pid, msg }).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                // Readiness: Node cluster workers say when they listen, wait_ready apps send
+                // 'ready'; others are ready once started (a socket-activated worker's socket already
+                // queues connections). listen_timeout bounds the wait, as in PM2.
+                if spec.wait_ready || (cluster && node) {
+                    let me = self.tx.clone();
+                    let wait = spec.listen_timeout_ms;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let _ = me.send(Msg::ReadyTimeout { id, gen });
+                    });
+                } else {
+                    self.mark_ready(id, pid);
+                }
+                true
             }
             Err(e) => {
-                let msg = format!("cohort: cannot start {}:{}: {e:#}", p.app, p.instance);
-                eprintln!("{msg}");
-                // The reason goes where the user looks first: the app's error log.
-                if let Ok(f) = LogFile::open(&err_path) {
-                    f.write_all(format!("{msg}\n").as_bytes());
-                }
-                p.status = Status::Errored;
-                p.pid = None;
-                p.want = Want::Stop;
-                notify(p);
+                self.spawn_failed(id, keep_old, &format!("{e:#}"));
+                false
             }
+        }
+    }
+
+    /// Records why process `id` could not start (in its error log and daemon.log). A reload keeps
+    /// the old process; otherwise the process is `errored`.
+    fn spawn_failed(&mut self, id: u32, keep_old: bool, why: &str) {
+        let Some(p) = self.procs.get_mut(&id) else { return };
+        let msg = format!("cohort: cannot start {}:{}: {why}", p.app, p.instance);
+        eprintln!("{msg}");
+        // The reason goes where the user looks first: the app's error log.
+        if let Ok(f) = LogFile::open(&p.err) {
+            f.write_all(format!("{msg}\n").as_bytes());
+        }
+        if !(keep_old && p.pid.is_some()) {
+            p.gen += 1;
+            p.status = Status::Errored;
+            p.pid = None;
+            p.want = Want::Stop;
+            notify(p);
+            self.release_slot(id);
         }
     }
 
@@ -567,35 +860,31 @@ impl Supervisor {
     /// Asks process `id` to stop (`want` says what its exit then means). Returns a receiver that
     /// fires when it is done, or None when there was nothing to wait for.
     fn stop(&mut self, id: u32, want: Want) -> Option<oneshot::Receiver<()>> {
-        let (kill_signal, kill_timeout, shutdown_msg) = {
-            let p = self.procs.get(&id)?;
-            let spec = &self.apps.get(&p.app)?.spec;
-            (spec.kill_signal.clone(), spec.kill_timeout_ms, spec.shutdown_with_message)
-        };
-        let _ = shutdown_msg;
+        let cluster = self.is_cluster(id);
         let p = self.procs.get_mut(&id)?;
         match p.pid {
-            Some(pid) => {
+            Some(_) => {
                 p.want = want;
                 p.status = Status::Stopping;
-                let sig = crate::config::parse_signal(&kill_signal).unwrap_or(Signal::SIGINT);
-                let _ = kill(Pid::from_raw(-pid), sig);
                 let (tx, rx) = oneshot::channel();
                 p.waiters.push(tx);
                 let gen = p.gen;
-                let me = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(kill_timeout)).await;
-                    let _ = me.send(Msg::KillTimeout { id, gen });
-                });
+                if cluster {
+                    // No new connections for this slot; the ones queued on it are accepted first
+                    // when the slot goes away for good (scale down, stop of one instance).
+                    self.set_live(id, false);
+                    if want != Want::Restart && self.queued(id) > 0 {
+                        self.drain_check(id, gen, 100);
+                        return Some(rx);
+                    }
+                }
+                self.send_stop(id);
                 Some(rx)
             }
             None => {
                 p.gen += 1; // cancels a pending restart
                 match want {
-                    Want::Delete => {
-                        self.remove(id);
-                    }
+                    Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.unstable = 0;
                         self.bump_restarts(id);
@@ -606,11 +895,29 @@ impl Supervisor {
                         if p.status != Status::Errored || want == Want::Stop {
                             p.status = Status::Stopped;
                         }
+                        self.release_slot(id);
                     }
                 }
                 None
             }
         }
+    }
+
+    /// Sends the stop signal (or PM2's shutdown message) to the current process of `id` and arms
+    /// the SIGKILL that follows kill_timeout.
+    fn send_stop(&mut self, id: u32) {
+        let Some(p) = self.procs.get(&id) else { return };
+        let Some(pid) = p.pid else { return };
+        let Some(spec) = self.apps.get(&p.app).map(|a| &a.spec) else {
+            return;
+        };
+        stop_process(pid, p.channel.clone(), spec);
+        let (gen, kill_timeout) = (p.gen, spec.kill_timeout_ms);
+        let me = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(kill_timeout)).await;
+            let _ = me.send(Msg::KillTimeout { id, gen });
+        });
     }
 
     fn restart(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
@@ -634,6 +941,12 @@ impl Supervisor {
                 app.procs.retain(|x| *x != id);
                 if app.procs.is_empty() {
                     self.apps.remove(&p.app);
+                    self.sockets.remove_app(&p.app);
+                } else if let Err(e) = self.sockets.group(&p.app).remove_slot(p.instance as usize) {
+                    eprintln!(
+                        "cohort: closing the sockets of {}:{}: {e}",
+                        p.app, p.instance
+                    );
                 }
             }
         }
@@ -642,7 +955,9 @@ impl Supervisor {
     fn act(&mut self, req: ActionRequest, reply: Reply<Vec<ProcessInfo>>) {
         let ids = match self.select(&req.selector) {
             Ok(ids) if ids.is_empty() => {
-                let _ = reply.send(Err("no apps are running (start one with `cohort start`)".into()));
+                let _ = reply.send(Err(
+                    "no apps are running (start one with `cohort start`)".into()
+                ));
                 return;
             }
             Ok(ids) => ids,
@@ -652,10 +967,11 @@ impl Supervisor {
             }
         };
         let mut waits = Vec::new();
-        for id in ids {
+        for &id in &ids {
             match req.action {
                 Action::Stop => waits.extend(self.stop(id, Want::Stop)),
-                Action::Restart | Action::Reload => waits.extend(self.restart(id)),
+                Action::Restart => waits.extend(self.restart(id)),
+                Action::Reload => {}
                 Action::Delete => waits.extend(self.stop(id, Want::Delete)),
                 Action::Reset => {
                     if let Some(p) = self.procs.get_mut(&id) {
@@ -665,7 +981,10 @@ impl Supervisor {
                 }
                 Action::Flush => {
                     if let Some(p) = self.procs.get(&id) {
-                        for path in [Some(&p.out), Some(&p.err), p.combined.as_ref()].into_iter().flatten() {
+                        for path in [Some(&p.out), Some(&p.err), p.combined.as_ref()]
+                            .into_iter()
+                            .flatten()
+                        {
                             if let Err(e) = logs::truncate(path) {
                                 let _ = reply.send(Err(format!("{e:#}")));
                                 return;
@@ -675,7 +994,19 @@ impl Supervisor {
                 }
             }
         }
-        let me = Handle { tx: self.tx.clone(), hub: self.hub.clone() };
+        if req.action == Action::Reload {
+            self.reload(ids, reply);
+            return;
+        }
+        self.reply_when_done(waits, reply);
+    }
+
+    /// Answers with the process list once every receiver fired.
+    fn reply_when_done(&self, waits: Vec<oneshot::Receiver<()>>, reply: Reply<Vec<ProcessInfo>>) {
+        let me = Handle {
+            tx: self.tx.clone(),
+            hub: self.hub.clone(),
+        };
         tokio::spawn(async move {
             for w in waits {
                 let _ = w.await;
@@ -693,16 +1024,38 @@ impl Supervisor {
         self.sampler.forget(exit.pid);
         // Leftovers of the process group (children the app started) never outlive it.
         let _ = kill(Pid::from_raw(-exit.pid), Signal::SIGKILL);
-        let Some(p) = self.procs.get_mut(&id) else { return };
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if let Some(i) = p.retiring.iter().position(|r| r.pid == exit.pid) {
+            p.retiring.remove(i);
+            self.reload_progress();
+            return;
+        }
         p.pid = None;
+        p.channel = None;
+        let was_ready = std::mem::replace(&mut p.ready, false);
         p.gen += 1;
         p.last_exit_code = exit.code;
         p.last_signal = exit.signal.map(signal_name);
-        let uptime = p.started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
+        let uptime = p
+            .started
+            .map(|t| t.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        if self.is_cluster(id) {
+            self.set_live(id, false);
+        }
+        if !was_ready && self.reload_failed(id, exit) {
+            return;
+        }
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         match p.want {
             Want::Stop => {
                 p.status = Status::Stopped;
                 notify(p);
+                self.release_slot(id);
             }
             Want::Delete => self.remove(id),
             Want::Restart => {
@@ -718,8 +1071,12 @@ impl Supervisor {
 
     fn on_crash(&mut self, id: u32, exit: Exit, uptime: u64) {
         let Some(p) = self.procs.get(&id) else { return };
-        let Some(spec) = self.apps.get(&p.app).map(|a| a.spec.clone()) else { return };
-        let Some(p) = self.procs.get_mut(&id) else { return };
+        let Some(spec) = self.apps.get(&p.app).map(|a| a.spec.clone()) else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         let how = match (exit.code, exit.signal) {
             (Some(c), _) => format!("exited with code {c}"),
             (_, Some(s)) => format!("was killed by {}", signal_name(s)),
@@ -739,6 +1096,7 @@ impl Supervisor {
             p.status = Status::Stopped;
             p.want = Want::Stop;
             notify(p);
+            self.release_slot(id);
             return;
         }
         if p.unstable > spec.max_restarts || (spec.max_restarts == 0 && p.unstable > 0) {
@@ -749,6 +1107,7 @@ impl Supervisor {
             p.status = Status::Errored;
             p.want = Want::Stop;
             notify(p);
+            self.release_slot(id);
             return;
         }
         let delay = if spec.exp_backoff_restart_delay_ms > 0 {
@@ -761,7 +1120,10 @@ impl Supervisor {
         } else {
             spec.restart_delay_ms
         };
-        eprintln!("cohort: {}:{} {how}; restarting in {delay} ms", p.app, p.instance);
+        eprintln!(
+            "cohort: {}:{} {how}; restarting in {delay} ms",
+            p.app, p.instance
+        );
         if delay == 0 {
             p.restarts += 1;
             self.spawn(id);
@@ -826,7 +1188,10 @@ impl Supervisor {
 
     fn resurrect(&mut self) -> Result<ResurrectReply, String> {
         let dump = persist::read(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
-        let mut reply = ResurrectReply { started: Vec::new(), skipped: Vec::new() };
+        let mut reply = ResurrectReply {
+            started: Vec::new(),
+            skipped: Vec::new(),
+        };
         for saved in dump.apps {
             if self.apps.contains_key(&saved.spec.name) {
                 reply.skipped.push(saved.spec.name);
@@ -838,6 +1203,21 @@ impl Supervisor {
         }
         Ok(reply)
     }
+}
+
+/// Asks one process to stop: PM2's 'shutdown' message when configured (and the channel exists),
+/// else kill_signal to its whole process group.
+fn stop_process(pid: i32, channel: Option<NodeSender>, spec: &AppSpec) {
+    if let (true, Some(ch)) = (spec.shutdown_with_message, channel) {
+        tokio::spawn(async move {
+            if ch.shutdown_with_message().await.is_err() {
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGINT);
+            }
+        });
+        return;
+    }
+    let sig = crate::config::parse_signal(&spec.kill_signal).unwrap_or(Signal::SIGINT);
+    let _ = kill(Pid::from_raw(-pid), sig);
 }
 
 /// Wakes everyone waiting for this process to settle.

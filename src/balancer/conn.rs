@@ -1,0 +1,165 @@
+//! Upstream HTTP/1.1 connections: connecting with a deadline, and the keep-alive pool of idle
+//! connections per upstream (one idle list per worker runtime, so a connection is reused on the
+//! runtime that drives it).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::pool::Pool;
+
+/// Body of requests sent upstream: the client's streamed body, or nothing (retries, health checks).
+pub type UpBody = Either<Incoming, Empty<Bytes>>;
+/// Handle to send requests on one upstream connection.
+pub type Sender = SendRequest<UpBody>;
+
+/// Idle pooled connections of one upstream: one list per worker runtime, each behind its own
+/// cache-line-aligned lock so workers never contend or share a line.
+pub struct IdleConns {
+    per_worker: Vec<Slot>,
+}
+
+#[repr(align(64))]
+struct Slot(Mutex<Vec<(Sender, Instant)>>);
+
+/// Most idle connections kept per upstream and worker.
+const MAX_IDLE: usize = 512;
+
+thread_local! {
+    /// Index of the worker runtime running on this thread (0 for the main one).
+    pub static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl IdleConns {
+    pub fn new(workers: usize) -> IdleConns {
+        IdleConns {
+            per_worker: (0..workers.max(1))
+                .map(|_| Slot(Mutex::new(Vec::new())))
+                .collect(),
+        }
+    }
+    fn slot(&self) -> &Mutex<Vec<(Sender, Instant)>> {
+        let w = WORKER.with(|w| w.get());
+        &self.per_worker[w % self.per_worker.len()].0
+    }
+    /// Drops every idle connection (the upstream failed).
+    pub fn clear(&self) {
+        for s in &self.per_worker {
+            if let Ok(mut l) = s.0.lock() {
+                l.clear();
+            }
+        }
+    }
+    fn pop(&self) -> Option<(Sender, Instant)> {
+        self.slot().lock().ok()?.pop()
+    }
+    fn push(&self, s: Sender) {
+        if let Ok(mut list) = self.slot().lock() {
+            if list.len() < MAX_IDLE {
+                list.push((s, Instant::now()));
+            }
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Io(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => write!(f, "connect timed out"),
+            ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
+/// Opens a TCP connection with a deadline, Nagle off.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(ConnectError::Timeout),
+        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `addr`; its driver task runs on the current runtime.
+pub async fn connect_http(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    let stream = connect_tcp(addr, timeout).await?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        // Errors here surface to the request that used the connection.
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// A connection ready for one request; `reused` tells whether it came from the pool.
+pub struct Checkout {
+    pub sender: Sender,
+    pub reused: bool,
+}
+
+/// Takes an idle pooled connection to upstream `i`, or opens one.
+pub async fn checkout(
+    pool: &Pool,
+    i: usize,
+    connect_timeout: Duration,
+    max_idle: Duration,
+) -> Result<Checkout, ConnectError> {
+    loop {
+        let popped = pool.upstreams[i].idle.pop();
+        let Some((mut sender, since)) = popped else {
+            break;
+        };
+        if sender.is_closed() || since.elapsed() >= max_idle {
+            continue;
+        }
+        if sender.is_ready() {
+            return Ok(Checkout {
+                sender,
+                reused: true,
+            });
+        }
+        // A connection is checked in as soon as its response body ended; its driver may not have
+        // marked it ready yet. Nobody else uses it, so waiting is short.
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(200), sender.ready()).await {
+            return Ok(Checkout {
+                sender,
+                reused: true,
+            });
+        }
+    }
+    let sender = connect_http(pool.upstreams[i].addr, connect_timeout).await?;
+    Ok(Checkout {
+        sender,
+        reused: false,
+    })
+}
+
+/// Returns a connection whose exchange is complete to the idle pool.
+pub fn checkin(pool: &Pool, i: usize, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    pool.upstreams[i].idle.push(sender);
+}

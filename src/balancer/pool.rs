@@ -1,0 +1,175 @@
+//! The upstream pool: each upstream's address, weight, counters and health state, shared by every
+//! connection task, the health checker and the admin endpoint. Counters are atomics so the request
+//! path never takes a lock for them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::conn::IdleConns;
+use super::strategy::Selector;
+
+/// One upstream server.
+pub struct Upstream {
+    /// The entry as the user wrote it (host:port).
+    pub label: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Requests (HTTP) or connections (TCP) sent to it.
+    pub requests: AtomicU64,
+    /// Failed attempts: connect errors, timeouts, broken responses.
+    pub errors: AtomicU64,
+    /// Requests or tunnels in flight.
+    pub active: AtomicUsize,
+    /// Active health state: false once `fall` checks failed, or after a passive failure when active
+    /// checks are on (they bring it back after `rise` successes).
+    healthy: AtomicBool,
+    /// Passive state without active checks: down until this many ms after the pool's epoch.
+    down_until_ms: AtomicU64,
+    pub(super) check_ok_streak: AtomicU32,
+    pub(super) check_fail_streak: AtomicU32,
+    /// Idle keep-alive connections (HTTP mode).
+    pub idle: IdleConns,
+}
+
+/// All upstreams of one balancer plus the selection strategy.
+pub struct Pool {
+    pub upstreams: Vec<Upstream>,
+    pub selector: Selector,
+    epoch: Instant,
+    down_for: Duration,
+    active_checks: bool,
+}
+
+impl Pool {
+    pub fn new(
+        members: Vec<(String, SocketAddr, u32)>,
+        selector: Selector,
+        down_for: Duration,
+        active_checks: bool,
+        workers: usize,
+    ) -> Pool {
+        let upstreams = members
+            .into_iter()
+            .map(|(label, addr, weight)| Upstream {
+                label,
+                addr,
+                weight,
+                requests: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                active: AtomicUsize::new(0),
+                healthy: AtomicBool::new(true),
+                down_until_ms: AtomicU64::new(0),
+                check_ok_streak: AtomicU32::new(0),
+                check_fail_streak: AtomicU32::new(0),
+                idle: IdleConns::new(workers),
+            })
+            .collect();
+        Pool {
+            upstreams,
+            selector,
+            epoch: Instant::now(),
+            down_for,
+            active_checks,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether upstream `i` may receive traffic now.
+    pub fn is_up(&self, i: usize) -> bool {
+        let u = &self.upstreams[i];
+        u.healthy.load(Relaxed) && u.down_until_ms.load(Relaxed) <= self.now_ms()
+    }
+
+    /// Records a failed attempt (connect error, timeout, broken response) and takes the upstream out.
+    pub fn mark_failed(&self, i: usize) {
+        let u = &self.upstreams[i];
+        u.errors.fetch_add(1, Relaxed);
+        if self.active_checks {
+            u.check_ok_streak.store(0, Relaxed);
+            u.healthy.store(false, Relaxed);
+        } else {
+            let until = self.now_ms() + self.down_for.as_millis() as u64;
+            u.down_until_ms.store(until, Relaxed);
+        }
+        u.idle.clear();
+    }
+
+    /// Sets the active health state (from the health checker).
+    pub fn set_healthy(&self, i: usize, up: bool) {
+        let u = &self.upstreams[i];
+        u.healthy.store(up, Relaxed);
+        if up {
+            u.down_until_ms.store(0, Relaxed);
+        }
+    }
+
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.upstreams[i].healthy.load(Relaxed)
+    }
+
+    /// Picks an upstream that is up and not in `tried`; `key` is the hash key for `hash`.
+    pub fn pick(&self, key: u64, tried: &[usize]) -> Option<usize> {
+        self.selector.pick(self, key, tried)
+    }
+
+    /// Status as JSON (the shape is documented in docs/balancer.md).
+    pub fn status_json(
+        &self,
+        name: &str,
+        mode: &str,
+        strategy: &str,
+        listen: &str,
+    ) -> serde_json::Value {
+        let ups: Vec<serde_json::Value> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let state = if self.is_up(i) { "up" } else { "down" };
+                serde_json::json!({
+                    "address": u.label,
+                    "resolved": u.addr.to_string(),
+                    "weight": u.weight,
+                    "state": state,
+                    "requests": u.requests.load(Relaxed),
+                    "errors": u.errors.load(Relaxed),
+                    "active": u.active.load(Relaxed),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": name,
+            "pid": std::process::id(),
+            "listen": listen,
+            "mode": mode,
+            "strategy": strategy,
+            "uptime_ms": self.now_ms(),
+            "upstreams": ups,
+        })
+    }
+}
+
+/// Decrements an upstream's `active` counter when dropped (end of a request body or a tunnel).
+pub struct ActiveGuard {
+    pool: std::sync::Arc<Pool>,
+    index: usize,
+}
+
+impl ActiveGuard {
+    pub fn new(pool: std::sync::Arc<Pool>, index: usize) -> ActiveGuard {
+        let u = &pool.upstreams[index];
+        u.active.fetch_add(1, Relaxed);
+        u.requests.fetch_add(1, Relaxed);
+        ActiveGuard { pool, index }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.pool.upstreams[self.index].active.fetch_sub(1, Relaxed);
+    }
+}

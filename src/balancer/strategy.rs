@@ -1,0 +1,217 @@
+//! Upstream selection strategies: smooth weighted round robin (NGINX's algorithm), least connections
+//! (weighted), random with two choices, and consistent hashing on a ring of virtual nodes.
+//! Every strategy skips upstreams that are down or already tried for this request.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use super::pool::Pool;
+use super::spec::Strategy;
+
+/// Virtual nodes per unit of weight on the hash ring.
+const VNODES_PER_WEIGHT: u32 = 160;
+
+pub enum Selector {
+    /// Smooth weighted round robin: per-upstream current weights.
+    RoundRobin(Mutex<Vec<i64>>),
+    /// Round robin when all weights are equal: a lock-free counter.
+    Rotate(AtomicUsize),
+    /// Least active requests relative to weight; ties rotate from a moving start.
+    LeastConn(AtomicUsize),
+    /// Two random upstreams, the less loaded wins.
+    Random,
+    /// Sorted ring of (point, upstream index).
+    Hash(Vec<(u64, usize)>),
+}
+
+impl Selector {
+    pub fn new(strategy: Strategy, weights: &[u32], labels: &[String]) -> Selector {
+        match strategy {
+            Strategy::RoundRobin if weights.windows(2).all(|w| w[0] == w[1]) => {
+                Selector::Rotate(AtomicUsize::new(0))
+            }
+            Strategy::RoundRobin => Selector::RoundRobin(Mutex::new(vec![0; weights.len()])),
+            Strategy::LeastConn => Selector::LeastConn(AtomicUsize::new(0)),
+            Strategy::Random => Selector::Random,
+            Strategy::Hash => {
+                let mut ring = Vec::new();
+                for (i, (w, label)) in weights.iter().zip(labels).enumerate() {
+                    for v in 0..w * VNODES_PER_WEIGHT {
+                        let point = xxhash_rust::xxh3::xxh3_64(format!("{label}#{v}").as_bytes());
+                        ring.push((point, i));
+                    }
+                }
+                ring.sort_unstable();
+                Selector::Hash(ring)
+            }
+        }
+    }
+
+    pub fn pick(&self, pool: &Pool, key: u64, tried: &[usize]) -> Option<usize> {
+        let n = pool.upstreams.len();
+        let eligible = |i: usize| !tried.contains(&i) && pool.is_up(i);
+        match self {
+            Selector::RoundRobin(current) => {
+                // NGINX's smooth weighted round robin: add each weight to its current value, pick the
+                // largest, subtract the total from the winner. Exact rotation for equal weights and
+                // an even interleaving for unequal ones.
+                let mut cw = current.lock().unwrap_or_else(|e| e.into_inner());
+                let mut total = 0i64;
+                let mut best: Option<usize> = None;
+                for i in 0..n {
+                    if !eligible(i) {
+                        continue;
+                    }
+                    let w = pool.upstreams[i].weight as i64;
+                    cw[i] += w;
+                    total += w;
+                    if best.map_or(true, |b| cw[i] > cw[b]) {
+                        best = Some(i);
+                    }
+                }
+                if let Some(b) = best {
+                    cw[b] -= total;
+                }
+                best
+            }
+            Selector::Rotate(next) => {
+                // The (s mod m)-th of the m eligible upstreams: an even split even when some are out.
+                let m = (0..n).filter(|&i| eligible(i)).count();
+                if m == 0 {
+                    return None;
+                }
+                let s = next.fetch_add(1, Relaxed) % m;
+                (0..n).filter(|&i| eligible(i)).nth(s)
+            }
+            Selector::LeastConn(start) => {
+                let s = start.fetch_add(1, Relaxed);
+                let mut best: Option<(usize, u64)> = None;
+                for k in 0..n {
+                    let i = (s + k) % n;
+                    if !eligible(i) {
+                        continue;
+                    }
+                    let u = &pool.upstreams[i];
+                    // active/weight in fixed point (x1000), no floats.
+                    let load = (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64;
+                    if best.map_or(true, |(_, l)| load < l) {
+                        best = Some((i, load));
+                    }
+                }
+                best.map(|(i, _)| i)
+            }
+            Selector::Random => {
+                let up: Vec<usize> = (0..n).filter(|&i| eligible(i)).collect();
+                match up.len() {
+                    0 => None,
+                    1 => Some(up[0]),
+                    len => {
+                        let a = up[fastrand::usize(..len)];
+                        let mut b = up[fastrand::usize(..len - 1)];
+                        if b == a {
+                            b = up[len - 1];
+                        }
+                        let load = |i: usize| {
+                            let u = &pool.upstreams[i];
+                            (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64
+                        };
+                        Some(if load(b) < load(a) { b } else { a })
+                    }
+                }
+            }
+            Selector::Hash(ring) => {
+                if ring.is_empty() {
+                    return None;
+                }
+                let start = ring.partition_point(|(p, _)| *p < key);
+                for k in 0..ring.len() {
+                    let (_, i) = ring[(start + k) % ring.len()];
+                    if eligible(i) {
+                        return Some(i);
+                    }
+                    if k > 4 * n * VNODES_PER_WEIGHT as usize {
+                        break;
+                    }
+                }
+                (0..n).find(|&i| eligible(i))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pool(strategy: Strategy, weights: &[u32]) -> Pool {
+        let labels: Vec<String> = (0..weights.len())
+            .map(|i| format!("127.0.0.1:{}", 1000 + i))
+            .collect();
+        let members = labels
+            .iter()
+            .zip(weights)
+            .map(|(l, w)| (l.clone(), l.parse().unwrap(), *w))
+            .collect();
+        Pool::new(
+            members,
+            Selector::new(strategy, weights, &labels),
+            Duration::from_secs(10),
+            false,
+            1,
+        )
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_matches_nginx() {
+        let p = pool(Strategy::RoundRobin, &[5, 1, 1]);
+        let seq: Vec<usize> = (0..7).map(|_| p.pick(0, &[]).unwrap()).collect();
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn round_robin_skips_tried_and_down() {
+        let p = pool(Strategy::RoundRobin, &[1, 1, 1]);
+        p.mark_failed(1);
+        let seq: Vec<usize> = (0..4).map(|_| p.pick(0, &[]).unwrap()).collect();
+        assert_eq!(seq, vec![0, 2, 0, 2]);
+        assert_eq!(p.pick(0, &[0, 2]), None);
+    }
+
+    #[test]
+    fn hash_is_stable_and_moves_little() {
+        let p = pool(Strategy::Hash, &[1, 1, 1, 1]);
+        let keys: Vec<u64> = (0..1000u64)
+            .map(|k| xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes()))
+            .collect();
+        let before: Vec<usize> = keys.iter().map(|k| p.pick(*k, &[]).unwrap()).collect();
+        assert_eq!(
+            before,
+            keys.iter()
+                .map(|k| p.pick(*k, &[]).unwrap())
+                .collect::<Vec<_>>()
+        );
+        p.mark_failed(2);
+        let moved = keys
+            .iter()
+            .zip(&before)
+            .filter(|(k, b)| **b != 2 && p.pick(**k, &[]).unwrap() != **b)
+            .count();
+        assert_eq!(moved, 0, "keys of healthy upstreams must not move");
+        for i in 0..4 {
+            assert!(
+                before.iter().filter(|b| **b == i).count() > 150,
+                "uneven ring"
+            );
+        }
+    }
+
+    #[test]
+    fn least_conn_prefers_idle() {
+        let p = pool(Strategy::LeastConn, &[1, 1]);
+        p.upstreams[0].active.store(3, Relaxed);
+        for _ in 0..4 {
+            assert_eq!(p.pick(0, &[]), Some(1));
+        }
+    }
+}

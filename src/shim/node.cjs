@@ -1,0 +1,115 @@
+// cohort's Node.js preload (`node --require <this file> app.js`): graceful drain on shutdown.
+//
+// On SIGINT/SIGTERM, or the IPC user message 'shutdown', when the app has NO handler of its own for
+// it: stop accepting on every server, answer in-flight and later requests on each keep-alive
+// connection with `Connection: close`, end connections as they go idle, and exit(0) once every
+// server has closed, or at ~90% of COHORT_KILL_TIMEOUT ms (the daemon SIGKILLs at 100%).
+// When the app has its own handler, only the app's handler runs. Nothing else changes.
+'use strict';
+(function cohortShim() {
+  const net = require('net');
+  const tls = require('tls');
+
+  const killTimeout = Number(process.env.COHORT_KILL_TIMEOUT) > 0 ? Number(process.env.COHORT_KILL_TIMEOUT) : 1600;
+  // Connections idle when the drain starts keep this long to send one more request (answered
+  // with `Connection: close`) before we end them: ending them at once races with a request
+  // the client is sending right now, which it would see fail.
+  const idleGrace = Math.min(1000, killTimeout / 4);
+
+  const servers = new Map(); // server -> Set of its connections
+  const active = new WeakMap(); // connection -> requests in flight
+  let draining = false;
+  let graceOver = false;
+
+  const origListen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function listen() {
+    track(this);
+    return origListen.apply(this, arguments);
+  };
+
+  function track(server) {
+    if (servers.has(server)) return;
+    const conns = new Set();
+    servers.set(server, conns);
+    server.once('close', () => { servers.delete(server); maybeExit(); });
+    server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (sock) => {
+      conns.add(sock);
+      active.set(sock, 0);
+      sock.once('close', () => conns.delete(sock));
+    });
+    // 'request' only exists on HTTP(S) servers; on a plain net.Server this never fires.
+    server.prependListener('request', (req, res) => {
+      const sock = req.socket;
+      active.set(sock, (active.get(sock) || 0) + 1);
+      if (draining) res.setHeader('Connection', 'close');
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        active.set(sock, (active.get(sock) || 1) - 1);
+        if (graceOver) setImmediate(endIfIdle, sock);
+      };
+      res.once('finish', finish);
+      res.once('close', finish);
+    });
+  }
+
+  function endIfIdle(sock) {
+    if ((active.get(sock) || 0) === 0 && !sock.destroyed) sock.end();
+  }
+
+  let exitTimer = null;
+  function maybeExit() {
+    if (draining && servers.size === 0 && !exitTimer) {
+      // Let the last responses flush before exiting.
+      exitTimer = setImmediate(() => process.exit(0));
+    }
+  }
+
+  function drain() {
+    if (draining) return;
+    draining = true;
+    for (const [server, conns] of servers) {
+      // net's close(), not http's: Node >= 19's http close() also drops idle keep-alive
+      // connections at once, which races with requests clients are sending on them.
+      if (server.listening) net.Server.prototype.close.call(server);
+      else servers.delete(server);
+      for (const sock of conns) {
+        const res = sock._httpMessage; // the response in flight on this connection, if any
+        if (res && !res.headersSent) res.setHeader('Connection', 'close');
+      }
+    }
+    setTimeout(() => {
+      graceOver = true;
+      for (const conns of servers.values()) for (const sock of conns) endIfIdle(sock);
+    }, idleGrace).unref();
+    setTimeout(() => {
+      for (const conns of servers.values()) for (const sock of conns) sock.destroy();
+      process.exit(0);
+    }, Math.max(0, killTimeout * 0.9 - 50)).unref();
+    maybeExit();
+  }
+
+  function onSignal(sig) {
+    // The app handles this signal itself: its handler decides (and runs after this one).
+    if (process.listeners(sig).some((l) => l !== onSignal)) return;
+    drain();
+  }
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  if (typeof process.send === 'function') {
+    const before = new Set(process.listeners('message'));
+    const onMessage = (msg) => {
+      if (msg !== 'shutdown') return;
+      const mine = process.listeners('message').filter((l) => l !== onMessage && !before.has(l));
+      const cluster = require('cluster');
+      const workerListeners = cluster.isWorker && cluster.worker ? cluster.worker.listenerCount('message') : 0;
+      if (mine.length === 0 && workerListeners === 0) drain();
+    };
+    process.on('message', onMessage);
+    // Our listener must not keep the process alive (Node refs the channel per 'message' listener).
+    const ch = process.channel;
+    if (ch && typeof ch.unrefCounted === 'function') ch.unrefCounted();
+  }
+})();

@@ -1,0 +1,825 @@
+//! Integration tests of `cohort balance`: the real binary in front of real Node backends
+//! (tests/fixtures/backend.js), spoken to over real sockets on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cohort");
+
+fn fixture() -> String {
+    format!("{}/tests/fixtures/backend.js", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nothing listens on now, never handed out twice in this test process (the kernel often
+/// gives the same ephemeral port to consecutive binds).
+fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_port(port: u16) {
+    poll(&format!("port {port}"), Duration::from_secs(15), || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "cohort-bal-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn backend_on(port: u16, name: &str) -> Proc {
+    let child = Command::new("node")
+        .arg(fixture())
+        .arg(port.to_string())
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node must be installed");
+    let p = Proc { child };
+    wait_port(port);
+    p
+}
+
+fn backend(name: &str) -> (Proc, u16) {
+    let port = free_port();
+    (backend_on(port, name), port)
+}
+
+struct Balancer {
+    proc: Proc,
+    port: u16,
+    admin: u16,
+    dir: TempDir,
+}
+
+impl Balancer {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("out.log")).unwrap_or_default()
+    }
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("err.log")).unwrap_or_default()
+    }
+    fn status(&self) -> serde_json::Value {
+        let r = http(self.admin, "GET", "/status", "", b"");
+        serde_json::from_str(&r.body).unwrap()
+    }
+}
+
+/// Starts `cohort balance --listen 127.0.0.1:PORT --admin ... ARGS` and waits until it accepts.
+fn balancer(args: &[&str]) -> Balancer {
+    let port = free_port();
+    let admin = free_port();
+    let dir = TempDir::new("run");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("balance")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .args(args);
+    let b = spawn_balancer(cmd, port, admin, dir);
+    wait_port(b.port);
+    b
+}
+
+fn spawn_balancer(mut cmd: Command, port: u16, admin: u16, dir: TempDir) -> Balancer {
+    let out = std::fs::File::create(dir.0.join("out.log")).unwrap();
+    let err = std::fs::File::create(dir.0.join("err.log")).unwrap();
+    let child = cmd.stdout(out).stderr(err).spawn().unwrap();
+    Balancer {
+        proc: Proc { child },
+        port,
+        admin,
+        dir,
+    }
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`); `extra` is raw header lines.
+fn http(port: u16, method: &str, path: &str, extra: &str, body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    parse(&read_response(&mut s))
+}
+
+/// Reads one response: up to Content-Length, the last chunk, or the end of the stream.
+/// (Node keeps a `Connection: close` socket open for seconds after the response.)
+fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let body = &raw[end + 4..];
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match len {
+                Some(n) if body.len() >= n => return raw,
+                None if head.contains("transfer-encoding: chunked")
+                    && body.ends_with(b"0\r\n\r\n") =>
+                {
+                    return raw
+                }
+                _ => {}
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+        return Resp {
+            status: 0,
+            head: text,
+            body: String::new(),
+        };
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Resp {
+        status,
+        head: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn get(port: u16, path: &str) -> Resp {
+    http(port, "GET", path, "", b"")
+}
+
+fn up(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn round_robin_is_exact_over_sequential_requests() {
+    let (_a, pa) = backend("a");
+    let (_b, pb) = backend("b");
+    let (_c, pc) = backend("c");
+    let bal = balancer(&[
+        "--upstream",
+        &up(pa),
+        "--upstream",
+        &up(pb),
+        "--upstream",
+        &up(pc),
+    ]);
+    let seq: Vec<String> = (0..9)
+        .map(|_| get(bal.port, "/").body.trim().to_string())
+        .collect();
+    assert_eq!(seq, ["a", "b", "c", "a", "b", "c", "a", "b", "c"]);
+    // The access log has one line per request with status and upstream.
+    let log = poll("access log", Duration::from_secs(5), || {
+        let l = bal.log();
+        (l.lines().count() >= 9).then_some(l)
+    });
+    assert!(
+        log.lines()
+            .all(|l| l.contains("\"GET / HTTP/1.1\" 200 2 127.0.0.1:")),
+        "{log}"
+    );
+    let st = bal.status();
+    assert_eq!(st["upstreams"][0]["requests"], 3);
+    assert_eq!(st["upstreams"][2]["state"], "up");
+}
+
+#[test]
+fn weights_split_traffic() {
+    let (_a, pa) = backend("a");
+    let (_b, pb) = backend("b");
+    let wa = format!("{} weight=3", up(pa));
+    let bal = balancer(&["--upstream", &wa, "--upstream", &up(pb)]);
+    let seq: Vec<String> = (0..8)
+        .map(|_| get(bal.port, "/").body.trim().to_string())
+        .collect();
+    assert_eq!(seq.iter().filter(|s| *s == "a").count(), 6, "{seq:?}");
+    assert_eq!(seq.iter().filter(|s| *s == "b").count(), 2, "{seq:?}");
+    // Smooth: b never waits for three a's in a row at the start of a cycle.
+    assert_eq!(seq[..4], ["a", "a", "b", "a"]);
+}
+
+#[test]
+fn least_conn_avoids_the_busy_backend() {
+    let (_a, pa) = backend("a");
+    let (_b, pb) = backend("b");
+    let bal = balancer(&[
+        "--strategy",
+        "least_conn",
+        "--upstream",
+        &up(pa),
+        "--upstream",
+        &up(pb),
+    ]);
+    let port = bal.port;
+    let slow = std::thread::spawn(move || get(port, "/slow?ms=3000").body.trim().to_string());
+    // Wait until the slow request is in flight on one upstream.
+    let busy = poll("a busy upstream", Duration::from_secs(5), || {
+        let st = bal.status();
+        (0..2).find(|&i| st["upstreams"][i]["active"] == 1)
+    });
+    let idle_name = if busy == 0 { "b" } else { "a" };
+    for _ in 0..6 {
+        assert_eq!(get(bal.port, "/").body.trim(), idle_name);
+    }
+    let busy_name = slow.join().unwrap();
+    assert_ne!(busy_name, idle_name);
+}
+
+#[test]
+fn hash_is_sticky_on_header_and_cookie() {
+    let (_a, pa) = backend("a");
+    let (_b, pb) = backend("b");
+    let (_c, pc) = backend("c");
+    let ups = [
+        "--upstream",
+        &up(pa),
+        "--upstream",
+        &up(pb),
+        "--upstream",
+        &up(pc),
+    ];
+    let bal = balancer(
+        &[
+            &["--strategy", "hash", "--hash-key", "header:X-User"][..],
+            &ups[..],
+        ]
+        .concat(),
+    );
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..20 {
+        let h = format!("X-User: user{u}\r\n");
+        let first = http(bal.port, "GET", "/", &h, b"").body;
+        for _ in 0..3 {
+            assert_eq!(
+                http(bal.port, "GET", "/", &h, b"").body,
+                first,
+                "user{u} moved"
+            );
+        }
+        seen.insert(first);
+    }
+    assert!(
+        seen.len() >= 2,
+        "hash sent every key to one upstream: {seen:?}"
+    );
+
+    let bal = balancer(
+        &[
+            &["--strategy", "hash", "--hash-key", "cookie:sid"][..],
+            &ups[..],
+        ]
+        .concat(),
+    );
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..20 {
+        let h = format!("Cookie: theme=dark; sid=s{u}\r\n");
+        let first = http(bal.port, "GET", "/", &h, b"").body;
+        assert_eq!(http(bal.port, "GET", "/", &h, b"").body, first);
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2);
+}
+
+#[test]
+fn backend_killed_and_restarted_under_load() {
+    let (_a, pa) = backend("a");
+    let (b, pb) = backend("b");
+    let mut b = Some(b);
+    let bal = balancer(&[
+        "--upstream",
+        &up(pa),
+        "--upstream",
+        &up(pb),
+        "--health-path",
+        "/health",
+        "--health-interval",
+        "100ms",
+        "--health-rise",
+        "2",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, results, port) = (stop.clone(), results.clone(), bal.port);
+        workers.push(std::thread::spawn(move || {
+            // Bounded: at most 3000 requests or until told to stop.
+            for _ in 0..3000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = get(port, "/");
+                results
+                    .lock()
+                    .unwrap()
+                    .push((r.status, r.body.trim().to_string()));
+            }
+        }));
+    }
+    let count = |name: &str| {
+        results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.1 == name)
+            .count()
+    };
+    poll("traffic to b", Duration::from_secs(10), || {
+        (count("b") > 20).then_some(())
+    });
+    b.take().unwrap().kill();
+    let after_kill = results.lock().unwrap().len();
+    poll("traffic after the kill", Duration::from_secs(10), || {
+        (results.lock().unwrap().len() > after_kill + 100).then_some(())
+    });
+    let b_before = count("b");
+    let _b2 = backend_on(pb, "b");
+    poll("b back in rotation", Duration::from_secs(10), || {
+        (count("b") > b_before + 10).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let res = results.lock().unwrap();
+    let failed: Vec<_> = res.iter().filter(|r| r.0 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        res.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+#[test]
+fn all_upstreams_down_is_a_fast_502() {
+    let bal = balancer(&[
+        "--upstream",
+        &up(free_port()),
+        "--upstream",
+        &up(free_port()),
+    ]);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = get(bal.port, "/");
+        assert_eq!(r.status, 502, "{}", r.head);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "502 took {:?}",
+            t.elapsed()
+        );
+    }
+    let st = bal.status();
+    assert_eq!(st["upstreams"][0]["state"], "down");
+    assert!(st["upstreams"][0]["errors"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn slow_upstream_is_a_504() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa), "--upstream-timeout", "300ms"]);
+    let r = get(bal.port, "/slow?ms=3000");
+    assert_eq!(r.status, 504, "{}", r.head);
+    assert_eq!(get(bal.port, "/slow?ms=10").status, 200);
+}
+
+#[test]
+fn websocket_upgrade_is_tunnelled() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "connection closed during handshake"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello through the proxy"[..], &[0u8, 255, 1, 2, 3][..]] {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn tls_with_alpn_h2_and_http11() {
+    let (_a, pa) = backend("a");
+    let dir = TempDir::new("tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cf, kf) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cf, cert.cert.pem()).unwrap();
+    std::fs::write(&kf, cert.key_pair.serialize_pem()).unwrap();
+    let bal = balancer(&[
+        "--upstream",
+        &up(pa),
+        "--tls-cert",
+        cf.to_str().unwrap(),
+        "--tls-key",
+        kf.to_str().unwrap(),
+    ]);
+    let url = format!("https://localhost:{}/headers", bal.port);
+    let h2 = curl(&[
+        "--cacert",
+        cf.to_str().unwrap(),
+        "--http2",
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ]);
+    assert!(h2.ends_with("\n2"), "{h2}");
+    assert!(h2.contains("\"x-forwarded-proto\":\"https\""), "{h2}");
+    let h1 = curl(&[
+        "--cacert",
+        cf.to_str().unwrap(),
+        "--http1.1",
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ]);
+    assert!(h1.ends_with("\n1.1"), "{h1}");
+}
+
+#[test]
+fn h2c_prior_knowledge_and_forwarded_headers() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "\n%{http_version}",
+        &format!("http://127.0.0.1:{}/headers", bal.port),
+    ]);
+    assert!(out.ends_with("\n2"), "{out}");
+    let r = http(
+        bal.port,
+        "GET",
+        "/headers",
+        "X-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive, x-drop-me\r\nX-Drop-Me: 1\r\nKeep-Alive: timeout=5\r\n",
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", bal.port));
+    assert!(
+        h.get("x-drop-me").is_none() && h.get("keep-alive").is_none(),
+        "{h}"
+    );
+    // The backend's `Connection: keep-alive, x-secret` names a hop-by-hop header: not forwarded.
+    assert!(
+        !r.head.to_ascii_lowercase().contains("x-secret"),
+        "{}",
+        r.head
+    );
+}
+
+#[test]
+fn request_bodies_stream_both_ways() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let body: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let r = http(bal.port, "POST", "/echo", "", &body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body.as_bytes() == &body[..]);
+}
+
+#[test]
+fn tcp_mode_proxies_bytes_and_fails_over() {
+    let (_a, pa) = backend("a");
+    let dead = free_port();
+    let bal = balancer(&[
+        "--mode",
+        "tcp",
+        "--upstream",
+        &up(dead),
+        "--upstream",
+        &up(pa),
+    ]);
+    for _ in 0..4 {
+        let r = get(bal.port, "/headers");
+        assert_eq!(r.status, 200);
+        // L4: the backend sees the request untouched (no X-Forwarded-For).
+        assert!(!r.body.contains("x-forwarded-for"), "{}", r.body);
+    }
+    let st = bal.status();
+    assert_eq!(st["mode"], "tcp");
+    assert_eq!(st["upstreams"][0]["state"], "down", "{st}");
+    // 4 requests plus the readiness probe of wait_port.
+    assert!(st["upstreams"][1]["requests"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn tcp_mode_closes_idle_tunnels() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--mode", "tcp", "--idle-timeout", "300ms", "--upstream", &up(pa)]);
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "an idle tunnel must be closed");
+    assert!(t.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", t.elapsed());
+}
+
+#[test]
+fn http10_client_without_host_is_served() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let r = parse(raw(bal.port, b"GET /headers HTTP/1.0\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 200, "{}", r.head);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["headers"]["host"], up(pa));
+}
+
+fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn malformed_oversize_and_slow_requests_are_refused() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa), "--header-timeout", "500ms"]);
+    assert!(raw(bal.port, b"THIS IS NOT HTTP\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw(bal.port, b"GET / HTTP/1.1\r\nHost x\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(40_000)
+    );
+    assert!(raw(bal.port, big.as_bytes()).starts_with("HTTP/1.1 431"));
+    // Slowloris: half a request head, then silence.
+    let t = Instant::now();
+    let slow = raw(bal.port, b"GET / HTTP/1.1\r\nHost: x\r\n");
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Still serving.
+    assert_eq!(get(bal.port, "/").status, 200);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let (_a, pa) = backend("a");
+    let mut bal = balancer(&["--upstream", &up(pa), "--drain-timeout", "10s"]);
+    let port = bal.port;
+    let slow = std::thread::spawn(move || get(port, "/slow?ms=1500"));
+    poll("request in flight", Duration::from_secs(5), || {
+        (bal.status()["upstreams"][0]["active"] == 1).then_some(())
+    });
+    bal.proc.signal(libc::SIGTERM);
+    // New connections are refused while the old request finishes.
+    poll("listener closed", Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.trim(), "a");
+    let code = poll("exit", Duration::from_secs(10), || {
+        bal.proc.child.try_wait().unwrap()
+    });
+    assert_eq!(code.code(), Some(0), "{}", bal.stderr());
+}
+
+#[test]
+fn socket_activation_uses_fd_3() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (_a, pa) = backend("a");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let admin = free_port();
+    let mut cmd = Command::new("sh");
+    // `exec` keeps the shell's pid, so LISTEN_PID=$$ is the balancer's pid.
+    cmd.args([
+        "-c",
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+        BIN,
+        "balance",
+    ])
+    .args([
+        "--listen",
+        "127.0.0.1:1",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--upstream",
+        &up(pa),
+    ]);
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep FD_CLOEXEC: clear it in that case.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let bal = spawn_balancer(cmd, port, admin, TempDir::new("fds"));
+    drop(listener);
+    wait_port(admin);
+    assert_eq!(get(bal.port, "/").body.trim(), "a", "{}", bal.stderr());
+}
+
+#[test]
+fn spec_json_and_validation_errors() {
+    let (_a, pa) = backend("a");
+    let port = free_port();
+    let admin = free_port();
+    let spec = serde_json::json!({
+        "name": "edge", "listen": format!("127.0.0.1:{port}"), "admin": format!("127.0.0.1:{admin}"),
+        "strategy": "random", "upstreams": [{"address": up(pa), "weight": 2}],
+        "timeouts": {"connect": "1s"}, "health": {"interval": "200ms"}
+    });
+    let mut cmd = Command::new(BIN);
+    cmd.args(["balance", "--spec-json", &spec.to_string()]);
+    let bal = spawn_balancer(cmd, port, admin, TempDir::new("spec"));
+    wait_port(port);
+    assert_eq!(get(port, "/").body.trim(), "a");
+    assert_eq!(bal.status()["name"], "edge");
+
+    let out = Command::new(BIN)
+        .args([
+            "balance",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "127.0.0.1:2",
+            "--strategy",
+            "foo",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: invalid balancer: strategy: expected one of round_robin, least_conn, random, hash; got \"foo\""),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["balance", "--spec-json", "{\"listen\": 1}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: invalid balancer: --spec-json:")
+    );
+}
