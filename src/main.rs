@@ -11,6 +11,8 @@ mod cluster;
 mod config;
 mod daemon;
 mod home;
+mod monit;
+mod startup;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -22,6 +24,9 @@ fn main() {
         Command::ClusterDemo(args) => cluster::demo::run(args),
         command => with_home(|home| match command {
             Command::Daemon => daemon::run(home),
+            Command::Run(args) => daemon::foreground::run(args, home),
+            Command::Startup(args) => startup::install(args, home),
+            Command::Unstartup(args) => startup::uninstall(args, home),
             command => client(command, home),
         }),
     };

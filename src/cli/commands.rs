@@ -37,7 +37,13 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
-        Command::Daemon | Command::Balance(_) | Command::ClusterDemo(_) => {
+        Command::Monit => crate::monit::run(home).await,
+        Command::Daemon
+        | Command::Balance(_)
+        | Command::ClusterDemo(_)
+        | Command::Startup(_)
+        | Command::Unstartup(_)
+        | Command::Run(_) => {
             unreachable!("dispatched in main")
         }
     }
@@ -152,7 +158,7 @@ fn apply_flags(spec: &mut AppSpec, a: &StartArgs, cwd: &Path) -> Result<()> {
 }
 
 /// Builds the app specs of a `start` (a script/command, or a config file) without contacting the daemon.
-fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
+pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
     let here = current_dir()?;
     let base_env = cli_env();
     if ecosystem::is_config_file(&a.target) {
@@ -387,7 +393,7 @@ async fn ls(json: bool, home: Home) -> Result<()> {
 }
 
 /// The last `n` lines of a file (reads backwards from the end, so big logs cost little).
-fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     if n == 0 {
         return Vec::new();

@@ -69,6 +69,40 @@ pub enum Command {
     /// INTERNAL test harness (not a user command): run one cluster app in the foreground.
     #[command(name = "__cluster-demo", hide = true)]
     ClusterDemo(crate::cluster::demo::DemoArgs),
+    /// Open the terminal dashboard: processes, cpu/memory charts and logs, with restart/reload/stop keys.
+    Monit,
+    /// Start the daemon at boot and resurrect the saved apps (writes a systemd, OpenRC or launchd unit).
+    Startup(StartupArgs),
+    /// Remove the boot unit written by `startup`.
+    Unstartup(StartupArgs),
+    /// Run apps in the foreground with no background daemon (containers, PID 1; like pm2-runtime).
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StartupArgs {
+    /// Init system (default: detected from the running system).
+    #[arg(value_enum)]
+    pub init: Option<crate::startup::InitSystem>,
+    /// User the daemon runs as (default: the current user).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// That user's home directory (default: from the user database).
+    #[arg(long, alias = "hp")]
+    pub home: Option<String>,
+    /// Print the unit to stdout instead of installing it.
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("json", |a| a.help("Print log lines as raw JSON objects (one per line) instead of `name|instance | line`")))]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:9615), for probes.
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -3,6 +3,7 @@
 //! (what the CLI starts detached, and what a systemd unit runs).
 
 pub mod cpus;
+pub mod foreground;
 pub mod logs;
 pub mod persist;
 pub mod reaper;

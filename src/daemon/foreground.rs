@@ -1,0 +1,339 @@
+//! `cohort run`: the daemon core in the foreground, for containers (what `pm2-runtime` is to PM2).
+//!
+//! One process runs the same supervisor and serves the same API socket in COHORT_HOME (so `cohort ls`,
+//! `reload` and `logs` work from inside the container), starts the apps given on the command line,
+//! streams their output to its own stdout/stderr, turns SIGTERM/SIGINT into a graceful stop of every
+//! app, and exits once every app is gone for good. It works as PID 1: it is a child subreaper and
+//! the supervisor's reaper waits for every child (`waitpid(-1)`), so orphans of any origin are reaped.
+//! `--health ADDR` serves `/healthz` and `/readyz` for Kubernetes probes and load balancers.
+
+use super::supervisor::{self, Handle, Msg};
+use crate::api::{LogLine, ProcessDetail, ProcessInfo, Selector, StartRequest, Status};
+use crate::cli::RunArgs;
+use crate::home::Home;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+/// How often the foreground loop checks whether every app is gone for good.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Runs apps in the foreground until they are all gone; returns the exit code.
+pub fn run(args: RunArgs, home: Home) -> i32 {
+    match run_inner(args, home) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
+    let started = Instant::now();
+    // Everything the user typed is checked before anything starts.
+    let (apps, _, warnings) = crate::cli::commands::specs_for_start(&args.start)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let health = args
+        .health
+        .as_deref()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow!("--health {a:?}: expected an address like 0.0.0.0:9615 or 127.0.0.1:9615")
+            })
+        })
+        .transpose()?;
+    home.ensure_dirs()?;
+    // Same lock as the background daemon: one daemon core per COHORT_HOME.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.lock())
+        .with_context(|| format!("opening {}", home.lock().display()))?;
+    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+            "a cohort daemon already runs for {} (stop it with `cohort kill`, or give `cohort run` its own COHORT_HOME)",
+            home.root.display()
+        ),
+        Err((_, e)) => return Err(e).context("locking the daemon lock file"),
+    };
+    std::fs::write(home.pid_file(), std::process::id().to_string())
+        .context("writing daemon.pid")?;
+    // Orphans of the apps are re-parented to us (when we are not PID 1 already) and reaped.
+    // SAFETY: prctl with these arguments has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let json = args.start.json;
+    let result = rt.block_on(serve(home.clone(), apps, health, json, started));
+    let _ = std::fs::remove_file(home.socket());
+    let _ = std::fs::remove_file(home.pid_file());
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// Binds COHORT_HOME/cohort.sock, mode 0600 from the first instant. (The background daemon does the
+/// same in `daemon::serve`; it is repeated here so that file stays the lead's to change.)
+fn bind_socket(home: &Home) -> Result<tokio::net::UnixListener> {
+    let sock = home.socket();
+    let _ = std::fs::remove_file(&sock);
+    // SAFETY: umask only changes this process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(&sock);
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", sock.display()))?;
+    Ok(listener)
+}
+
+async fn serve(
+    home: Home,
+    apps: Vec<crate::config::AppSpec>,
+    health: Option<std::net::SocketAddr>,
+    json: bool,
+    started: Instant,
+) -> Result<i32> {
+    let listener = bind_socket(&home)?;
+    let health_listener = match health {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("--health {addr}: cannot listen there (is the port in use? pick another one)")
+        })?),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
+
+    let handle = supervisor::start(home.clone())?;
+    let shutdown = Arc::new(Notify::new());
+    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.notified().await })
+            .await
+    });
+    if let Some(l) = health_listener {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let router = health_router(handle.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(l, router)
+                .with_graceful_shutdown(async move { stop.notified().await })
+                .await
+        });
+        eprintln!("cohort: health endpoints on http://{addr}/healthz and /readyz");
+    }
+    // Subscribe before the apps start so their first lines are printed too.
+    let printer = tokio::spawn(print_logs(handle.hub.subscribe(), json));
+
+    let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
+    let started_apps: Result<Vec<ProcessInfo>, String> = handle
+        .call(|r| {
+            Msg::Start(
+                StartRequest {
+                    apps,
+                    restart_existing: false,
+                },
+                r,
+            )
+        })
+        .await;
+    if let Err(e) = started_apps {
+        shutdown.notify_waiters();
+        bail!("{e}");
+    }
+    eprintln!(
+        "cohort: running {} in the foreground (pid {}, COHORT_HOME={}; started in {} ms)",
+        names.join(", "),
+        std::process::id(),
+        home.root.display(),
+        started.elapsed().as_millis()
+    );
+
+    let mut every = tokio::time::interval(WATCH_INTERVAL);
+    let details: Vec<ProcessDetail> = loop {
+        tokio::select! {
+            _ = term.recv() => {
+                eprintln!("cohort: SIGTERM: stopping every app");
+                break stop_all(&handle).await;
+            }
+            _ = int.recv() => {
+                eprintln!("cohort: SIGINT: stopping every app");
+                break stop_all(&handle).await;
+            }
+            _ = shutdown.notified() => {
+                // `cohort kill` from inside the container: the route already stopped every app.
+                break describe(&handle).await;
+            }
+            _ = every.tick() => {
+                let d = describe(&handle).await;
+                if d.iter().all(gone_for_good) {
+                    break d;
+                }
+            }
+        }
+    };
+    shutdown.notify_waiters();
+    // The pipes are read to their end after a process dies: let the last lines through.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    printer.abort();
+    let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
+    let failed: Vec<String> = details
+        .iter()
+        .filter(|d| !ended_cleanly(d))
+        .map(describe_end)
+        .collect();
+    let code = if failed.is_empty() { 0 } else { 1 };
+    if !failed.is_empty() {
+        eprintln!("cohort: every app is gone; failed: {}", failed.join(", "));
+    } else {
+        eprintln!("cohort: every app is gone; exiting with code {code}");
+    }
+    Ok(code)
+}
+
+async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
+    let before = describe(handle).await;
+    if let Err(e) = handle.call(Msg::Shutdown).await {
+        eprintln!("cohort: {e}");
+    }
+    // What each app was doing when the signal came decides the code: an app that had already
+    // ended (errored, or exited non-zero with no restart) still counts, the rest were stopped on purpose.
+    let after = describe(handle).await;
+    after
+        .into_iter()
+        .map(|mut d| {
+            if before
+                .iter()
+                .any(|b| b.info.id == d.info.id && !gone_for_good(b))
+            {
+                d.last_exit_code = Some(0);
+                d.last_signal = None;
+            }
+            d
+        })
+        .collect()
+}
+
+async fn describe(handle: &Handle) -> Vec<ProcessDetail> {
+    handle
+        .call(|r| Msg::Describe(Selector::All, r))
+        .await
+        .unwrap_or_default()
+}
+
+/// Stopped or errored with no restart coming (a restart passes through `stopping` or `waiting_restart`).
+fn gone_for_good(d: &ProcessDetail) -> bool {
+    d.info.pid.is_none() && matches!(d.info.status, Status::Stopped | Status::Errored)
+}
+
+/// Exit code 0, or ended by a stop signal (SIGINT, SIGTERM, or the app's own kill_signal).
+fn ended_cleanly(d: &ProcessDetail) -> bool {
+    if d.info.status == Status::Errored {
+        return false;
+    }
+    match (&d.last_exit_code, &d.last_signal) {
+        (Some(code), _) => *code == 0,
+        (None, Some(sig)) => sig == "SIGINT" || sig == "SIGTERM" || *sig == d.kill_signal,
+        (None, None) => true, // never started, or stopped before it ran
+    }
+}
+
+fn describe_end(d: &ProcessDetail) -> String {
+    let how = match (d.info.status, d.last_exit_code, &d.last_signal) {
+        (Status::Errored, _, _) => "errored".to_string(),
+        (_, Some(c), _) => format!("exit code {c}"),
+        (_, None, Some(s)) => format!("killed by {s}"),
+        _ => "stopped".to_string(),
+    };
+    format!("{}:{} ({how})", d.info.name, d.info.instance)
+}
+
+/// Copies the apps' output to our stdout (their stdout) and stderr (their stderr).
+async fn print_logs(mut rx: tokio::sync::broadcast::Receiver<Arc<LogLine>>, json: bool) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let line = match rx.recv().await {
+            Ok(l) => l,
+            Err(RecvError::Lagged(n)) => {
+                eprintln!("cohort: {n} log lines skipped on the console (the terminal was too slow; they are in the log files)");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let text = if json {
+            match serde_json::to_string(&*line) {
+                Ok(t) => t,
+                Err(_) => continue,
+            }
+        } else {
+            format!("{}|{} | {}", line.name, line.instance, line.line)
+        };
+        // A closed stdout (e.g. a container runtime that stopped reading) must not stop the apps.
+        if json || line.stream == "out" {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+        } else {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+/// `/healthz` (the daemon core answers) and `/readyz` (every process of every app is online).
+fn health_router(handle: Handle) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route(
+            "/readyz",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    match handle.call(Msg::List).await {
+                        Ok(procs) => {
+                            let not_ready: Vec<String> = procs
+                                .iter()
+                                .filter(|p| p.status != Status::Online)
+                                .map(|p| {
+                                    format!("{}:{} is {}", p.name, p.instance, p.status.as_str())
+                                })
+                                .collect();
+                            if procs.is_empty() {
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: no apps\n".to_string(),
+                                )
+                            } else if not_ready.is_empty() {
+                                (
+                                    StatusCode::OK,
+                                    format!("ready: {} processes online\n", procs.len()),
+                                )
+                            } else {
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("not ready: {}\n", not_ready.join(", ")),
+                                )
+                            }
+                        }
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+                    }
+                }
+            }),
+        )
+}
