@@ -13,7 +13,6 @@ use crate::cli::RunArgs;
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -49,29 +48,13 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
             })
         })
         .transpose()?;
-    home.ensure_dirs()?;
-    // Same lock as the background daemon: one daemon core per COHORT_HOME.
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.lock())
-        .with_context(|| format!("opening {}", home.lock().display()))?;
-    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+    // Same claim as the background daemon: one daemon core per COHORT_HOME.
+    let Some(_claim) = super::claim_home(&home)? else {
+        bail!(
             "a cohort daemon already runs for {} (stop it with `cohort kill`, or give `cohort run` its own COHORT_HOME)",
             home.root.display()
-        ),
-        Err((_, e)) => return Err(e).context("locking the daemon lock file"),
+        );
     };
-    std::fs::write(home.pid_file(), std::process::id().to_string())
-        .context("writing daemon.pid")?;
-    // Orphans of the apps are re-parented to us (when we are not PID 1 already) and reaped.
-    // SAFETY: prctl with these arguments has no memory effects.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,21 +67,6 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
     result
 }
 
-/// Binds COHORT_HOME/cohort.sock, mode 0600 from the first instant. (The background daemon does the
-/// same in `daemon::serve`; it is repeated here so that file stays the lead's to change.)
-fn bind_socket(home: &Home) -> Result<tokio::net::UnixListener> {
-    let sock = home.socket();
-    let _ = std::fs::remove_file(&sock);
-    // SAFETY: umask only changes this process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let listener = tokio::net::UnixListener::bind(&sock);
-    unsafe { libc::umask(old) };
-    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", sock.display()))?;
-    Ok(listener)
-}
-
 async fn serve(
     home: Home,
     apps: Vec<crate::config::AppSpec>,
@@ -106,7 +74,7 @@ async fn serve(
     json: bool,
     started: Instant,
 ) -> Result<i32> {
-    let listener = bind_socket(&home)?;
+    let listener = super::bind_api_socket(&home)?;
     let health_listener = match health {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("--health {addr}: cannot listen there (is the port in use? pick another one)")

@@ -36,7 +36,15 @@ pub fn run(home: Home) -> i32 {
     }
 }
 
-fn run_inner(home: Home) -> Result<i32> {
+/// Held while a daemon core runs: the lock that makes it the only one for its COHORT_HOME.
+pub struct Claim {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes `home` for a daemon core: its lock file, its pid file, and the child-subreaper flag (so
+/// orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies).
+/// `Ok(None)` when another daemon already holds the home.
+pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
     home.ensure_dirs()?;
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -44,25 +52,39 @@ fn run_inner(home: Home) -> Result<i32> {
         .write(true)
         .open(home.lock())
         .with_context(|| format!("opening {}", home.lock().display()))?;
-    let _lock =
-        match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                eprintln!(
-                    "cohort: a daemon already runs for {}; leaving it be",
-                    home.root.display()
-                );
-                return Ok(0);
-            }
-            Err((_, e)) => return Err(e).context("locking the daemon lock file"),
-        };
-    std::fs::write(home.pid_file(), std::process::id().to_string())
-        .context("writing daemon.pid")?;
-    // Orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies.
+    let lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, e)) => return Err(e).context("locking the daemon lock file"),
+    };
+    std::fs::write(home.pid_file(), std::process::id().to_string()).context("writing daemon.pid")?;
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    Ok(Some(Claim { _lock: lock }))
+}
+
+/// Binds COHORT_HOME/cohort.sock with mode 0600 from the first instant (a umask during bind, so
+/// the socket is never, even briefly, reachable by other users).
+pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
+    let sock = home.socket();
+    let _ = std::fs::remove_file(&sock);
+    // SAFETY: umask only changes this process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = tokio::net::UnixListener::bind(&sock);
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", sock.display()))?;
+    Ok(listener)
+}
+
+fn run_inner(home: Home) -> Result<i32> {
+    let Some(_claim) = claim_home(&home)? else {
+        eprintln!("cohort: a daemon already runs for {}; leaving it be", home.root.display());
+        return Ok(0);
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,16 +97,7 @@ fn run_inner(home: Home) -> Result<i32> {
 }
 
 async fn serve(home: Home) -> Result<()> {
-    let sock = home.socket();
-    let _ = std::fs::remove_file(&sock);
-    // Bind with a umask so the socket is never, even briefly, reachable by other users.
-    // SAFETY: umask only changes this process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let listener = tokio::net::UnixListener::bind(&sock);
-    unsafe { libc::umask(old) };
-    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", sock.display()))?;
+    let listener = bind_api_socket(&home)?;
 
     let handle = supervisor::start(home.clone())?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
