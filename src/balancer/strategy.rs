@@ -65,7 +65,7 @@ impl Selector {
                     let w = pool.upstreams[i].weight as i64;
                     cw[i] += w;
                     total += w;
-                    if best.map_or(true, |b| cw[i] > cw[b]) {
+                    if best.is_none_or(|b| cw[i] > cw[b]) {
                         best = Some(i);
                     }
                 }
@@ -94,7 +94,7 @@ impl Selector {
                     let u = &pool.upstreams[i];
                     // active/weight in fixed point (x1000), no floats.
                     let load = (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64;
-                    if best.map_or(true, |(_, l)| load < l) {
+                    if best.is_none_or(|(_, l)| load < l) {
                         best = Some((i, load));
                     }
                 }

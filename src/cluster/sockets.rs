@@ -302,7 +302,7 @@ impl SocketGroup {
                     (None, ListenAddr::Tcp { ip, port }) => (*ip, *port),
                     _ => return false,
                 };
-                let wildcard = |ip: &Option<IpAddr>| ip.map_or(true, |i| i.is_unspecified());
+                let wildcard = |ip: &Option<IpAddr>| ip.is_none_or(|i| i.is_unspecified());
                 *port != 0
                     && held_port == *port
                     && (wildcard(ip) || wildcard(&held_ip) || held_ip == *ip)

@@ -75,7 +75,7 @@ pub fn resolve(
     if as_file.is_file() {
         let abs = std::fs::canonicalize(&as_file).unwrap_or(as_file.clone());
         let chosen = match explicit {
-            Some(i) if i == "none" => None,
+            Some("none") => None,
             Some(i) => Some(i.to_string()),
             None => interpreter_for(&abs).map(str::to_string),
         };
