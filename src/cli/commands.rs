@@ -37,7 +37,7 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
-        Command::Daemon | Command::Balance(_) | Command::ClusterDemo(_) => {
+        Command::Daemon | Command::Balance(_) => {
             unreachable!("dispatched in main")
         }
     }

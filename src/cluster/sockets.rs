@@ -123,6 +123,7 @@ enum ListenerKind {
 }
 
 impl SocketGroup {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
     }
@@ -180,6 +181,7 @@ impl SocketGroup {
     }
 
     /// The address `addr` is actually bound to (the port chosen for port 0), if a socket exists.
+    #[cfg(test)]
     pub fn local_addr(&self, addr: &ListenAddr) -> Option<SocketAddr> {
         self.listeners
             .iter()
@@ -198,11 +200,6 @@ impl SocketGroup {
         }
         self.live.insert(slot, live);
         self.reattach()
-    }
-
-    /// Whether `slot` is marked live.
-    pub fn is_live(&self, slot: usize) -> bool {
-        self.live.get(&slot).copied().unwrap_or(false)
     }
 
     /// Closes the sockets of `slot` (scale down). Connections still queued on them are reset by
@@ -291,7 +288,7 @@ impl SocketGroup {
                     (None, ListenAddr::Tcp { ip, port }) => (*ip, *port),
                     _ => return false,
                 };
-                let wildcard = |ip: &Option<IpAddr>| ip.map_or(true, |i| i.is_unspecified());
+                let wildcard = |ip: &Option<IpAddr>| ip.is_none_or(|i| i.is_unspecified());
                 *port != 0
                     && held_port == *port
                     && (wildcard(ip) || wildcard(&held_ip) || held_ip == *ip)

@@ -280,7 +280,7 @@ impl Supervisor {
     /// A new worker died before it was ready during a reload: the old one goes on serving.
     /// Returns true when the exit was handled that way.
     pub(super) fn reload_failed(&mut self, id: u32, exit: Exit) -> bool {
-        if !self.reloads.front().is_some_and(|j| j.current == Some(id)) {
+        if self.reloads.front().is_none_or(|j| j.current != Some(id)) {
             return false;
         }
         let Some(p) = self.procs.get_mut(&id) else {
