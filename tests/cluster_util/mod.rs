@@ -428,20 +428,31 @@ pub fn wait_online(c: &Cohort, name: &str, n: usize, timeout: Duration) -> Vec<(
 }
 
 /// Sends requests on new connections until every pid in `pids` has answered (at most `max`
-/// requests); fails the test otherwise. For "the new workers serve" checks after a change.
+/// answered requests, 10 s); fails the test otherwise. For "the new workers serve" checks.
 pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
     let mut seen = HashMap::<i32, usize>::new();
-    for _ in 0..max {
-        if pids.iter().all(|p| seen.contains_key(p)) {
-            return;
-        }
-        if let Ok(r) = get(port, "/") {
-            if let Some(pid) = r.pid() {
-                *seen.entry(pid).or_default() += 1;
+    let mut answered = 0;
+    let ok = wait_until(Duration::from_secs(10), || {
+        while answered < max {
+            if pids.iter().all(|p| seen.contains_key(p)) {
+                return true;
+            }
+            match get(port, "/") {
+                Ok(r) => {
+                    answered += 1;
+                    if let Some(pid) = r.pid() {
+                        *seen.entry(pid).or_default() += 1;
+                    }
+                }
+                Err(_) => return false, // not serving yet: poll again
             }
         }
-    }
-    panic!("not every one of {pids:?} answered within {max} requests: {seen:?}");
+        pids.iter().all(|p| seen.contains_key(p))
+    });
+    assert!(
+        ok,
+        "not every one of {pids:?} answered ({answered} answers): {seen:?}"
+    );
 }
 
 /// A fresh, free TCP port for the app (the daemon binds it on `[::]`).
