@@ -121,6 +121,9 @@ enum Want {
 struct Retiring {
     pid: i32,
     channel: Option<NodeSender>,
+    /// When it started (restored if its replacement fails to start).
+    started: Option<Instant>,
+    started_at: Option<u64>,
 }
 
 struct App {
@@ -743,6 +746,8 @@ impl Supervisor {
                         p.retiring.push(Retiring {
                             pid: old,
                             channel: p.channel.take(),
+                            started: p.started,
+                            started_at: p.started_at,
                         });
                     }
                 }
