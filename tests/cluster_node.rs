@@ -317,3 +317,91 @@ fn instances_max_counts_the_cpus_the_daemon_may_use() {
     assert_eq!(instances_for("-1", false), (cpus - 1).max(1), "-i -1");
     assert_eq!(instances_for("-1", true), 1, "-i -1 under taskset -c");
 }
+
+#[test]
+fn stopping_and_restarting_the_first_of_three_instances_keeps_steering_right() {
+    // Closing slot 0's socket makes the kernel move the last socket of the group into its index;
+    // the daemon's steering program must follow, or connections would go to a dead or wrong slot.
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 3, &[]);
+    let id0 = c.procs("web")[0]["id"].as_u64().expect("id").to_string();
+    c.ok(&["stop", &id0]);
+    let live = [procs[1].1, procs[2].1];
+    let mut per_pid: HashMap<i32, usize> = HashMap::new();
+    for i in 0..100 {
+        let mut conn = Conn::open(port).unwrap_or_else(|e| panic!("connect {i}: {e:?}"));
+        let pid = conn
+            .get("/", false)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"))
+            .pid()
+            .expect("pid");
+        assert!(
+            live.contains(&pid),
+            "request {i} answered by {pid}, not {live:?}"
+        );
+        *per_pid.entry(pid).or_default() += 1;
+    }
+    assert_eq!(per_pid.len(), 2, "{per_pid:?}");
+    c.ok(&["restart", &id0]);
+    let now = wait_online(&c, "web", 3, T);
+    assert_ne!(now[0].1, procs[0].1);
+    let pids: Vec<i32> = now.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(150, T);
+    let report = load.finish();
+    report.assert_no_failure("3 instances after stop + restart of instance 0");
+    assert_eq!(report.pids.len(), 3, "{:?}", report.pids);
+}
+
+#[test]
+fn delete_frees_the_port_for_the_next_app() {
+    let c = Cohort::new();
+    let port = app_port();
+    let app = cluster_fixture("http_app.js");
+    start(&c, "one", &app, port, 2, &[]);
+    c.ok(&["delete", "one"]);
+    let procs = start(&c, "two", &app, port, 2, &[]);
+    let pid = get(port, "/").expect("request").pid().expect("pid");
+    assert!(procs.iter().any(|p| p.1 == pid));
+}
+
+#[test]
+fn reload_with_a_broken_new_version_keeps_the_old_workers_serving() {
+    let c = Cohort::new();
+    let port = app_port();
+    let script = c.work.join("app.js");
+    std::fs::copy(cluster_fixture("http_app.js"), &script).expect("copy");
+    let procs = start(&c, "web", "app.js", port, 2, &[]);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(50, T);
+    std::fs::write(&script, "throw new Error('broken deploy');\n").expect("write");
+    let uptime = |c: &Cohort| -> Vec<u64> {
+        c.procs("web")
+            .iter()
+            .map(|p| p["uptime_ms"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let before = uptime(&c);
+    let err = c.fails(&["reload", "web"]);
+    assert!(
+        err.contains("reload incomplete") && err.contains("keeps serving"),
+        "{err}"
+    );
+    // They are the same processes: their uptime goes on (not reset by the failed replacement).
+    let after = uptime(&c);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a >= b),
+        "uptime went back: {before:?} → {after:?}"
+    );
+    assert!(c.procs("web").iter().all(|p| p["restarts"] == 0));
+    load.wait_more(50, T);
+    assert_eq!(
+        instances(&c, "web"),
+        procs,
+        "the old workers must keep running"
+    );
+    let report = load.finish();
+    report.assert_no_failure("reload with a new version that throws at start");
+}
