@@ -405,3 +405,28 @@ fn reload_with_a_broken_new_version_keeps_the_old_workers_serving() {
     let report = load.finish();
     report.assert_no_failure("reload with a new version that throws at start");
 }
+
+#[test]
+fn kill_9_of_a_worker_under_keepalive_load_loses_only_its_connections() {
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
+    let clients = 4;
+    let load = Load::start(port, Mode::KeepAlive, clients);
+    load.wait_more(100, T);
+    let victim = procs[0].1;
+    // SAFETY: kill(2) on a worker pid of this test's daemon.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let ok = wait_until(T, || {
+        let now = instances(&c, "web");
+        now.len() == 2 && now[0].1 != victim
+    });
+    assert!(ok, "{:?}", c.procs("web"));
+    load.wait_more(200, T);
+    let report = load.finish();
+    eprintln!("{}", report.summary("kill -9 under keep-alive load"));
+    assert_eq!(report.refused, 0, "{:?}", report.failed);
+    // Each client had at most one connection to the victim: its next request on it fails (a
+    // real client retries an idempotent request on a reused connection).
+    assert!(report.failed.len() <= clients, "{:?}", report.failed);
+}

@@ -152,3 +152,37 @@ fn shutdown_with_message_runs_the_apps_handler_on_reload_and_stop() {
         assert_eq!(p["last_exit_code"], 0, "{p}");
     }
 }
+
+#[test]
+fn reload_waits_for_each_new_worker_to_be_ready() {
+    let c = Cohort::new();
+    let port = app_port();
+    start(
+        &c,
+        "rdy",
+        &cluster_fixture("ready_app.js"),
+        port,
+        &["--wait-ready"],
+        &[],
+    );
+    let old = wait_online(&c, "rdy", 2, T);
+    wait_all_answer(port, &[old[0].1, old[1].1], 500);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(50, T);
+    let started = std::time::Instant::now();
+    c.ok(&["reload", "rdy"]);
+    // One slot at a time, each new worker 'ready' only 500 ms after it listens.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "reload took {:?}: it did not wait for 'ready'",
+        started.elapsed()
+    );
+    let new = wait_online(&c, "rdy", 2, T);
+    for (instance, pid) in &new {
+        let log = std::fs::read_to_string(c.log_path("rdy", *instance, "out")).unwrap_or_default();
+        assert!(log.contains(&format!("pid {pid} sending ready")), "{log}");
+    }
+    load.wait_more(50, T);
+    load.finish()
+        .assert_no_failure("reload with wait_ready, 2 new-connection clients");
+}

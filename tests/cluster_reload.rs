@@ -148,3 +148,25 @@ fn scale_under_keepalive_load_fails_no_request() {
     load.finish()
         .assert_no_failure("scale 2 → 1 → 3, 4 keep-alive clients");
 }
+
+#[test]
+fn restart_under_load_refuses_and_fails_nothing() {
+    // restart stops every worker at once, but the daemon keeps the sockets: connections queue
+    // until the new workers accept them, and the old ones drain what they had.
+    let c = Cohort::new();
+    let (port, old) = start(&c, "web", &cluster_fixture("http_app.js"), 2, &[]);
+    let keep = Load::start(port, Mode::KeepAlive, 2);
+    let fresh = Load::start(port, Mode::NewConn, 2);
+    keep.wait_more(50, T);
+    fresh.wait_more(50, T);
+    c.ok(&["restart", "web"]);
+    let new = wait_online(&c, "web", 2, T);
+    assert!(new.iter().zip(&old).all(|(n, o)| n.1 != o.1));
+    keep.wait_more(50, T);
+    fresh.wait_more(50, T);
+    keep.finish()
+        .assert_no_failure("restart, 2 keep-alive clients");
+    fresh
+        .finish()
+        .assert_no_failure("restart, 2 new-connection clients");
+}
