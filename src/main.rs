@@ -6,7 +6,6 @@
 mod api;
 mod balancer;
 mod cli;
-#[allow(dead_code)]
 mod cluster;
 mod config;
 mod daemon;
@@ -21,7 +20,6 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Balance(args) => balancer::run_foreground(args),
-        Command::ClusterDemo(args) => cluster::demo::run(args),
         command => with_home(|home| match command {
             Command::Daemon => daemon::run(home),
             Command::Run(args) => daemon::foreground::run(args, home),

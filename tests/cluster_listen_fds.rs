@@ -1,65 +1,87 @@
-//! Any language through systemd-style socket activation: a Python server that takes its
-//! listening socket from fd 3 (LISTEN_FDS=1), hosted by `cohort __cluster-demo --listen-fds`.
+//! Cluster mode for any language through systemd socket activation: `cohort start server.py -i 2
+//! --port P` gives each worker its slot's socket at fd 3 (LISTEN_FDS=1, LISTEN_PID = the worker's
+//! own pid). Python workers share the port, and reload replaces them without a failed request.
 
 mod cluster_util;
-
-use std::collections::HashMap;
+mod common;
 
 use cluster_util::*;
+use common::*;
+use std::collections::HashSet;
+use std::time::Duration;
 
-const SERVER: &str = r#"
-import os, socket
-# sd_listen_fds(3) rules: the fds are for us only if LISTEN_PID is our pid.
-assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID is not ours"
-assert os.environ["LISTEN_FDS"] == "1"
-s = socket.socket(fileno=3)
-s.setblocking(True)
-name = os.environ["LISTEN_FDNAMES"]
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    body = ("%d %s" % (os.getpid(), name)).encode()
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-    c.close()
-"#;
+const T: Duration = Duration::from_secs(10);
+
+/// Starts the Python fixture as `py` with `-i 2 --port P` and waits until both workers answer.
+fn start_py(c: &Cohort, script: &str, extra: &[&str]) -> (u16, Vec<(u32, i32)>) {
+    let port = app_port();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "start", script, "--name", "py", "-i", "2", "--port", &port_s,
+    ];
+    args.extend_from_slice(extra);
+    c.ok(&args);
+    let procs = wait_online(c, "py", 2, T);
+    wait_serving(port, T);
+    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    (port, procs)
+}
 
 #[test]
-fn python_workers_share_a_port_via_listen_fds() {
-    let dir = temp_dir("listenfds");
-    let script = dir.join("server.py");
-    std::fs::write(&script, SERVER).expect("write");
-    let port = free_port();
-    let port_s = port.to_string();
-    let d = Demo::start(
-        &dir.join("home"),
-        &[
-            "--workers",
-            "2",
-            "--port",
-            &port_s,
-            "--listen-fds",
-            "python3",
-            script.to_str().expect("utf8"),
-        ],
-    );
-    let pids = [d.pid_of(0, 1), d.pid_of(1, 2)];
-    let mut seen: HashMap<i32, usize> = HashMap::new();
-    for _ in 0..60 {
-        let r = poll("a response", 10, || get(port, "/").ok());
-        let (pid, name) = r.body.split_once(' ').expect("body");
-        assert_eq!(name, "http");
-        *seen.entry(pid.parse().expect("pid")).or_default() += 1;
+fn python_workers_share_a_port_by_socket_activation() {
+    let c = Cohort::new();
+    let (port, procs) = start_py(&c, &cluster_fixture("server.py"), &[]);
+    for row in c.procs("py") {
+        assert_eq!(row["mode"], "cluster", "{row}");
     }
-    let mut got: Vec<i32> = seen.keys().copied().collect();
-    got.sort();
-    let mut want = pids.to_vec();
-    want.sort();
-    assert_eq!(
-        got, want,
-        "both workers (with the pids cohort started) must serve"
+    let mut seen: HashSet<i32> = HashSet::new();
+    for _ in 0..100 {
+        let v = get(port, "/").expect("request").json();
+        let pid = v["pid"].as_i64().expect("pid") as i32;
+        // sd_listen_fds(3): LISTEN_PID must be the worker's own pid (not a shell's, not the daemon's).
+        assert_eq!(v["listen_pid"], pid.to_string(), "{v}");
+        assert_eq!(v["listen_fds"], "1", "{v}");
+        assert_eq!(v["fdnames"], format!("port{port}"), "{v}");
+        seen.insert(pid);
+    }
+    let want: HashSet<i32> = procs.iter().map(|p| p.1).collect();
+    assert_eq!(seen, want, "both workers (the pids in ls) must serve");
+}
+
+#[test]
+fn python_reload_under_new_connection_load_fails_no_request() {
+    let c = Cohort::new();
+    // SIGTERM is what Python servers (gunicorn, uvicorn) treat as "stop gracefully".
+    let (port, old) = start_py(
+        &c,
+        &cluster_fixture("server.py"),
+        &["--kill-signal", "SIGTERM"],
     );
-    assert!(
-        !d.has("exited"),
-        "a worker died (LISTEN_PID or fd 3 wrong?)"
-    );
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(50, T);
+    c.ok(&["reload", "py"]);
+    let new = wait_online(&c, "py", 2, T);
+    for (o, n) in old.iter().zip(&new) {
+        assert_ne!(o.1, n.1, "instance {} was not replaced", o.0);
+        assert!(
+            !alive(o.1),
+            "old worker {} still runs after reload returned",
+            o.1
+        );
+    }
+    load.clear_pids();
+    for (_, pid) in &new {
+        load.wait_pid(*pid, T);
+    }
+    let report = load.finish();
+    report.assert_no_failure("python reload under new-connection load");
+    for (_, pid) in &old {
+        let log = c.log("py", "out")
+            + &std::fs::read_to_string(c.log_path("py", 1, "out")).unwrap_or_default();
+        assert!(
+            log.contains(&format!("pid {pid} stopped")),
+            "old worker {pid} did not stop gracefully:\n{log}"
+        );
+    }
 }

@@ -1,269 +1,432 @@
-//! Cluster mode with real Node workers, hosted by the internal `cohort __cluster-demo` harness:
-//! an unchanged `http.createServer().listen(port)` app shares one port across workers that accept
-//! straight from the daemon's sockets.
+//! Cluster mode with the real CLI and daemon and unchanged Node apps: `cohort start app.js -i N`
+//! shares one port across N real cluster workers. Spread, `ls` rows and logs, kill -9 under load,
+//! a slot with no live worker gets no connections, stop with a request in flight, two apps on
+//! one port, `-i max` under a CPU limit.
 
 mod cluster_util;
-
-use std::collections::{HashMap, HashSet};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
 use cluster_util::*;
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-/// The unchanged app: it knows nothing about cohort. `/slow` answers after 400 ms.
-const APP: &str = r#"
-const http = require('http');
-const cluster = require('cluster');
-const server = http.createServer((req, res) => {
-  const body = JSON.stringify({ pid: process.pid, isWorker: cluster.isWorker });
-  if (req.url === '/slow') { console.log('got /slow'); setTimeout(() => res.end(body), 400); }
-  else res.end(body);
-});
-server.on('error', (e) => { console.log('listen error ' + e.code); process.exit(5); });
-server.listen(Number(process.env.APP_PORT || process.env.PORT));
-"#;
+const T: Duration = Duration::from_secs(10);
 
-fn setup(name: &str) -> (std::path::PathBuf, u16) {
-    let dir = temp_dir(name);
-    std::fs::write(dir.join("app.js"), APP).expect("write app");
-    (dir, free_port())
-}
-
-fn start(dir: &std::path::Path, port: u16, extra: &[&str]) -> Demo {
-    let app = dir.join("app.js");
-    let port_s = port.to_string();
-    let mut args = vec!["--workers", "2", "--port", &port_s];
+/// Starts `script` as app `name` with `-i n` and PORT=`port` (plus `extra` flags); waits until
+/// every worker answers. Returns (instance, pid) by instance.
+fn start(
+    c: &Cohort,
+    name: &str,
+    script: &str,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+) -> Vec<(u32, i32)> {
+    let n_s = n.to_string();
+    let mut args = vec!["start", script, "--name", name, "-i", &n_s];
     args.extend_from_slice(extra);
-    args.push(app.to_str().expect("utf8 path"));
-    let d = Demo::start(&dir.join("home"), &args);
-    d.wait_line("live slot 0 gen", 20);
-    d.wait_line("live slot 1 gen", 20);
-    d
-}
-
-fn pid_in(body: &str) -> i32 {
-    let v: serde_json::Value = serde_json::from_str(body).expect("json body");
-    v["pid"].as_i64().expect("pid") as i32
+    let o = c.cmd_env(&args, &[("PORT", &port.to_string())]);
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    let procs = wait_online(c, name, n, T);
+    wait_serving(port, T);
+    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    procs
 }
 
 #[test]
-fn requests_spread_over_workers_that_are_cluster_workers() {
-    let (dir, port) = setup("spread");
-    let d = start(&dir, port, &[]);
+fn requests_spread_over_workers_that_are_real_cluster_workers() {
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
+
+    // ls: one row per worker, cluster mode, instances 0 and 1.
+    let rows = c.procs("web");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["mode"], "cluster", "{row}");
+        assert_eq!(row["instance"], i as u64, "{row}");
+    }
+
+    // 200 new connections: both workers serve, neither takes more than 75 %.
     let mut per_pid: HashMap<i32, usize> = HashMap::new();
-    for _ in 0..100 {
+    let mut instance_of: HashMap<i32, String> = HashMap::new();
+    for _ in 0..200 {
         let r = get(port, "/").expect("request");
         assert_eq!(r.status, 200);
-        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-        assert_eq!(v["isWorker"], true, "cluster.isWorker must be true");
-        *per_pid.entry(pid_in(&r.body)).or_default() += 1;
+        let v = r.json();
+        assert_eq!(v["isWorker"], true, "cluster.isWorker must be true: {v}");
+        let pid = v["pid"].as_i64().expect("pid") as i32;
+        *per_pid.entry(pid).or_default() += 1;
+        instance_of.insert(pid, v["instance"].as_str().unwrap_or("?").to_string());
     }
-    let expected: HashSet<i32> = [d.pid_of(0, 1), d.pid_of(1, 2)].into();
-    assert_eq!(per_pid.keys().copied().collect::<HashSet<_>>(), expected);
-    // Random steering, Binomial(100, 1/2): below 20 is practically impossible.
-    assert!(per_pid.values().all(|n| *n >= 20), "uneven: {per_pid:?}");
+    eprintln!("spread over 200 new connections: {per_pid:?}");
+    let mut got: Vec<i32> = per_pid.keys().copied().collect();
+    got.sort();
+    let mut want: Vec<i32> = procs.iter().map(|p| p.1).collect();
+    want.sort();
+    assert_eq!(got, want, "the workers in ls must be the ones answering");
+    let busiest = per_pid.values().max().copied().unwrap_or(0);
+    assert!(busiest <= 150, "uneven spread: {per_pid:?}");
+
+    // NODE_APP_INSTANCE matches ls, and each worker writes its own log files.
+    for (instance, pid) in &procs {
+        assert_eq!(instance_of[pid], instance.to_string(), "pid {pid}");
+        let out = c.log_path("web", *instance, "out");
+        let line = format!("pid {pid} instance {instance} listening");
+        let ok = wait_until(T, || {
+            std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&line))
+        });
+        assert!(ok, "{} lacks {line:?}", out.display());
+        assert!(c.log_path("web", *instance, "err").exists());
+    }
 }
 
 #[test]
 fn kill_9_of_a_worker_under_load_refuses_no_connection() {
-    let (dir, port) = setup("kill9");
-    let d = start(&dir, port, &[]);
-    let victim = d.pid_of(1, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let pids = Arc::new(Mutex::new(HashMap::<i32, usize>::new()));
-    let done = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let (stop, failures, pids, done) =
-            (stop.clone(), failures.clone(), pids.clone(), done.clone());
-        std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(20);
-            for _ in 0..5000 {
-                if stop.load(Ordering::Relaxed) || Instant::now() > end {
-                    break;
-                }
-                let mut conn = match TcpStream::connect(("127.0.0.1", port)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failures.lock().expect("f").push(format!("connect: {e}"));
-                        continue;
-                    }
-                };
-                match get_on(&mut conn, "/") {
-                    Ok(r) if r.status == 200 => {
-                        *pids
-                            .lock()
-                            .expect("pids")
-                            .entry(pid_in(&r.body))
-                            .or_default() += 1
-                    }
-                    Ok(r) => failures
-                        .lock()
-                        .expect("f")
-                        .push(format!("status {}", r.status)),
-                    Err(e) => failures.lock().expect("f").push(e.to_string()),
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    poll("some load", 10, || {
-        (done.load(Ordering::Relaxed) > 50).then_some(())
-    });
-    // SAFETY: kill(2) on a worker pid our demo started.
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
+    let victim = procs[1].1;
+    let clients = 2;
+    let load = Load::start(port, Mode::NewConn, clients);
+    load.wait_more(100, T);
+    let before_kill = load.ok();
+    // SAFETY: kill(2) on a worker pid of this test's daemon (seen in its ls).
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    d.wait_line("exited slot 1 gen 2", 10);
-    d.wait_line("live slot 1 gen 3", 20);
-    let replacement = d.pid_of(1, 3);
-    poll("replacement serving", 20, || {
-        pids.lock()
-            .expect("pids")
-            .contains_key(&replacement)
-            .then_some(())
-    });
-    stop.store(true, Ordering::Relaxed);
-    load.join().expect("load thread");
-    let failures = failures.lock().expect("f");
-    // No connection may be refused. The one request the victim was serving when SIGKILLed dies
-    // with it (reset): the load loop is sequential, so that is at most one.
-    let refused: Vec<_> = failures
-        .iter()
-        .filter(|f| f.starts_with("connect"))
-        .collect();
-    assert!(refused.is_empty(), "refused: {refused:?}");
-    assert!(failures.len() <= 1, "failed requests: {failures:?}");
-}
 
-/// A client that keeps its connection alive, reconnecting only when told `Connection: close`.
-fn keepalive_client(
-    port: u16,
-    stop: Arc<AtomicBool>,
-    failures: Arc<Mutex<Vec<String>>>,
-    pids: Arc<Mutex<HashSet<i32>>>,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut conn: Option<TcpStream> = None;
-        let mut n = 0;
-        while n < 20000 && !stop.load(Ordering::Relaxed) && Instant::now() < end {
-            let s = match conn.take() {
-                Some(s) => s,
-                None => match TcpStream::connect(("127.0.0.1", port)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failures.lock().expect("f").push(format!("connect: {e}"));
-                        continue;
-                    }
-                },
-            };
-            let mut s = s;
-            match get_on(&mut s, "/") {
-                Ok(r) if r.status == 200 => {
-                    pids.lock().expect("p").insert(pid_in(&r.body));
-                    if !r.closes() {
-                        conn = Some(s);
-                    }
-                }
-                Ok(r) => failures
-                    .lock()
-                    .expect("f")
-                    .push(format!("status {}", r.status)),
-                Err(e) => failures.lock().expect("f").push(e.to_string()),
-            }
-            n += 1;
-        }
-        n
-    })
+    // Same instance number, new pid, online, and it serves.
+    let mut replacement = 0;
+    let ok = wait_until(T, || {
+        let now = instances(&c, "web");
+        replacement = now.iter().find(|(i, _)| *i == 1).map(|p| p.1).unwrap_or(0);
+        now.len() == 2 && replacement != 0 && replacement != victim
+    });
+    assert!(ok, "no replacement for instance 1: {:?}", c.procs("web"));
+    load.wait_pid(replacement, T);
+    load.wait_more(100, T);
+    let report = load.finish();
+    eprintln!("{}", report.summary("kill -9 under new-connection load"));
+    assert!(report.ok > before_kill + 100);
+    assert_eq!(
+        report.refused, 0,
+        "refused connections: {:?}",
+        report.failed
+    );
+    // Only requests the victim had accepted die with it: at most one per client.
+    assert!(
+        report.failed.len() <= clients,
+        "more failures than requests in flight: {:?}",
+        report.failed
+    );
+    let row = c
+        .procs("web")
+        .into_iter()
+        .find(|p| p["instance"] == 1)
+        .expect("instance 1");
+    assert_eq!(row["restarts"], 1, "{row}");
+    assert_eq!(row["status"], "online", "{row}");
 }
 
 #[test]
-fn reload_with_keepalive_clients_fails_no_request() {
-    let (dir, port) = setup("reload");
-    let d = start(&dir, port, &["--kill-timeout", "5000"]);
-    let old: HashSet<i32> = [d.pid_of(0, 1), d.pid_of(1, 2)].into();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let pids = Arc::new(Mutex::new(HashSet::new()));
-    let clients: Vec<_> = (0..4)
-        .map(|_| keepalive_client(port, stop.clone(), failures.clone(), pids.clone()))
-        .collect();
-    poll("clients on the old workers", 10, || {
-        let p = pids.lock().expect("p");
-        (!p.is_empty() && p.is_subset(&old)).then_some(())
-    });
-    d.signal(libc::SIGHUP);
-    d.wait_line("reloaded", 30);
-    // Old workers drain and exit by themselves (status 0), well before the kill timeout.
-    let a = d.wait_line("exited slot 0 gen 1", 10);
-    let b = d.wait_line("exited slot 1 gen 2", 10);
-    assert!(
-        a.contains("unix_wait_status(0)") && b.contains("unix_wait_status(0)"),
-        "{a} / {b}"
-    );
-    let new: HashSet<i32> = [d.pid_of(0, 3), d.pid_of(1, 4)].into();
-    pids.lock().expect("p").clear();
-    // Keep-alive clients stay where they reconnected (4 connections may all land on one worker).
-    poll("clients on the new workers", 10, || {
-        (!pids.lock().expect("p").is_empty()).then_some(())
-    });
-    let after = pids.lock().expect("p").clone();
-    assert!(
-        after.is_subset(&new),
-        "responses from old workers after they exited: {after:?}"
-    );
-    stop.store(true, Ordering::Relaxed);
-    let total: usize = clients.into_iter().map(|c| c.join().expect("client")).sum();
-    assert!(!d.has("kill -9"), "a worker had to be killed");
-    assert!(old.is_disjoint(&new));
-    let failures = failures.lock().expect("f");
-    assert!(
-        failures.is_empty(),
-        "{} of {total} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+fn a_stopped_instance_gets_no_connection() {
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
+    let id1 = c
+        .procs("web")
+        .into_iter()
+        .find(|p| p["instance"] == 1)
+        .and_then(|p| p["id"].as_u64())
+        .expect("id of instance 1")
+        .to_string();
+    c.ok(&["stop", &id1]);
+    assert_eq!(c.procs("web")[1]["status"], "stopped");
+    for i in 0..100 {
+        let r = get(port, "/").unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_eq!(r.pid(), Some(procs[0].1), "request {i} went elsewhere");
+    }
 }
 
 #[test]
-fn stop_finishes_in_flight_requests_with_connection_close() {
-    let (dir, port) = setup("stop");
-    let mut d = start(&dir, port, &["--kill-timeout", "5000"]);
-    // A keep-alive connection with one request done, then a slow one in flight during the stop.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let first = get_on(&mut s, "/").expect("first");
+fn a_crashed_instance_waiting_for_its_restart_gets_no_connection() {
+    // The dead slot's socket stays open for the replacement (5 s later): a connection steered to
+    // it would wait there, so every request must be answered at once by the live worker.
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(
+        &c,
+        "web",
+        &cluster_fixture("http_app.js"),
+        port,
+        2,
+        &["--restart-delay", "5000"],
+    );
+    // SAFETY: kill(2) on a worker pid of this test's daemon.
+    unsafe { libc::kill(procs[1].1, libc::SIGKILL) };
+    let ok = wait_until(T, || c.procs("web")[1]["status"] == "waiting_restart");
+    assert!(ok, "{:?}", c.procs("web"));
+    let started = Instant::now();
+    for i in 0..100 {
+        let mut conn = Conn::open(port).unwrap_or_else(|e| panic!("connect {i}: {e:?}"));
+        let r = conn
+            .get("/", false)
+            .unwrap_or_else(|e| panic!("request {i} was not answered at once: {e}"));
+        assert_eq!(r.pid(), Some(procs[0].1), "request {i}");
+    }
+    // All of it well inside the restart delay (a steered-away connection would wait ~5 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.procs("web")[1]["status"], "waiting_restart");
+}
+
+#[test]
+fn stop_finishes_a_request_in_flight_with_connection_close() {
+    let c = Cohort::new();
+    let port = app_port();
+    start(
+        &c,
+        "web",
+        &cluster_fixture("http_app.js"),
+        port,
+        1,
+        &["-x", "cluster", "--kill-timeout", "5000"],
+    );
+    let mut conn = Conn::open(port).expect("connect");
+    let first = conn.get("/", true).expect("first request");
     assert!(!first.closes());
-    let slow = std::thread::spawn(move || get_on(&mut s, "/slow"));
-    d.wait_line("got /slow", 10);
-    d.signal(libc::SIGTERM);
-    let r = slow.join().expect("join").expect("slow request failed");
+    let slow = std::thread::spawn(move || conn.get("/slow", true));
+    c.wait_log("web", "out", "got /slow", T);
+    let started = Instant::now();
+    c.ok(&["stop", "web"]);
+    let r = slow
+        .join()
+        .expect("join")
+        .expect("the in-flight request failed");
     assert_eq!(r.status, 200);
     assert!(
         r.closes(),
-        "in-flight response during a drain must say Connection: close"
+        "a response during the drain must say Connection: close"
     );
-    assert_eq!(d.wait_exit(10), Some(0));
-    assert!(!d.has("kill -9"));
+    // It exited by itself (the shim), long before the 5 s kill timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.procs("web")[0]["status"], "stopped");
 }
 
 #[test]
-fn listen_on_a_port_taken_elsewhere_fails_with_eaddrinuse() {
-    let (dir, _) = setup("inuse");
-    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port().to_string();
-    let app = dir.join("app.js");
-    let d = Demo::start(
-        &dir.join("home"),
+fn a_second_app_on_the_same_port_gets_eaddrinuse() {
+    let c = Cohort::new();
+    let port = app_port();
+    let app = cluster_fixture("http_app.js");
+    start(&c, "first", &app, port, 2, &[]);
+    let o = c.cmd_env(
         &[
-            "--workers",
-            "1",
-            "--port",
-            &port,
-            app.to_str().expect("utf8"),
+            "start",
+            &app,
+            "--name",
+            "second",
+            "-i",
+            "2",
+            "--max-restarts",
+            "0",
         ],
+        &[("PORT", &port.to_string())],
     );
-    d.wait_line("queryServer", 20);
-    d.wait_line("listen error EADDRINUSE", 20);
-    drop(taken);
+    assert!(o.success(), "{}", o.stderr);
+    let err = c.log_path("second", 0, "err");
+    let ok = wait_until(T, || {
+        std::fs::read_to_string(&err).is_ok_and(|t| t.contains("EADDRINUSE"))
+    });
+    assert!(
+        ok,
+        "second's error log lacks EADDRINUSE: {:?}",
+        std::fs::read_to_string(&err)
+    );
+    // The first app keeps the port.
+    let pids: Vec<i32> = instances(&c, "first").iter().map(|p| p.1).collect();
+    for _ in 0..20 {
+        let pid = get(port, "/").expect("request").pid().expect("pid");
+        assert!(
+            pids.contains(&pid),
+            "{pid} is not a worker of the first app"
+        );
+    }
+}
+
+/// The first CPU this test process may run on.
+fn one_cpu() -> usize {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");
+    (0..nix::sched::CpuSet::count())
+        .find(|i| set.is_set(*i).unwrap_or(false))
+        .expect("some CPU")
+}
+
+/// `cohort start` with instances `i` of a trivial Node app, the CLI (so the daemon it starts)
+/// pinned to one CPU when `pinned`; returns how many processes the app got.
+fn instances_for(i: &str, pinned: bool) -> usize {
+    let c = Cohort::new();
+    let script = c.write("idle.js", "setInterval(() => {}, 1000);\n");
+    let script = script.to_string_lossy().into_owned();
+    let args = ["start", &script, "--name", "idle", "-i", i];
+    let o = if pinned {
+        let mut cmd = std::process::Command::new("taskset");
+        cmd.arg("-c")
+            .arg(one_cpu().to_string())
+            .arg(BIN)
+            .args(args)
+            .env("COHORT_HOME", &c.home)
+            .current_dir(&c.work)
+            .stdin(std::process::Stdio::null());
+        c.run(cmd)
+    } else {
+        c.cmd(&args)
+    };
+    assert!(o.success(), "{}{}", o.stdout, o.stderr);
+    let daemon = c.daemon_pid().expect("daemon pid");
+    let status = std::fs::read_to_string(format!("/proc/{daemon}/status")).unwrap_or_default();
+    let allowed = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap_or("")
+        .to_string();
+    if pinned {
+        assert!(
+            allowed.ends_with(&format!("\t{}", one_cpu())),
+            "the daemon is not pinned: {allowed}"
+        );
+    }
+    c.procs("idle").len()
+}
+
+#[test]
+fn instances_max_counts_the_cpus_the_daemon_may_use() {
+    // std's count honours the affinity mask and cgroup quotas, as cohort's does.
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    assert_eq!(instances_for("max", true), 1, "-i max under taskset -c");
+    assert_eq!(instances_for("max", false), cpus, "-i max");
+    assert_eq!(instances_for("-1", false), (cpus - 1).max(1), "-i -1");
+    assert_eq!(instances_for("-1", true), 1, "-i -1 under taskset -c");
+}
+
+#[test]
+fn stopping_and_restarting_the_first_of_three_instances_keeps_steering_right() {
+    // Closing slot 0's socket makes the kernel move the last socket of the group into its index;
+    // the daemon's steering program must follow, or connections would go to a dead or wrong slot.
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 3, &[]);
+    let id0 = c.procs("web")[0]["id"].as_u64().expect("id").to_string();
+    c.ok(&["stop", &id0]);
+    let live = [procs[1].1, procs[2].1];
+    let mut per_pid: HashMap<i32, usize> = HashMap::new();
+    for i in 0..100 {
+        let mut conn = Conn::open(port).unwrap_or_else(|e| panic!("connect {i}: {e:?}"));
+        let pid = conn
+            .get("/", false)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"))
+            .pid()
+            .expect("pid");
+        assert!(
+            live.contains(&pid),
+            "request {i} answered by {pid}, not {live:?}"
+        );
+        *per_pid.entry(pid).or_default() += 1;
+    }
+    assert_eq!(per_pid.len(), 2, "{per_pid:?}");
+    c.ok(&["restart", &id0]);
+    let now = wait_online(&c, "web", 3, T);
+    assert_ne!(now[0].1, procs[0].1);
+    let pids: Vec<i32> = now.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(150, T);
+    let report = load.finish();
+    report.assert_no_failure("3 instances after stop + restart of instance 0");
+    assert_eq!(report.pids.len(), 3, "{:?}", report.pids);
+}
+
+#[test]
+fn delete_frees_the_port_for_the_next_app() {
+    let c = Cohort::new();
+    let port = app_port();
+    let app = cluster_fixture("http_app.js");
+    start(&c, "one", &app, port, 2, &[]);
+    c.ok(&["delete", "one"]);
+    let procs = start(&c, "two", &app, port, 2, &[]);
+    let pid = get(port, "/").expect("request").pid().expect("pid");
+    assert!(procs.iter().any(|p| p.1 == pid));
+}
+
+#[test]
+fn reload_with_a_broken_new_version_keeps_the_old_workers_serving() {
+    let c = Cohort::new();
+    let port = app_port();
+    let script = c.work.join("app.js");
+    std::fs::copy(cluster_fixture("http_app.js"), &script).expect("copy");
+    let procs = start(&c, "web", "app.js", port, 2, &[]);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(50, T);
+    std::fs::write(&script, "throw new Error('broken deploy');\n").expect("write");
+    let uptime = |c: &Cohort| -> Vec<u64> {
+        c.procs("web")
+            .iter()
+            .map(|p| p["uptime_ms"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let before = uptime(&c);
+    let err = c.fails(&["reload", "web"]);
+    assert!(
+        err.contains("reload incomplete") && err.contains("keeps serving"),
+        "{err}"
+    );
+    // They are the same processes: their uptime goes on (not reset by the failed replacement).
+    let after = uptime(&c);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a >= b),
+        "uptime went back: {before:?} → {after:?}"
+    );
+    assert!(c.procs("web").iter().all(|p| p["restarts"] == 0));
+    load.wait_more(50, T);
+    assert_eq!(
+        instances(&c, "web"),
+        procs,
+        "the old workers must keep running"
+    );
+    let report = load.finish();
+    report.assert_no_failure("reload with a new version that throws at start");
+}
+
+#[test]
+fn kill_9_of_a_worker_under_keepalive_load_loses_only_its_connections() {
+    let c = Cohort::new();
+    let port = app_port();
+    let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
+    let clients = 4;
+    let load = Load::start(port, Mode::KeepAlive, clients);
+    load.wait_more(100, T);
+    let victim = procs[0].1;
+    // SAFETY: kill(2) on a worker pid of this test's daemon.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let ok = wait_until(T, || {
+        let now = instances(&c, "web");
+        now.len() == 2 && now[0].1 != victim
+    });
+    assert!(ok, "{:?}", c.procs("web"));
+    load.wait_more(200, T);
+    let report = load.finish();
+    eprintln!("{}", report.summary("kill -9 under keep-alive load"));
+    assert_eq!(report.refused, 0, "{:?}", report.failed);
+    // Each client had at most one connection to the victim: its next request on it fails (a
+    // real client retries an idempotent request on a reused connection).
+    assert!(report.failed.len() <= clients, "{:?}", report.failed);
 }

@@ -1,14 +1,16 @@
 //! The Node preload (src/shim/node.cjs) on its own: `node --require shim app`, no daemon.
 
 mod cluster_util;
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cluster_util::*;
+use common::*;
 
 const SHIM: &str = include_str!("../src/shim/node.cjs");
 
@@ -41,23 +43,36 @@ impl Node {
         Node { child, lines }
     }
     fn wait_line(&self, needle: &str) {
-        poll(needle, 15, || {
+        let ok = wait_until(Duration::from_secs(15), || {
             self.lines
                 .lock()
                 .expect("l")
                 .iter()
                 .any(|l| l.contains(needle))
-                .then_some(())
-        })
+        });
+        assert!(ok, "node never printed {needle:?}");
     }
     fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on the pid we started.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
     fn wait_exit(&mut self) -> Option<i32> {
+        let mut status = None;
         let c = &mut self.child;
-        poll("node exit", 15, || c.try_wait().ok().flatten()).code()
+        let ok = wait_until(Duration::from_secs(15), || {
+            status = c.try_wait().ok().flatten();
+            status.is_some()
+        });
+        assert!(ok, "node did not exit");
+        status.and_then(|s| s.code())
     }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cohort-shim-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 impl Drop for Node {
@@ -69,7 +84,8 @@ impl Drop for Node {
 
 #[test]
 fn an_apps_own_sigint_handler_runs_and_decides() {
-    let dir = temp_dir("shim-own");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let port = free_port();
     std::fs::write(
         dir.join("app.js"),
@@ -84,17 +100,17 @@ process.on('SIGINT', () => {
 "#,
     )
     .expect("write");
-    let mut n = Node::start(&dir, "app.js", &[("PORT", &port.to_string())]);
+    let mut n = Node::start(dir, "app.js", &[("PORT", &port.to_string())]);
     n.wait_line("listening");
     n.signal(libc::SIGINT);
     n.wait_line("app handler ran");
     assert_eq!(n.wait_exit(), Some(7));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn esm_app_without_handler_drains_keepalive_and_exits_0() {
-    let dir = temp_dir("shim-esm");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let port = free_port();
     std::fs::write(
         dir.join("app.mjs"),
@@ -108,16 +124,16 @@ http.createServer((req, res) => {
     )
     .expect("write");
     let mut n = Node::start(
-        &dir,
+        dir,
         "app.mjs",
         &[("PORT", &port.to_string()), ("COHORT_KILL_TIMEOUT", "5000")],
     );
     n.wait_line("listening");
     // One idle keep-alive connection and one with a request in flight.
-    let mut idle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    assert!(!get_on(&mut idle, "/").expect("fast").closes());
-    let mut busy = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let slow = std::thread::spawn(move || get_on(&mut busy, "/slow"));
+    let mut idle = Conn::open(port).expect("connect");
+    assert!(!idle.get("/", true).expect("fast").closes());
+    let mut busy = Conn::open(port).expect("connect");
+    let slow = std::thread::spawn(move || busy.get("/slow", true));
     n.wait_line("got /slow");
     n.signal(libc::SIGTERM);
     let r = slow
@@ -127,24 +143,25 @@ http.createServer((req, res) => {
     assert_eq!(r.body, "slow");
     assert!(r.closes());
     // The idle connection may still send one request during the grace period: answered, closed.
-    let again = get_on(&mut idle, "/").expect("request on the idle connection during the drain");
+    let again = idle
+        .get("/", true)
+        .expect("request on the idle connection during the drain");
     assert_eq!(again.body, "fast");
     assert!(again.closes());
     assert_eq!(n.wait_exit(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn app_without_servers_exits_0_on_sigterm() {
-    let dir = temp_dir("shim-none");
+    let tmp = tempdir();
+    let dir = tmp.path();
     std::fs::write(
         dir.join("app.js"),
         "setInterval(() => {}, 1000); console.log('up');",
     )
     .expect("write");
-    let mut n = Node::start(&dir, "app.js", &[]);
+    let mut n = Node::start(dir, "app.js", &[]);
     n.wait_line("up");
     n.signal(libc::SIGTERM);
     assert_eq!(n.wait_exit(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }

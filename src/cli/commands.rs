@@ -40,7 +40,6 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Monit => crate::monit::run(home).await,
         Command::Daemon
         | Command::Balance(_)
-        | Command::ClusterDemo(_)
         | Command::Startup(_)
         | Command::Unstartup(_)
         | Command::Run(_) => {

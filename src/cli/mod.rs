@@ -66,9 +66,6 @@ pub enum Command {
     Daemon,
     /// Run an HTTP or TCP load balancer in the foreground.
     Balance(crate::balancer::BalanceArgs),
-    /// INTERNAL test harness (not a user command): run one cluster app in the foreground.
-    #[command(name = "__cluster-demo", hide = true)]
-    ClusterDemo(crate::cluster::demo::DemoArgs),
     /// Open the terminal dashboard: processes, cpu/memory charts and logs, with restart/reload/stop keys.
     Monit,
     /// Start the daemon at boot and resurrect the saved apps (writes a systemd, OpenRC or launchd unit).

@@ -1,9 +1,8 @@
 //! Cluster mode: N workers of one app share its listening sockets, which the daemon binds and
 //! holds (it is never in the request path). `sockets` owns the sockets and the kernel-level
-//! steering, `node_ipc` speaks Node's IPC channel (cluster-worker emulation), `demo` is an internal
-//! foreground harness used by tests until the supervisor hosts these pieces. See docs/cluster.md.
+//! steering, `node_ipc` speaks Node's IPC channel (cluster-worker emulation); the supervisor
+//! (src/daemon/supervisor/cluster.rs) drives them. See docs/cluster.md.
 
-pub mod demo;
 pub mod node_ipc;
 pub mod sockets;
 

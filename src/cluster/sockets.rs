@@ -123,6 +123,7 @@ enum ListenerKind {
 }
 
 impl SocketGroup {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
     }
@@ -180,6 +181,7 @@ impl SocketGroup {
     }
 
     /// The address `addr` is actually bound to (the port chosen for port 0), if a socket exists.
+    #[cfg(test)]
     pub fn local_addr(&self, addr: &ListenAddr) -> Option<SocketAddr> {
         self.listeners
             .iter()
@@ -209,11 +211,6 @@ impl SocketGroup {
         }
         self.live.insert(slot, live);
         self.reattach()
-    }
-
-    /// Whether `slot` is marked live.
-    pub fn is_live(&self, slot: usize) -> bool {
-        self.live.get(&slot).copied().unwrap_or(false)
     }
 
     /// Closes the sockets of `slot` (scale down). Connections still queued on them are reset by

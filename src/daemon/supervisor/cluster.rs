@@ -307,11 +307,20 @@ impl Supervisor {
         if p.want != Want::Run {
             return false;
         }
-        let Some(Retiring { pid, channel, .. }) = p.retiring.pop() else {
+        let Some(Retiring {
+            pid,
+            channel,
+            started,
+            started_at,
+            ..
+        }) = p.retiring.pop()
+        else {
             return false;
         };
         p.pid = Some(pid);
         p.channel = channel;
+        p.started = started;
+        p.started_at = started_at;
         p.ready = true;
         p.status = Status::Online;
         let how = match (exit.code, exit.signal) {

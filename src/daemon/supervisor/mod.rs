@@ -126,6 +126,9 @@ struct Retiring {
     channel: Option<NodeSender>,
     /// Asked to stop already (never signalled twice: a second signal cuts a drain short).
     stopping: bool,
+    /// When it started (restored if its replacement fails to start).
+    started: Option<Instant>,
+    started_at: Option<u64>,
 }
 
 struct App {
@@ -775,6 +778,8 @@ impl Supervisor {
                             pid: old,
                             channel: p.channel.take(),
                             stopping: false,
+                            started: p.started,
+                            started_at: p.started_at,
                         });
                     }
                 }
