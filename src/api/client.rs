@@ -155,7 +155,11 @@ impl Client {
 
     /// A request that may legitimately take long (a stop waits out kill_timeout, a reload waits for
     /// every worker): the daemon must answer a ping at once, then the request has no time limit.
-    pub async fn post_long<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    pub async fn post_long<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         self.ping().await?;
         let body = serde_json::to_vec(body).context("encoding the request")?;
         let resp = self.send("POST", path, Some(body)).await?;

@@ -62,7 +62,8 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
             let http1 = req.version() < Version::HTTP_2;
             let draining = this.draining.clone();
             let mut resp = this.handle(req).await;
-            if http1 && *draining.borrow() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            if http1 && *draining.borrow() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -296,7 +296,11 @@ fn selector(target: &str) -> Result<Selector> {
 /// One selector for several targets (`cohort stop api worker 3`).
 fn selectors(targets: &[String]) -> Result<Selector> {
     let mut all: Vec<Selector> = targets.iter().map(|t| selector(t)).collect::<Result<_>>()?;
-    Ok(if all.len() == 1 { all.remove(0) } else { Selector::Many(all) })
+    Ok(if all.len() == 1 {
+        all.remove(0)
+    } else {
+        Selector::Many(all)
+    })
 }
 
 async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
@@ -371,7 +375,13 @@ async fn balancer_status(admin: &str) -> Result<serde_json::Value> {
         let req = hyper::Request::get("/status")
             .header("host", admin)
             .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+        let body = sender
+            .send_request(req)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
         Ok::<_, anyhow::Error>(serde_json::from_slice(&body)?)
     };
     tokio::time::timeout(std::time::Duration::from_secs(2), fut)
@@ -592,7 +602,9 @@ fn process_exists(pid: nix::unistd::Pid) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z") | Some("X"))
 }
 

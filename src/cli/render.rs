@@ -201,9 +201,16 @@ pub fn detail(d: &ProcessDetail) -> String {
 pub fn upstreams(status: &serde_json::Value) -> String {
     let mut out = String::from("  upstreams\n");
     let empty = Vec::new();
-    let list = status.get("upstreams").and_then(|u| u.as_array()).unwrap_or(&empty);
+    let list = status
+        .get("upstreams")
+        .and_then(|u| u.as_array())
+        .unwrap_or(&empty);
     for u in list {
-        let field = |k: &str| u.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let field = |k: &str| {
+            u.get(k)
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
         out.push_str(&format!(
             "    {:<24} {:<5} weight {:<3} requests {:<8} errors {:<6} active {}\n",
             field("address"),

@@ -216,7 +216,10 @@ pub fn from_value(
                         spec.name
                     ));
                 }
-                if opts.only.is_none_or(|only| only.iter().any(|n| n == &spec.name)) {
+                if opts
+                    .only
+                    .is_none_or(|only| only.iter().any(|n| n == &spec.name))
+                {
                     loaded.apps.push(spec);
                 }
             }
@@ -622,12 +625,12 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
     let spec: crate::balancer::spec::BalancerSpec =
         serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
     spec.validate().map_err(|e| format!("{at}.{e}"))?;
-    let name = spec
-        .name
-        .clone()
-        .ok_or_else(|| format!("{at}.name: missing (every balancer needs a name, e.g. \"edge\")"))?;
+    let name = spec.name.clone().ok_or_else(|| {
+        format!("{at}.name: missing (every balancer needs a name, e.g. \"edge\")")
+    })?;
     validate_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("{at}: cannot find the cohort executable: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("{at}: cannot find the cohort executable: {e}"))?;
     let mut app = AppSpec::new(name, exe.to_string_lossy().into_owned(), dir.to_path_buf());
     app.exec_mode = ExecMode::Cluster;
     app.listen = vec![spec.listen.clone()];

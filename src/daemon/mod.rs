@@ -52,12 +52,14 @@ pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
         .write(true)
         .open(home.lock())
         .with_context(|| format!("opening {}", home.lock().display()))?;
-    let lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+    let lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
         Ok(lock) => lock,
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => return Err(e).context("locking the daemon lock file"),
     };
-    std::fs::write(home.pid_file(), std::process::id().to_string()).context("writing daemon.pid")?;
+    std::fs::write(home.pid_file(), std::process::id().to_string())
+        .context("writing daemon.pid")?;
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -82,7 +84,10 @@ pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
 
 fn run_inner(home: Home) -> Result<i32> {
     let Some(_claim) = claim_home(&home)? else {
-        eprintln!("cohort: a daemon already runs for {}; leaving it be", home.root.display());
+        eprintln!(
+            "cohort: a daemon already runs for {}; leaving it be",
+            home.root.display()
+        );
         return Ok(0);
     };
     let rt = tokio::runtime::Builder::new_current_thread()

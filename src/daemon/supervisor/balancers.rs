@@ -10,18 +10,32 @@ use std::time::Duration;
 impl Supervisor {
     /// `["balance", "--spec-json", …]` for balancer `name`, or `Ok(None)` when an `app:NAME`
     /// upstream does not listen yet (try again shortly).
-    pub(super) fn balancer_argv(&mut self, name: &str, spec: &Value) -> Result<Option<Vec<String>>, String> {
+    pub(super) fn balancer_argv(
+        &mut self,
+        name: &str,
+        spec: &Value,
+    ) -> Result<Option<Vec<String>>, String> {
         let mut spec = spec.clone();
-        let entries = spec.get("upstreams").and_then(Value::as_array).cloned().unwrap_or_default();
+        let entries = spec
+            .get("upstreams")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mut resolved = Vec::new();
         for entry in entries {
             let (text, weight) = match &entry {
                 Value::String(s) => {
                     let mut words = s.split_whitespace();
-                    (words.next().unwrap_or("").to_string(), words.next().map(str::to_string))
+                    (
+                        words.next().unwrap_or("").to_string(),
+                        words.next().map(str::to_string),
+                    )
                 }
                 Value::Object(o) => (
-                    o.get("address").and_then(Value::as_str).unwrap_or("").to_string(),
+                    o.get("address")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                     o.get("weight").map(|w| format!("weight={w}")),
                 ),
                 _ => (String::new(), None),
@@ -63,16 +77,22 @@ impl Supervisor {
         }
         if let Some(id) = self.apps.get(name).and_then(|a| a.procs.first()) {
             if let Some(p) = self.procs.get_mut(id) {
-                p.admin = spec.get("admin").and_then(Value::as_str).map(str::to_string);
+                p.admin = spec
+                    .get("admin")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
         }
-        let json = serde_json::to_string(&spec).map_err(|e| format!("encoding the balancer spec: {e}"))?;
+        let json =
+            serde_json::to_string(&spec).map_err(|e| format!("encoding the balancer spec: {e}"))?;
         Ok(Some(vec!["balance".into(), "--spec-json".into(), json]))
     }
 
     /// Tries to start process `id` again in a moment (a balancer waiting for its upstream app).
     pub(super) fn retry_spawn(&mut self, id: u32, keep_old: bool) {
-        let Some(p) = self.procs.get_mut(&id) else { return };
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         p.gen += 1;
         p.want = Want::Run;
         if p.pid.is_none() {

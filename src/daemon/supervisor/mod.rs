@@ -88,7 +88,11 @@ pub enum Msg {
     },
     Scale(crate::api::ScaleRequest, Reply<Vec<ProcessInfo>>),
     /// A balancer waits for the app it balances to listen.
-    SpawnRetry { id: u32, gen: u64, keep_old: bool },
+    SpawnRetry {
+        id: u32,
+        gen: u64,
+        keep_old: bool,
+    },
 }
 
 /// A cloneable handle to the supervisor task.
@@ -363,7 +367,11 @@ impl Supervisor {
             Msg::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
             Msg::Scale(req, reply) => self.scale(req, reply),
             Msg::SpawnRetry { id, gen, keep_old } => {
-                if self.procs.get(&id).is_some_and(|p| p.gen == gen && p.want == Want::Run) {
+                if self
+                    .procs
+                    .get(&id)
+                    .is_some_and(|p| p.gen == gen && p.want == Want::Run)
+                {
                     self.spawn_worker(id, keep_old);
                 }
             }
@@ -846,7 +854,9 @@ impl Supervisor {
     /// Records why process `id` could not start (in its error log and daemon.log). A reload keeps
     /// the old process; otherwise the process is `errored`.
     fn spawn_failed(&mut self, id: u32, keep_old: bool, why: &str) {
-        let Some(p) = self.procs.get_mut(&id) else { return };
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         let msg = format!("cohort: cannot start {}:{}: {why}", p.app, p.instance);
         eprintln!("{msg}");
         // The reason goes where the user looks first: the app's error log.
