@@ -21,7 +21,7 @@ fn main() {
     let code = match cli.command {
         Command::Balance(args) => balancer::run_foreground(args),
         command => with_home(|home| match command {
-            Command::Daemon => daemon::run(home),
+            Command::Daemon(args) => daemon::run(home, args.if_absent),
             Command::Run(args) => daemon::foreground::run(args, home),
             Command::Startup(args) => startup::install(args, home),
             Command::Unstartup(args) => startup::uninstall(args, home),

@@ -500,6 +500,46 @@ fn slow_upstream_is_a_504() {
 }
 
 #[test]
+fn idempotent_request_to_a_silent_upstream_is_retried_elsewhere() {
+    // Upstream A accepts connections and never answers (a host that fell off the network looks
+    // like this to a proxy); B answers. Every GET must come back 200 from B.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pa = silent.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for s in silent.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let (_b, pb) = backend("b");
+    let bal = balancer(&[
+        "--upstream",
+        &up(pa),
+        "--upstream",
+        &up(pb),
+        "--upstream-timeout",
+        "300ms",
+    ]);
+    for _ in 0..4 {
+        let t = Instant::now();
+        let r = get(bal.port, "/");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.body.trim(), "b", "{}", r.head);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+    // A POST was never retried (it may have had effects): the silent upstream gives 504.
+    let post = (0..4)
+        .map(|_| http(bal.port, "POST", "/echo", "", b"x").status)
+        .collect::<Vec<_>>();
+    assert!(post.iter().all(|s| *s == 200 || *s == 504), "{post:?}");
+}
+
+#[test]
 fn websocket_upgrade_is_tunnelled() {
     let (_a, pa) = backend("a");
     let bal = balancer(&["--upstream", &up(pa)]);

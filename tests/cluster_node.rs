@@ -430,3 +430,54 @@ fn kill_9_of_a_worker_under_keepalive_load_loses_only_its_connections() {
     // real client retries an idempotent request on a reused connection).
     assert!(report.failed.len() <= clients, "{:?}", report.failed);
 }
+
+#[test]
+fn a_stopping_app_refuses_new_connections_instead_of_queueing_them() {
+    // While the only workers drain a slow request, nothing will accept new connections: the
+    // daemon must let go of the port so clients are refused (and a balancer in front moves on at
+    // once) rather than queued and reset when the port finally closes.
+    let c = Cohort::new();
+    let port = app_port();
+    start(
+        &c,
+        "web",
+        &cluster_fixture("http_app.js"),
+        port,
+        2,
+        &["--kill-timeout", "5000"],
+    );
+    let mut conn = Conn::open(port).expect("connect");
+    let slow = std::thread::spawn(move || conn.get("/slow", true));
+    c.wait_log("web", "out", "got /slow", T);
+    let stop = c.command(&["stop", "web"]).spawn().expect("cohort stop");
+    c.adopt(stop);
+    assert!(
+        wait_until(T, || c
+            .procs("web")
+            .iter()
+            .any(|p| p["status"] == "stopping")),
+        "the app never started stopping"
+    );
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(mut s) => {
+            // Accepted by the kernel: it must then be served, not reset.
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(T)).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 64];
+            let n = s
+                .read(&mut buf)
+                .expect("a connection accepted during stop was reset");
+            assert!(
+                n > 0,
+                "a connection accepted during stop was closed unanswered"
+            );
+        }
+    }
+    let r = slow
+        .join()
+        .expect("join")
+        .expect("the in-flight request failed");
+    assert_eq!(r.status, 200);
+}

@@ -317,3 +317,20 @@ fn kill_waits_for_an_app_that_ignores_sigint() {
     );
     assert!(!alive(pid), "the stubborn app survived `cohort kill`");
 }
+
+#[test]
+fn foreground_daemon_refuses_a_home_another_daemon_holds() {
+    // An init system running `cohort daemon` must learn it did not start one.
+    let c = Cohort::new();
+    c.ok(&["ping"]);
+    let first = c.daemon_pid().expect("daemon pid");
+    let err = c.fails(&["daemon"]);
+    assert!(err.contains("error: a daemon already runs for"), "{err}");
+    assert!(err.contains("cohort kill"), "{err}");
+    assert_eq!(
+        c.daemon_pid(),
+        Some(first),
+        "the running daemon was disturbed"
+    );
+    assert!(alive(first));
+}

@@ -95,6 +95,7 @@ impl Client {
             .context("cannot find the cohort executable to start the daemon")?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("daemon")
+            .arg("--if-absent")
             .env("COHORT_HOME", &self.home.root)
             .stdin(std::process::Stdio::null())
             .stdout(

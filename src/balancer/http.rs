@@ -237,6 +237,19 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
         })
 }
 
+/// A bodiless request rebuilt from a saved head, to try again on another upstream.
+fn resend(
+    m: &Method,
+    u: &http::Uri,
+    h: &http::HeaderMap,
+) -> Request<Either<Incoming, Empty<Bytes>>> {
+    let mut r = Request::new(Either::Right(Empty::new()));
+    *r.method_mut() = m.clone();
+    *r.uri_mut() = u.clone();
+    *r.headers_mut() = h.clone();
+    r
+}
+
 fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -394,6 +407,7 @@ impl Proxy {
         let mut ntried = 0;
         let mut retries_left = s.retries;
         let max_attempts = pool.upstreams.len() + s.retries as usize + 2;
+        let mut timed_out: Option<usize> = None;
         for _ in 0..max_attempts {
             let Some(req) = upreq.take() else { break };
             let Some(idx) = pool.pick(key, &tried[..ntried]) else {
@@ -424,7 +438,17 @@ impl Proxy {
                 tokio::time::timeout(s.upstream_timeout, co.sender.try_send_request(req)).await;
             match sent {
                 Err(_elapsed) => {
+                    // Too slow: an error of this upstream (a host that fell off the network looks
+                    // like this; the health checks take it out), and an idempotent bodiless
+                    // request goes to another upstream, as NGINX's `proxy_next_upstream timeout`
+                    // does. With none left, the answer is 504.
                     pool.upstreams[idx].errors.fetch_add(1, Relaxed);
+                    timed_out = Some(idx);
+                    if let (Some((m, u, h)), true) = (&retry_head, retries_left > 0) {
+                        retries_left -= 1;
+                        upreq = Some(resend(m, u, h));
+                        continue;
+                    }
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
                     }
@@ -453,11 +477,7 @@ impl Proxy {
                     match &retry_head {
                         Some((m, u, h)) if retries_left > 0 => {
                             retries_left -= 1;
-                            let mut r = Request::new(Either::Right(Empty::new()));
-                            *r.method_mut() = m.clone();
-                            *r.uri_mut() = u.clone();
-                            *r.headers_mut() = h.clone();
-                            upreq = Some(r);
+                            upreq = Some(resend(m, u, h));
                             continue;
                         }
                         _ => {
@@ -522,6 +542,16 @@ impl Proxy {
                     return Response::from_parts(rp, body);
                 }
             }
+        }
+        if let Some(idx) = timed_out {
+            if let Some(l) = log.as_mut() {
+                l.upstream = Some(idx);
+            }
+            return self.error(
+                log,
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 Gateway Timeout: the upstream did not answer in time\n",
+            );
         }
         self.error(
             log,

@@ -38,7 +38,7 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
         Command::Monit => crate::monit::run(home).await,
-        Command::Daemon
+        Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)
         | Command::Unstartup(_)

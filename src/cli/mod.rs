@@ -63,7 +63,7 @@ pub enum Command {
     Update,
     /// Run the daemon in the foreground (what the CLI starts in the background; for init systems).
     #[command(hide = true)]
-    Daemon,
+    Daemon(DaemonArgs),
     /// Run an HTTP or TCP load balancer in the foreground.
     Balance(crate::balancer::BalanceArgs),
     /// Open the terminal dashboard: processes, cpu/memory charts and logs, with restart/reload/stop keys.
@@ -100,6 +100,14 @@ pub struct RunArgs {
     /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:9615), for probes.
     #[arg(long, value_name = "ADDR")]
     pub health: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Exit quietly (status 0) when a daemon already runs for this home; what the CLI uses when
+    /// it starts one. Without it, that is an error (an init system must not think it started one).
+    #[arg(long, hide = true)]
+    pub if_absent: bool,
 }
 
 #[derive(Args, Debug, Default)]

@@ -26,8 +26,10 @@ pub fn now_ms() -> u64 {
 }
 
 /// Runs the daemon until `cohort kill` or SIGTERM/SIGINT; returns the exit code.
-pub fn run(home: Home) -> i32 {
-    match run_inner(home) {
+/// With `if_absent`, a daemon already running for the home is success (the CLI's auto-start racing
+/// another CLI); otherwise it is an error.
+pub fn run(home: Home, if_absent: bool) -> i32 {
+    match run_inner(home, if_absent) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -82,13 +84,20 @@ pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-fn run_inner(home: Home) -> Result<i32> {
+fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
     let Some(_claim) = claim_home(&home)? else {
-        eprintln!(
-            "cohort: a daemon already runs for {}; leaving it be",
-            home.root.display()
+        if if_absent {
+            eprintln!(
+                "cohort: a daemon already runs for {}; leaving it be",
+                home.root.display()
+            );
+            return Ok(0);
+        }
+        anyhow::bail!(
+            "a daemon already runs for {} (pid {}); stop it with `cohort kill` first, or use another COHORT_HOME",
+            home.root.display(),
+            std::fs::read_to_string(home.pid_file()).unwrap_or_default().trim()
         );
-        return Ok(0);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -78,6 +78,20 @@ impl Supervisor {
         }
     }
 
+    /// Whether another process of `id`'s app runs and is meant to go on running.
+    pub(super) fn others_serving(&self, id: u32) -> bool {
+        let Some(p) = self.procs.get(&id) else {
+            return false;
+        };
+        self.apps.get(&p.app).is_some_and(|a| {
+            a.procs.iter().filter(|o| **o != id).any(|o| {
+                self.procs
+                    .get(o)
+                    .is_some_and(|q| q.pid.is_some() && q.want == Want::Run)
+            })
+        })
+    }
+
     /// Connections queued on the slot of process `id`.
     pub(super) fn queued(&mut self, id: u32) -> u32 {
         let Some(p) = self.procs.get(&id) else {

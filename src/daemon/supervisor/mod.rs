@@ -310,6 +310,9 @@ impl Supervisor {
             Msg::Shutdown(reply) => {
                 self.shutting_down = true;
                 let ids: Vec<u32> = self.procs.keys().copied().collect();
+                for p in self.procs.values_mut().filter(|p| p.pid.is_some()) {
+                    p.want = Want::Stop;
+                }
                 let waits = ids
                     .iter()
                     .filter_map(|id| self.stop(*id, Want::Stop))
@@ -890,12 +893,19 @@ impl Supervisor {
                 p.waiters.push(tx);
                 let gen = p.gen;
                 if cluster {
-                    // No new connections for this slot; the ones queued on it are accepted first
-                    // when the slot goes away for good (scale down, stop of one instance).
+                    // No new connections for this slot.
                     self.set_live(id, false);
-                    if want != Want::Restart && self.queued(id) > 0 {
-                        self.drain_check(id, gen, 100);
-                        return Some(rx);
+                    if want != Want::Restart {
+                        if !self.others_serving(id) {
+                            // Nothing else serves the port: the daemon lets go of the socket now,
+                            // so new connections are refused (and go elsewhere) instead of being
+                            // queued with no one left to accept them.
+                            self.release_slot(id);
+                        } else if self.queued(id) > 0 {
+                            // Other slots serve: connections queued here are accepted first.
+                            self.drain_check(id, gen, 100);
+                            return Some(rx);
+                        }
                     }
                 }
                 self.send_stop(id);
@@ -986,6 +996,18 @@ impl Supervisor {
                 return;
             }
         };
+        if matches!(req.action, Action::Stop | Action::Delete) {
+            // Everything selected is going away: none of it counts as serving for the others.
+            for id in &ids {
+                if let Some(p) = self.procs.get_mut(id).filter(|p| p.pid.is_some()) {
+                    p.want = if req.action == Action::Stop {
+                        Want::Stop
+                    } else {
+                        Want::Delete
+                    };
+                }
+            }
+        }
         let mut waits = Vec::new();
         for &id in &ids {
             match req.action {
