@@ -17,9 +17,7 @@
   const idleGrace = Math.min(1000, killTimeout / 4);
 
   const servers = new Map(); // server -> Set of its connections
-  const active = new WeakMap(); // connection -> requests in flight
   let draining = false;
-  let graceOver = false;
 
   const origListen = net.Server.prototype.listen;
   net.Server.prototype.listen = function listen() {
@@ -27,6 +25,9 @@
     return origListen.apply(this, arguments);
   };
 
+  // Nothing here runs per request: tracking costs one listener per server and two per connection,
+  // so an app serving at full speed pays nothing for being drainable. Per-request work (the
+  // `Connection: close` header) starts only once draining does.
   function track(server) {
     if (servers.has(server)) return;
     const conns = new Set();
@@ -34,28 +35,19 @@
     server.once('close', () => { servers.delete(server); maybeExit(); });
     server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (sock) => {
       conns.add(sock);
-      active.set(sock, 0);
       sock.once('close', () => conns.delete(sock));
-    });
-    // 'request' only exists on HTTP(S) servers; on a plain net.Server this never fires.
-    server.prependListener('request', (req, res) => {
-      const sock = req.socket;
-      active.set(sock, (active.get(sock) || 0) + 1);
-      if (draining) res.setHeader('Connection', 'close');
-      let done = false;
-      const finish = () => {
-        if (done) return;
-        done = true;
-        active.set(sock, (active.get(sock) || 1) - 1);
-        if (graceOver) setImmediate(endIfIdle, sock);
-      };
-      res.once('finish', finish);
-      res.once('close', finish);
     });
   }
 
+  // A connection is busy while an HTTP response is attached to it (Node sets `_httpMessage` from
+  // the response's start until it finished).
   function endIfIdle(sock) {
-    if ((active.get(sock) || 0) === 0 && !sock.destroyed) sock.end();
+    if (!sock._httpMessage && !sock.destroyed) sock.end();
+  }
+
+  // During the drain every response says `Connection: close`, so Node ends its connection after it.
+  function closeAfterResponse(req, res) {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
   }
 
   let exitTimer = null;
@@ -70,6 +62,7 @@
     if (draining) return;
     draining = true;
     for (const [server, conns] of servers) {
+      if (server.listenerCount('request') > 0) server.prependListener('request', closeAfterResponse);
       // net's close(), not http's: Node >= 19's http close() also drops idle keep-alive
       // connections at once, which races with requests clients are sending on them.
       if (server.listening) net.Server.prototype.close.call(server);
@@ -79,9 +72,13 @@
         if (res && !res.headersSent) res.setHeader('Connection', 'close');
       }
     }
+    // Idle keep-alive connections get a moment to send one more request (answered with
+    // `Connection: close`); ending them at once would race with a request on its way. After that,
+    // idle connections are ended as they become idle.
     setTimeout(() => {
-      graceOver = true;
-      for (const conns of servers.values()) for (const sock of conns) endIfIdle(sock);
+      const sweep = () => { for (const conns of servers.values()) for (const sock of conns) endIfIdle(sock); };
+      sweep();
+      setInterval(sweep, 50).unref();
     }, idleGrace).unref();
     setTimeout(() => {
       for (const conns of servers.values()) for (const sock of conns) sock.destroy();
