@@ -175,7 +175,16 @@ struct Resp {
 
 /// One HTTP/1.1 exchange on a fresh connection (`Connection: close`); `extra` is raw header lines.
 fn http(port: u16, method: &str, path: &str, extra: &str, body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            return Resp {
+                status: 0,
+                head: format!("connect to the balancer failed: {e}"),
+                body: String::new(),
+            }
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
@@ -424,10 +433,14 @@ fn backend_killed_and_restarted_under_load() {
                     break;
                 }
                 let r = get(port, "/");
-                results
-                    .lock()
-                    .unwrap()
-                    .push((r.status, r.body.trim().to_string()));
+                results.lock().unwrap().push((
+                    r.status,
+                    if r.status == 200 {
+                        r.body.trim().to_string()
+                    } else {
+                        r.head.clone()
+                    },
+                ));
             }
         }));
     }

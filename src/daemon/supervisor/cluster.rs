@@ -2,7 +2,7 @@
 //! to workers), Node's IPC messages (queryServer, listening, 'ready'), readiness, zero-downtime
 //! reload one slot at a time, scale up/down, and draining a slot before it goes away.
 
-use super::{notify, stop_process, Handle, Msg, Reply, Retiring, Supervisor, Want};
+use super::{fire_ready, notify, stop_process, Handle, Msg, Reply, Retiring, Supervisor, Want};
 use crate::api::{ProcessInfo, ScaleRequest, Status};
 use crate::cluster::node_ipc::NodeMessage;
 use crate::cluster::sockets::ListenAddr;
@@ -193,6 +193,7 @@ impl Supervisor {
             return;
         }
         p.ready = true;
+        fire_ready(p);
         if p.status == Status::Launching {
             p.status = Status::Online;
         }

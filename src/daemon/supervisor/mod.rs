@@ -167,6 +167,8 @@ struct Proc {
     channel: Option<NodeSender>,
     /// The current process signalled readiness (listening / 'ready' / listen_timeout).
     ready: bool,
+    /// Fired when the current process is ready or gone (`start` answers once its apps serve).
+    ready_waiters: Vec<oneshot::Sender<()>>,
     /// Processes replaced by a reload, draining until they exit.
     retiring: Vec<Retiring>,
     /// A balancer's admin address (GET /status), for `describe`.
@@ -251,10 +253,12 @@ fn signal_name(sig: i32) -> String {
 impl Supervisor {
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Start(req, reply) => {
-                let r = self.start_apps(req);
-                let _ = reply.send(r);
-            }
+            Msg::Start(req, reply) => match self.start_apps(req) {
+                Ok(waits) => self.reply_when_done(waits, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Msg::Act(req, reply) => self.act(req, reply),
             Msg::List(reply) => {
                 let _ = reply.send(Ok(self.list()));
@@ -491,7 +495,9 @@ impl Supervisor {
 
     // ----- start -----
 
-    fn start_apps(&mut self, req: StartRequest) -> Result<Vec<ProcessInfo>, String> {
+    /// Starts (or, for a config file, restarts) the apps; returns what to wait for before
+    /// answering: every new process ready (listening, 'ready', or listen_timeout) or gone.
+    fn start_apps(&mut self, req: StartRequest) -> Result<Vec<oneshot::Receiver<()>>, String> {
         if self.shutting_down {
             return Err("the daemon is shutting down (run the command again in a moment)".into());
         }
@@ -513,15 +519,32 @@ impl Supervisor {
         }
         let mut waits = Vec::new();
         for spec in req.apps {
+            let name = spec.name.clone();
             if self.apps.contains_key(&spec.name) {
                 waits.extend(self.replace_and_restart(spec));
             } else {
                 let count = spec.instances.resolve(self.cpus);
                 self.create_app(spec, count, true);
             }
+            let ids = self
+                .apps
+                .get(&name)
+                .map(|a| a.procs.clone())
+                .unwrap_or_default();
+            waits.extend(ids.into_iter().filter_map(|id| self.until_ready(id)));
         }
-        drop(waits);
-        Ok(self.list())
+        Ok(waits)
+    }
+
+    /// A receiver that fires when process `id` is ready or gone; None if it is already either.
+    fn until_ready(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        let p = self.procs.get_mut(&id)?;
+        if p.ready || p.pid.is_none() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        p.ready_waiters.push(tx);
+        Some(rx)
     }
 
     /// Registers an app and its processes; starts them unless `run` is false.
@@ -570,6 +593,7 @@ impl Supervisor {
                 waiters: Vec::new(),
                 channel: None,
                 ready: false,
+                ready_waiters: Vec::new(),
                 retiring: Vec::new(),
                 admin: None,
                 out,
@@ -872,6 +896,7 @@ impl Supervisor {
             p.pid = None;
             p.want = Want::Stop;
             notify(p);
+            fire_ready(p);
             self.release_slot(id);
         }
     }
@@ -1076,6 +1101,7 @@ impl Supervisor {
         }
         p.pid = None;
         p.channel = None;
+        fire_ready(p);
         let was_ready = std::mem::replace(&mut p.ready, false);
         p.gen += 1;
         p.last_exit_code = exit.code;
@@ -1260,6 +1286,13 @@ fn stop_process(pid: i32, channel: Option<NodeSender>, spec: &AppSpec) {
     }
     let sig = crate::config::parse_signal(&spec.kill_signal).unwrap_or(Signal::SIGINT);
     let _ = kill(Pid::from_raw(-pid), sig);
+}
+
+/// Wakes everyone waiting for this process to be ready (or gone).
+fn fire_ready(p: &mut Proc) {
+    for w in p.ready_waiters.drain(..) {
+        let _ = w.send(());
+    }
 }
 
 /// Wakes everyone waiting for this process to settle.
