@@ -443,8 +443,8 @@ fn a_stopping_app_refuses_new_connections_instead_of_queueing_them() {
         "web",
         &cluster_fixture("http_app.js"),
         port,
-        2,
-        &["--kill-timeout", "5000"],
+        1,
+        &["-x", "cluster", "--kill-timeout", "5000"],
     );
     let mut conn = Conn::open(port).expect("connect");
     let slow = std::thread::spawn(move || conn.get("/slow", true));

@@ -391,7 +391,8 @@ def start_cohort_balancer(reg, root, key, port, backends):
         raise NotYet("no `cohort balance`")
     d = os.path.join(root, key)
     os.makedirs(d, exist_ok=True)
-    argv = [binary, "balance", "--listen", f"127.0.0.1:{port}"]
+    # Access logs are off for every proxy in this scenario (NGINX: access_log off; HAProxy: no log).
+    argv = [binary, "balance", "--listen", f"127.0.0.1:{port}", "--no-access-log"]
     for b in backends:
         argv += ["--upstream", f"127.0.0.1:{b}"]
     log = os.path.join(d, "stderr.log")
