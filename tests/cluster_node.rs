@@ -13,27 +13,7 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
-/// Starts `script` as app `name` with `-i n` and PORT=`port` (plus `extra` flags); waits until
-/// every worker answers. Returns (instance, pid) by instance.
-fn start(
-    c: &Cohort,
-    name: &str,
-    script: &str,
-    port: u16,
-    n: usize,
-    extra: &[&str],
-) -> Vec<(u32, i32)> {
-    let n_s = n.to_string();
-    let mut args = vec!["start", script, "--name", name, "-i", &n_s];
-    args.extend_from_slice(extra);
-    let o = c.cmd_env(&args, &[("PORT", &port.to_string())]);
-    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
-    let procs = wait_online(c, name, n, T);
-    wait_serving(port, T);
-    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
-    wait_all_answer(port, &pids, 500);
-    procs
-}
+use cluster_util::start_cluster as start;
 
 #[test]
 fn requests_spread_over_workers_that_are_real_cluster_workers() {
@@ -480,4 +460,26 @@ fn a_stopping_app_refuses_new_connections_instead_of_queueing_them() {
         .expect("join")
         .expect("the in-flight request failed");
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn start_answers_once_the_workers_serve() {
+    // The README's first command curls right after `start`: the port must already be served.
+    let c = Cohort::new();
+    let port = app_port();
+    let o = c.cmd_env(
+        &[
+            "start",
+            &cluster_fixture("http_app.js"),
+            "--name",
+            "web",
+            "-i",
+            "2",
+        ],
+        &[("PORT", &port.to_string())],
+    );
+    assert!(o.success(), "{}", o.stderr);
+    let r = get(port, "/").expect("the first request right after start");
+    assert_eq!(r.status, 200);
+    assert!(c.procs("web").iter().all(|p| p["status"] == "online"));
 }

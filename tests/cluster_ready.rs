@@ -21,6 +21,42 @@ fn start(c: &Cohort, name: &str, script: &str, port: u16, extra: &[&str], env: &
     assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
 }
 
+/// Runs `start` in the background (it answers only once the workers are ready) while polling
+/// `ls`; returns every (status, uptime_ms) seen per instance, and checks `start` then succeeded.
+fn start_watching(
+    c: &Cohort,
+    name: &str,
+    script: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<Vec<(String, u64)>> {
+    let mut args = vec!["start", script, "--name", name, "-i", "2"];
+    args.extend_from_slice(extra);
+    let mut cmd = c.command(&args);
+    cmd.env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("cohort start");
+    let seen = statuses_until_online(c, name);
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for cohort start") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cohort start did not return"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "cohort start failed: {status}");
+    seen
+}
+
 /// Polls `ls` until both processes of `name` are online; returns every (status, uptime_ms) seen
 /// per instance, in order.
 fn statuses_until_online(c: &Cohort, name: &str) -> Vec<Vec<(String, u64)>> {
@@ -46,7 +82,7 @@ fn statuses_until_online(c: &Cohort, name: &str) -> Vec<Vec<(String, u64)>> {
 fn wait_ready_keeps_workers_launching_until_they_say_ready() {
     let c = Cohort::new();
     let port = app_port();
-    start(
+    let seen = start_watching(
         &c,
         "rdy",
         &cluster_fixture("ready_app.js"),
@@ -54,7 +90,6 @@ fn wait_ready_keeps_workers_launching_until_they_say_ready() {
         &["--wait-ready"],
         &[],
     );
-    let seen = statuses_until_online(&c, "rdy");
     for (i, s) in seen.iter().enumerate() {
         assert!(
             s.iter().any(|(st, _)| st == "launching"),
@@ -76,7 +111,7 @@ fn wait_ready_keeps_workers_launching_until_they_say_ready() {
 fn listen_timeout_makes_a_silent_worker_online() {
     let c = Cohort::new();
     let port = app_port();
-    start(
+    let seen = start_watching(
         &c,
         "silent",
         &cluster_fixture("ready_app.js"),
@@ -84,7 +119,6 @@ fn listen_timeout_makes_a_silent_worker_online() {
         &["--wait-ready", "--listen-timeout", "1000"],
         &[("READY_AFTER_MS", "never")],
     );
-    let seen = statuses_until_online(&c, "silent");
     for (i, s) in seen.iter().enumerate() {
         assert!(s.iter().any(|(st, _)| st == "launching"), "{i}: {s:?}");
         let (_, uptime) = s.iter().find(|(st, _)| st == "online").expect("online");

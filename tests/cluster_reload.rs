@@ -15,16 +15,7 @@ const T: Duration = Duration::from_secs(10);
 /// worker answers. Returns the port and (instance, pid) by instance.
 fn start(c: &Cohort, name: &str, script: &str, n: usize, extra: &[&str]) -> (u16, Vec<(u32, i32)>) {
     let port = app_port();
-    let n_s = n.to_string();
-    let mut args = vec!["start", script, "--name", name, "-i", &n_s];
-    args.extend_from_slice(extra);
-    let o = c.cmd_env(&args, &[("PORT", &port.to_string())]);
-    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
-    let procs = wait_online(c, name, n, T);
-    wait_serving(port, T);
-    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
-    wait_all_answer(port, &pids, 500);
-    (port, procs)
+    (port, start_cluster(c, name, script, port, n, extra))
 }
 
 /// Reloads app `name` under `load`: `reload` returns once the old workers are gone; the new ones

@@ -163,15 +163,7 @@ impl Client {
     ) -> Result<T> {
         self.ping().await?;
         let body = serde_json::to_vec(body).context("encoding the request")?;
-        let resp = self.send("POST", path, Some(body)).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the daemon's reply: {e}"))?
-            .to_bytes();
-        decode(status, &bytes)
+        read_reply(self.send("POST", path, Some(body)).await?).await
     }
 
     async fn request<T: DeserializeOwned>(
@@ -180,17 +172,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T> {
-        let fut = async {
-            let resp = self.send(method, path, body).await?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| anyhow!("reading the daemon's reply: {e}"))?
-                .to_bytes();
-            decode(status, &bytes)
-        };
+        let fut = async { read_reply(self.send(method, path, body).await?).await };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(self.not_responding()),
@@ -266,6 +248,18 @@ impl Client {
             )
         })
     }
+}
+
+/// Reads a whole reply and decodes it (or its `{"error": …}`).
+async fn read_reply<T: DeserializeOwned>(resp: hyper::Response<Incoming>) -> Result<T> {
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the daemon's reply: {e}"))?
+        .to_bytes();
+    decode(status, &bytes)
 }
 
 fn decode<T: DeserializeOwned>(status: hyper::StatusCode, bytes: &[u8]) -> Result<T> {

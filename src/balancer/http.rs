@@ -444,19 +444,14 @@ impl Proxy {
                     // does. With none left, the answer is 504.
                     pool.upstreams[idx].errors.fetch_add(1, Relaxed);
                     timed_out = Some(idx);
-                    if let (Some((m, u, h)), true) = (&retry_head, retries_left > 0) {
-                        retries_left -= 1;
-                        upreq = Some(resend(m, u, h));
-                        continue;
+                    match &retry_head {
+                        Some((m, u, h)) if retries_left > 0 => {
+                            retries_left -= 1;
+                            upreq = Some(resend(m, u, h));
+                            continue;
+                        }
+                        _ => break, // answered with 504 below
                     }
-                    if let Some(l) = log.as_mut() {
-                        l.upstream = Some(idx);
-                    }
-                    return self.error(
-                        log,
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "504 Gateway Timeout: the upstream did not answer in time\n",
-                    );
                 }
                 Ok(Err(mut e)) => {
                     if let Some(r) = e.take_message() {

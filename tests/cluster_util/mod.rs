@@ -455,6 +455,28 @@ pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
     );
 }
 
+/// Starts `script` as app `name` with `-i n` and PORT=`port` (plus `extra` flags); waits until
+/// every worker answers. Returns (instance, pid) by instance.
+pub fn start_cluster(
+    c: &Cohort,
+    name: &str,
+    script: &str,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+) -> Vec<(u32, i32)> {
+    let n_s = n.to_string();
+    let mut args = vec!["start", script, "--name", name, "-i", &n_s];
+    args.extend_from_slice(extra);
+    let o = c.cmd_env(&args, &[("PORT", &port.to_string())]);
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    let procs = wait_online(c, name, n, Duration::from_secs(10));
+    wait_serving(port, Duration::from_secs(10));
+    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    procs
+}
+
 /// A fresh, free TCP port for the app (the daemon binds it on `[::]`).
 pub fn app_port() -> u16 {
     free_port()
