@@ -2,7 +2,7 @@
 //! to workers), Node's IPC messages (queryServer, listening, 'ready'), readiness, zero-downtime
 //! reload one slot at a time, scale up/down, and draining a slot before it goes away.
 
-use super::{fire_ready, notify, stop_process, Handle, Msg, Reply, Retiring, Supervisor, Want};
+use super::{fire_ready, stop_process, Handle, Msg, Reply, Retiring, Supervisor, Want};
 use crate::api::{ProcessInfo, ScaleRequest, Status};
 use crate::cluster::node_ipc::NodeMessage;
 use crate::cluster::sockets::ListenAddr;
@@ -435,28 +435,10 @@ impl Supervisor {
             }
         };
         let name = req.name.clone();
-        let ids = app.procs.clone();
         if let Some(app) = self.apps.get_mut(&name) {
             app.spec.instances = Instances::Count(target);
         }
-        let mut waits = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if i as u32 >= target {
-                waits.extend(self.stop(*id, Want::Delete));
-            }
-        }
-        for instance in ids.len() as u32..target {
-            let id = self.add_proc(&name, instance);
-            self.spawn(id);
-        }
-        // Processes already stopped at removal time are gone at once.
-        for id in ids.iter().skip(target as usize) {
-            if let Some(p) = self.procs.get_mut(id) {
-                if p.pid.is_none() {
-                    notify(p);
-                }
-            }
-        }
+        let waits = self.resize(&name, target);
         self.reply_when_done(waits, reply);
     }
 }

@@ -617,16 +617,30 @@ impl Supervisor {
         };
         app.spec = spec;
         let ids = app.procs.clone();
-        let mut waits = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if (i as u32) < count {
-                waits.extend(self.restart(*id));
-            } else {
-                waits.extend(self.stop(*id, Want::Delete));
-            }
-        }
+        let mut waits: Vec<_> = ids
+            .iter()
+            .take(count as usize)
+            .filter_map(|id| self.restart(*id))
+            .collect();
+        waits.extend(self.resize(&name, count));
+        waits
+    }
+
+    /// Grows or shrinks app `name` to `count` processes: new instances start at once, those above
+    /// `count` are stopped (drained first in cluster mode) and deleted. Returns what to wait for.
+    fn resize(&mut self, name: &str, count: u32) -> Vec<oneshot::Receiver<()>> {
+        let ids = self
+            .apps
+            .get(name)
+            .map(|a| a.procs.clone())
+            .unwrap_or_default();
+        let waits = ids
+            .iter()
+            .skip(count as usize)
+            .filter_map(|id| self.stop(*id, Want::Delete))
+            .collect();
         for instance in ids.len() as u32..count {
-            let id = self.add_proc(&name, instance);
+            let id = self.add_proc(name, instance);
             self.spawn(id);
         }
         waits
