@@ -1,4 +1,4 @@
-//! Starting one process: fork + exec with pipes for stdout/stderr, its own session and process group
+//! Starting one process: fork + exec with pipes for stdout/stderr, its own process group
 //! (so a stop reaches its children), inherited sockets at fd 3.. and `LISTEN_PID` set to its own pid.
 //!
 //! Written on fork/execve directly rather than `std::process::Command` because systemd's socket
@@ -27,7 +27,7 @@ pub struct Command<'a> {
     pub listen_pid: bool,
 }
 
-/// A started process: its pid (also its process group and session id) and its output pipes.
+/// A started process: its pid (also its process group id) and its output pipes.
 pub struct Spawned {
     pub pid: Pid,
     pub stdout: OwnedFd,
@@ -200,7 +200,10 @@ unsafe fn child_exec(p: ChildPlan) -> ! {
         libc::write(p.status, buf.as_ptr() as *const libc::c_void, 8);
         libc::_exit(127);
     };
-    libc::setsid();
+    // Its own process group (a stop reaches its children), but the daemon's session: a session
+    // per process would also be a scheduling autogroup per process, which measured ~8% slower
+    // and with 60-90 ms p99 stalls for two busy workers beside a load generator.
+    libc::setpgid(0, 0);
     // Signals: an empty mask and default dispositions (the daemon ignores SIGPIPE; apps must not).
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
