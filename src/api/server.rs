@@ -151,31 +151,29 @@ async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Respon
     let ids: std::collections::HashSet<u32> = files.iter().map(|f| f.id).collect();
     let names: std::collections::HashSet<String> = files.iter().map(|f| f.name.clone()).collect();
     let rx = ctx.sup.hub.subscribe();
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
-        let ids = ids.clone();
-        let names = names.clone();
-        let sel = sel.clone();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(line) => {
-                        let wanted = match &sel {
-                            Selector::All => true,
-                            Selector::Id(_) => ids.contains(&line.id),
-                            _ => names.contains(&line.name),
-                        };
-                        if wanted {
-                            let mut bytes = serde_json::to_vec(&*line).unwrap_or_default();
-                            bytes.push(b'\n');
-                            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)), rx));
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"cohort\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
-                        return Some((Ok(bytes::Bytes::from(note)), rx));
-                    }
-                    Err(_) => return None,
+    // Processes are matched by id; app selectors also match by name, so instances added later
+    // (scale up) are followed too.
+    let all = sel == Selector::All;
+    let by_name = matches!(sel, Selector::Name(_) | Selector::Names(_));
+    let wanted = move |line: &crate::api::LogLine| {
+        all || ids.contains(&line.id) || (by_name && names.contains(&line.name))
+    };
+    // The receiver and the filter are the stream's state, handed from one item to the next.
+    let stream = futures_util::stream::unfold((rx, wanted), |(mut rx, wanted)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) if wanted(&line) => {
+                    let mut bytes = serde_json::to_vec(&*line).unwrap_or_default();
+                    bytes.push(b'\n');
+                    let item = Ok::<_, std::io::Error>(bytes::Bytes::from(bytes));
+                    return Some((item, (rx, wanted)));
                 }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"cohort\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
+                    return Some((Ok(bytes::Bytes::from(note)), (rx, wanted)));
+                }
+                Err(_) => return None,
             }
         }
     });
