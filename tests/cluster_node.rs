@@ -164,8 +164,8 @@ fn a_crashed_instance_waiting_for_its_restart_gets_no_connection() {
     assert_eq!(c.procs("web")[1]["status"], "waiting_restart");
 }
 
-#[test]
-fn stop_finishes_a_request_in_flight_with_connection_close() {
+/// One cluster worker of http_app.js with a 5 s kill_timeout, and a keep-alive connection to it.
+fn one_worker_and_a_connection() -> (Cohort, u16, Conn) {
     let c = Cohort::new();
     let port = app_port();
     start(
@@ -176,7 +176,13 @@ fn stop_finishes_a_request_in_flight_with_connection_close() {
         1,
         &["-x", "cluster", "--kill-timeout", "5000"],
     );
-    let mut conn = Conn::open(port).expect("connect");
+    let conn = Conn::open(port).expect("connect");
+    (c, port, conn)
+}
+
+#[test]
+fn stop_finishes_a_request_in_flight_with_connection_close() {
+    let (c, _port, mut conn) = one_worker_and_a_connection();
     let first = conn.get("/", true).expect("first request");
     assert!(!first.closes());
     let slow = std::thread::spawn(move || conn.get("/slow", true));
@@ -416,17 +422,7 @@ fn a_stopping_app_refuses_new_connections_instead_of_queueing_them() {
     // While the only workers drain a slow request, nothing will accept new connections: the
     // daemon must let go of the port so clients are refused (and a balancer in front moves on at
     // once) rather than queued and reset when the port finally closes.
-    let c = Cohort::new();
-    let port = app_port();
-    start(
-        &c,
-        "web",
-        &cluster_fixture("http_app.js"),
-        port,
-        1,
-        &["-x", "cluster", "--kill-timeout", "5000"],
-    );
-    let mut conn = Conn::open(port).expect("connect");
+    let (c, port, mut conn) = one_worker_and_a_connection();
     let slow = std::thread::spawn(move || conn.get("/slow", true));
     c.wait_log("web", "out", "got /slow", T);
     let stop = c.command(&["stop", "web"]).spawn().expect("cohort stop");

@@ -140,9 +140,19 @@ fn shell_app_with_background_child_leaves_no_orphan() {
     }
 }
 
-#[test]
-fn node_app_child_is_stopped_with_it() {
-    let c = Cohort::new();
+/// Waits for app `name` to print `child <pid>` and returns that pid (tracked for cleanup).
+fn child_pid(c: &Cohort, name: &str) -> i32 {
+    let log = c.wait_log(name, "out", "child ", T);
+    let child: i32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
+        .expect("the app prints `child <pid>`");
+    c.track(child);
+    child
+}
+
+/// Starts tests/fixtures/spawner.js (a node app with a `sleep` child) as `sp`; returns the child.
+fn start_spawner(c: &Cohort) -> i32 {
     c.ok(&[
         "start",
         &fixture("spawner.js"),
@@ -151,12 +161,13 @@ fn node_app_child_is_stopped_with_it() {
         "--kill-timeout",
         "3000",
     ]);
-    let log = c.wait_log("sp", "out", "child ", T);
-    let child: i32 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
-        .expect("spawner.js prints its child's pid");
-    c.track(child);
+    child_pid(c, "sp")
+}
+
+#[test]
+fn node_app_child_is_stopped_with_it() {
+    let c = Cohort::new();
+    let child = start_spawner(&c);
     assert!(alive(child));
     assert_eq!(comm(child), "sleep");
     c.ok(&["stop", "sp"]);
@@ -169,20 +180,7 @@ fn node_app_child_is_stopped_with_it() {
 #[test]
 fn restart_leaves_no_orphan_either() {
     let c = Cohort::new();
-    c.ok(&[
-        "start",
-        &fixture("spawner.js"),
-        "--name",
-        "sp",
-        "--kill-timeout",
-        "3000",
-    ]);
-    let log = c.wait_log("sp", "out", "child ", T);
-    let first: i32 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
-        .expect("child pid");
-    c.track(first);
+    let first = start_spawner(&c);
     c.ok(&["restart", "sp"]);
     assert!(
         wait_until(T, || !alive(first)),
@@ -202,12 +200,7 @@ fn a_crash_takes_its_children_down() {
         "cr",
         "--no-autorestart",
     ]);
-    let log = c.wait_log("cr", "out", "child ", T);
-    let child: i32 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
-        .expect("child pid");
-    c.track(child);
+    let child = child_pid(&c, "cr");
     c.wait_status("cr", "stopped", T);
     assert!(
         wait_until(T, || !alive(child)),
