@@ -261,7 +261,17 @@ fn instances_for(i: &str, pinned: bool) -> usize {
     let c = Cohort::new();
     let script = c.write("idle.js", "setInterval(() => {}, 1000);\n");
     let script = script.to_string_lossy().into_owned();
-    let args = ["start", &script, "--name", "idle", "-i", i];
+    // The app never listens: a short listen_timeout keeps `start` (which waits for readiness) quick.
+    let args = [
+        "start",
+        &script,
+        "--name",
+        "idle",
+        "-i",
+        i,
+        "--listen-timeout",
+        "200",
+    ];
     let o = if pinned {
         let mut cmd = std::process::Command::new("taskset");
         cmd.arg("-c")
