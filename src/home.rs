@@ -51,6 +51,10 @@ impl Home {
     pub fn dump(&self) -> PathBuf {
         self.root.join("dump.json")
     }
+    /// Where apps send systemd-style `READY=1` (their `NOTIFY_SOCKET`).
+    pub fn notify_socket(&self) -> PathBuf {
+        self.root.join("notify.sock")
+    }
     pub fn shim_dir(&self) -> PathBuf {
         self.root.join("shim")
     }

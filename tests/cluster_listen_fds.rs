@@ -85,3 +85,41 @@ fn python_reload_under_new_connection_load_fails_no_request() {
         );
     }
 }
+
+#[test]
+fn notify_socket_ready_makes_a_wait_ready_program_online() {
+    // A non-Node program with --wait-ready is online only once it sends READY=1 to NOTIFY_SOCKET
+    // (systemd's protocol; the daemon knows the sender from its credentials), and `start` waits.
+    let c = Cohort::new();
+    let script = c.write(
+        "notify.py",
+        r#"import os, socket, time
+time.sleep(0.6)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=warming up\nREADY=1\n", os.environ["NOTIFY_SOCKET"])
+print("sent READY=1", flush=True)
+time.sleep(1000)
+"#,
+    );
+    let started = std::time::Instant::now();
+    c.ok(&[
+        "start",
+        &script.to_string_lossy(),
+        "--name",
+        "nt",
+        "--wait-ready",
+        "--listen-timeout",
+        "8000",
+    ]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(550),
+        "start returned after {took:?}, before the program said READY=1"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "start waited {took:?}: READY=1 was not seen (listen_timeout is 8 s)"
+    );
+    assert_eq!(c.proc("nt")["status"], "online");
+    assert!(c.log("nt", "out").contains("sent READY=1"));
+}

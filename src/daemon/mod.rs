@@ -5,6 +5,7 @@
 pub mod cpus;
 pub mod foreground;
 pub mod logs;
+pub mod notify;
 pub mod persist;
 pub mod reaper;
 pub mod sampler;

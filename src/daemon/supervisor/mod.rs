@@ -87,6 +87,8 @@ pub enum Msg {
         left: u32,
     },
     Scale(crate::api::ScaleRequest, Reply<Vec<ProcessInfo>>),
+    /// A process sent `READY=1` to the notify socket.
+    NotifyReady(i32),
     /// A balancer waits for the app it balances to listen.
     SpawnRetry {
         id: u32,
@@ -209,6 +211,7 @@ pub fn start(home: Home) -> anyhow::Result<Handle> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hub = logs::new_hub();
     super::reaper::start(tx.clone(), Msg::Exited)?;
+    super::notify::start(&home.notify_socket(), tx.clone(), Msg::NotifyReady)?;
     let tick = tx.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(super::sampler::INTERVAL_MS));
@@ -373,6 +376,11 @@ impl Supervisor {
             }
             Msg::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
             Msg::Scale(req, reply) => self.scale(req, reply),
+            Msg::NotifyReady(pid) => {
+                if let Some(id) = self.by_pid.get(&pid).copied() {
+                    self.mark_ready(id, pid);
+                }
+            }
             Msg::SpawnRetry { id, gen, keep_old } => {
                 if self
                     .procs
@@ -766,6 +774,10 @@ impl Supervisor {
                 }
                 return Ok((fds, Some(chan), false));
             }
+            env.insert(
+                "NOTIFY_SOCKET".into(),
+                self.home.notify_socket().to_string_lossy().into_owned(),
+            );
             if cluster {
                 let mut names = Vec::new();
                 for text in &spec.listen {
