@@ -60,7 +60,32 @@ def _first_line(s):
     return lines[0].strip()[:160] if lines else ""
 
 
-class PM2:
+class _Manager:
+    """What PM2 and cohort share: the same start/reload/ls/delete verbs. Subclasses set `bin`, `reg`,
+    `label` and `unavailable` (the exception that marks their column as not measurable)."""
+
+    def start(self, script, name, instances=None, extra=()):
+        a = ["start", script, "--name", name]
+        if instances:
+            a += ["-i", str(instances)]
+        p = self.cmd(*a, *extra)
+        self.reg.remember(self.daemon_pid())
+        if p.returncode != 0:
+            raise self.unavailable(f"{self.label} start failed: " + _first_line(p.stderr or p.stdout))
+
+    def reload_argv(self, name):
+        return [self.bin, "reload", name]
+
+    def ls_argv(self):
+        return [self.bin, "ls"]
+
+    def delete(self, name):
+        self.cmd("delete", name)
+
+
+class PM2(_Manager):
+    label, unavailable = "pm2", Skip
+
     def __init__(self, reg, home):
         self.bin = os.environ.get("PM2_BIN", "")
         if not self.bin or not os.access(self.bin, os.X_OK):
@@ -86,15 +111,6 @@ class PM2:
         self.reg.remember(pid)
         return pid
 
-    def start(self, script, name, instances=None, extra=()):
-        a = ["start", script, "--name", name]
-        if instances:
-            a += ["-i", str(instances)]
-        p = self.cmd(*a, *extra)
-        self.reg.remember(self.daemon_pid())
-        if p.returncode != 0:
-            raise Skip("pm2 start failed: " + _first_line(p.stderr or p.stdout))
-
     def jlist(self):
         out = self.cmd("jlist").stdout
         try:
@@ -104,15 +120,6 @@ class PM2:
 
     def online(self):
         return sum(1 for x in self.jlist() if x.get("pm2_env", {}).get("status") == "online")
-
-    def reload_argv(self, name):
-        return [self.bin, "reload", name]
-
-    def ls_argv(self):
-        return [self.bin, "ls"]
-
-    def delete(self, name):
-        self.cmd("delete", name)
 
     def log_glob(self, name):
         return os.path.join(self.home, "logs", f"{name}-out*.log")
@@ -151,7 +158,9 @@ def cohort_commands(binary):
     return cmds
 
 
-class Cohort:
+class Cohort(_Manager):
+    label, unavailable = "cohort", NotYet
+
     def __init__(self, reg, home, need=("start",)):
         self.bin = os.environ.get("COHORT_BIN", "")
         if not self.bin or not os.access(self.bin, os.X_OK):
@@ -173,13 +182,13 @@ class Cohort:
             raise NotYet(f"`cohort {args[0]}` did not return within {timeout}s")
 
     def daemon_pid(self):
-        sock = os.path.join(self.home, "cohort.sock")
-        if "ping" in cohort_commands(self.bin):
-            p = self.cmd("ping", timeout=15)
-            for tok in (p.stdout or "").replace(":", " ").split():
-                if tok.isdigit() and procs.alive(int(tok)):
-                    return int(tok)
-        return procs.pid_listening_on_unix(sock)
+        try:
+            pid = int(procs.read_file(os.path.join(self.home, "daemon.pid")).strip())
+            if procs.alive(pid):
+                return pid
+        except ValueError:
+            pass
+        return procs.pid_listening_on_unix(os.path.join(self.home, "cohort.sock"))
 
     def ensure_daemon(self):
         p = self.cmd("ls")
@@ -191,15 +200,6 @@ class Cohort:
         self.reg.remember(pid)
         return pid
 
-    def start(self, script, name, instances=None, extra=()):
-        a = ["start", script, "--name", name]
-        if instances:
-            a += ["-i", str(instances)]
-        p = self.cmd(*a, *extra)
-        self.reg.remember(self.daemon_pid())
-        if p.returncode != 0:
-            raise NotYet("cohort start failed: " + _first_line(p.stderr or p.stdout))
-
     def jlist(self):
         p = self.cmd("ls", "--json")
         try:
@@ -209,15 +209,6 @@ class Cohort:
 
     def online(self):
         return sum(1 for x in self.jlist() if x.get("status") == "online")
-
-    def reload_argv(self, name):
-        return [self.bin, "reload", name]
-
-    def ls_argv(self):
-        return [self.bin, "ls"]
-
-    def delete(self, name):
-        self.cmd("delete", name)
 
     def log_glob(self, name):
         return os.path.join(self.home, "logs", f"{name}-*out*.log")
