@@ -21,6 +21,18 @@ fn start(c: &Cohort, name: &str, script: &str, port: u16, extra: &[&str], env: &
     assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
 }
 
+/// With both workers of `name` serving `port`, starts new-connection load and runs `reload`; returns
+/// the old (instance, pid), the running load and how long `reload` took.
+fn reload_under_load(c: &Cohort, name: &str, port: u16) -> (Vec<(u32, i32)>, Load, Duration) {
+    let old = wait_online(c, name, 2, T);
+    wait_all_answer(port, &[old[0].1, old[1].1], 500);
+    let load = Load::start(port, Mode::NewConn, 2);
+    load.wait_more(50, T);
+    let started = std::time::Instant::now();
+    c.ok(&["reload", name]);
+    (old, load, started.elapsed())
+}
+
 /// Runs `start` in the background (it answers only once the workers are ready) while polling
 /// `ls`; returns every (status, uptime_ms) seen per instance, and checks `start` then succeeded.
 fn start_watching(
@@ -142,18 +154,9 @@ fn shutdown_with_message_runs_the_apps_handler_on_reload_and_stop() {
         &["--shutdown-with-message", "--kill-timeout", "8000"],
         &[],
     );
-    let old = wait_online(&c, "msg", 2, T);
-    wait_all_answer(port, &[old[0].1, old[1].1], 500);
-    let load = Load::start(port, Mode::NewConn, 2);
-    load.wait_more(50, T);
-    let started = std::time::Instant::now();
-    c.ok(&["reload", "msg"]);
+    let (old, load, took) = reload_under_load(&c, "msg", port);
     // Well before the 8 s kill timeout: the workers stopped on the message, not by SIGKILL.
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(6), "{took:?}");
     let new = wait_online(&c, "msg", 2, T);
     load.wait_more(50, T);
     load.finish()
@@ -199,17 +202,11 @@ fn reload_waits_for_each_new_worker_to_be_ready() {
         &["--wait-ready"],
         &[],
     );
-    let old = wait_online(&c, "rdy", 2, T);
-    wait_all_answer(port, &[old[0].1, old[1].1], 500);
-    let load = Load::start(port, Mode::NewConn, 2);
-    load.wait_more(50, T);
-    let started = std::time::Instant::now();
-    c.ok(&["reload", "rdy"]);
+    let (_old, load, took) = reload_under_load(&c, "rdy", port);
     // One slot at a time, each new worker 'ready' only 500 ms after it listens.
     assert!(
-        started.elapsed() >= Duration::from_millis(1000),
-        "reload took {:?}: it did not wait for 'ready'",
-        started.elapsed()
+        took >= Duration::from_millis(1000),
+        "reload took {took:?}: it did not wait for 'ready'"
     );
     let new = wait_online(&c, "rdy", 2, T);
     for (instance, pid) in &new {
