@@ -70,6 +70,15 @@ def new_cohort(reg, root, name, need=("start",)):
     return Cohort(reg, os.path.join(root, name), need)
 
 
+def manager(reg, root, tool, need=("start",)):
+    """The process manager a config runs under: PM2, cohort, or None (plain node)."""
+    if tool == "pm2":
+        return PM2(reg, os.path.join(root, "pm2home"))
+    if tool == "cohort":
+        return new_cohort(reg, root, "cohorthome", need)
+    return None
+
+
 # --- 1. cluster ---------------------------------------------------------------------------------
 
 def scenario_cluster(reg, root, P):
@@ -83,12 +92,7 @@ def scenario_cluster(reg, root, P):
 
     def starter(c):
         t = c["t"] = Cluster(reg, root, c["key"], c["label"], c["kind"])
-        mgr = None
-        if c["kind"] == "pm2":
-            mgr = PM2(reg, os.path.join(root, "pm2home"))
-        elif c["kind"] == "cohort":
-            mgr = new_cohort(reg, root, "cohorthome")
-        t.start(mgr)
+        t.start(manager(reg, root, c["kind"]))
 
     start_configs(reg, configs, starter)
     live = [c for c in configs if c["status"] == "ok"]
@@ -195,8 +199,7 @@ def scenario_footprint(reg, root, P):
     script = os.path.join(make_app(root, "idle"), "idle.js")
 
     def starter(c):
-        mgr = c["mgr"] = (PM2(reg, os.path.join(root, "pm2home")) if c["key"] == "pm2"
-                          else new_cohort(reg, root, "cohorthome", ("start", "ls")))
+        mgr = c["mgr"] = manager(reg, root, c["key"], ("start", "ls"))
         pid = c["pid"] = mgr.ensure_daemon()
         if not pid:
             raise Skip("daemon pid not found")
@@ -269,12 +272,7 @@ def scenario_recovery(reg, root, P):
 
     def starter(c):
         t = c["t"] = Cluster(reg, root, "rec-" + c["key"], c["label"], c["kind"])
-        mgr = None
-        if c["kind"] == "pm2":
-            mgr = PM2(reg, os.path.join(root, "pm2home"))
-        elif c["kind"] == "cohort":
-            mgr = new_cohort(reg, root, "cohorthome")
-        t.start(mgr)
+        t.start(manager(reg, root, c["kind"]))
 
     start_configs(reg, configs, starter)
     live = [c for c in configs if c["status"] == "ok"]
@@ -326,8 +324,7 @@ def scenario_reload(reg, root, P):
 
     def starter(c):
         if c["tool"] not in mgrs:
-            mgrs[c["tool"]] = (PM2(reg, os.path.join(root, "pm2home")) if c["tool"] == "pm2"
-                               else new_cohort(reg, root, "cohorthome", ("start", "reload")))
+            mgrs[c["tool"]] = manager(reg, root, c["tool"], ("start", "reload"))
         t = c["t"] = Cluster(reg, root, "rl-" + c["key"], c["label"], c["tool"], drain=c["drain"])
         t.start(mgrs[c["tool"]])
 
@@ -392,8 +389,7 @@ def scenario_logs(reg, root, P):
     N = P.log_lines
 
     def starter(c):
-        c["mgr"] = (PM2(reg, os.path.join(root, "pm2home")) if c["key"] == "pm2"
-                    else new_cohort(reg, root, "cohorthome", ("start", "delete")))
+        c["mgr"] = manager(reg, root, c["key"], ("start", "delete"))
         c["pid"] = c["mgr"].ensure_daemon()
         if not c["pid"]:
             raise Skip("daemon pid not found")
