@@ -100,10 +100,16 @@ impl Drop for TempDir {
 }
 
 fn backend_on(port: u16, name: &str) -> Proc {
+    backend_with(port, name, &[])
+}
+
+/// A backend with extra arguments (see tests/fixtures/backend.js: the keep-alive timeout).
+fn backend_with(port: u16, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new("node")
         .arg(fixture())
         .arg(port.to_string())
         .arg(name)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -967,4 +973,163 @@ fn a_port_in_use_is_an_error() {
         err.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+/// Reads from `s` until `want` appears (or the deadline); returns everything read.
+fn read_until(s: &mut TcpStream, want: &str, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while Instant::now() < end && !String::from_utf8_lossy(&out).contains(want) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn http1_pipelining_chunked_bodies_head_and_keep_alive() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    // Three requests in one write: a GET, a HEAD, and a POST with a chunked body that ends the
+    // connection. The answers come back in order, the HEAD's without a body.
+    let out = raw(
+        bal.port,
+        b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n\
+          HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let parts: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(parts.len(), 3, "three responses expected: {out:?}");
+    assert!(
+        parts[0].starts_with("200") && parts[0].ends_with("\r\n\r\na\n"),
+        "{out:?}"
+    );
+    assert!(
+        parts[1].starts_with("200") && parts[1].ends_with("\r\n\r\n"),
+        "HEAD has no body: {out:?}"
+    );
+    let third = parse(format!("HTTP/1.1 {}", parts[2]).as_bytes());
+    assert_eq!(third.body, "hello world", "{out:?}");
+    assert!(
+        third
+            .head
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{out:?}"
+    );
+
+    // A chunked response to an HTTP/1.0 client is decoded and ends with the connection.
+    let old = raw(bal.port, b"GET /stream?ms=10 HTTP/1.0\r\nHost: t\r\n\r\n");
+    let (head, body) = old.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{old:?}"
+    );
+    assert_eq!(body, "part1part2");
+}
+
+#[test]
+fn http1_framing_errors_are_refused_and_smuggling_is_defused() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let conflicting = raw(
+        bal.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    );
+    assert!(conflicting.starts_with("HTTP/1.1 400"), "{conflicting:?}");
+    let bad_te = raw(
+        bal.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    );
+    assert!(bad_te.starts_with("HTTP/1.1 501"), "{bad_te:?}");
+    let h3 = raw(bal.port, b"GET / HTTP/3.0\r\nHost: t\r\n\r\n");
+    assert!(h3.starts_with("HTTP/1.1 505"), "{h3:?}");
+    // Transfer-Encoding and Content-Length together: the chunked framing wins, Content-Length is
+    // not forwarded, and the connection ends after the response, so the bytes after the chunked
+    // body ("GET /smuggled") are never read as a request.
+    let both = raw(
+        bal.port,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(both.matches("HTTP/1.1 ").count(), 1, "{both:?}");
+    let r = parse(both.as_bytes());
+    assert_eq!((r.status, r.body.as_str()), (200, "abc"), "{both:?}");
+}
+
+#[test]
+fn expect_100_continue_and_streamed_responses_are_not_held_back() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa)]);
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let cont = read_until(&mut s, "\r\n\r\n", Duration::from_secs(5));
+    assert!(cont.starts_with("HTTP/1.1 100"), "{cont:?}");
+    s.write_all(b"hello").unwrap();
+    let resp = read_until(&mut s, "hello", Duration::from_secs(5));
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("hello"),
+        "{resp:?}"
+    );
+
+    // The upstream sends its head and "part1" at once and "part2" 2 s later: the client has the
+    // head and "part1" long before the body ends.
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    let t = Instant::now();
+    s.write_all(b"GET /stream?ms=2000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let first = read_until(&mut s, "part1", Duration::from_secs(5));
+    assert!(first.contains("part1"), "{first:?}");
+    assert!(!first.contains("part2"), "{first:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "head held back for {:?}",
+        t.elapsed()
+    );
+    let rest = read_until(&mut s, "0\r\n\r\n", Duration::from_secs(5));
+    assert!(rest.contains("part2"), "{rest:?}");
+}
+
+/// Whether a connection to 127.0.0.1:`port` is in CLOSE-WAIT (the peer closed it, we have not).
+fn close_wait_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[2] == remote && f[3] == "08"
+    })
+}
+
+#[test]
+fn upstream_closing_idle_keep_alive_connections_costs_no_request() {
+    let pa = free_port();
+    // The backend closes keep-alive connections soon after they go idle (Node's keepAliveTimeout,
+    // 150 ms here; Node adds about a second of its own).
+    let _a = backend_with(pa, "a", &["150"]);
+    let bal = balancer(&["--upstream", &up(pa), "--workers", "1"]);
+    for i in 0..3 {
+        let r = get(bal.port, "/x");
+        assert_eq!(r.status, 200, "request {i}: {}", r.head);
+        // The pooled connection is now closed by the backend; the next request must not fail on it.
+        poll(
+            "the backend to close the idle connection",
+            Duration::from_secs(10),
+            || close_wait_to(pa).then_some(()),
+        );
+    }
+    let r = get(bal.port, "/x");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let st = bal.status();
+    assert_eq!(st["upstreams"][0]["errors"], 0, "{st}");
+    assert_eq!(st["upstreams"][0]["state"], "up", "{st}");
 }

@@ -22,12 +22,12 @@ pub type Sender = SendRequest<UpBody>;
 
 /// Idle pooled connections of one upstream: one list per worker runtime, each behind its own
 /// cache-line-aligned lock so workers never contend or share a line.
-pub struct IdleConns {
-    per_worker: Vec<Slot>,
+pub struct IdleConns<T> {
+    per_worker: Vec<Slot<T>>,
 }
 
 #[repr(align(64))]
-struct Slot(Mutex<Vec<(Sender, Instant)>>);
+struct Slot<T>(Mutex<Vec<(T, Instant)>>);
 
 /// Most idle connections kept per upstream and worker.
 const MAX_IDLE: usize = 512;
@@ -37,15 +37,15 @@ thread_local! {
     pub static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-impl IdleConns {
-    pub fn new(workers: usize) -> IdleConns {
+impl<T> IdleConns<T> {
+    pub fn new(workers: usize) -> IdleConns<T> {
         IdleConns {
             per_worker: (0..workers.max(1))
                 .map(|_| Slot(Mutex::new(Vec::new())))
                 .collect(),
         }
     }
-    fn slot(&self) -> &Mutex<Vec<(Sender, Instant)>> {
+    fn slot(&self) -> &Mutex<Vec<(T, Instant)>> {
         let w = WORKER.with(|w| w.get());
         &self.per_worker[w % self.per_worker.len()].0
     }
@@ -57,10 +57,10 @@ impl IdleConns {
             }
         }
     }
-    fn pop(&self) -> Option<(Sender, Instant)> {
+    fn pop(&self) -> Option<(T, Instant)> {
         self.slot().lock().ok()?.pop()
     }
-    fn push(&self, s: Sender) {
+    fn push(&self, s: T) {
         if let Ok(mut list) = self.slot().lock() {
             if list.len() < MAX_IDLE {
                 list.push((s, Instant::now()));
@@ -162,4 +162,34 @@ pub fn checkin(pool: &Pool, i: usize, sender: Sender) {
         return;
     }
     pool.upstreams[i].idle.push(sender);
+}
+
+/// Takes an idle raw connection to upstream `i` (the HTTP/1 path's pool), or opens one; the flag
+/// says whether it was reused.
+pub async fn checkout_stream(
+    pool: &Pool,
+    i: usize,
+    connect_timeout: Duration,
+    max_idle: Duration,
+) -> Result<(TcpStream, bool), ConnectError> {
+    while let Some((stream, since)) = pool.upstreams[i].idle_streams.pop() {
+        if since.elapsed() >= max_idle {
+            continue;
+        }
+        // An idle connection has nothing to read; data or end-of-stream means the upstream closed
+        // it (or misbehaved). tokio answers WouldBlock without a system call while the socket has
+        // not been reported readable, so the healthy case costs nothing.
+        let mut probe = [0u8; 1];
+        match stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((stream, true)),
+            _ => continue,
+        }
+    }
+    let stream = connect_tcp(pool.upstreams[i].addr, connect_timeout).await?;
+    Ok((stream, false))
+}
+
+/// Returns a raw connection whose exchange is complete to the idle pool.
+pub fn checkin_stream(pool: &Pool, i: usize, stream: TcpStream) {
+    pool.upstreams[i].idle_streams.push(stream);
 }

@@ -1,14 +1,15 @@
-//! The HTTP proxy service: one client request in, one upstream attempt (or a few) out.
-//! Rewrites the request for the upstream (hop-by-hop headers out, X-Forwarded-* in, origin-form
-//! URI, HTTP/1.1), picks an upstream, fails over on connect errors, retries idempotent requests,
-//! maps failures to 502/504, streams both bodies, tunnels Upgrade (WebSocket) connections, and
-//! writes the access log line when the response body ends.
+//! The HTTP/2 proxy service (hyper serves the client side): one client request in, one upstream
+//! attempt (or a few) out, sent as HTTP/1.1 through hyper's client. Rewrites the request for the
+//! upstream (hop-by-hop headers out, X-Forwarded-* in, origin-form URI), picks an upstream, fails
+//! over on connect errors, retries idempotent requests, maps failures to 502/504, streams both
+//! bodies, and writes the access log line when the response body ends. HTTP/1.x clients take the
+//! faster path in `h1.rs`, which follows the same rules.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -18,7 +19,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
 
 use super::conn::{checkin, checkout, Sender, UpBody};
 use super::log;
@@ -42,12 +42,7 @@ pub struct Proxy {
     pub client: SocketAddr,
     /// The client's IP as a header value, made once per connection.
     pub client_ip: HeaderValue,
-    /// Responses started on this connection (a header timeout before the first one gets a 408).
-    pub served: Arc<AtomicU32>,
     pub drain: DrainToken,
-    /// Turns true when the balancer shuts down: HTTP/1 responses then carry `Connection: close`,
-    /// so clients move to another connection without racing a close.
-    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
@@ -57,18 +52,7 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            this.served.fetch_add(1, Relaxed);
-            let http1 = req.version() < Version::HTTP_2;
-            let draining = this.draining.clone();
-            let mut resp = this.handle(req).await;
-            if http1 && *draining.borrow() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-            {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(resp)
-        })
+        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
 
@@ -191,18 +175,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those the Connection header names. With `keep_upgrade`,
-/// `Connection: upgrade` and `Upgrade` stay (they must reach the other side of a tunnel).
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+/// Removes hop-by-hop headers, including those the Connection header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     if h.contains_key(header::CONNECTION) {
         // Only pay for parsing when a Connection header is present.
         let mut named: Vec<HeaderName> = Vec::new();
         for v in h.get_all(header::CONNECTION) {
             for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
                 if t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive") {
-                    continue;
-                }
-                if keep_upgrade && t.eq_ignore_ascii_case("upgrade") {
                     continue;
                 }
                 if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
@@ -215,26 +195,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     for n in &HOP_BY_HOP {
-        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
-            continue;
-        }
         h.remove(n);
     }
-    if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// Whether an HTTP/1.1 request asks for a protocol upgrade (WebSocket and friends).
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
 }
 
 /// A bodiless request rebuilt from a saved head, to try again on another upstream.
@@ -332,7 +294,6 @@ impl Proxy {
             upstream: None,
             start,
         });
-        let upgrade = wants_upgrade(&req);
         let key = if s.strategy == Strategy::Hash {
             request_key(&req, self.client, &s.hash_key)
         } else {
@@ -340,8 +301,6 @@ impl Proxy {
         };
 
         // Rewrite the head for the upstream.
-        let mut req = req;
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             if !parts.headers.contains_key(header::HOST) {
@@ -359,7 +318,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         // HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams (Node among them) require it.
         let needs_host = !parts.headers.contains_key(header::HOST);
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        strip_hop_by_hop(&mut parts.headers);
         let xff = match parts
             .headers
             .get(X_FORWARDED_FOR)
@@ -388,11 +347,8 @@ impl Proxy {
             Either::Left(body)
         };
         // A copy of the head lets a failed idempotent, bodiless request be sent again.
-        let can_retry = s.retries > 0
-            && body_empty
-            && !upgrade
-            && is_idempotent(&parts.method)
-            && pool.upstreams.len() > 1;
+        let can_retry =
+            s.retries > 0 && body_empty && is_idempotent(&parts.method) && pool.upstreams.len() > 1;
         let retry_head = can_retry.then(|| {
             (
                 parts.method.clone(),
@@ -401,7 +357,6 @@ impl Proxy {
             )
         });
         let mut upreq = Some(Request::from_parts(parts, up_body));
-        let mut client_upgrade = client_upgrade;
 
         let mut tried = [usize::MAX; MAX_TRIED];
         let mut ntried = 0;
@@ -487,41 +442,13 @@ impl Proxy {
                         }
                     }
                 }
-                Ok(Ok(mut resp)) => {
+                Ok(Ok(resp)) => {
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
                         l.status = resp.status().as_u16();
                     }
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_on) = client_upgrade.take() {
-                            let up_on = hyper::upgrade::on(&mut resp);
-                            let drain = self.drain.clone();
-                            tokio::spawn(async move {
-                                let _guard = guard;
-                                let _drain = drain;
-                                if let (Ok(c), Ok(u)) = tokio::join!(client_on, up_on) {
-                                    let _ = tokio::io::copy_bidirectional(
-                                        &mut TokioIo::new(c),
-                                        &mut TokioIo::new(u),
-                                    )
-                                    .await;
-                                }
-                            });
-                            let (mut rp, _) = resp.into_parts();
-                            strip_hop_by_hop(&mut rp.headers, true);
-                            let mut body = ProxyBody::fixed("");
-                            body.inner = Inner::Fixed(None);
-                            body.fin = Some(Finish {
-                                pool: pool.clone(),
-                                _guard: None,
-                                sender: None,
-                                log,
-                            });
-                            return Response::from_parts(rp, body);
-                        }
-                    }
                     let (mut rp, incoming) = resp.into_parts();
-                    strip_hop_by_hop(&mut rp.headers, false);
+                    strip_hop_by_hop(&mut rp.headers);
                     let fin = Finish {
                         pool: pool.clone(),
                         _guard: Some(guard),

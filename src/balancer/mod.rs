@@ -9,6 +9,7 @@
 
 mod admin;
 mod conn;
+mod h1;
 mod health;
 mod http;
 mod listen;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::conn::IdleConns;
+use super::conn::{IdleConns, Sender};
 use super::strategy::Selector;
 
 /// One upstream server.
@@ -28,8 +28,10 @@ pub struct Upstream {
     down_until_ms: AtomicU64,
     pub(super) check_ok_streak: AtomicU32,
     pub(super) check_fail_streak: AtomicU32,
-    /// Idle keep-alive connections (HTTP mode).
-    pub idle: IdleConns,
+    /// Idle keep-alive connections of the HTTP/2 path (hyper's client).
+    pub idle: IdleConns<Sender>,
+    /// Idle keep-alive connections of the HTTP/1 path (raw sockets).
+    pub idle_streams: IdleConns<tokio::net::TcpStream>,
 }
 
 /// All upstreams of one balancer plus the selection strategy.
@@ -63,6 +65,7 @@ impl Pool {
                 check_ok_streak: AtomicU32::new(0),
                 check_fail_streak: AtomicU32::new(0),
                 idle: IdleConns::new(workers),
+                idle_streams: IdleConns::new(workers),
             })
             .collect();
         Pool {
@@ -96,6 +99,7 @@ impl Pool {
             u.down_until_ms.store(until, Relaxed);
         }
         u.idle.clear();
+        u.idle_streams.clear();
     }
 
     /// Sets the active health state (from the health checker).

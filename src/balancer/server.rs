@@ -1,28 +1,27 @@
-//! Client side of HTTP mode: the accept loop, TLS handshakes, serving HTTP/1.1 and HTTP/2 (h2c
-//! prior knowledge, or ALPN over TLS) on each connection, the header-read timeout's 408, and the
-//! graceful close of every connection when the balancer shuts down.
+//! Client side of HTTP mode: the accept loop, TLS handshakes, and the choice per connection between
+//! the HTTP/1.x path (`h1.rs`) and hyper's HTTP/2 server (h2c prior knowledge, or ALPN h2 over
+//! TLS), with the graceful close of HTTP/2 connections when the balancer shuts down.
 
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::h1::{self, DRAIN_GRACE};
 use super::http::{DrainToken, Proxy, Shared};
 
-/// Connection protocol settings derived from the spec.
+/// HTTP/2 settings derived from the spec.
 pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let s = &shared.settings;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes)
-        .keep_alive(true);
+    let mut b = auto::Builder::new(TokioExecutor::new()).http2_only();
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(s.max_header_bytes as u32)
@@ -70,9 +69,7 @@ pub async fn accept_loop(
             client: peer,
             client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
-            served: Arc::new(AtomicU32::new(0)),
             drain: drain.clone(),
-            draining: shutdown.clone(),
         };
         tokio::spawn(serve_conn(
             stream,
@@ -84,11 +81,6 @@ pub async fn accept_loop(
         ));
     }
 }
-
-/// How long a keep-alive connection may stay open after shutdown began: its next response carries
-/// `Connection: close` and ends it cleanly; one still idle after this is closed. Closing idle
-/// connections at once would race with requests clients are sending on them right then.
-const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 
 /// Drives one connection to its end; on shutdown, lets it finish its next response (sent with
 /// `Connection: close`), and closes it gracefully after DRAIN_GRACE at the latest.
@@ -124,46 +116,101 @@ async fn serve_conn(
     proxy: Proxy,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let header_timeout = proxy.shared.settings.header_read_timeout;
-    let served = proxy.served.clone();
+    let conn = h1::Conn {
+        shared: proxy.shared.clone(),
+        peer: proxy.client,
+        shutdown: shutdown.clone(),
+        drain: proxy.drain.clone(),
+    };
     if let Some(acceptor) = tls {
+        let header_timeout = proxy.shared.settings.header_read_timeout;
         let Ok(Ok(tls_stream)) =
             tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
         else {
             return;
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), proxy);
-        let mut conn = std::pin::pin!(conn);
-        let _ = drive!(conn, shutdown);
+        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            serve_h2(tls_stream, BytesMut::new(), proxy, builder, shutdown).await;
+        } else if let h1::Outcome::Http2(read) = h1::serve(tls_stream, conn).await {
+            // Only reached without ALPN h2, which an HTTP/2 client over TLS always sends.
+            drop(read);
+        }
         return;
     }
-    let fd = stream.as_raw_fd();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), proxy);
-    let mut conn = std::pin::pin!(conn);
-    let res = drive!(conn, shutdown);
-    if let Err(e) = res {
-        let timed_out = e
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|e| e.is_timeout());
-        if timed_out && served.load(Relaxed) == 0 {
-            // hyper closes a connection whose request head is late without answering; tell the client
-            // why (RFC 9110 408). The socket is still open: `conn` owns it until the end of this scope.
-            const RESP: &[u8] =
-                b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-            // SAFETY: `fd` belongs to the stream owned by `conn`, which is alive here; a non-blocking
-            // send of a few bytes on it cannot affect memory safety.
-            unsafe {
-                libc::send(
-                    fd,
-                    RESP.as_ptr().cast(),
-                    RESP.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-            }
-        }
+    // HTTP/1.x is served by the h1 path; a connection that opens with the HTTP/2 preface (h2c
+    // prior knowledge) is handed to hyper together with the bytes already read.
+    let mut stream = stream;
+    if let h1::Outcome::Http2(read) = h1::serve(&mut stream, conn).await {
+        serve_h2(stream, read, proxy, builder, shutdown).await;
     }
-    // The connection (and its socket) is dropped here, after the 408 went out.
+}
+
+/// Serves an HTTP/2 connection with hyper; `read` holds bytes already taken from `stream`.
+async fn serve_h2<S>(
+    stream: S,
+    read: BytesMut,
+    proxy: Proxy,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = Prefixed {
+        read,
+        inner: stream,
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), proxy);
+    let mut conn = std::pin::pin!(conn);
+    let _ = drive!(conn, shutdown);
+}
+
+/// A stream whose first bytes were already read: they are returned again before the rest.
+struct Prefixed<S> {
+    read: BytesMut,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
