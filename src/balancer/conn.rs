@@ -60,10 +60,10 @@ impl<T> IdleConns<T> {
     fn pop(&self) -> Option<(T, Instant)> {
         self.slot().lock().ok()?.pop()
     }
-    fn push(&self, s: T) {
+    fn push(&self, s: T, now: Instant) {
         if let Ok(mut list) = self.slot().lock() {
             if list.len() < MAX_IDLE {
-                list.push((s, Instant::now()));
+                list.push((s, now));
             }
         }
     }
@@ -161,7 +161,7 @@ pub fn checkin(pool: &Pool, i: usize, sender: Sender) {
     if sender.is_closed() {
         return;
     }
-    pool.upstreams[i].idle.push(sender);
+    pool.upstreams[i].idle.push(sender, Instant::now());
 }
 
 /// Takes an idle raw connection to upstream `i` (the HTTP/1 path's pool), or opens one; the flag
@@ -171,9 +171,10 @@ pub async fn checkout_stream(
     i: usize,
     connect_timeout: Duration,
     max_idle: Duration,
+    now: Instant,
 ) -> Result<(TcpStream, bool), ConnectError> {
     while let Some((stream, since)) = pool.upstreams[i].idle_streams.pop() {
-        if since.elapsed() >= max_idle {
+        if now.saturating_duration_since(since) >= max_idle {
             continue;
         }
         // An idle connection has nothing to read; data or end-of-stream means the upstream closed
@@ -189,7 +190,8 @@ pub async fn checkout_stream(
     Ok((stream, false))
 }
 
-/// Returns a raw connection whose exchange is complete to the idle pool.
-pub fn checkin_stream(pool: &Pool, i: usize, stream: TcpStream) {
-    pool.upstreams[i].idle_streams.push(stream);
+/// Returns a raw connection whose exchange is complete to the idle pool; `since` is when it was
+/// last known busy.
+pub fn checkin_stream(pool: &Pool, i: usize, stream: TcpStream, since: Instant) {
+    pool.upstreams[i].idle_streams.push(stream, since);
 }
