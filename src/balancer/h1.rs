@@ -621,7 +621,13 @@ impl State {
                 self.out.extend_from_slice(b"\r\n");
             }
             self.out.extend_from_slice(b"\r\n");
-            match self.attempt(client, &info, idx, start).await {
+            // A retry gets its own deadline; the first attempt uses the request's clock read.
+            let now = if ntried > 1 || failure.is_some() {
+                Instant::now()
+            } else {
+                start
+            };
+            match self.attempt(client, &info, idx, now).await {
                 Attempt::Response(up, resp) => {
                     return self
                         .respond(client, &info, idx, up, resp, guard, start)
