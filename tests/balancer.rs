@@ -1133,3 +1133,43 @@ fn upstream_closing_idle_keep_alive_connections_costs_no_request() {
     assert_eq!(st["upstreams"][0]["errors"], 0, "{st}");
     assert_eq!(st["upstreams"][0]["state"], "up", "{st}");
 }
+
+#[test]
+fn stalled_bodies_end_at_the_idle_timeout() {
+    let (_a, pa) = backend("a");
+    let bal = balancer(&["--upstream", &up(pa), "--idle-timeout", "400ms"]);
+    // A client that stops halfway through its request body gets a 408, not a connection held open.
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    let t = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let got = read_until(&mut s, "\r\n\r\n", Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    // An upstream that stops mid-body: the client gets what was sent, then the connection ends
+    // (it cannot be told otherwise), long before the upstream would have finished.
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    let t = Instant::now();
+    s.write_all(b"GET /stream?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.contains("part1") && !all.contains("part2"), "{all:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    poll(
+        "the aborted request to be counted",
+        Duration::from_secs(5),
+        || {
+            let st = bal.status();
+            (st["upstreams"][0]["active"] == 0 && st["upstreams"][0]["errors"] == 1).then_some(())
+        },
+    );
+    // Still serving.
+    assert_eq!(get(bal.port, "/x").status, 200);
+}

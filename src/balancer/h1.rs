@@ -200,6 +200,8 @@ enum Attempt {
     Failed,
     /// The client went away while its body was being forwarded.
     ClientGone,
+    /// The client stopped sending its body (408, as NGINX's `client_body_timeout`).
+    ClientStalled,
 }
 
 struct RespInfo {
@@ -673,6 +675,17 @@ impl State {
                     break;
                 }
                 Attempt::ClientGone => return Next::Close,
+                Attempt::ClientStalled => {
+                    let _ = self
+                        .reply(
+                            client,
+                            408,
+                            "408 Request Timeout: the request body stalled\n",
+                            false,
+                        )
+                        .await;
+                    return Next::Close;
+                }
             }
         }
         let (upstream, code, text) = match failure {
@@ -735,14 +748,21 @@ impl State {
         }
         let mut body_failed = false;
         if !sent_body && info.body != Framing::None {
-            match forward_body(client, &mut self.buf, &mut up, info.body).await {
+            match forward_body(client, &mut self.buf, &mut up, info.body, s.idle_timeout).await {
                 Ok(()) => {}
                 Err(CopyError::Read) => return Attempt::ClientGone,
+                Err(CopyError::Stalled) => return Attempt::ClientStalled,
                 // The upstream may have answered early (413, say) and closed: read that answer.
                 Err(CopyError::Write) => body_failed = true,
             }
         }
-        let deadline = TokioInstant::from_std(now) + s.upstream_timeout;
+        // The upstream's time to answer starts once the whole request is sent.
+        let sent_at = if sent_body || info.body == Framing::None {
+            TokioInstant::from_std(now)
+        } else {
+            TokioInstant::now()
+        };
+        let deadline = sent_at + s.upstream_timeout;
         loop {
             let got = tokio::time::timeout_at(deadline, up.read_buf(&mut self.up_buf)).await;
             match got {
@@ -939,6 +959,7 @@ impl State {
         let shared = self.c.shared.clone();
         let pool = &shared.pool;
         let tunnel = resp.status == 101 && info.upgrade;
+        let idle = shared.settings.idle_timeout;
         let result: Result<u64, CopyError> = if tunnel {
             let r = self.tunnel(client, &mut up).await;
             self.log(info, idx, resp.status, 0, start);
@@ -947,13 +968,9 @@ impl State {
             return Next::Close;
         } else {
             match resp.body {
-                Framing::None => client
-                    .write_all(&self.out)
-                    .await
-                    .map(|_| 0)
-                    .map_err(|_| CopyError::Write),
+                Framing::None => send(client, &mut self.out, &[], idle).await.map(|_| 0),
                 Framing::Length(n) => {
-                    copy_length(&mut up, &mut self.up_buf, client, &mut self.out, n).await
+                    copy_length(&mut up, &mut self.up_buf, client, &mut self.out, n, idle).await
                 }
                 Framing::Chunked => {
                     copy_chunked(
@@ -962,11 +979,12 @@ impl State {
                         client,
                         &mut self.out,
                         resp.dechunk,
+                        idle,
                     )
                     .await
                 }
                 Framing::UntilClose => {
-                    copy_to_end(&mut up, &mut self.up_buf, client, &mut self.out).await
+                    copy_to_end(&mut up, &mut self.up_buf, client, &mut self.out, idle).await
                 }
             }
         };
@@ -992,7 +1010,7 @@ impl State {
                 pool.upstreams[idx].errors.fetch_add(1, Relaxed);
                 Next::Close
             }
-            Err(CopyError::Write) => Next::Close,
+            Err(CopyError::Write) | Err(CopyError::Stalled) => Next::Close,
         }
     }
 
@@ -1038,6 +1056,8 @@ enum Parsed {
 enum CopyError {
     Read,
     Write,
+    /// The client sent no byte of its request body for `timeouts.idle`.
+    Stalled,
 }
 
 /// Forwards a request body from the client (bytes in `buf` first) to the upstream.
@@ -1046,6 +1066,7 @@ async fn forward_body<C, U>(
     buf: &mut BytesMut,
     up: &mut U,
     body: Framing,
+    idle: Duration,
 ) -> Result<(), CopyError>
 where
     C: AsyncRead + Unpin,
@@ -1055,15 +1076,14 @@ where
         Framing::Length(mut left) => loop {
             if buf.is_empty() {
                 buf.reserve(READ_CHUNK);
-                match client.read_buf(buf).await {
-                    Ok(0) | Err(_) => return Err(CopyError::Read),
-                    Ok(_) => {}
+                match within(idle, client.read_buf(buf)).await {
+                    Some(Ok(0)) | Some(Err(_)) => return Err(CopyError::Read),
+                    None => return Err(CopyError::Stalled),
+                    Some(Ok(_)) => {}
                 }
             }
             let n = (buf.len() as u64).min(left) as usize;
-            up.write_all(&buf[..n])
-                .await
-                .map_err(|_| CopyError::Write)?;
+            write_within(up, &buf[..n], idle).await?;
             buf.advance(n);
             left -= n as u64;
             if left == 0 {
@@ -1075,15 +1095,14 @@ where
             loop {
                 if buf.is_empty() {
                     buf.reserve(READ_CHUNK);
-                    match client.read_buf(buf).await {
-                        Ok(0) | Err(_) => return Err(CopyError::Read),
-                        Ok(_) => {}
+                    match within(idle, client.read_buf(buf)).await {
+                        Some(Ok(0)) | Some(Err(_)) => return Err(CopyError::Read),
+                        None => return Err(CopyError::Stalled),
+                        Some(Ok(_)) => {}
                     }
                 }
                 let n = dec.feed(buf, None).map_err(|_| CopyError::Read)?;
-                up.write_all(&buf[..n])
-                    .await
-                    .map_err(|_| CopyError::Write)?;
+                write_within(up, &buf[..n], idle).await?;
                 buf.advance(n);
                 if dec.done() {
                     return Ok(());
@@ -1099,25 +1118,61 @@ async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
     head: &mut Vec<u8>,
     data: &[u8],
+    idle: Duration,
 ) -> Result<(), CopyError> {
-    let r = if head.is_empty() {
-        w.write_all(data).await
+    if head.is_empty() {
+        write_within(w, data, idle).await
     } else {
         head.extend_from_slice(data);
-        let r = w.write_all(head).await;
+        let r = write_within(w, head, idle).await;
         head.clear();
         r
-    };
-    // TLS streams hold written bytes until flushed (a no-op on TCP).
-    r.and(w.flush().await).map_err(|_| CopyError::Write)
+    }
 }
 
-/// Reads more from the upstream into `buf` (which the caller emptied).
-async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> Result<usize, CopyError> {
+/// Writes all of `data` and flushes (TLS streams hold bytes until then; a no-op on TCP); a peer
+/// that takes nothing for `idle` is a write error, as NGINX's `send_timeout`.
+async fn write_within<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    data: &[u8],
+    idle: Duration,
+) -> Result<(), CopyError> {
+    let done = within(idle, async {
+        w.write_all(data).await?;
+        w.flush().await
+    });
+    match done.await {
+        Some(Ok(())) => Ok(()),
+        _ => Err(CopyError::Write),
+    }
+}
+
+/// Runs `fut` with a time limit, armed only if it does not complete at once (a timer costs a clock
+/// read and a timer-wheel entry, which most reads and writes of small messages never need).
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(v) => Some(v),
+        None => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
+/// Reads more from the upstream into `buf` (which the caller emptied); an upstream silent for
+/// `idle` mid-body is a read error, as NGINX's `proxy_read_timeout`.
+async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<usize, CopyError> {
     buf.reserve(READ_CHUNK);
-    match r.read_buf(buf).await {
-        Ok(n) => Ok(n),
-        Err(_) => Err(CopyError::Read),
+    match within(idle, r.read_buf(buf)).await {
+        Some(Ok(n)) => Ok(n),
+        _ => Err(CopyError::Read),
     }
 }
 
@@ -1128,6 +1183,7 @@ async fn copy_length<R, W>(
     client: &mut W,
     head: &mut Vec<u8>,
     n: u64,
+    idle: Duration,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
@@ -1137,13 +1193,13 @@ where
     loop {
         let take = (buf.len() as u64).min(left) as usize;
         // The head goes out now even without body bytes: a slow body must not hold it back.
-        send(client, head, &buf[..take]).await?;
+        send(client, head, &buf[..take], idle).await?;
         buf.advance(take);
         left -= take as u64;
         if left == 0 {
             return Ok(n);
         }
-        if fill(up, buf).await? == 0 {
+        if fill(up, buf, idle).await? == 0 {
             return Err(CopyError::Read);
         }
     }
@@ -1156,6 +1212,7 @@ async fn copy_chunked<R, W>(
     client: &mut W,
     head: &mut Vec<u8>,
     dechunk: bool,
+    idle: Duration,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
@@ -1173,17 +1230,17 @@ where
                 .map_err(|_| CopyError::Read)?;
             buf.advance(n);
             total += decoded.len() as u64;
-            send(client, head, &decoded).await?;
+            send(client, head, &decoded, idle).await?;
         } else {
             let n = dec.feed(buf, None).map_err(|_| CopyError::Read)?;
-            send(client, head, &buf[..n]).await?;
+            send(client, head, &buf[..n], idle).await?;
             total += n as u64;
             buf.advance(n);
         }
         if dec.done() {
             return Ok(total);
         }
-        if fill(up, buf).await? == 0 {
+        if fill(up, buf, idle).await? == 0 {
             return Err(CopyError::Read);
         }
     }
@@ -1195,6 +1252,7 @@ async fn copy_to_end<R, W>(
     buf: &mut BytesMut,
     client: &mut W,
     head: &mut Vec<u8>,
+    idle: Duration,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
@@ -1203,9 +1261,9 @@ where
     let mut total = 0u64;
     loop {
         total += buf.len() as u64;
-        send(client, head, buf).await?;
+        send(client, head, buf, idle).await?;
         buf.clear();
-        if fill(up, buf).await? == 0 {
+        if fill(up, buf, idle).await? == 0 {
             return Ok(total);
         }
     }
