@@ -151,6 +151,10 @@ def scenario_balancer(reg, root, P):
         {"key": "haproxy1", "label": "HAProxy 1 thread", "start": lambda port: start_haproxy(reg, root, "haproxy1", port, backends, 1)},
         {"key": "haproxy2", "label": "HAProxy 2 threads", "start": lambda port: start_haproxy(reg, root, "haproxy2", port, backends, 2)},
         {"key": "cohort", "label": "cohort balance", "start": lambda port: start_cohort_balancer(reg, root, "cohortlb", port, backends)},
+        # Not a competitor: an L4 relay does no HTTP work at all, so it bounds what any HTTP proxy
+        # could reach on this machine with the same sockets (the kernel's share is the same).
+        {"key": "cohort_tcp", "label": "reference: cohort balance --mode tcp (L4 relay, no HTTP)",
+         "start": lambda port: start_cohort_balancer(reg, root, "cohortl4", port, backends, ["--mode", "tcp"])},
     ]
 
     def starter(c):

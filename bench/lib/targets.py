@@ -374,7 +374,7 @@ backend b
     return p.pid
 
 
-def start_cohort_balancer(reg, root, key, port, backends):
+def start_cohort_balancer(reg, root, key, port, backends, extra=()):
     binary = os.environ.get("COHORT_BIN", "")
     if not binary or not os.access(binary, os.X_OK):
         raise NotYet("no cohort binary")
@@ -386,6 +386,7 @@ def start_cohort_balancer(reg, root, key, port, backends):
     argv = [binary, "balance", "--listen", f"127.0.0.1:{port}", "--no-access-log"]
     for b in backends:
         argv += ["--upstream", f"127.0.0.1:{b}"]
+    argv += list(extra)
     log = os.path.join(d, "stderr.log")
     p = reg.spawn(argv, env=dict(os.environ, COHORT_HOME=os.path.join(d, "home")), log=log)
     if not procs.wait_http(port, 10, p):
