@@ -779,6 +779,36 @@ fn malformed_oversize_and_slow_requests_are_refused() {
     let slow = raw(bal.port, b"GET / HTTP/1.1\r\nHost: x\r\n");
     assert!(slow.starts_with("HTTP/1.1 408"), "{slow:?}");
     assert!(t.elapsed() < Duration::from_secs(5));
+    // Slowloris that trickles: a byte every 100 ms never completes a head; the 500 ms limit is for
+    // the whole head, not per byte.
+    let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
+    let t = Instant::now();
+    let mut answered = String::new();
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .chain([b'y'; 200].iter())
+    {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answered.push_str(&String::from_utf8_lossy(&buf[..n]));
+                break;
+            }
+            Err(_) => {}
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "trickling head never cut off"
+        );
+    }
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // Still serving.
     assert_eq!(get(bal.port, "/").status, 200);
 }

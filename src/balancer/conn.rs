@@ -37,6 +37,11 @@ thread_local! {
     pub static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Index of the worker runtime running on this thread.
+pub fn worker() -> usize {
+    WORKER.with(|w| w.get())
+}
+
 impl<T> IdleConns<T> {
     pub fn new(workers: usize) -> IdleConns<T> {
         IdleConns {
@@ -46,8 +51,7 @@ impl<T> IdleConns<T> {
         }
     }
     fn slot(&self) -> &Mutex<Vec<(T, Instant)>> {
-        let w = WORKER.with(|w| w.get());
-        &self.per_worker[w % self.per_worker.len()].0
+        &self.per_worker[worker() % self.per_worker.len()].0
     }
     /// Drops every idle connection (the upstream failed).
     pub fn clear(&self) {

@@ -30,7 +30,7 @@ use tokio::time::Instant as TokioInstant;
 use super::conn::{checkin_stream, checkout_stream};
 use super::http::{DrainToken, Shared};
 use super::log;
-use super::pool::ActiveGuard;
+use super::pool::Active;
 use super::spec::{HashKey, Strategy};
 
 /// How long a keep-alive connection may stay open once the balancer drains: a request that arrives
@@ -42,6 +42,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 const MAX_HEADERS: usize = 128;
 /// Most attempts remembered per request (more upstreams than this are still tried, by strategy order).
 const MAX_TRIED: usize = 16;
+/// Largest response head accepted from an upstream (more is a 502).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Read size for bodies.
 const READ_CHUNK: usize = 16 * 1024;
 /// The HTTP/2 connection preface starts with this: such a connection goes to hyper.
@@ -115,7 +117,9 @@ where
     let s = st.c.shared.clone();
     let settings = &s.settings;
     loop {
-        // 1. A whole request head (or the end of the connection).
+        // 1. A whole request head (or the end of the connection), within one deadline for the
+        // whole head: a client trickling a byte at a time (slowloris) does not extend it.
+        let head_deadline = TokioInstant::now() + settings.header_read_timeout;
         let info = loop {
             if !st.buf.is_empty() {
                 if st.served == 0 && st.buf.starts_with(&H2_PREFACE[..st.buf.len().min(16)]) {
@@ -144,10 +148,7 @@ where
                     }
                 }
             }
-            match st
-                .read_client(&mut client, settings.header_read_timeout)
-                .await
-            {
+            match st.read_client(&mut client, head_deadline).await {
                 ReadHead::Data => {}
                 ReadHead::Closed => return Outcome::Done,
                 ReadHead::TimedOut => {
@@ -163,7 +164,7 @@ where
             }
         };
         // 2. Proxy it; the connection goes on only if both sides allow.
-        match st.proxy(&mut client, info).await {
+        match st.proxy(&mut client, info, &s).await {
             Next::KeepAlive => st.served += 1,
             Next::Close => {
                 let _ = client.shutdown().await;
@@ -196,8 +197,9 @@ enum Attempt {
     Stale,
     /// No response head within the upstream timeout.
     TimedOut,
-    /// The upstream failed (reset, closed, garbage) before a complete response head.
-    Failed,
+    /// The upstream failed (reset, closed, garbage) before a complete response head; `reused`:
+    /// on a pooled connection.
+    Failed { reused: bool },
     /// The client went away while its body was being forwarded.
     ClientGone,
     /// The client stopped sending its body (408, as NGINX's `client_body_timeout`).
@@ -233,13 +235,12 @@ impl State {
         *self.c.shutdown.borrow()
     }
 
-    /// Reads more of a request head, within the header timeout (and the drain grace once draining).
+    /// Reads more of a request head, until `deadline` (and the drain grace once draining).
     async fn read_client<S: AsyncRead + Unpin>(
         &mut self,
         client: &mut S,
-        timeout: Duration,
+        deadline: TokioInstant,
     ) -> ReadHead {
-        let deadline = TokioInstant::now() + timeout;
         loop {
             let deadline = match self.drain_deadline {
                 Some(d) if self.buf.is_empty() => d.min(deadline),
@@ -569,11 +570,12 @@ impl State {
     }
 
     /// Proxies the request whose head starts `buf` (its upstream head is in `out`).
-    async fn proxy<S>(&mut self, client: &mut S, info: ReqInfo) -> Next
+    /// `shared` is the connection's own reference (taking one per request would write a reference
+    /// count that every worker writes).
+    async fn proxy<S>(&mut self, client: &mut S, info: ReqInfo, shared: &Shared) -> Next
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let shared = self.c.shared.clone();
         let s = &shared.settings;
         let pool = &shared.pool;
         // One clock read per request: the log's start, the upstream deadline and the pool's idle
@@ -614,7 +616,7 @@ impl State {
                 tried[ntried] = idx;
                 ntried += 1;
             }
-            let guard = ActiveGuard::new(pool.clone(), idx);
+            let guard = Active::new(&pool.upstreams[idx]);
             self.out.truncate(head_end);
             if info.needs_host {
                 self.out.extend_from_slice(b"host: ");
@@ -629,10 +631,10 @@ impl State {
             } else {
                 start
             };
-            match self.attempt(client, &info, idx, now).await {
+            match self.attempt(client, &info, idx, now, shared).await {
                 Attempt::Response(up, resp) => {
                     return self
-                        .respond(client, &info, idx, up, resp, guard, start)
+                        .respond(client, &info, idx, up, resp, guard, start, shared)
                         .await;
                 }
                 Attempt::ConnectFailed => {
@@ -665,8 +667,14 @@ impl State {
                     }
                     break;
                 }
-                Attempt::Failed => {
-                    pool.mark_failed(idx);
+                Attempt::Failed { reused } => {
+                    // A fresh connection that fails says the upstream is in trouble: out of the
+                    // rotation. One pooled connection failing is counted, not more.
+                    if reused {
+                        pool.upstreams[idx].errors.fetch_add(1, Relaxed);
+                    } else {
+                        pool.mark_failed(idx);
+                    }
                     failure = Some((idx, 502, FAILED));
                     if can_retry && retries_left > 0 {
                         retries_left -= 1;
@@ -717,11 +725,11 @@ impl State {
         info: &ReqInfo,
         idx: usize,
         now: Instant,
+        shared: &Shared,
     ) -> Attempt
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let shared = self.c.shared.clone();
         let s = &shared.settings;
         let (mut up, reused) =
             match checkout_stream(&shared.pool, idx, s.connect_timeout, s.upstream_idle, now).await
@@ -743,7 +751,7 @@ impl State {
             return if reused && !sent_body {
                 Attempt::NotSent
             } else {
-                Attempt::Failed
+                Attempt::Failed { reused }
             };
         }
         let mut body_failed = false;
@@ -771,33 +779,28 @@ impl State {
                     return if self.up_buf.is_empty() && reused && !body_failed {
                         Attempt::Stale
                     } else {
-                        Attempt::Failed
+                        Attempt::Failed { reused }
                     };
                 }
                 Ok(Ok(_)) => {}
             }
-            match self.parse_response(info) {
-                Ok(Some(Parsed::Final(resp))) => return Attempt::Response(up, resp),
-                Ok(Some(Parsed::Interim(len))) => {
-                    // 1xx (not 101): pass it on to an HTTP/1.1 client and read the next head.
-                    if !info.http10 && client.write_all(&self.up_buf[..len]).await.is_err() {
-                        return Attempt::ClientGone;
-                    }
-                    self.up_buf.advance(len);
-                    if !self.up_buf.is_empty() {
-                        match self.parse_response(info) {
-                            Ok(Some(Parsed::Final(resp))) => return Attempt::Response(up, resp),
-                            Ok(Some(Parsed::Interim(_))) | Ok(None) => {}
-                            Err(()) => return Attempt::Failed,
+            // Every complete head in the buffer: 1xx ones (not 101) are passed on to an HTTP/1.1
+            // client, the final one ends the attempt.
+            loop {
+                match self.parse_response(info) {
+                    Ok(Some(Parsed::Final(resp))) => return Attempt::Response(up, resp),
+                    Ok(Some(Parsed::Interim(len))) => {
+                        if !info.http10 && client.write_all(&self.up_buf[..len]).await.is_err() {
+                            return Attempt::ClientGone;
                         }
+                        self.up_buf.advance(len);
                     }
-                }
-                Ok(None) => {
-                    if self.up_buf.len() > 64 * 1024 {
-                        return Attempt::Failed;
+                    Ok(None) if self.up_buf.len() > MAX_RESPONSE_HEAD => {
+                        return Attempt::Failed { reused }
                     }
+                    Ok(None) => break,
+                    Err(()) => return Attempt::Failed { reused },
                 }
-                Err(()) => return Attempt::Failed,
             }
         }
     }
@@ -950,16 +953,40 @@ impl State {
         idx: usize,
         mut up: TcpStream,
         resp: RespInfo,
-        guard: ActiveGuard,
+        guard: Active<'_>,
         start: Instant,
+        shared: &Shared,
     ) -> Next
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let shared = self.c.shared.clone();
         let pool = &shared.pool;
         let tunnel = resp.status == 101 && info.upgrade;
         let idle = shared.settings.idle_timeout;
+        // The usual case: the whole response is already read. The upstream's part is over before
+        // the client write, so its connection goes back to the pool and the request stops counting
+        // as active first (a client's next request must not see it still in flight).
+        let complete = match resp.body {
+            Framing::None => self.up_buf.is_empty(),
+            Framing::Length(n) => self.up_buf.len() as u64 == n,
+            _ => false,
+        };
+        if complete && !tunnel {
+            let bytes = self.up_buf.len() as u64;
+            self.out.extend_from_slice(&self.up_buf);
+            self.up_buf.clear();
+            if resp.reusable {
+                checkin_stream(pool, idx, up, start);
+            }
+            drop(guard);
+            let sent = write_within(client, &self.out, idle).await;
+            self.out.clear();
+            self.log(info, idx, resp.status, bytes, start);
+            return match sent {
+                Ok(()) if resp.client_keep_alive => Next::KeepAlive,
+                _ => Next::Close,
+            };
+        }
         let result: Result<u64, CopyError> = if tunnel {
             let r = self.tunnel(client, &mut up).await;
             self.log(info, idx, resp.status, 0, start);

@@ -314,15 +314,15 @@ fn run(settings: Settings) -> Result<()> {
         log::start();
     }
 
-    let start_loop = |listener: std::net::TcpListener| -> Result<_> {
+    // One shutdown channel per worker runtime as well: its connections read and wait on it for
+    // every request, and a channel shared by all workers would be written by both cores each time.
+    let mut worker_shutdown: Vec<watch::Sender<bool>> = Vec::with_capacity(workers);
+    let mut start_loop = |listener: std::net::TcpListener| -> Result<_> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let (sh, tls, limit, rx, drain) = (
-            shared.clone(),
-            tls.clone(),
-            limit.clone(),
-            shutdown_rx.clone(),
-            drain_tx.clone(),
-        );
+        let (tx, rx) = watch::channel(false);
+        worker_shutdown.push(tx);
+        let (sh, tls, limit, drain) =
+            (shared.clone(), tls.clone(), limit.clone(), drain_tx.clone());
         Ok(async move {
             match sh.settings.mode {
                 Mode::Http => server::accept_loop(listener, sh, tls, limit, rx, drain).await,
@@ -398,6 +398,9 @@ fn run(settings: Settings) -> Result<()> {
             s.name, s.drain_timeout
         );
         let _ = shutdown_tx.send(true);
+        for tx in &worker_shutdown {
+            let _ = tx.send(true);
+        }
         drop(drain_tx);
         let drained = tokio::time::timeout(s.drain_timeout, drain_rx.recv())
             .await

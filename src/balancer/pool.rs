@@ -3,7 +3,7 @@
 //! path never takes a lock for them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::conn::{IdleConns, Sender};
@@ -15,12 +15,12 @@ pub struct Upstream {
     pub label: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    /// Requests (HTTP) or connections (TCP) sent to it.
-    pub requests: AtomicU64,
+    /// Requests (HTTP) or connections (TCP) sent to it, and those in flight: one pair per worker
+    /// runtime, each on its own cache line, so that the workers (one per core) never write the same
+    /// line on every request; summed when read.
+    shards: Box<[Shard]>,
     /// Failed attempts: connect errors, timeouts, broken responses.
     pub errors: AtomicU64,
-    /// Requests or tunnels in flight.
-    pub active: AtomicUsize,
     /// Active health state: false once `fall` checks failed, or after a passive failure when active
     /// checks are on (they bring it back after `rise` successes).
     healthy: AtomicBool,
@@ -32,6 +32,35 @@ pub struct Upstream {
     pub idle: IdleConns<Sender>,
     /// Idle keep-alive connections of the HTTP/1 path (raw sockets).
     pub idle_streams: IdleConns<tokio::net::TcpStream>,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard {
+    requests: AtomicU64,
+    /// Signed: a guard may end on another worker than the one it started on (HTTP/2 bodies).
+    active: AtomicI64,
+}
+
+impl Upstream {
+    /// Requests (HTTP) or connections (TCP) sent to it.
+    pub fn requests(&self) -> u64 {
+        self.shards.iter().map(|s| s.requests.load(Relaxed)).sum()
+    }
+
+    /// Requests or tunnels in flight.
+    pub fn active(&self) -> usize {
+        let n: i64 = self.shards.iter().map(|s| s.active.load(Relaxed)).sum();
+        n.max(0) as usize
+    }
+
+    #[cfg(test)]
+    pub fn set_active(&self, n: i64) {
+        for s in self.shards.iter() {
+            s.active.store(0, Relaxed);
+        }
+        self.shards[0].active.store(n, Relaxed);
+    }
 }
 
 /// All upstreams of one balancer plus the selection strategy.
@@ -57,9 +86,8 @@ impl Pool {
                 label,
                 addr,
                 weight,
-                requests: AtomicU64::new(0),
+                shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
                 errors: AtomicU64::new(0),
-                active: AtomicUsize::new(0),
                 healthy: AtomicBool::new(true),
                 down_until_ms: AtomicU64::new(0),
                 check_ok_streak: AtomicU32::new(0),
@@ -81,10 +109,23 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Whether upstream `i` may receive traffic now.
+    /// Whether upstream `i` may receive traffic now. Reads the clock only while a passive failure
+    /// is being served out (it is asked several times per request).
     pub fn is_up(&self, i: usize) -> bool {
         let u = &self.upstreams[i];
-        u.healthy.load(Relaxed) && u.down_until_ms.load(Relaxed) <= self.now_ms()
+        if !u.healthy.load(Relaxed) {
+            return false;
+        }
+        let until = u.down_until_ms.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until <= self.now_ms() {
+            // Served out: back to the fast path (a newer failure in between wins).
+            let _ = u.down_until_ms.compare_exchange(until, 0, Relaxed, Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Records a failed attempt (connect error, timeout, broken response) and takes the upstream out.
@@ -96,7 +137,9 @@ impl Pool {
             u.healthy.store(false, Relaxed);
         } else {
             let until = self.now_ms() + self.down_for.as_millis() as u64;
-            u.down_until_ms.store(until, Relaxed);
+            if until > 0 {
+                u.down_until_ms.store(until, Relaxed);
+            }
         }
         u.idle.clear();
         u.idle_streams.clear();
@@ -139,9 +182,9 @@ impl Pool {
                     "resolved": u.addr.to_string(),
                     "weight": u.weight,
                     "state": state,
-                    "requests": u.requests.load(Relaxed),
+                    "requests": u.requests(),
                     "errors": u.errors.load(Relaxed),
-                    "active": u.active.load(Relaxed),
+                    "active": u.active(),
                 })
             })
             .collect();
@@ -157,23 +200,57 @@ impl Pool {
     }
 }
 
-/// Decrements an upstream's `active` counter when dropped (end of a request body or a tunnel).
+/// Counts a request (or tunnel) to an upstream and keeps it in `active` until dropped; owns its
+/// pool, for responses whose body outlives the request handler (HTTP/2, TCP tunnels).
 pub struct ActiveGuard {
     pool: std::sync::Arc<Pool>,
     index: usize,
+    shard: usize,
 }
 
 impl ActiveGuard {
     pub fn new(pool: std::sync::Arc<Pool>, index: usize) -> ActiveGuard {
-        let u = &pool.upstreams[index];
-        u.active.fetch_add(1, Relaxed);
-        u.requests.fetch_add(1, Relaxed);
-        ActiveGuard { pool, index }
+        let shard = begin(&pool.upstreams[index]);
+        ActiveGuard { pool, index, shard }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.pool.upstreams[self.index].active.fetch_sub(1, Relaxed);
+        end(&self.pool.upstreams[self.index], self.shard);
     }
+}
+
+/// The same for a request handled within one borrow of the pool (the HTTP/1 path): no reference
+/// count to touch, whose cache line both workers would otherwise write on every request.
+pub struct Active<'a> {
+    upstream: &'a Upstream,
+    shard: usize,
+}
+
+impl<'a> Active<'a> {
+    pub fn new(upstream: &'a Upstream) -> Active<'a> {
+        Active {
+            shard: begin(upstream),
+            upstream,
+        }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        end(self.upstream, self.shard);
+    }
+}
+
+fn begin(u: &Upstream) -> usize {
+    let i = super::conn::worker() % u.shards.len();
+    let s = &u.shards[i];
+    s.active.fetch_add(1, Relaxed);
+    s.requests.fetch_add(1, Relaxed);
+    i
+}
+
+fn end(u: &Upstream, shard: usize) {
+    u.shards[shard].active.fetch_sub(1, Relaxed);
 }

@@ -11,13 +11,18 @@ use super::spec::Strategy;
 /// Virtual nodes per unit of weight on the hash ring.
 const VNODES_PER_WEIGHT: u32 = 160;
 
+/// State written on every pick sits alone on its cache line, so that the workers' writes do not
+/// also evict what they read on every request (the pool's upstream list).
+#[repr(align(64))]
+pub struct Padded<T>(T);
+
 pub enum Selector {
     /// Smooth weighted round robin: per-upstream current weights.
-    RoundRobin(Mutex<Vec<i64>>),
+    RoundRobin(Padded<Mutex<Vec<i64>>>),
     /// Round robin when all weights are equal: a lock-free counter.
-    Rotate(AtomicUsize),
+    Rotate(Padded<AtomicUsize>),
     /// Least active requests relative to weight; ties rotate from a moving start.
-    LeastConn(AtomicUsize),
+    LeastConn(Padded<AtomicUsize>),
     /// Two random upstreams, the less loaded wins.
     Random,
     /// Sorted ring of (point, upstream index).
@@ -28,10 +33,12 @@ impl Selector {
     pub fn new(strategy: Strategy, weights: &[u32], labels: &[String]) -> Selector {
         match strategy {
             Strategy::RoundRobin if weights.windows(2).all(|w| w[0] == w[1]) => {
-                Selector::Rotate(AtomicUsize::new(0))
+                Selector::Rotate(Padded(AtomicUsize::new(0)))
             }
-            Strategy::RoundRobin => Selector::RoundRobin(Mutex::new(vec![0; weights.len()])),
-            Strategy::LeastConn => Selector::LeastConn(AtomicUsize::new(0)),
+            Strategy::RoundRobin => {
+                Selector::RoundRobin(Padded(Mutex::new(vec![0; weights.len()])))
+            }
+            Strategy::LeastConn => Selector::LeastConn(Padded(AtomicUsize::new(0))),
             Strategy::Random => Selector::Random,
             Strategy::Hash => {
                 let mut ring = Vec::new();
@@ -55,7 +62,7 @@ impl Selector {
                 // NGINX's smooth weighted round robin: add each weight to its current value, pick the
                 // largest, subtract the total from the winner. Exact rotation for equal weights and
                 // an even interleaving for unequal ones.
-                let mut cw = current.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cw = current.0.lock().unwrap_or_else(|e| e.into_inner());
                 let mut total = 0i64;
                 let mut best: Option<usize> = None;
                 for i in 0..n {
@@ -80,11 +87,11 @@ impl Selector {
                 if m == 0 {
                     return None;
                 }
-                let s = next.fetch_add(1, Relaxed) % m;
+                let s = next.0.fetch_add(1, Relaxed) % m;
                 (0..n).filter(|&i| eligible(i)).nth(s)
             }
             Selector::LeastConn(start) => {
-                let s = start.fetch_add(1, Relaxed);
+                let s = start.0.fetch_add(1, Relaxed);
                 let mut best: Option<(usize, u64)> = None;
                 for k in 0..n {
                     let i = (s + k) % n;
@@ -93,7 +100,7 @@ impl Selector {
                     }
                     let u = &pool.upstreams[i];
                     // active/weight in fixed point (x1000), no floats.
-                    let load = (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64;
+                    let load = (u.active() as u64 * 1000) / u.weight as u64;
                     if best.is_none_or(|(_, l)| load < l) {
                         best = Some((i, load));
                     }
@@ -113,7 +120,7 @@ impl Selector {
                         }
                         let load = |i: usize| {
                             let u = &pool.upstreams[i];
-                            (u.active.load(Relaxed) as u64 * 1000) / u.weight as u64
+                            (u.active() as u64 * 1000) / u.weight as u64
                         };
                         Some(if load(b) < load(a) { b } else { a })
                     }
@@ -209,7 +216,7 @@ mod tests {
     #[test]
     fn random_two_choices_prefers_the_less_loaded() {
         let p = pool(Strategy::Random, &[1, 1]);
-        p.upstreams[1].active.store(5, Relaxed);
+        p.upstreams[1].set_active(5);
         for _ in 0..50 {
             assert_eq!(p.pick(0, &[]), Some(0));
         }
@@ -224,7 +231,7 @@ mod tests {
     #[test]
     fn least_conn_prefers_idle() {
         let p = pool(Strategy::LeastConn, &[1, 1]);
-        p.upstreams[0].active.store(3, Relaxed);
+        p.upstreams[0].set_active(3);
         for _ in 0..4 {
             assert_eq!(p.pick(0, &[]), Some(1));
         }
