@@ -756,8 +756,18 @@ impl State {
         }
         let mut body_failed = false;
         if !sent_body && info.body != Framing::None {
-            match forward_body(client, &mut self.buf, &mut up, info.body, s.idle_timeout).await {
-                Ok(()) => {}
+            let mut no_head = Vec::new();
+            let body = copy_body(
+                client,
+                &mut self.buf,
+                &mut up,
+                &mut no_head,
+                info.body,
+                false,
+                s.idle_timeout,
+            );
+            match body.await {
+                Ok(_) => {}
                 Err(CopyError::Read) => return Attempt::ClientGone,
                 Err(CopyError::Stalled) => return Attempt::ClientStalled,
                 // The upstream may have answered early (413, say) and closed: read that answer.
@@ -987,34 +997,22 @@ impl State {
                 _ => Next::Close,
             };
         }
-        let result: Result<u64, CopyError> = if tunnel {
-            let r = self.tunnel(client, &mut up).await;
+        if tunnel {
+            // Ends when either side closes; the connection is done after it either way.
+            let _ = self.tunnel(client, &mut up).await;
             self.log(info, idx, resp.status, 0, start);
-            drop(guard);
-            let _ = r;
             return Next::Close;
-        } else {
-            match resp.body {
-                Framing::None => send(client, &mut self.out, &[], idle).await.map(|_| 0),
-                Framing::Length(n) => {
-                    copy_length(&mut up, &mut self.up_buf, client, &mut self.out, n, idle).await
-                }
-                Framing::Chunked => {
-                    copy_chunked(
-                        &mut up,
-                        &mut self.up_buf,
-                        client,
-                        &mut self.out,
-                        resp.dechunk,
-                        idle,
-                    )
-                    .await
-                }
-                Framing::UntilClose => {
-                    copy_to_end(&mut up, &mut self.up_buf, client, &mut self.out, idle).await
-                }
-            }
-        };
+        }
+        let result = copy_body(
+            &mut up,
+            &mut self.up_buf,
+            client,
+            &mut self.out,
+            resp.body,
+            resp.dechunk,
+            idle,
+        )
+        .await;
         let bytes = match &result {
             Ok(n) => *n,
             Err(_) => 0,
@@ -1032,12 +1030,13 @@ impl State {
                     Next::Close
                 }
             }
-            Err(CopyError::Read) => {
-                // The upstream broke off mid-body: the client cannot be told but by a close.
+            Err(CopyError::Read) | Err(CopyError::Stalled) => {
+                // The upstream broke off or went silent mid-body: the client cannot be told but by
+                // a close.
                 pool.upstreams[idx].errors.fetch_add(1, Relaxed);
                 Next::Close
             }
-            Err(CopyError::Write) | Err(CopyError::Stalled) => Next::Close,
+            Err(CopyError::Write) => Next::Close,
         }
     }
 
@@ -1083,61 +1082,8 @@ enum Parsed {
 enum CopyError {
     Read,
     Write,
-    /// The client sent no byte of its request body for `timeouts.idle`.
+    /// No byte to read for `timeouts.idle`.
     Stalled,
-}
-
-/// Forwards a request body from the client (bytes in `buf` first) to the upstream.
-async fn forward_body<C, U>(
-    client: &mut C,
-    buf: &mut BytesMut,
-    up: &mut U,
-    body: Framing,
-    idle: Duration,
-) -> Result<(), CopyError>
-where
-    C: AsyncRead + Unpin,
-    U: AsyncWrite + Unpin,
-{
-    match body {
-        Framing::Length(mut left) => loop {
-            if buf.is_empty() {
-                buf.reserve(READ_CHUNK);
-                match within(idle, client.read_buf(buf)).await {
-                    Some(Ok(0)) | Some(Err(_)) => return Err(CopyError::Read),
-                    None => return Err(CopyError::Stalled),
-                    Some(Ok(_)) => {}
-                }
-            }
-            let n = (buf.len() as u64).min(left) as usize;
-            write_within(up, &buf[..n], idle).await?;
-            buf.advance(n);
-            left -= n as u64;
-            if left == 0 {
-                return Ok(());
-            }
-        },
-        Framing::Chunked => {
-            let mut dec = Chunked::default();
-            loop {
-                if buf.is_empty() {
-                    buf.reserve(READ_CHUNK);
-                    match within(idle, client.read_buf(buf)).await {
-                        Some(Ok(0)) | Some(Err(_)) => return Err(CopyError::Read),
-                        None => return Err(CopyError::Stalled),
-                        Some(Ok(_)) => {}
-                    }
-                }
-                let n = dec.feed(buf, None).map_err(|_| CopyError::Read)?;
-                write_within(up, &buf[..n], idle).await?;
-                buf.advance(n);
-                if dec.done() {
-                    return Ok(());
-                }
-            }
-        }
-        Framing::None | Framing::UntilClose => Ok(()),
-    }
 }
 
 /// Writes `head` (if not yet sent) together with `data` in one write.
@@ -1189,55 +1135,17 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Ou
     }
 }
 
-/// Reads more from the upstream into `buf` (which the caller emptied); an upstream silent for
-/// `idle` mid-body is a read error, as NGINX's `proxy_read_timeout`.
-async fn fill<R: AsyncRead + Unpin>(
-    r: &mut R,
+/// Copies one body framed by `framing` from `src` (bytes already in `buf` first) to `dst`, the
+/// head (if any) going out with the first bytes or alone, so that a slow body never holds it back.
+/// With `dechunk`, a chunked body is decoded (for an HTTP/1.0 client). Returns the bytes written.
+/// A read that waits longer than `idle` is `Stalled` (a client that stops sending its body, an
+/// upstream silent mid-body: NGINX's `client_body_timeout` and `proxy_read_timeout`).
+async fn copy_body<R, W>(
+    src: &mut R,
     buf: &mut BytesMut,
-    idle: Duration,
-) -> Result<usize, CopyError> {
-    buf.reserve(READ_CHUNK);
-    match within(idle, r.read_buf(buf)).await {
-        Some(Ok(n)) => Ok(n),
-        _ => Err(CopyError::Read),
-    }
-}
-
-/// A Content-Length response body: exactly `n` bytes after the head.
-async fn copy_length<R, W>(
-    up: &mut R,
-    buf: &mut BytesMut,
-    client: &mut W,
+    dst: &mut W,
     head: &mut Vec<u8>,
-    n: u64,
-    idle: Duration,
-) -> Result<u64, CopyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut left = n;
-    loop {
-        let take = (buf.len() as u64).min(left) as usize;
-        // The head goes out now even without body bytes: a slow body must not hold it back.
-        send(client, head, &buf[..take], idle).await?;
-        buf.advance(take);
-        left -= take as u64;
-        if left == 0 {
-            return Ok(n);
-        }
-        if fill(up, buf, idle).await? == 0 {
-            return Err(CopyError::Read);
-        }
-    }
-}
-
-/// A chunked response body, passed on as it is or (HTTP/1.0 client) decoded.
-async fn copy_chunked<R, W>(
-    up: &mut R,
-    buf: &mut BytesMut,
-    client: &mut W,
-    head: &mut Vec<u8>,
+    framing: Framing,
     dechunk: bool,
     idle: Duration,
 ) -> Result<u64, CopyError>
@@ -1245,53 +1153,43 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
     let mut dec = Chunked::default();
-    let mut total = 0u64;
     let mut decoded = Vec::new();
-    loop {
-        // The head goes out with the first bytes, or alone: a slow body must not hold it back.
-        if dechunk {
-            decoded.clear();
-            let n = dec
-                .feed(buf, Some(&mut decoded))
-                .map_err(|_| CopyError::Read)?;
-            buf.advance(n);
-            total += decoded.len() as u64;
-            send(client, head, &decoded, idle).await?;
-        } else {
-            let n = dec.feed(buf, None).map_err(|_| CopyError::Read)?;
-            send(client, head, &buf[..n], idle).await?;
-            total += n as u64;
-            buf.advance(n);
-        }
-        if dec.done() {
-            return Ok(total);
-        }
-        if fill(up, buf, idle).await? == 0 {
-            return Err(CopyError::Read);
-        }
-    }
-}
-
-/// A response body that ends when the upstream closes.
-async fn copy_to_end<R, W>(
-    up: &mut R,
-    buf: &mut BytesMut,
-    client: &mut W,
-    head: &mut Vec<u8>,
-    idle: Duration,
-) -> Result<u64, CopyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
     let mut total = 0u64;
     loop {
-        total += buf.len() as u64;
-        send(client, head, buf, idle).await?;
-        buf.clear();
-        if fill(up, buf, idle).await? == 0 {
+        // How much of `buf` belongs to the body, and whether that ends it.
+        let (n, done) = match framing {
+            Framing::None => (0, true),
+            Framing::Length(_) => {
+                let n = (buf.len() as u64).min(left);
+                left -= n;
+                (n as usize, left == 0)
+            }
+            Framing::Chunked => {
+                decoded.clear();
+                let out = dechunk.then_some(&mut decoded);
+                let n = dec.feed(buf, out).map_err(|_| CopyError::Read)?;
+                (n, dec.done())
+            }
+            Framing::UntilClose => (buf.len(), false),
+        };
+        let data = if dechunk { &decoded[..] } else { &buf[..n] };
+        total += data.len() as u64;
+        send(dst, head, data, idle).await?;
+        buf.advance(n);
+        if done {
             return Ok(total);
+        }
+        buf.reserve(READ_CHUNK);
+        match within(idle, src.read_buf(buf)).await {
+            None => return Err(CopyError::Stalled),
+            Some(Ok(0)) if framing == Framing::UntilClose => return Ok(total),
+            Some(Ok(0)) | Some(Err(_)) => return Err(CopyError::Read),
+            Some(Ok(_)) => {}
         }
     }
 }
