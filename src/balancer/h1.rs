@@ -1228,6 +1228,27 @@ impl Chunked {
         self.state == CState::Done
     }
 
+    /// The one byte the grammar allows here, then `next`.
+    fn expect(&mut self, b: u8, want: u8, next: CState) -> Result<(), ()> {
+        if b != want {
+            return Err(());
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    /// A byte of a chunk extension or trailer line (bounded); its CR leads to `on_cr`.
+    fn line_byte(&mut self, b: u8, on_cr: CState) -> Result<(), ()> {
+        self.line += 1;
+        if self.line > MAX_CHUNK_LINE || b == b'\n' {
+            return Err(());
+        }
+        if b == b'\r' {
+            self.state = on_cr;
+        }
+        Ok(())
+    }
+
     /// Consumes bytes of `input` that belong to the body (stopping at its end) and returns how many;
     /// with `data`, appends the payload bytes to it.
     fn feed(&mut self, input: &[u8], mut data: Option<&mut Vec<u8>>) -> Result<usize, ()> {
@@ -1250,26 +1271,16 @@ impl Chunked {
                         _ => return Err(()),
                     },
                 },
-                CState::Ext => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE || b == b'\n' {
-                        return Err(());
-                    }
-                    if b == b'\r' {
-                        self.state = CState::SizeLf;
-                    }
-                }
+                CState::Ext => self.line_byte(b, CState::SizeLf)?,
                 CState::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.line = 0;
-                    self.digits = 0;
-                    self.state = if self.size == 0 {
+                    let next = if self.size == 0 {
                         CState::TrailerStart
                     } else {
                         CState::Data
                     };
+                    self.expect(b, b'\n', next)?;
+                    self.line = 0;
+                    self.digits = 0;
                 }
                 CState::Data => {
                     let n = (self.size.min((input.len() - i) as u64)) as usize;
@@ -1283,18 +1294,8 @@ impl Chunked {
                     }
                     continue;
                 }
-                CState::DataCr => {
-                    if b != b'\r' {
-                        return Err(());
-                    }
-                    self.state = CState::DataLf;
-                }
-                CState::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = CState::Size;
-                }
+                CState::DataCr => self.expect(b, b'\r', CState::DataLf)?,
+                CState::DataLf => self.expect(b, b'\n', CState::Size)?,
                 CState::TrailerStart => {
                     self.line = 0;
                     self.state = if b == b'\r' {
@@ -1303,26 +1304,10 @@ impl Chunked {
                         CState::TrailerLine
                     };
                 }
-                CState::TrailerLine => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE || b == b'\n' {
-                        return Err(());
-                    }
-                    if b == b'\r' {
-                        self.state = CState::TrailerLf;
-                    }
-                }
-                CState::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = CState::TrailerStart;
-                }
+                CState::TrailerLine => self.line_byte(b, CState::TrailerLf)?,
+                CState::TrailerLf => self.expect(b, b'\n', CState::TrailerStart)?,
                 CState::EndLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = CState::Done;
+                    self.expect(b, b'\n', CState::Done)?;
                     return Ok(i + 1);
                 }
                 CState::Done => return Ok(i),
