@@ -54,6 +54,7 @@ pub struct Conn {
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
+    /// Held for the connection's life (tunnels included): the drain waits for it.
     pub drain: DrainToken,
 }
 
@@ -61,8 +62,9 @@ pub struct Conn {
 pub enum Outcome {
     /// Served (or refused) and closed.
     Done,
-    /// The client speaks HTTP/2 with prior knowledge: these bytes were read and must be replayed.
-    Http2(BytesMut),
+    /// The client speaks HTTP/2 with prior knowledge: these bytes were read and must be replayed;
+    /// the connection's context comes back for the HTTP/2 server.
+    Http2(BytesMut, Conn),
 }
 
 /// A request or response body's framing (RFC 9112 section 6).
@@ -124,7 +126,7 @@ where
             if !st.buf.is_empty() {
                 if st.served == 0 && st.buf.starts_with(&H2_PREFACE[..st.buf.len().min(16)]) {
                     if st.buf.len() >= H2_PREFACE.len() {
-                        return Outcome::Http2(std::mem::take(&mut st.buf));
+                        return Outcome::Http2(std::mem::take(&mut st.buf), st.c);
                     }
                 } else {
                     match st.parse_request() {
@@ -1066,7 +1068,6 @@ impl State {
             up.write_all(&self.buf).await?;
             self.buf.clear();
         }
-        let _drain = self.c.drain.clone();
         tokio::io::copy_bidirectional(client, up).await.map(|_| ())
     }
 }

@@ -42,7 +42,6 @@ pub struct Proxy {
     pub client: SocketAddr,
     /// The client's IP as a header value, made once per connection.
     pub client_ip: HeaderValue,
-    pub drain: DrainToken,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {

@@ -64,19 +64,17 @@ pub async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Proxy {
+        let conn = h1::Conn {
             shared: shared.clone(),
-            client: peer,
-            client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or(http::HeaderValue::from_static("unknown")),
+            peer,
+            shutdown: shutdown.clone(),
             drain: drain.clone(),
         };
         tokio::spawn(serve_conn(
             stream,
-            proxy,
+            conn,
             tls.clone(),
             builder.clone(),
-            shutdown.clone(),
             permit,
         ));
     }
@@ -113,38 +111,30 @@ macro_rules! drive {
 
 async fn serve_conn(
     stream: TcpStream,
-    proxy: Proxy,
+    conn: h1::Conn,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let conn = h1::Conn {
-        shared: proxy.shared.clone(),
-        peer: proxy.client,
-        shutdown: shutdown.clone(),
-        drain: proxy.drain.clone(),
-    };
+    // HTTP/1.x is served by the h1 path; HTTP/2 (ALPN h2, or a connection that opens with the
+    // HTTP/2 preface: h2c prior knowledge) goes to hyper, with the bytes already read.
     if let Some(acceptor) = tls {
-        let header_timeout = proxy.shared.settings.header_read_timeout;
-        let Ok(Ok(tls_stream)) =
+        let header_timeout = conn.shared.settings.header_read_timeout;
+        let Ok(Ok(mut tls_stream)) =
             tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
         else {
             return;
         };
         if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-            serve_h2(tls_stream, BytesMut::new(), proxy, builder, shutdown).await;
-        } else if let h1::Outcome::Http2(read) = h1::serve(tls_stream, conn).await {
-            // Only reached without ALPN h2, which an HTTP/2 client over TLS always sends.
-            drop(read);
+            serve_h2(tls_stream, BytesMut::new(), conn, builder).await;
+        } else if let h1::Outcome::Http2(read, conn) = h1::serve(&mut tls_stream, conn).await {
+            serve_h2(tls_stream, read, conn, builder).await;
         }
         return;
     }
-    // HTTP/1.x is served by the h1 path; a connection that opens with the HTTP/2 preface (h2c
-    // prior knowledge) is handed to hyper together with the bytes already read.
     let mut stream = stream;
-    if let h1::Outcome::Http2(read) = h1::serve(&mut stream, conn).await {
-        serve_h2(stream, read, proxy, builder, shutdown).await;
+    if let h1::Outcome::Http2(read, conn) = h1::serve(&mut stream, conn).await {
+        serve_h2(stream, read, conn, builder).await;
     }
 }
 
@@ -152,19 +142,32 @@ async fn serve_conn(
 async fn serve_h2<S>(
     stream: S,
     read: BytesMut,
-    proxy: Proxy,
+    conn: h1::Conn,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let h1::Conn {
+        shared,
+        peer,
+        mut shutdown,
+        drain,
+    } = conn;
+    // The drain waits for this connection while `_drain` lives: to its end.
+    let _drain = drain;
+    let proxy = Proxy {
+        shared,
+        client: peer,
+        client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown")),
+    };
     let stream = Prefixed {
         read,
         inner: stream,
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), proxy);
-    let mut conn = std::pin::pin!(conn);
-    let _ = drive!(conn, shutdown);
+    let served = builder.serve_connection(TokioIo::new(stream), proxy);
+    let mut served = std::pin::pin!(served);
+    let _ = drive!(served, shutdown);
 }
 
 /// A stream whose first bytes were already read: they are returned again before the rest.
