@@ -17,6 +17,7 @@
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant as TokioInstant;
+use tokio::time::{Instant as TokioInstant, Sleep};
 
 use super::conn::{checkin_stream, checkout_stream};
 use super::http::{DrainToken, Shared};
@@ -114,6 +115,8 @@ where
         served: 0,
         xff_ip: String::new(),
         drain_deadline: None,
+        head_timer: Box::pin(tokio::time::sleep_until(TokioInstant::now())),
+        up_timer: Box::pin(tokio::time::sleep_until(TokioInstant::now())),
     };
     st.xff_ip = st.c.peer.ip().to_string();
     let s = st.c.shared.clone();
@@ -230,6 +233,11 @@ struct State {
     xff_ip: String,
     /// Set when the drain began while this connection was idle.
     drain_deadline: Option<TokioInstant>,
+    /// The request head's deadline and the upstream's answer deadline: one timer each per
+    /// connection, moved later for every request. tokio then only updates the deadline (one atomic
+    /// operation) instead of adding a timer to its wheel and removing it again for every request.
+    head_timer: Pin<Box<Sleep>>,
+    up_timer: Pin<Box<Sleep>>,
 }
 
 impl State {
@@ -248,6 +256,9 @@ impl State {
                 Some(d) if self.buf.is_empty() => d.min(deadline),
                 _ => deadline,
             };
+            if self.head_timer.deadline() != deadline {
+                self.head_timer.as_mut().reset(deadline);
+            }
             let reserve = self.buf.capacity() - self.buf.len();
             if reserve < 1024 {
                 self.buf.reserve(8 * 1024);
@@ -256,17 +267,17 @@ impl State {
             let watching = self.drain_deadline.is_none();
             tokio::select! {
                 biased;
-                r = tokio::time::timeout_at(deadline, client.read_buf(&mut self.buf)) => {
+                r = client.read_buf(&mut self.buf) => {
                     return match r {
-                        Ok(Ok(0)) | Ok(Err(_)) => ReadHead::Closed,
-                        Ok(Ok(_)) => ReadHead::Data,
-                        Err(_) => {
-                            if self.drain_deadline.is_some() && self.buf.is_empty() {
-                                ReadHead::Closed
-                            } else {
-                                ReadHead::TimedOut
-                            }
-                        }
+                        Ok(0) | Err(_) => ReadHead::Closed,
+                        Ok(_) => ReadHead::Data,
+                    };
+                }
+                _ = self.head_timer.as_mut() => {
+                    return if self.drain_deadline.is_some() && self.buf.is_empty() {
+                        ReadHead::Closed
+                    } else {
+                        ReadHead::TimedOut
                     };
                 }
                 changed = shutdown.changed(), if watching => {
@@ -782,19 +793,23 @@ impl State {
         } else {
             TokioInstant::now()
         };
-        let deadline = sent_at + s.upstream_timeout;
+        self.up_timer.as_mut().reset(sent_at + s.upstream_timeout);
         loop {
-            let got = tokio::time::timeout_at(deadline, up.read_buf(&mut self.up_buf)).await;
+            let got = tokio::select! {
+                biased;
+                r = up.read_buf(&mut self.up_buf) => Some(r),
+                _ = self.up_timer.as_mut() => None,
+            };
             match got {
-                Err(_) => return Attempt::TimedOut,
-                Ok(Ok(0)) | Ok(Err(_)) => {
+                None => return Attempt::TimedOut,
+                Some(Ok(0)) | Some(Err(_)) => {
                     return if self.up_buf.is_empty() && reused && !body_failed {
                         Attempt::Stale
                     } else {
                         Attempt::Failed { reused }
                     };
                 }
-                Ok(Ok(_)) => {}
+                Some(Ok(_)) => {}
             }
             // Every complete head in the buffer: 1xx ones (not 101) are passed on to an HTTP/1.1
             // client, the final one ends the attempt.
