@@ -809,6 +809,18 @@ fn malformed_oversize_and_slow_requests_are_refused() {
     }
     assert!(answered.starts_with("HTTP/1.1 408"), "{answered:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Each refusal has its access log line, with the request line as far as it arrived.
+    let log = poll(
+        "the refusals in the access log",
+        Duration::from_secs(5),
+        || {
+            let log = bal.log();
+            (log.contains(" 408 ") && log.contains(" 431 ")).then_some(log)
+        },
+    );
+    assert!(log.contains("\"THIS IS NOT HTTP\" 400 "), "{log}");
+    assert!(log.contains("\"GET / HTTP/1.1\" 431 "), "{log}");
+    assert!(log.contains("\"GET / HTTP/1.1\" 408 "), "{log}");
     // Still serving.
     assert_eq!(get(bal.port, "/").status, 200);
 }

@@ -124,7 +124,8 @@ where
     loop {
         // 1. A whole request head (or the end of the connection), within one deadline for the
         // whole head: a client trickling a byte at a time (slowloris) does not extend it.
-        let head_deadline = TokioInstant::now() + settings.header_read_timeout;
+        let head_started = TokioInstant::now();
+        let head_deadline = head_started + settings.header_read_timeout;
         let info = loop {
             if !st.buf.is_empty() {
                 if st.served == 0 && st.buf.starts_with(&H2_PREFACE[..st.buf.len().min(16)]) {
@@ -136,18 +137,14 @@ where
                         Ok(Some(info)) => break info,
                         Ok(None) => {}
                         Err(Refuse(code, text)) => {
-                            let _ = st.reply(&mut client, code, text, false).await;
+                            st.refuse_request(&mut client, code, text, head_started)
+                                .await;
                             return Outcome::Done;
                         }
                     }
                     if st.buf.len() >= settings.max_header_bytes {
-                        let _ = st
-                            .reply(
-                                &mut client,
-                                431,
-                                "431 Request Header Fields Too Large\n",
-                                false,
-                            )
+                        let text = "431 Request Header Fields Too Large\n";
+                        st.refuse_request(&mut client, 431, text, head_started)
                             .await;
                         return Outcome::Done;
                     }
@@ -160,8 +157,8 @@ where
                     // A client that started a head and stalled (slowloris), or never sent one, is
                     // told why (RFC 9110 408); an idle keep-alive connection just ends, as in NGINX.
                     if !st.buf.is_empty() || st.served == 0 {
-                        let _ = st
-                            .reply(&mut client, 408, "408 Request Timeout\n", false)
+                        let text = "408 Request Timeout\n";
+                        st.refuse_request(&mut client, 408, text, head_started)
                             .await;
                     }
                     return Outcome::Done;
@@ -534,9 +531,10 @@ impl State {
             0
         };
         let keep_alive = !must_close && !close && (!http10 || keep);
-        let log_line = settings
-            .access_log
-            .then(|| format!("{method} {target} HTTP/1.{}", if http10 { 0 } else { 1 }));
+        let log_line = settings.access_log.then(|| {
+            let target = escape_for_log(target.as_bytes());
+            format!("{method} {target} HTTP/1.{}", if http10 { 0 } else { 1 })
+        });
         Ok(Some(ReqInfo {
             head_len,
             body,
@@ -553,6 +551,31 @@ impl State {
             key,
             log_line,
         }))
+    }
+
+    /// Answers a request refused before routing (malformed, too large, too slow) and logs it as
+    /// NGINX does: with the request line as far as it arrived (escaped), or `-`.
+    async fn refuse_request<S: AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut S,
+        code: u16,
+        text: &'static str,
+        started: TokioInstant,
+    ) {
+        if self.c.shared.settings.access_log {
+            let line = self.buf[..].split(|b| *b == b'\n').next().unwrap_or(b"");
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = escape_for_log(&line[..line.len().min(MAX_LOGGED_LINE)]);
+            log::write(log::Entry {
+                client: self.c.peer.ip(),
+                request: format_args!("{}", if line.is_empty() { "-" } else { &line }),
+                status: code,
+                bytes: text.len() as u64,
+                upstream: None,
+                duration: started.elapsed(),
+            });
+        }
+        let _ = self.reply(client, code, text, false).await;
     }
 
     /// Sends a short response of our own; with `keep`, the connection may go on.
@@ -1350,6 +1373,23 @@ fn names_other_version(buf: &[u8]) -> bool {
     }
 }
 
+/// Longest request line written to the access log for a refused request.
+const MAX_LOGGED_LINE: usize = 200;
+
+/// Bytes as they may appear inside the log's quoted request field: printable ASCII except `"` and
+/// `\` as they are, everything else as `\xHH` (as NGINX escapes its log).
+fn escape_for_log(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A Content-Length value: digits only.
 fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -1420,6 +1460,15 @@ mod tests {
         assert!(names_other_version(b"GET / HTTP/3.0\r\n"));
         assert!(!names_other_version(b"THIS IS NOT HTTP\r\n\r\n"));
         assert!(!names_other_version(b"GET"));
+    }
+
+    #[test]
+    fn log_lines_are_escaped() {
+        assert_eq!(
+            escape_for_log(b"GET /a?b=\"c\" x"),
+            "GET /a?b=\\x22c\\x22 x"
+        );
+        assert_eq!(escape_for_log(b"\x01\\"), "\\x01\\x5C");
     }
 
     #[test]
