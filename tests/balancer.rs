@@ -561,7 +561,7 @@ fn idempotent_request_to_a_silent_upstream_is_retried_elsewhere() {
 #[test]
 fn websocket_upgrade_is_tunnelled() {
     let (_a, pa) = backend("a");
-    let bal = balancer(&["--upstream", &up(pa)]);
+    let bal = balancer(&["--upstream", &up(pa), "--idle-timeout", "1s"]);
     let mut s = TcpStream::connect(("127.0.0.1", bal.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
@@ -592,6 +592,15 @@ fn websocket_upgrade_is_tunnelled() {
         s.read_exact(&mut got).unwrap();
         assert_eq!(got, msg);
     }
+    // A tunnel with traffic lives on; one idle for `timeouts.idle` is closed.
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    assert!(matches!(s.read_to_end(&mut rest), Ok(0)), "{rest:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(800) && t.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 fn curl(args: &[&str]) -> String {

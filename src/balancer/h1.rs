@@ -18,7 +18,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use super::http::{DrainToken, Shared};
 use super::log;
 use super::pool::Active;
 use super::spec::{HashKey, Strategy};
+use super::tcp;
 
 /// How long a keep-alive connection may stay open once the balancer drains: a request that arrives
 /// in time is served (with `Connection: close`); an idle one is closed after this. Closing idle
@@ -1039,7 +1040,7 @@ impl State {
         }
         if tunnel {
             // Ends when either side closes; the connection is done after it either way.
-            let _ = self.tunnel(client, &mut up).await;
+            let _ = self.tunnel(client, &mut up, idle).await;
             self.log(info, idx, resp.status, 0, start);
             return Next::Close;
         }
@@ -1094,8 +1095,14 @@ impl State {
     }
 
     /// After a 101: the head and any bytes already read each way go out, then bytes are copied both
-    /// ways until either side closes.
-    async fn tunnel<S>(&mut self, client: &mut S, up: &mut TcpStream) -> std::io::Result<()>
+    /// ways until either side closes, or nothing moved either way for `idle` (as TCP mode's
+    /// tunnels, and NGINX's `proxy_read_timeout` for WebSockets).
+    async fn tunnel<S>(
+        &mut self,
+        client: &mut S,
+        up: &mut TcpStream,
+        idle: Duration,
+    ) -> std::io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -1106,7 +1113,14 @@ impl State {
             up.write_all(&self.buf).await?;
             self.buf.clear();
         }
-        tokio::io::copy_bidirectional(client, up).await.map(|_| ())
+        let start = Instant::now();
+        let moved = AtomicU64::new(0);
+        let mut client = tcp::Active::new(client, &moved, start);
+        let mut up = tcp::Active::new(up, &moved, start);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut up) => r.map(|_| ()),
+            _ = tcp::idle_watch(&moved, start, idle) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
 }
 

@@ -127,7 +127,7 @@ async fn tunnel(
 }
 
 /// Resolves once no byte moved either way for `idle` (`last` holds ms since `epoch`).
-async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
+pub(super) async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
     loop {
         let deadline = epoch + Duration::from_millis(last.load(Relaxed)) + idle;
         if Instant::now() >= deadline {
@@ -138,13 +138,17 @@ async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
 }
 
 /// A stream that records when bytes last moved through it, for the idle timeout.
-struct Active<'a, S> {
+pub(super) struct Active<'a, S> {
     inner: &'a mut S,
     last: &'a AtomicU64,
     epoch: Instant,
 }
 
-impl<S> Active<'_, S> {
+impl<'a, S> Active<'a, S> {
+    pub(super) fn new(inner: &'a mut S, last: &'a AtomicU64, epoch: Instant) -> Active<'a, S> {
+        Active { inner, last, epoch }
+    }
+
     fn touch(&self) {
         self.last
             .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
