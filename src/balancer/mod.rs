@@ -82,10 +82,10 @@ pub struct BalanceArgs {
     /// Time allowed to send request headers (408 after), also the HTTP/1 keep-alive idle limit.
     #[arg(long, value_name = "DURATION")]
     pub header_timeout: Option<String>,
-    /// TCP mode: close a tunnel idle this long; HTTP/2: ping at half of it (default 60s).
+    /// Longest stall: a tunnel (TCP mode, WebSocket) with no traffic, or a body mid-transfer (408 for a stalled request body); HTTP/2: ping at half of it (default 60s).
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
-    /// Time allowed for an upstream to answer (504 after).
+    /// Time allowed for an upstream to answer once the request is sent (504 after; default 30s).
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
     /// How long a failed upstream stays out without active health checks.
