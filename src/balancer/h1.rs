@@ -334,26 +334,12 @@ impl State {
         };
 
         // Connection options first: they decide which headers are forwarded.
-        let mut close = false;
-        let mut keep = false;
-        let mut conn_upgrade = false;
-        let mut named: Vec<&str> = Vec::new();
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
-                for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                    let t = t.trim();
-                    if t.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case("keep-alive") {
-                        keep = true;
-                    } else if t.eq_ignore_ascii_case("upgrade") {
-                        conn_upgrade = true;
-                    } else if !t.is_empty() {
-                        named.push(t);
-                    }
-                }
-            }
-        }
+        let ConnectionOptions {
+            close,
+            keep_alive: keep,
+            upgrade: conn_upgrade,
+            named,
+        } = connection_options(req.headers);
 
         let out = &mut self.out;
         out.clear();
@@ -470,8 +456,7 @@ impl State {
                         "400 Bad Request: Transfer-Encoding in HTTP/1.0\n",
                     ));
                 }
-                let last = v.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
-                if !last.eq_ignore_ascii_case(b"chunked") {
+                if !chunked_last(v) {
                     return Err(refuse(
                         501,
                         "501 Not Implemented: unsupported Transfer-Encoding\n",
@@ -875,32 +860,18 @@ impl State {
             return Ok(Some(Parsed::Interim(len)));
         }
         let up_http10 = resp.version == Some(0);
-        let mut close = false;
-        let mut keep = false;
-        let mut named: Vec<&str> = Vec::new();
         // Framing and connection options first: they decide which headers are passed on.
+        let ConnectionOptions {
+            close,
+            keep_alive: keep,
+            named,
+            ..
+        } = connection_options(resp.headers);
         let mut chunked = false;
         let mut te_other = false;
         for h in resp.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
-                for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                    let t = t.trim();
-                    if t.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case("keep-alive") {
-                        keep = true;
-                    } else if !t.is_empty() && !t.eq_ignore_ascii_case("upgrade") {
-                        named.push(t);
-                    }
-                }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .unwrap_or(b"")
-                    .trim_ascii();
-                if last.eq_ignore_ascii_case(b"chunked") {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if chunked_last(h.value) {
                     chunked = true;
                 } else {
                     te_other = true;
@@ -1385,6 +1356,47 @@ fn names_other_version(buf: &[u8]) -> bool {
         }
         None => false,
     }
+}
+
+/// What a message's Connection headers say (RFC 9110 section 7.6.1).
+struct ConnectionOptions<'a> {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    /// Other headers it names: they belong to this connection and are not forwarded.
+    named: Vec<&'a str>,
+}
+
+fn connection_options<'a>(headers: &[httparse::Header<'a>]) -> ConnectionOptions<'a> {
+    let mut o = ConnectionOptions {
+        close: false,
+        keep_alive: false,
+        upgrade: false,
+        named: Vec::new(),
+    };
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("close") {
+                    o.close = true;
+                } else if t.eq_ignore_ascii_case("keep-alive") {
+                    o.keep_alive = true;
+                } else if t.eq_ignore_ascii_case("upgrade") {
+                    o.upgrade = true;
+                } else if !t.is_empty() {
+                    o.named.push(t);
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Whether a Transfer-Encoding value's last coding is chunked (which then frames the body).
+fn chunked_last(value: &[u8]) -> bool {
+    let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 /// Longest request line written to the access log for a refused request.
