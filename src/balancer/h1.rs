@@ -392,17 +392,12 @@ impl State {
                     false
                 }
                 14 if n.eq_ignore_ascii_case("content-length") => {
-                    for part in h.value.split(|b| *b == b',') {
-                        let v = parse_length(part.trim_ascii())
-                            .ok_or_else(|| refuse(400, "400 Bad Request: bad Content-Length\n"))?;
-                        if length.is_some_and(|l| l != v) {
-                            return Err(refuse(
-                                400,
-                                "400 Bad Request: conflicting Content-Length\n",
-                            ));
-                        }
-                        length = Some(v);
+                    let v = content_length(h.value)
+                        .ok_or_else(|| refuse(400, "400 Bad Request: bad Content-Length\n"))?;
+                    if length.is_some_and(|l| l != v) {
+                        return Err(refuse(400, "400 Bad Request: conflicting Content-Length\n"));
                     }
+                    length = Some(v);
                     false
                 }
                 15 if n.eq_ignore_ascii_case("x-forwarded-for") => {
@@ -901,7 +896,7 @@ impl State {
                 }
                 // With Transfer-Encoding, Content-Length is wrong by definition: dropped.
                 14 if n.eq_ignore_ascii_case("content-length") => {
-                    let v = parse_length(h.value.trim_ascii()).ok_or(())?;
+                    let v = content_length(h.value).ok_or(())?;
                     if length.is_some_and(|l| l != v) {
                         return Err(());
                     }
@@ -1416,6 +1411,19 @@ fn escape_for_log(bytes: &[u8]) -> String {
     out
 }
 
+/// A Content-Length field value: digits, or a list of identical values (RFC 9110 section 8.6).
+fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|b| *b == b',') {
+        let v = parse_length(part.trim_ascii())?;
+        if length.is_some_and(|l| l != v) {
+            return None;
+        }
+        length = Some(v);
+    }
+    length
+}
+
 /// A Content-Length value: digits only.
 fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -1503,6 +1511,8 @@ mod tests {
         assert_eq!(parse_length(b""), None);
         assert_eq!(parse_length(b"+1"), None);
         assert_eq!(parse_length(b"1 2"), None);
+        assert_eq!(content_length(b"5, 5"), Some(5));
+        assert_eq!(content_length(b"5, 6"), None);
     }
 
     #[test]
