@@ -33,6 +33,7 @@ use super::http::{DrainToken, Shared};
 use super::log;
 use super::pool::Active;
 use super::spec::{HashKey, Strategy};
+use super::strategy::{cookie_value, ip_key};
 use super::tcp;
 
 /// How long a keep-alive connection may stay open once the balancer drains: a request that arrives
@@ -98,10 +99,6 @@ struct ReqInfo {
 
 /// Why a request head was refused: the status and the text sent back.
 struct Refuse(u16, &'static str);
-
-fn refuse(code: u16, text: &'static str) -> Refuse {
-    Refuse(code, text)
-}
 
 /// Serves HTTP/1.x requests on `client` until it closes, an error, or the drain.
 pub async fn serve<S>(mut client: S, c: Conn) -> Outcome
@@ -298,21 +295,21 @@ impl State {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(refuse(431, "431 Request Header Fields Too Large\n"))
+                return Err(Refuse(431, "431 Request Header Fields Too Large\n"))
             }
             Err(httparse::Error::Version) if names_other_version(&self.buf) => {
-                return Err(refuse(505, "505 HTTP Version Not Supported\n"))
+                return Err(Refuse(505, "505 HTTP Version Not Supported\n"))
             }
-            Err(_) => return Err(refuse(400, "400 Bad Request\n")),
+            Err(_) => return Err(Refuse(400, "400 Bad Request\n")),
         };
         if head_len > settings.max_header_bytes {
-            return Err(refuse(431, "431 Request Header Fields Too Large\n"));
+            return Err(Refuse(431, "431 Request Header Fields Too Large\n"));
         }
         let method = req.method.unwrap_or("GET");
         let target = req.path.unwrap_or("/");
         let http10 = req.version == Some(0);
         if method == "CONNECT" {
-            return Err(refuse(
+            return Err(Refuse(
                 405,
                 "405 Method Not Allowed: CONNECT is not proxied\n",
             ));
@@ -326,11 +323,11 @@ impl State {
         {
             match rest.find(['/', '?']) {
                 Some(i) if rest.as_bytes()[i] == b'/' => (&rest[i..], Some(&rest[..i])),
-                Some(_) => return Err(refuse(400, "400 Bad Request\n")),
+                Some(_) => return Err(Refuse(400, "400 Bad Request\n")),
                 None => ("/", Some(rest)),
             }
         } else {
-            return Err(refuse(400, "400 Bad Request\n"));
+            return Err(Refuse(400, "400 Bad Request\n"));
         };
 
         // Connection options first: they decide which headers are forwarded.
@@ -393,9 +390,9 @@ impl State {
                 }
                 14 if n.eq_ignore_ascii_case("content-length") => {
                     let v = content_length(h.value)
-                        .ok_or_else(|| refuse(400, "400 Bad Request: bad Content-Length\n"))?;
+                        .ok_or(Refuse(400, "400 Bad Request: bad Content-Length\n"))?;
                     if length.is_some_and(|l| l != v) {
-                        return Err(refuse(400, "400 Bad Request: conflicting Content-Length\n"));
+                        return Err(Refuse(400, "400 Bad Request: conflicting Content-Length\n"));
                     }
                     length = Some(v);
                     false
@@ -411,7 +408,7 @@ impl State {
                 }
                 17 if n.eq_ignore_ascii_case("transfer-encoding") => {
                     if te.is_some() {
-                        return Err(refuse(400, "400 Bad Request: repeated Transfer-Encoding\n"));
+                        return Err(Refuse(400, "400 Bad Request: repeated Transfer-Encoding\n"));
                     }
                     te = Some(h.value);
                     false
@@ -446,13 +443,13 @@ impl State {
         let body = match te {
             Some(v) => {
                 if http10 {
-                    return Err(refuse(
+                    return Err(Refuse(
                         400,
                         "400 Bad Request: Transfer-Encoding in HTTP/1.0\n",
                     ));
                 }
                 if !chunked_last(v) {
-                    return Err(refuse(
+                    return Err(Refuse(
                         501,
                         "501 Not Implemented: unsupported Transfer-Encoding\n",
                     ));
@@ -506,7 +503,7 @@ impl State {
         let key = if settings.strategy == Strategy::Hash {
             match key_value {
                 Some(v) => xxhash_rust::xxh3::xxh3_64(v),
-                None => ip_hash(self.c.peer),
+                None => ip_key(self.c.peer.ip()),
             }
         } else {
             0
@@ -1432,22 +1429,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-fn ip_hash(peer: SocketAddr) -> u64 {
-    match peer.ip() {
-        std::net::IpAddr::V4(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
-        std::net::IpAddr::V6(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
-    }
-}
-
-/// The value of cookie `name` in a Cookie header.
-fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    header.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1513,11 +1494,5 @@ mod tests {
         assert_eq!(parse_length(b"1 2"), None);
         assert_eq!(content_length(b"5, 5"), Some(5));
         assert_eq!(content_length(b"5, 6"), None);
-    }
-
-    #[test]
-    fn cookie_lookup() {
-        assert_eq!(cookie_value(b"a=1; sid=xyz; b=2", "sid"), Some(&b"xyz"[..]));
-        assert_eq!(cookie_value(b"a=1", "sid"), None);
     }
 }

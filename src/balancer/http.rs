@@ -24,6 +24,7 @@ use super::conn::{checkin, checkout, Sender, UpBody};
 use super::log;
 use super::pool::{ActiveGuard, Pool};
 use super::spec::{HashKey, Settings, Strategy};
+use super::strategy::{cookie_value, ip_key};
 
 /// Keeps the drain waiting while any clone is alive (connections and tunnels hold one).
 pub type DrainToken = tokio::sync::mpsc::Sender<()>;
@@ -220,28 +221,18 @@ fn is_idempotent(m: &Method) -> bool {
 
 /// Hash key of a request for the `hash` strategy.
 fn request_key(req: &Request<Incoming>, client: SocketAddr, key: &HashKey) -> u64 {
-    let ip_hash = || match client.ip() {
-        std::net::IpAddr::V4(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
-        std::net::IpAddr::V6(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
+    let found = match key {
+        HashKey::Ip => None,
+        HashKey::Header(name) => req.headers().get(name).map(|v| v.as_bytes()),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|v| cookie_value(v.as_bytes(), name)),
     };
-    match key {
-        HashKey::Ip => ip_hash(),
-        HashKey::Header(name) => match req.headers().get(name) {
-            Some(v) => xxhash_rust::xxh3::xxh3_64(v.as_bytes()),
-            None => ip_hash(),
-        },
-        HashKey::Cookie(name) => {
-            for v in req.headers().get_all(header::COOKIE) {
-                for pair in v.to_str().unwrap_or("").split(';') {
-                    if let Some((k, val)) = pair.trim().split_once('=') {
-                        if k == name {
-                            return xxhash_rust::xxh3::xxh3_64(val.as_bytes());
-                        }
-                    }
-                }
-            }
-            ip_hash()
-        }
+    match found {
+        Some(v) => xxhash_rust::xxh3::xxh3_64(v),
+        None => ip_key(client.ip()),
     }
 }
 

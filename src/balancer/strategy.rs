@@ -146,8 +146,35 @@ impl Selector {
     }
 }
 
+/// The `hash` strategy's key for a client address (`hash_key = "ip"`, and the fallback when the
+/// header or cookie named by `hash_key` is missing).
+pub fn ip_key(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
+        std::net::IpAddr::V6(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
+    }
+}
+
+/// The value of cookie `name` in a Cookie header value (`hash_key = "cookie:NAME"`).
+pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    header.split(|b| *b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cookie_lookup() {
+        assert_eq!(
+            super::cookie_value(b"a=1; sid=xyz; b=2", "sid"),
+            Some(&b"xyz"[..])
+        );
+        assert_eq!(super::cookie_value(b"a=1", "sid"), None);
+    }
+
     use super::*;
     use std::time::Duration;
 

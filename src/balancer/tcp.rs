@@ -17,6 +17,7 @@ use super::conn::connect_tcp;
 use super::http::{DrainToken, Shared};
 use super::log;
 use super::pool::ActiveGuard;
+use super::strategy::ip_key;
 
 /// Accepts clients until `shutdown` turns true; open tunnels keep `drain` alive.
 pub async fn accept_loop(
@@ -63,10 +64,7 @@ async fn tunnel(
     let start = Instant::now();
     let s = &shared.settings;
     let pool = &shared.pool;
-    let key = match peer.ip() {
-        std::net::IpAddr::V4(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
-        std::net::IpAddr::V6(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
-    };
+    let key = ip_key(peer.ip());
     let mut tried = Vec::new();
     let mut chosen = None;
     while let Some(i) = pool.pick(key, &tried) {
