@@ -716,16 +716,7 @@ impl State {
         };
         // A request body that was not (fully) read leaves the connection unusable.
         let keep = info.keep_alive && info.body == Framing::None && !self.draining();
-        if let Some(line) = &info.log_line {
-            log::write(log::Entry {
-                client: self.c.peer.ip(),
-                request: format_args!("{line}"),
-                status: code,
-                bytes: text.len() as u64,
-                upstream: upstream.map(|i| pool.upstreams[i].label.as_str()),
-                duration: start.elapsed(),
-            });
-        }
+        self.log(&info, upstream, code, text.len() as u64, start);
         match self.reply(client, code, text, keep).await {
             Ok(()) if keep => Next::KeepAlive,
             _ => Next::Close,
@@ -995,7 +986,7 @@ impl State {
             drop(guard);
             let sent = write_within(client, &self.out, idle).await;
             self.out.clear();
-            self.log(info, idx, resp.status, bytes, start);
+            self.log(info, Some(idx), resp.status, bytes, start);
             return match sent {
                 Ok(()) if resp.client_keep_alive => Next::KeepAlive,
                 _ => Next::Close,
@@ -1004,7 +995,7 @@ impl State {
         if tunnel {
             // Ends when either side closes; the connection is done after it either way.
             let _ = self.tunnel(client, &mut up, idle).await;
-            self.log(info, idx, resp.status, 0, start);
+            self.log(info, Some(idx), resp.status, 0, start);
             return Next::Close;
         }
         let result = copy_body(
@@ -1021,7 +1012,7 @@ impl State {
             Ok(n) => *n,
             Err(_) => 0,
         };
-        self.log(info, idx, resp.status, bytes, start);
+        self.log(info, Some(idx), resp.status, bytes, start);
         drop(guard);
         match result {
             Ok(_) => {
@@ -1044,14 +1035,23 @@ impl State {
         }
     }
 
-    fn log(&self, info: &ReqInfo, idx: usize, status: u16, bytes: u64, start: Instant) {
+    /// The access log line of a routed request (`upstream`: the last one tried, if any).
+    fn log(
+        &self,
+        info: &ReqInfo,
+        upstream: Option<usize>,
+        status: u16,
+        bytes: u64,
+        start: Instant,
+    ) {
         if let Some(line) = &info.log_line {
+            let pool = &self.c.shared.pool;
             log::write(log::Entry {
                 client: self.c.peer.ip(),
                 request: format_args!("{line}"),
                 status,
                 bytes,
-                upstream: Some(self.c.shared.pool.upstreams[idx].label.as_str()),
+                upstream: upstream.map(|i| pool.upstreams[i].label.as_str()),
                 duration: start.elapsed(),
             });
         }
