@@ -3,18 +3,9 @@
 //! This file is the entry point only: it parses the command line and hands over to the module that
 //! owns the command. See docs/ and the design notes for the map of the project.
 
-mod api;
-mod balancer;
-mod cli;
-mod cluster;
-mod config;
-mod daemon;
-mod home;
-mod monit;
-mod startup;
-
 use clap::Parser;
-use cli::{Cli, Command};
+use cohort::cli::{Cli, Command};
+use cohort::{balancer, cli, daemon, home, startup};
 
 fn main() {
     let cli = Cli::parse();

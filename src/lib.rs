@@ -1,0 +1,15 @@
+//! cohort: a production process manager, cluster runner and load balancer in one binary.
+//!
+//! The library holds every module so that the binary (`main.rs`), integration tests and fuzz targets
+//! reach the same code. Dependencies point one way, down this list (see docs/design.md):
+//! `cli` → `monit`, `startup` → `api` (types, client) → `daemon` → `cluster`, `balancer` → `config` → `home`.
+
+pub mod api;
+pub mod balancer;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod daemon;
+pub mod home;
+pub mod monit;
+pub mod startup;
