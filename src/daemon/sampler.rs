@@ -22,6 +22,12 @@ pub struct Sample {
     pub memory: u64,
 }
 
+impl Default for Sampler {
+    fn default() -> Sampler {
+        Sampler::new()
+    }
+}
+
 impl Sampler {
     pub fn new() -> Sampler {
         // SAFETY: sysconf has no preconditions.
