@@ -1,5 +1,6 @@
-//! Runs each CLI command: resolves what the user typed (scripts, config files, selectors) into API
-//! requests, sends them to the daemon and prints the result.
+//! Runs each CLI command: turns what the user typed into API requests (the specs of a `start` come
+//! from `config::start`; selectors, config files included, are resolved here), sends them to the
+//! daemon and prints the result.
 
 use super::render;
 use super::*;
