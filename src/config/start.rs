@@ -242,3 +242,138 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{apply_options, StartOptions};
+    use crate::config::{AppSpec, ExecMode};
+    use std::path::Path;
+
+    fn applied(opts: StartOptions) -> Result<AppSpec, String> {
+        let mut spec = AppSpec::new("app".into(), "/srv/app/server.sh".into(), "/srv/app".into());
+        apply_options(&mut spec, &opts, Path::new("/srv/app"))
+            .map(|()| spec)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn options_land_in_the_spec() {
+        type Check = fn(&AppSpec) -> bool;
+        let cases: Vec<(StartOptions, Check)> = vec![
+            (
+                StartOptions {
+                    exec_mode: Some("cluster_mode".into()),
+                    ..Default::default()
+                },
+                |s| s.exec_mode == ExecMode::Cluster,
+            ),
+            (
+                StartOptions {
+                    port: Some(8080),
+                    ..Default::default()
+                },
+                |s| s.listen == ["8080"] && s.exec_mode == ExecMode::Cluster,
+            ),
+            (
+                StartOptions {
+                    port: Some(8080),
+                    exec_mode: Some("fork".into()),
+                    ..Default::default()
+                },
+                |s| s.listen == ["8080"] && s.exec_mode == ExecMode::Fork,
+            ),
+            (
+                StartOptions {
+                    min_uptime: Some("10s".into()),
+                    kill_timeout: Some("2500".into()),
+                    ..Default::default()
+                },
+                |s| s.min_uptime_ms == 10_000 && s.kill_timeout_ms == 2500,
+            ),
+            (
+                StartOptions {
+                    log_date_format: Some("HH:mm".into()),
+                    ..Default::default()
+                },
+                |s| s.time && s.log_date_format.as_deref() == Some("HH:mm"),
+            ),
+            (
+                StartOptions {
+                    stop_exit_codes: Some("0, 3".into()),
+                    ..Default::default()
+                },
+                |s| s.stop_exit_codes == [0, 3],
+            ),
+            (
+                StartOptions {
+                    out: Some("logs/out.log".into()),
+                    no_autorestart: true,
+                    args: vec!["--verbose".into()],
+                    ..Default::default()
+                },
+                |s| {
+                    s.out_file.as_deref() == Some(Path::new("/srv/app/logs/out.log"))
+                        && !s.autorestart
+                        && s.args == ["--verbose"]
+                },
+            ),
+        ];
+        for (opts, check) in cases {
+            let shown = format!("{opts:?}");
+            let spec = applied(opts).unwrap();
+            assert!(check(&spec), "{shown} gave {spec:?}");
+        }
+    }
+
+    #[test]
+    fn bad_options_name_the_flag() {
+        let cases = [
+            (
+                StartOptions {
+                    exec_mode: Some("thread".into()),
+                    ..Default::default()
+                },
+                "--exec-mode",
+            ),
+            (
+                StartOptions {
+                    port: Some(0),
+                    ..Default::default()
+                },
+                "--port 0",
+            ),
+            (
+                StartOptions {
+                    restart_delay: Some("soon".into()),
+                    ..Default::default()
+                },
+                "--restart-delay",
+            ),
+            (
+                StartOptions {
+                    stop_exit_codes: Some("0,256".into()),
+                    ..Default::default()
+                },
+                "--stop-exit-codes",
+            ),
+            (
+                StartOptions {
+                    kill_signal: Some("SIGNOPE".into()),
+                    ..Default::default()
+                },
+                "--kill-signal",
+            ),
+            (
+                StartOptions {
+                    instances: Some("many".into()),
+                    ..Default::default()
+                },
+                "-i",
+            ),
+        ];
+        for (opts, flag) in cases {
+            let err = applied(opts).unwrap_err();
+            assert!(err.starts_with(flag), "{err}");
+        }
+    }
+}
