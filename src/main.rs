@@ -13,9 +13,9 @@ fn main() {
         Command::Balance(args) => balancer::run_foreground(args),
         command => with_home(|home| match command {
             Command::Daemon(args) => daemon::run(home, args.if_absent),
-            Command::Run(args) => daemon::foreground::run(args, home),
-            Command::Startup(args) => startup::install(args, home),
-            Command::Unstartup(args) => startup::uninstall(args, home),
+            Command::Run(args) => daemon::foreground::run(args.into(), home),
+            Command::Startup(args) => startup::install(args.into(), home),
+            Command::Unstartup(args) => startup::uninstall(args.into(), home),
             command => client(command, home),
         }),
     };

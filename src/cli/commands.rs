@@ -1,5 +1,6 @@
-//! Runs each CLI command: resolves what the user typed (scripts, config files, selectors) into API
-//! requests, sends them to the daemon and prints the result.
+//! Runs each CLI command: turns what the user typed into API requests (the specs of a `start` come
+//! from `config::start`; selectors, config files included, are resolved here), sends them to the
+//! daemon and prints the result.
 
 use super::render;
 use super::*;
@@ -9,7 +10,8 @@ use crate::api::{
     SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
-use crate::config::{resolve, AppSpec, ExecMode, Instances};
+use crate::config::start::{specs_for_start, StartSpecs};
+use crate::home::tail::tail_lines;
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
@@ -56,186 +58,12 @@ fn current_dir() -> Result<PathBuf> {
     std::env::current_dir().context("reading the current directory")
 }
 
-fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
-    v.as_deref()
-        .map(|s| {
-            ecosystem::parse_duration_ms(s).map_err(|_| {
-                anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
-            })
-        })
-        .transpose()
-}
-
-/// Applies the flags given on the command line over a spec.
-fn apply_flags(spec: &mut AppSpec, a: &StartArgs, cwd: &Path) -> Result<()> {
-    if let Some(i) = &a.instances {
-        spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
-        spec.exec_mode = ecosystem::default_mode(spec);
-    }
-    if let Some(m) = &a.exec_mode {
-        spec.exec_mode = match m.as_str() {
-            "fork" | "fork_mode" => ExecMode::Fork,
-            "cluster" | "cluster_mode" => ExecMode::Cluster,
-            other => bail!("--exec-mode {other:?}: expected fork or cluster"),
-        };
-    }
-    if a.time {
-        spec.time = true;
-    }
-    if a.no_autorestart {
-        spec.autorestart = false;
-    }
-    if let Some(n) = a.max_restarts {
-        spec.max_restarts = n;
-    }
-    if let Some(ms) = millis("min-uptime", &a.min_uptime)? {
-        spec.min_uptime_ms = ms;
-    }
-    if let Some(ms) = millis("restart-delay", &a.restart_delay)? {
-        spec.restart_delay_ms = ms;
-    }
-    if let Some(ms) = millis("exp-backoff-restart-delay", &a.exp_backoff_restart_delay)? {
-        spec.exp_backoff_restart_delay_ms = ms;
-    }
-    if let Some(ms) = millis("kill-timeout", &a.kill_timeout)? {
-        spec.kill_timeout_ms = ms;
-    }
-    if let Some(ms) = millis("listen-timeout", &a.listen_timeout)? {
-        spec.listen_timeout_ms = ms;
-    }
-    if let Some(sig) = &a.kill_signal {
-        crate::config::parse_signal(sig).map_err(|e| anyhow!("--kill-signal: {e}"))?;
-        spec.kill_signal = sig.clone();
-    }
-    if let Some(codes) = &a.stop_exit_codes {
-        spec.stop_exit_codes = codes
-            .split(',')
-            .map(|c| {
-                c.trim()
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|n| (0..=255).contains(n))
-                    .ok_or_else(|| anyhow!("--stop-exit-codes {codes:?}: expected exit codes 0-255, comma-separated"))
-            })
-            .collect::<Result<_>>()?;
-    }
-    if let Some(o) = &a.out {
-        spec.out_file = Some(cwd.join(o));
-    }
-    if let Some(e) = &a.err {
-        spec.error_file = Some(cwd.join(e));
-    }
-    if let Some(l) = &a.log_file {
-        spec.log_file = Some(cwd.join(l));
-    }
-    if a.merge_logs {
-        spec.merge_logs = true;
-    }
-    if let Some(f) = &a.log_date_format {
-        spec.log_date_format = Some(f.clone());
-        spec.time = true;
-    }
-    if a.wait_ready {
-        spec.wait_ready = true;
-    }
-    if a.shutdown_with_message {
-        spec.shutdown_with_message = true;
-    }
-    if let Some(p) = a.port {
-        if p == 0 {
-            bail!("--port 0: give the port the app should serve on (1-65535)");
-        }
-        spec.listen = vec![p.to_string()];
-        if a.exec_mode.is_none() {
-            spec.exec_mode = ExecMode::Cluster;
-        }
-    }
-    if !a.args.is_empty() {
-        spec.args.extend(a.args.iter().cloned());
-    }
-    Ok(())
-}
-
-/// Builds the app specs of a `start` (a script/command, or a config file) without contacting the daemon.
-pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
-    let here = current_dir()?;
-    let base_env = cli_env();
-    if ecosystem::is_config_file(&a.target) {
-        let path = here.join(&a.target);
-        if !path.is_file() {
-            bail!("config file not found: {} (check the path)", a.target);
-        }
-        let only: Option<Vec<String>> = a
-            .only
-            .as_ref()
-            .map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
-        let loaded = ecosystem::load(
-            &path,
-            &a.target,
-            &LoadOptions {
-                env_name: a.env.as_deref(),
-                base_env: &base_env,
-                only: only.as_deref(),
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
-        if a.name.is_some() && loaded.apps.len() > 1 {
-            bail!(
-                "--name applies to one app, and {} declares {} (use --only NAME to pick one)",
-                a.target,
-                loaded.apps.len()
-            );
-        }
-        let mut apps = loaded.apps;
-        for spec in &mut apps {
-            let cwd = spec.cwd.clone();
-            apply_flags(spec, a, &cwd)?;
-            if let Some(n) = &a.name {
-                spec.name = n.clone();
-            }
-        }
-        let warnings = loaded.warnings;
-        if apps.is_empty() {
-            bail!("{} declares no apps", a.target);
-        }
-        return Ok((apps, true, warnings));
-    }
-    if a.env.is_some() || a.only.is_some() {
-        bail!("--env and --only apply to config files, and {} is a script (put env_<name> blocks in an ecosystem file)", a.target);
-    }
-    let cwd = match &a.cwd {
-        Some(c) => {
-            let p = here.join(c);
-            if !p.is_dir() {
-                bail!("--cwd {c}: not a directory");
-            }
-            std::fs::canonicalize(&p).unwrap_or(p)
-        }
-        None => here,
-    };
-    let r = resolve::resolve(
-        &a.target,
-        a.interpreter.as_deref(),
-        &cwd,
-        base_env.get("PATH").map(String::as_str),
-    )
-    .map_err(|e| anyhow!(e))?;
-    let name = a.name.clone().unwrap_or_else(|| r.default_name.clone());
-    ecosystem::validate_name(&name).map_err(|e| anyhow!("--name: {e}"))?;
-    let mut spec = AppSpec::new(name, r.script, cwd.clone());
-    spec.interpreter = r.interpreter;
-    spec.args = r.args;
-    if let Some(na) = &a.node_args {
-        spec.interpreter_args =
-            shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
-    }
-    spec.env = base_env;
-    apply_flags(&mut spec, a, &cwd)?;
-    Ok((vec![spec], false, Vec::new()))
-}
-
 async fn start(a: StartArgs, home: Home) -> Result<()> {
-    let (apps, restart_existing, mut warnings) = specs_for_start(&a)?;
+    let StartSpecs {
+        apps,
+        from_config_file,
+        mut warnings,
+    } = specs_for_start(&a.options())?;
     for (given, flag) in [
         (a.watch, "--watch"),
         (a.max_memory_restart.is_some(), "--max-memory-restart"),
@@ -255,7 +83,7 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
             "/start",
             &StartRequest {
                 apps,
-                restart_existing,
+                restart_existing: from_config_file,
             },
         )
         .await?;
@@ -399,42 +227,6 @@ async fn ls(json: bool, home: Home) -> Result<()> {
         write!(out, "{}", render::table(&procs))?;
     }
     Ok(())
-}
-
-/// The last `n` lines of a file (reads backwards from the end, so big logs cost little).
-pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    if n == 0 {
-        return Vec::new();
-    }
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let Ok(len) = f.seek(SeekFrom::End(0)) else {
-        return Vec::new();
-    };
-    let mut pos = len;
-    let mut buf: Vec<u8> = Vec::new();
-    const STEP: u64 = 64 * 1024;
-    while pos > 0 {
-        let start = pos.saturating_sub(STEP);
-        let mut chunk = vec![0u8; (pos - start) as usize];
-        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut chunk).is_err() {
-            break;
-        }
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        pos = start;
-        if buf.iter().filter(|c| **c == b'\n').count() > n {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
 }
 
 async fn logs(a: LogsArgs, home: Home) -> Result<()> {

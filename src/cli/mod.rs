@@ -1,7 +1,9 @@
 //! Command-line definitions (clap): PM2's verbs and flags, so habits carry over.
-//! `commands` runs them against the daemon; `render` prints the results.
+//! `commands` runs them against the daemon; `render` prints the results; `options` turns the flags
+//! of the commands other modules run (`run`, `startup`) into those modules' plain option structs.
 
 pub mod commands;
+mod options;
 pub mod render;
 
 use clap::{Args, Parser, Subcommand};
@@ -80,7 +82,7 @@ pub enum Command {
 pub struct StartupArgs {
     /// Init system (default: detected from the running system).
     #[arg(value_enum)]
-    pub init: Option<crate::startup::InitSystem>,
+    pub init: Option<InitArg>,
     /// User the daemon runs as (default: the current user).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
@@ -90,6 +92,14 @@ pub struct StartupArgs {
     /// Print the unit to stdout instead of installing it.
     #[arg(long)]
     pub print: bool,
+}
+
+/// The init systems `startup` knows (`startup::InitSystem`, as clap spells them).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitArg {
+    Systemd,
+    Openrc,
+    Launchd,
 }
 
 #[derive(Args, Debug)]

@@ -1,8 +1,11 @@
 //! App specifications: what the CLI resolves from flags and ecosystem files and sends to the daemon,
 //! and what `save` writes to dump.json. Defaults follow PM2's so habits carry over.
+//! `start` turns a start's options into specs, `ecosystem` reads config files, `resolve` finds
+//! scripts and interpreters.
 
 pub mod ecosystem;
 pub mod resolve;
+pub mod start;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

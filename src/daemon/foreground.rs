@@ -9,7 +9,7 @@
 
 use super::supervisor::{self, Handle, Msg};
 use crate::api::{LogLine, ProcessDetail, ProcessInfo, Selector, StartRequest, Status};
-use crate::cli::RunArgs;
+use crate::config::start::{specs_for_start, StartOptions};
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -21,8 +21,19 @@ use tokio::sync::Notify;
 /// How often the foreground loop checks whether every app is gone for good.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// What `cohort run` was asked for.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The apps, as for `cohort start`.
+    pub start: StartOptions,
+    /// Serve /healthz and /readyz over HTTP on this address.
+    pub health: Option<String>,
+    /// Print log lines as raw JSON objects instead of `name|instance | line`.
+    pub json: bool,
+}
+
 /// Runs apps in the foreground until they are all gone; returns the exit code.
-pub fn run(args: RunArgs, home: Home) -> i32 {
+pub fn run(args: RunOptions, home: Home) -> i32 {
     match run_inner(args, home) {
         Ok(code) => code,
         Err(e) => {
@@ -32,11 +43,11 @@ pub fn run(args: RunArgs, home: Home) -> i32 {
     }
 }
 
-fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
+fn run_inner(args: RunOptions, home: Home) -> Result<i32> {
     let started = Instant::now();
     // Everything the user typed is checked before anything starts.
-    let (apps, _, warnings) = crate::cli::commands::specs_for_start(&args.start)?;
-    for w in &warnings {
+    let specs = specs_for_start(&args.start)?;
+    for w in &specs.warnings {
         eprintln!("warning: {w}");
     }
     let health = args
@@ -59,8 +70,7 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let json = args.start.json;
-    let result = rt.block_on(serve(home.clone(), apps, health, json, started));
+    let result = rt.block_on(serve(home.clone(), specs.apps, health, args.json, started));
     let _ = std::fs::remove_file(home.socket());
     let _ = std::fs::remove_file(home.pid_file());
     rt.shutdown_timeout(Duration::from_millis(100));

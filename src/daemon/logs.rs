@@ -252,14 +252,76 @@ mod tests {
     use super::translate_moment;
 
     #[test]
-    fn moment_formats() {
-        assert_eq!(
-            translate_moment("YYYY-MM-DD HH:mm:ss Z"),
-            "%Y-%m-%d %H:%M:%S %:z"
-        );
-        assert_eq!(
-            translate_moment("YYYY-MM-DDTHH:mm:ss.SSS"),
-            "%Y-%m-%dT%H:%M:%S.%3f"
-        );
+    fn every_moment_token() {
+        // (moment token, chrono specifier): longer tokens win over their prefixes.
+        let cases = [
+            ("YYYY", "%Y"),
+            ("YY", "%y"),
+            ("MMMM", "%B"),
+            ("MMM", "%b"),
+            ("MM", "%m"),
+            ("DD", "%d"),
+            ("HH", "%H"),
+            ("hh", "%I"),
+            ("mm", "%M"),
+            ("ss", "%S"),
+            ("SSS", "%3f"),
+            ("ZZ", "%z"),
+            ("Z", "%:z"),
+            ("A", "%p"),
+            ("dddd", "%A"),
+            ("ddd", "%a"),
+        ];
+        for (moment, chrono) in cases {
+            assert_eq!(translate_moment(moment), chrono, "{moment}");
+        }
+    }
+
+    #[test]
+    fn other_text_passes_through_and_percent_is_escaped() {
+        let cases = [
+            ("", ""),
+            ("YYYY-MM-DD HH:mm:ss Z", "%Y-%m-%d %H:%M:%S %:z"),
+            ("YYYY-MM-DDTHH:mm:ss.SSS", "%Y-%m-%dT%H:%M:%S.%3f"),
+            // Single letters and runs that are not tokens stay as they are.
+            ("M D Y h s S a dd", "M D Y h s S a dd"),
+            // Longest match first, then the rest: YYY is YY then Y, SSSS is SSS then S.
+            ("YYY", "%yY"),
+            ("SSSS", "%3fS"),
+            // A literal % must not start a chrono specifier.
+            ("%", "%%"),
+            ("100% HH", "100%% %H"),
+            ("%Y", "%%Y"),
+            ("été à HH:mm", "été à %H:%M"),
+            // moment's [escapes] are not understood: tokens inside them are still translated.
+            ("[at] HH", "[at] %H"),
+        ];
+        for (moment, chrono) in cases {
+            assert_eq!(translate_moment(moment), chrono, "{moment:?}");
+        }
+    }
+
+    #[test]
+    fn translated_formats_print_what_moment_prints() {
+        let offset = chrono::FixedOffset::east_opt(9 * 3600 + 30 * 60).unwrap();
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 3, 5)
+            .and_then(|d| d.and_hms_milli_opt(14, 7, 9, 45))
+            .and_then(|t| t.and_local_timezone(offset).single())
+            .unwrap();
+        let cases = [
+            (
+                "YYYY-MM-DD HH:mm:ss.SSS Z",
+                "2024-03-05 14:07:09.045 +09:30",
+            ),
+            ("dddd ddd MMMM MMM YY ZZ", "Tuesday Tue March Mar 24 +0930"),
+            ("hh:mm A, 100%", "02:07 PM, 100%"),
+        ];
+        for (moment, want) in cases {
+            assert_eq!(
+                at.format(&translate_moment(moment)).to_string(),
+                want,
+                "{moment:?}"
+            );
+        }
     }
 }

@@ -6,7 +6,6 @@ pub mod cpus;
 pub mod foreground;
 pub mod logs;
 pub mod notify;
-pub mod persist;
 pub mod reaper;
 pub mod sampler;
 pub mod spawn;

@@ -260,7 +260,7 @@ fn select(
                     }
                     let path = path.clone();
                     let tail = tokio::task::spawn_blocking(move || {
-                        crate::cli::commands::tail_lines(Path::new(&path), BACKLOG_LINES)
+                        crate::home::tail::tail_lines(Path::new(&path), BACKLOG_LINES)
                     })
                     .await
                     .unwrap_or_default();

@@ -12,7 +12,6 @@ mod balancers;
 mod cluster;
 
 use super::logs::{self, LogFile, LogHub, Sink, Stamp};
-use super::persist::{self, SavedApp};
 use super::reaper::Exit;
 use super::sampler::Sampler;
 use super::spawn;
@@ -25,6 +24,7 @@ use crate::cluster::node_ipc::{
 };
 use crate::cluster::sockets::{ListenAddr, SocketTable};
 use crate::config::{AppSpec, ExecMode};
+use crate::home::dump::{self as persist, SavedApp};
 use crate::home::Home;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -1252,7 +1252,7 @@ impl Supervisor {
     // ----- save / resurrect -----
 
     fn save(&mut self, force: bool) -> Result<SaveReply, String> {
-        let apps: Vec<SavedApp> = self
+        let apps: Vec<SavedApp<AppSpec>> = self
             .apps
             .values()
             .map(|a| SavedApp {
@@ -1281,7 +1281,7 @@ impl Supervisor {
     }
 
     fn resurrect(&mut self) -> Result<ResurrectReply, String> {
-        let dump = persist::read(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
+        let dump = persist::read::<AppSpec>(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
         let mut reply = ResurrectReply {
             started: Vec::new(),
             skipped: Vec::new(),

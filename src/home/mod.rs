@@ -1,6 +1,11 @@
 //! COHORT_HOME: where one daemon keeps everything (socket, logs, dump, lock) and how to find it.
+//! The formats of the files in it that more than one module reads live beside it: `dump` (dump.json)
+//! and `tail` (the last lines of a log file, for `cohort logs` and monit).
 //!
 //! Two different homes are two independent daemons; tests rely on that to stay apart.
+
+pub mod dump;
+pub mod tail;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
