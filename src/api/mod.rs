@@ -3,9 +3,11 @@
 
 pub mod client;
 pub mod server;
+pub mod web;
 
 use crate::config::AppSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Header carrying the CLI's version; the daemon refuses a different one (except on ping and kill).
 pub const VERSION_HEADER: &str = "x-cohort-version";
@@ -77,6 +79,9 @@ pub struct ProcessInfo {
     pub mode: String,
     #[serde(default)]
     pub unstable_restarts: u32,
+    /// `restarts` split by reason (`crash`, `manual`, `reload`); reasons with no restart are absent.
+    #[serde(default)]
+    pub restart_reasons: BTreeMap<String, u32>,
 }
 
 /// `describe`: the row plus how the process is run and where its logs go.

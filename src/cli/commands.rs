@@ -40,6 +40,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
         Command::Monit => crate::monit::run(home).await,
+        Command::Metrics => super::observe::metrics(home).await,
+        Command::Web(a) => super::observe::web(a, home).await,
         Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)
@@ -63,6 +65,7 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
         apps,
         from_config_file,
         mut warnings,
+        web,
     } = specs_for_start(&a.options())?;
     for (given, flag) in [
         (a.watch, "--watch"),
@@ -87,6 +90,9 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
             },
         )
         .await?;
+    if let Some(w) = &web {
+        super::observe::apply_config(&client, w).await?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {

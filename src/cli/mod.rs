@@ -3,6 +3,7 @@
 //! of the commands other modules run (`run`, `startup`) into those modules' plain option structs.
 
 pub mod commands;
+mod observe;
 mod options;
 pub mod render;
 
@@ -76,6 +77,40 @@ pub enum Command {
     Unstartup(StartupArgs),
     /// Run apps in the foreground with no background daemon (containers, PID 1; like pm2-runtime).
     Run(RunArgs),
+    /// Print the daemon's Prometheus metrics (what GET /metrics answers).
+    Metrics,
+    /// Serve the web dashboard, the API and /metrics on a TCP address; alone, print its state.
+    Web(WebArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("full").args(["token", "token_file"]).multiple(false)))]
+#[command(group(clap::ArgGroup::new("read").args(["read_only_token", "read_only_token_file"]).multiple(false)))]
+pub struct WebArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9615 (kept across daemon restarts).
+    #[arg(long, value_name = "ADDR", conflicts_with = "off")]
+    pub listen: Option<String>,
+    /// The token that grants everything (Authorization: Bearer, or the login page).
+    #[arg(long, requires = "listen")]
+    pub token: Option<String>,
+    /// Read the token from this file (its first line, trimmed).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub token_file: Option<String>,
+    /// A token that may only look (lists, charts, logs, metrics), not act.
+    #[arg(long, requires = "listen")]
+    pub read_only_token: Option<String>,
+    /// Read the read-only token from this file.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub read_only_token_file: Option<String>,
+    /// Serve /metrics without a token (for Prometheus scrape configs).
+    #[arg(long, requires = "listen")]
+    pub public_metrics: bool,
+    /// Turn the listener off.
+    #[arg(long)]
+    pub off: bool,
+    /// Print the state as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -48,6 +48,8 @@ const NOT_YET: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub apps: Vec<AppSpec>,
+    /// The `[web]` table: the web listener to turn on with these apps.
+    pub web: Option<super::web::WebConfig>,
     pub warnings: Vec<String>,
 }
 
@@ -169,7 +171,7 @@ pub fn from_value(
         }
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apps" | "balancers" | "deploy") {
+        if !matches!(key.as_str(), "apps" | "balancers" | "deploy" | "web") {
             loaded
                 .warnings
                 .push(format!("{file}: unknown top-level field {key:?} ignored"));
@@ -179,6 +181,9 @@ pub fn from_value(
         loaded.warnings.push(format!(
             "{file}: \"deploy\" is not supported by cohort; ignored"
         ));
+    }
+    if let Some(w) = obj.get("web") {
+        loaded.web = Some(super::web::from_value(w, &format!("{file}: web"), dir)?);
     }
     let apps = match obj.get("apps") {
         None if obj.contains_key("balancers") => Vec::new(),

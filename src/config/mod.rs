@@ -6,6 +6,7 @@
 pub mod ecosystem;
 pub mod resolve;
 pub mod start;
+pub mod web;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

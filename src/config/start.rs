@@ -55,6 +55,8 @@ pub struct StartSpecs {
     pub from_config_file: bool,
     /// What the config file asked for that cohort ignores.
     pub warnings: Vec<String>,
+    /// The config file's `[web]` table.
+    pub web: Option<super::web::WebConfig>,
 }
 
 /// Builds the app specs of a start, relative to the current directory and with the current
@@ -103,6 +105,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
             apps,
             from_config_file: true,
             warnings: loaded.warnings,
+            web: loaded.web,
         });
     }
     if a.env.is_some() || a.only.is_some() {
@@ -140,6 +143,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
         apps: vec![spec],
         from_config_file: false,
         warnings: Vec::new(),
+        web: None,
     })
 }
 

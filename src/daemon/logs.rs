@@ -12,8 +12,29 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+
+/// Lines written to log files, lines a failing write lost, lines slow followers skipped (for
+/// /metrics); one relaxed add per chunk of lines, not per line.
+static LINES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+static LINES_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static LINES_FOLLOWER_LAG: AtomicU64 = AtomicU64::new(0);
+
+/// The log pipeline's counters since the daemon started.
+pub fn counters() -> crate::daemon::metrics::LogCounters {
+    crate::daemon::metrics::LogCounters {
+        written: LINES_WRITTEN.load(Relaxed),
+        write_errors: LINES_WRITE_ERRORS.load(Relaxed),
+        follower_lag: LINES_FOLLOWER_LAG.load(Relaxed),
+    }
+}
+
+/// A live follower fell behind and skipped `n` lines (they are still in the files).
+pub fn count_follower_lag(n: u64) {
+    LINES_FOLLOWER_LAG.fetch_add(n, Relaxed);
+}
 
 /// A single line longer than this is written out in pieces rather than held in memory.
 const MAX_PENDING: usize = 1 << 20;
@@ -108,7 +129,8 @@ impl LogFile {
         }))
     }
 
-    pub fn write_all(&self, bytes: &[u8]) {
+    /// Appends `bytes`; false when the write failed (said in daemon.log).
+    pub fn write_all(&self, bytes: &[u8]) -> bool {
         let mut f = match self.file.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
@@ -117,7 +139,9 @@ impl LogFile {
         // in daemon.log), but still reaches live followers.
         if let Err(e) = f.write_all(bytes) {
             eprintln!("cohort: cannot write {}: {e}", self.path.display());
+            return false;
         }
+        true
     }
 }
 
@@ -150,9 +174,14 @@ impl Sink {
                 &stamped
             }
         };
-        self.file.write_all(bytes);
+        let count = bytes.iter().filter(|c| **c == b'\n').count() as u64;
+        if self.file.write_all(bytes) {
+            LINES_WRITTEN.fetch_add(count, Relaxed);
+        } else {
+            LINES_WRITE_ERRORS.fetch_add(count, Relaxed);
+        }
         if let Some(c) = &self.combined {
-            c.write_all(bytes);
+            let _ = c.write_all(bytes);
         }
         if self.hub.receiver_count() > 0 {
             let at = crate::daemon::now_ms();

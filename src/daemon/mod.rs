@@ -5,11 +5,13 @@
 pub mod cpus;
 pub mod foreground;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod reaper;
 pub mod sampler;
 pub mod spawn;
 pub mod supervisor;
+pub mod web;
 
 use crate::home::Home;
 use anyhow::{Context, Result};
@@ -115,7 +117,10 @@ async fn serve(home: Home) -> Result<()> {
 
     let handle = supervisor::start(home.clone())?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
-    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let api = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let web = web::Web::new(handle.clone(), home.clone(), api.clone());
+    let app = api.merge(web::control_routes(web.clone()));
+    web.restore().await;
     eprintln!(
         "cohort: daemon {} started (pid {}) for {}",
         crate::api::VERSION,

@@ -422,6 +422,7 @@ impl Supervisor {
             memory: if p.pid.is_some() { p.memory } else { 0 },
             mode,
             unstable_restarts: p.unstable,
+            restart_reasons: Default::default(),
         }
     }
 
