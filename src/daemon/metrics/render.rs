@@ -5,7 +5,9 @@
 //! for counters, the client libraries' `process_*` family for the daemon itself, and HAProxy's
 //! exporter as the model for balancers. Series about the current OS process of a slot (memory,
 //! cpu, uptime) carry its `pid`; series that span restarts of a slot (restarts, status) do not, so
-//! a restart does not start a new series (`cohort_process_info` joins the pid in).
+//! a restart does not start a new series (`cohort_process_info` joins the pid in). The instance
+//! number of an app is `app_instance`: Prometheus sets `instance` to the scrape target itself (a
+//! scraped `instance` would be renamed `exported_instance`).
 
 use super::{BalancerScrape, DaemonStats, LogCounters, Snapshot};
 use crate::api::{ProcessInfo, Status};
@@ -220,7 +222,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
             "cohort_process_info",
             &[
                 ("app", &p.name),
-                ("instance", &ids[i].1),
+                ("app_instance", &ids[i].1),
                 ("id", &ids[i].0),
                 ("mode", &p.mode),
                 ("pid", pid),
@@ -240,7 +242,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
                 "cohort_process_status",
                 &[
                     ("app", &p.name),
-                    ("instance", &ids[i].1),
+                    ("app_instance", &ids[i].1),
                     ("id", &ids[i].0),
                     ("mode", &p.mode),
                     ("status", st.as_str()),
@@ -261,7 +263,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
                 "cohort_process_restarts_total",
                 &[
                     ("app", &p.name),
-                    ("instance", &ids[i].1),
+                    ("app_instance", &ids[i].1),
                     ("id", &ids[i].0),
                     ("mode", &p.mode),
                     ("reason", reason),
@@ -281,7 +283,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
             "cohort_process_unstable_restarts",
             &[
                 ("app", &p.name),
-                ("instance", &ids[i].1),
+                ("app_instance", &ids[i].1),
                 ("id", &ids[i].0),
                 ("mode", &p.mode),
             ],
@@ -305,7 +307,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
             "cohort_process_resident_memory_bytes",
             &[
                 ("app", &p.name),
-                ("instance", &ids[*i].1),
+                ("app_instance", &ids[*i].1),
                 ("id", &ids[*i].0),
                 ("mode", &p.mode),
                 ("pid", pid),
@@ -323,7 +325,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
             "cohort_process_cpu_usage_ratio",
             &[
                 ("app", &p.name),
-                ("instance", &ids[*i].1),
+                ("app_instance", &ids[*i].1),
                 ("id", &ids[*i].0),
                 ("mode", &p.mode),
                 ("pid", pid),
@@ -341,7 +343,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
             "cohort_process_uptime_seconds",
             &[
                 ("app", &p.name),
-                ("instance", &ids[*i].1),
+                ("app_instance", &ids[*i].1),
                 ("id", &ids[*i].0),
                 ("mode", &p.mode),
                 ("pid", pid),
@@ -385,7 +387,10 @@ fn balancers(out: &mut Out, bals: &[BalancerScrape]) {
     for b in bals {
         out.sample(
             "cohort_balancer_up",
-            &[("balancer", &b.name), ("instance", &b.instance.to_string())],
+            &[
+                ("balancer", &b.name),
+                ("app_instance", &b.instance.to_string()),
+            ],
             u8::from(b.status.is_some()),
         );
     }
@@ -433,7 +438,7 @@ fn balancers(out: &mut Out, bals: &[BalancerScrape]) {
                     name,
                     &[
                         ("balancer", &b.name),
-                        ("instance", &inst),
+                        ("app_instance", &inst),
                         ("upstream", &u.address),
                     ],
                     v,
@@ -523,18 +528,18 @@ mod tests {
         let stopped = proc(4, "worker", 0, None, Status::Stopped);
         let text = snapshot(vec![p, stopped], vec![]);
         let want = [
-            r#"cohort_process_info{app="api",instance="1",id="3",mode="cluster",pid="4242"} 1"#,
-            r#"cohort_process_info{app="worker",instance="0",id="4",mode="cluster",pid=""} 1"#,
-            r#"cohort_process_resident_memory_bytes{app="api",instance="1",id="3",mode="cluster",pid="4242"} 41234432"#,
-            r#"cohort_process_cpu_usage_ratio{app="api",instance="1",id="3",mode="cluster",pid="4242"} 0.125"#,
-            r#"cohort_process_uptime_seconds{app="api",instance="1",id="3",mode="cluster",pid="4242"} 1.5"#,
-            r#"cohort_process_restarts_total{app="api",instance="1",id="3",mode="cluster",reason="crash"} 3"#,
-            r#"cohort_process_restarts_total{app="api",instance="1",id="3",mode="cluster",reason="manual"} 1"#,
-            r#"cohort_process_restarts_total{app="api",instance="1",id="3",mode="cluster",reason="reload"} 0"#,
-            r#"cohort_process_restarts_total{app="api",instance="1",id="3",mode="cluster",reason="other"} 1"#,
-            r#"cohort_process_status{app="api",instance="1",id="3",mode="cluster",status="online"} 1"#,
-            r#"cohort_process_status{app="api",instance="1",id="3",mode="cluster",status="errored"} 0"#,
-            r#"cohort_process_status{app="worker",instance="0",id="4",mode="cluster",status="stopped"} 1"#,
+            r#"cohort_process_info{app="api",app_instance="1",id="3",mode="cluster",pid="4242"} 1"#,
+            r#"cohort_process_info{app="worker",app_instance="0",id="4",mode="cluster",pid=""} 1"#,
+            r#"cohort_process_resident_memory_bytes{app="api",app_instance="1",id="3",mode="cluster",pid="4242"} 41234432"#,
+            r#"cohort_process_cpu_usage_ratio{app="api",app_instance="1",id="3",mode="cluster",pid="4242"} 0.125"#,
+            r#"cohort_process_uptime_seconds{app="api",app_instance="1",id="3",mode="cluster",pid="4242"} 1.5"#,
+            r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="crash"} 3"#,
+            r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="manual"} 1"#,
+            r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="reload"} 0"#,
+            r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="other"} 1"#,
+            r#"cohort_process_status{app="api",app_instance="1",id="3",mode="cluster",status="online"} 1"#,
+            r#"cohort_process_status{app="api",app_instance="1",id="3",mode="cluster",status="errored"} 0"#,
+            r#"cohort_process_status{app="worker",app_instance="0",id="4",mode="cluster",status="stopped"} 1"#,
             r#"cohort_app_instances_desired{app="api",mode="cluster"} 1"#,
             r#"cohort_app_instances_ready{app="api",mode="cluster"} 1"#,
             r#"cohort_app_instances_desired{app="worker",mode="cluster"} 0"#,
@@ -623,14 +628,14 @@ mod tests {
         );
         let got = lines(&text);
         for w in [
-            r#"cohort_balancer_up{balancer="front",instance="0"} 1"#,
-            r#"cohort_balancer_up{balancer="gone",instance="0"} 0"#,
-            r#"cohort_balancer_upstream_up{balancer="front",instance="0",upstream="127.0.0.1:3001"} 1"#,
-            r#"cohort_balancer_upstream_up{balancer="front",instance="0",upstream="127.0.0.1:3002"} 0"#,
-            r#"cohort_balancer_upstream_requests_total{balancer="front",instance="0",upstream="127.0.0.1:3001"} 10"#,
-            r#"cohort_balancer_upstream_errors_total{balancer="front",instance="0",upstream="127.0.0.1:3001"} 2"#,
-            r#"cohort_balancer_upstream_active{balancer="front",instance="0",upstream="127.0.0.1:3001"} 1"#,
-            r#"cohort_balancer_upstream_weight{balancer="front",instance="0",upstream="127.0.0.1:3001"} 3"#,
+            r#"cohort_balancer_up{balancer="front",app_instance="0"} 1"#,
+            r#"cohort_balancer_up{balancer="gone",app_instance="0"} 0"#,
+            r#"cohort_balancer_upstream_up{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 1"#,
+            r#"cohort_balancer_upstream_up{balancer="front",app_instance="0",upstream="127.0.0.1:3002"} 0"#,
+            r#"cohort_balancer_upstream_requests_total{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 10"#,
+            r#"cohort_balancer_upstream_errors_total{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 2"#,
+            r#"cohort_balancer_upstream_active{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 1"#,
+            r#"cohort_balancer_upstream_weight{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 3"#,
         ] {
             assert!(got.contains(&w), "missing {w}\n{text}");
         }
@@ -641,7 +646,7 @@ mod tests {
         let p = proc(0, "we\"ird\\na\nme", 0, Some(1), Status::Online);
         let text = snapshot(vec![p], vec![]);
         assert!(
-            text.contains(r#"cohort_process_info{app="we\"ird\\na\nme",instance="0""#),
+            text.contains(r#"cohort_process_info{app="we\"ird\\na\nme",app_instance="0""#),
             "{text}"
         );
     }

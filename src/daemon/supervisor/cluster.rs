@@ -203,6 +203,7 @@ impl Supervisor {
         if self.reloads.front().is_some_and(|j| j.current == Some(id)) {
             if let Some(p) = self.procs.get_mut(&id) {
                 p.restarts += 1;
+                *p.restart_reasons.entry("reload".into()).or_default() += 1;
             }
             self.retire_old(id);
             if let Some(job) = self.reloads.front_mut() {

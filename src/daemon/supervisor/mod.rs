@@ -151,6 +151,8 @@ struct Proc {
     pid: Option<i32>,
     want: Want,
     restarts: u32,
+    /// `restarts` by reason (crash, manual, reload), for /metrics.
+    restart_reasons: BTreeMap<String, u32>,
     unstable: u32,
     backoff_ms: u64,
     created_at: u64,
@@ -350,7 +352,7 @@ impl Supervisor {
                     p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run
                 });
                 if due {
-                    self.bump_restarts(id);
+                    self.bump_restarts(id, "crash");
                     self.spawn(id);
                 }
             }
@@ -422,7 +424,7 @@ impl Supervisor {
             memory: if p.pid.is_some() { p.memory } else { 0 },
             mode,
             unstable_restarts: p.unstable,
-            restart_reasons: Default::default(),
+            restart_reasons: p.restart_reasons.clone(),
         }
     }
 
@@ -588,6 +590,7 @@ impl Supervisor {
                 pid: None,
                 want: Want::Stop,
                 restarts: 0,
+                restart_reasons: BTreeMap::new(),
                 unstable: 0,
                 backoff_ms: 0,
                 created_at: super::now_ms(),
@@ -969,7 +972,7 @@ impl Supervisor {
                     Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.unstable = 0;
-                        self.bump_restarts(id);
+                        self.bump_restarts(id, "manual");
                         self.spawn(id);
                     }
                     _ => {
@@ -1010,9 +1013,10 @@ impl Supervisor {
         self.stop(id, Want::Restart)
     }
 
-    fn bump_restarts(&mut self, id: u32) {
+    fn bump_restarts(&mut self, id: u32, reason: &str) {
         if let Some(p) = self.procs.get_mut(&id) {
             p.restarts += 1;
+            *p.restart_reasons.entry(reason.to_string()).or_default() += 1;
         }
     }
 
@@ -1070,6 +1074,7 @@ impl Supervisor {
                 Action::Reset => {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.restarts = 0;
+                        p.restart_reasons.clear();
                         p.unstable = 0;
                     }
                 }
@@ -1155,6 +1160,7 @@ impl Supervisor {
             Want::Delete => self.remove(id),
             Want::Restart => {
                 p.restarts += 1;
+                *p.restart_reasons.entry("manual".into()).or_default() += 1;
                 self.spawn(id);
                 if let Some(p) = self.procs.get_mut(&id) {
                     notify(p);
@@ -1221,6 +1227,7 @@ impl Supervisor {
         );
         if delay == 0 {
             p.restarts += 1;
+            *p.restart_reasons.entry("crash".into()).or_default() += 1;
             self.spawn(id);
         } else {
             p.status = Status::WaitingRestart;
