@@ -571,3 +571,64 @@ fn chromium_dashboard_login_live_memory_restart_and_logs() {
     cdp.screenshot(&artefact("dashboard-phone.png"));
     drop(cdp);
 }
+
+#[test]
+fn json_log_lines_and_logs_json() {
+    let c = Cohort::new();
+    c.ok(&[
+        "start",
+        &fixture("stamped.js"),
+        "--name",
+        "jl",
+        "--log-type",
+        "json",
+    ]);
+    let line = c.wait_log("jl", "out", "\"message\":\"stamp ", Duration::from_secs(10));
+    let first = line
+        .lines()
+        .find(|l| l.contains("stamp "))
+        .unwrap_or_default()
+        .to_string();
+    let v: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stamp ")),
+        "{v}"
+    );
+    assert_eq!(v["type"], "out");
+    assert_eq!(v["app_name"], "jl");
+    assert_eq!(v["process_id"], 0);
+    assert!(
+        v["timestamp"].as_str().is_some_and(|t| t.len() >= 20),
+        "{v}"
+    );
+    // `cohort logs --json`: one JSON object per line.
+    let out = c
+        .ok(&["logs", "jl", "--json", "--nostream", "--lines", "3"])
+        .stdout;
+    let objs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect();
+    assert!(
+        !objs.is_empty()
+            && objs
+                .iter()
+                .all(|o| o["name"] == "jl" && o["line"].is_string()),
+        "{out}"
+    );
+    // A bad log type is refused before anything starts.
+    let err = c.fails(&[
+        "start",
+        &fixture("stamped.js"),
+        "--name",
+        "jl2",
+        "--log-type",
+        "xml",
+    ]);
+    assert!(
+        err.contains("--log-type") && err.contains("not a log type"),
+        "{err}"
+    );
+}

@@ -270,11 +270,23 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
                 if !wanted || !seen.insert(path.clone()) {
                     continue;
                 }
-                if !a.raw {
+                if !a.raw && !a.json {
                     writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)?;
                 }
                 for line in tail_lines(Path::new(path), a.lines) {
-                    writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    if a.json {
+                        let l = LogLine {
+                            id: f.id,
+                            name: f.name.clone(),
+                            instance: f.instance,
+                            stream: kind.to_string(),
+                            line,
+                            at: 0,
+                        };
+                        writeln!(out, "{}", serde_json::to_string(&l)?)?;
+                    } else {
+                        writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    }
                 }
             }
         }
@@ -298,6 +310,12 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
             };
             // "cohort" lines are the daemon's own notes (lines skipped): always shown.
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
+                continue;
+            }
+            if a.json {
+                if writeln!(out, "{}", serde_json::to_string(&l)?).is_err() {
+                    return Ok(());
+                }
                 continue;
             }
             let ts = if a.timestamp {

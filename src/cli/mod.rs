@@ -222,6 +222,9 @@ pub struct StartArgs {
     /// Moment-style date format for --time (e.g. "YYYY-MM-DD HH:mm:ss").
     #[arg(long)]
     pub log_date_format: Option<String>,
+    /// `json`: write each log line as a JSON object (message, timestamp, type, process_id, app_name).
+    #[arg(long, value_name = "TYPE")]
+    pub log_type: Option<String>,
     /// The app is online only once it sends process.send('ready').
     #[arg(long)]
     pub wait_ready: bool,
@@ -307,6 +310,10 @@ pub struct LogsArgs {
     /// Lines only, without the `name|instance` prefix.
     #[arg(long)]
     pub raw: bool,
+    /// One JSON object per line: {"id", "name", "instance", "stream", "line", "at"} (at: Unix ms
+    /// when the daemon read it; 0 for lines from the files).
+    #[arg(long, conflicts_with_all = ["raw", "timestamp"])]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -441,6 +441,7 @@ const KNOWN: &[&str] = &[
     "combine_logs",
     "time",
     "log_date_format",
+    "log_type",
     "wait_ready",
     "listen_timeout",
     "shutdown_with_message",
@@ -601,6 +602,9 @@ fn app_from_value(
         .unwrap_or(false);
     spec.time = f.bool("time")?.unwrap_or(false);
     spec.log_date_format = f.string("log_date_format")?;
+    if let Some(t) = f.string("log_type")? {
+        spec.log_type = super::LogType::parse(&t).map_err(|e| format!("{at}.log_type: {e}"))?;
+    }
     if spec.log_date_format.is_some() {
         spec.time = true;
     }

@@ -38,6 +38,8 @@ pub struct StartOptions {
     pub log_file: Option<String>,
     pub merge_logs: bool,
     pub log_date_format: Option<String>,
+    /// `--log-type json`.
+    pub log_type: Option<String>,
     pub wait_ready: bool,
     pub listen_timeout: Option<String>,
     pub shutdown_with_message: bool,
@@ -221,6 +223,9 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     }
     if a.merge_logs {
         spec.merge_logs = true;
+    }
+    if let Some(t) = &a.log_type {
+        spec.log_type = super::LogType::parse(t).map_err(|e| anyhow!("--log-type: {e}"))?;
     }
     if let Some(f) = &a.log_date_format {
         spec.log_date_format = Some(f.clone());

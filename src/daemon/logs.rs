@@ -155,6 +155,8 @@ pub struct Sink {
     /// `log_file`: out and err together.
     pub combined: Option<Arc<LogFile>>,
     pub stamp: Option<Stamp>,
+    /// `log_type = "json"`: one JSON object per line in the files.
+    pub json: bool,
     pub hub: LogHub,
 }
 
@@ -162,6 +164,10 @@ impl Sink {
     fn emit(&self, lines: &[u8]) {
         let stamped;
         let bytes = match &self.stamp {
+            _ if self.json => {
+                stamped = json_lines(lines, self);
+                &stamped
+            }
             None => lines,
             Some(stamp) => {
                 let prefix = format!("{}: ", stamp.now());
@@ -200,6 +206,32 @@ impl Sink {
             }
         }
     }
+}
+
+/// Whole lines as PM2's JSON log objects, one per line: `{"message", "timestamp", "type",
+/// "process_id", "app_name"}` (timestamp in `log_date_format` when set, else RFC 3339).
+fn json_lines(lines: &[u8], sink: &Sink) -> Vec<u8> {
+    let timestamp = match &sink.stamp {
+        Some(stamp) => stamp.now(),
+        None => chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+    };
+    let mut out = Vec::with_capacity(lines.len() + 128);
+    for line in lines.split(|c| *c == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let obj = serde_json::json!({
+            "message": String::from_utf8_lossy(line),
+            "timestamp": timestamp,
+            "type": sink.stream,
+            "process_id": sink.id,
+            "app_name": &*sink.name,
+        });
+        if serde_json::to_writer(&mut out, &obj).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// Reads a pipe to its end, writing whole lines to `sink`.

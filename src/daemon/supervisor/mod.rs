@@ -872,6 +872,7 @@ impl Supervisor {
                     file,
                     combined: combined.clone(),
                     stamp: stamp.clone(),
+                    json: spec.log_type == crate::config::LogType::Json,
                     hub: self.hub.clone(),
                 };
                 tokio::spawn(logs::pump(child.stdout, sink("out", out)));
