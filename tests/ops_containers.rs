@@ -19,7 +19,7 @@ use containers_support::*;
 use std::time::{Duration, Instant};
 
 /// `podman run -d` of `image` with the given ports published on 127.0.0.1 (host port, container
-/// port), extra run options and a command (empty: the image's CMD); the container's name.
+/// port), extra run options and a command (empty: the image's CMD), named `name`.
 fn start_container(
     engine: &mut Engine,
     name: &str,
@@ -225,13 +225,21 @@ fn inside_the_container_crashes_restart_orphans_are_reaped_and_term_is_forwarded
         container_log(&name)
     );
     let orphan = orphan.unwrap_or_default();
-    let mut seen = Vec::new();
+    let (mut seen, mut parents) = (Vec::new(), Vec::new());
     assert!(
         wait_until(Duration::from_secs(15), || {
             seen = processes(&name);
-            !seen.iter().any(|p| p.0 == orphan)
+            let me = seen.iter().find(|p| p.0 == orphan);
+            parents.extend(me.filter(|p| !p.2.starts_with('Z')).map(|p| p.1));
+            me.is_none()
         }),
         "the orphan {orphan} was reaped: {seen:?}"
+    );
+    // Its shell exited at once: for the rest of its sleep (3 s) its parent was cohort.
+    assert_eq!(
+        parents.last(),
+        Some(&1),
+        "re-parented to PID 1: {parents:?}"
     );
     let zombies: Vec<_> = processes(&name)
         .into_iter()
@@ -319,6 +327,32 @@ fn kube_for_podman(
     Ok(out)
 }
 
+/// The lines of a k8s-file log (`TIME STREAM P|F MESSAGE` records): a line written in several pieces
+/// is several `P` records closed by an `F` one, per stream.
+fn k8s_file_lines(raw: &str) -> String {
+    let (mut out, mut open) = (String::new(), Vec::<(String, String)>::new());
+    for record in raw.lines() {
+        let mut f = record.splitn(4, ' ');
+        let (Some(_time), Some(stream), Some(tag), msg) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let at = match open.iter().position(|(s, _)| s == stream) {
+            Some(at) => at,
+            None => {
+                open.push((stream.to_string(), String::new()));
+                open.len() - 1
+            }
+        };
+        open[at].1.push_str(msg.unwrap_or(""));
+        if tag.starts_with('F') {
+            out.push_str(&std::mem::take(&mut open[at].1));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// `podman kube play` of the Kubernetes example: the pod comes up, cohort is PID 1 and lists the
 /// app online, the probes' endpoints answer on the ports they name; the pod stops cleanly (the app's
 /// handler runs, cohort exits 0) within the spec's grace period, and `podman kube down` removes it.
@@ -390,7 +424,7 @@ fn podman_kube_play_runs_the_kubernetes_example() {
         stop_s < 25.0,
         "pod stop waited for the grace period ({stop_s:.1} s)"
     );
-    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let log = k8s_file_lines(&std::fs::read_to_string(&log_file).unwrap_or_default());
     assert_eq!(exit_code(&container), "0", "{log}");
     let handler = log.find("web|0 | SIGINT: closing the server");
     let exit = log.find("cohort: every app is gone; exiting with code 0");
@@ -436,4 +470,17 @@ fn the_kubernetes_example_is_rewritten_for_podman_only_where_needed() {
         "{out}"
     );
     assert!(kube_for_podman("kind: Pod\n", "t", "i", &[]).is_err());
+}
+
+#[test]
+fn k8s_file_logs_are_read_as_lines() {
+    let raw = "2026-01-01T00:00:00Z stderr P cohort: every app is gone; \n\
+               2026-01-01T00:00:00Z stdout F web|0 | bye\n\
+               2026-01-01T00:00:00Z stderr P exiting with code \n\
+               2026-01-01T00:00:00Z stderr F 0\n\
+               2026-01-01T00:00:00Z stdout F \n";
+    assert_eq!(
+        k8s_file_lines(raw),
+        "web|0 | bye\ncohort: every app is gone; exiting with code 0\n\n"
+    );
 }

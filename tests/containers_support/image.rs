@@ -47,7 +47,8 @@ fn base_image() -> &'static str {
 }
 
 fn make_base_tarball(tarball: &Path) {
-    let rootfs = work_dir().join(format!("rootfs-{}", std::process::id()));
+    // One fixed name, so the next run removes what an interrupted one left.
+    let rootfs = work_dir().join("base-rootfs");
     remove_rootfs(&rootfs);
     let mirror = host_mirror();
     let sh = |script: &str, timeout: u64| {
@@ -134,6 +135,7 @@ fn build_context() -> PathBuf {
     ctx
 }
 
+/// Removes the build context (the last test out calls it; the next build makes a new one).
 pub fn remove_build_context() {
     let mut context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(ctx) = context.take() {
