@@ -27,9 +27,10 @@ fn dockerfile_cmd() -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .collect();
+    let first = lines.iter().find(|l| !l.starts_with("ARG ")).expect("FROM");
     assert!(
-        lines[0].starts_with("FROM "),
-        "the first instruction is FROM"
+        first.starts_with("FROM "),
+        "the first instruction is FROM (after ARGs that FROM may use)"
     );
     let cmd = lines
         .iter()
