@@ -54,8 +54,7 @@ impl Supervisor {
                     Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.run.unstable = 0;
-                        self.record_restart(id);
-                        self.spawn(id);
+                        self.respawn(id);
                     }
                     _ => {
                         p.want = Want::Stop;
@@ -105,8 +104,14 @@ impl Supervisor {
         self.stop(id, Want::Restart)
     }
 
-    /// Counts one restart of process `id` (what `restarts` in `ls` shows). The only place that
-    /// changes the count, except `reset`.
+    /// Starts process `id` again, counting the restart.
+    fn respawn(&mut self, id: u32) {
+        self.record_restart(id);
+        self.spawn(id);
+    }
+
+    /// Counts one restart of process `id` (what `restarts` in `ls` shows): the only place the
+    /// count grows (`reset` sets it back to 0). A reload counts when the new worker is ready.
     pub(super) fn record_restart(&mut self, id: u32) {
         if let Some(p) = self.procs.get_mut(&id) {
             p.restarts += 1;
@@ -176,8 +181,7 @@ impl Supervisor {
             }
             Want::Delete => self.remove(id),
             Want::Restart => {
-                self.record_restart(id);
-                self.spawn(id);
+                self.respawn(id);
                 if let Some(p) = self.procs.get_mut(&id) {
                     notify(p);
                 }
@@ -228,8 +232,7 @@ impl Supervisor {
                     p.app, p.instance
                 );
                 if after_ms == 0 {
-                    self.record_restart(id);
-                    self.spawn(id);
+                    self.respawn(id);
                 } else {
                     p.status = Status::WaitingRestart;
                     let gen = p.gen;
@@ -246,8 +249,7 @@ impl Supervisor {
             p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run
         });
         if due {
-            self.record_restart(id);
-            self.spawn(id);
+            self.respawn(id);
         }
     }
 }
