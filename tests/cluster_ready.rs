@@ -50,19 +50,9 @@ fn start_watching(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("cohort start");
+    let mut child = ChildGuard::new(cmd.spawn().expect("cohort start"));
     let seen = statuses_until_online(c, name);
-    let deadline = std::time::Instant::now() + T;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for cohort start") {
-            break st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cohort start did not return"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = child.wait_exit(T);
     assert!(status.success(), "cohort start failed: {status}");
     seen
 }
