@@ -78,7 +78,9 @@ fn balancer(args: &[&str]) -> Balancer {
         .arg(format!("127.0.0.1:{admin}"))
         .args(args);
     let b = spawn_balancer(cmd, port, admin);
+    // The admin listener may open a moment after the proxy's: tests ask both.
     wait_port(b.port, UP);
+    wait_port(b.admin, UP);
     b
 }
 
