@@ -23,8 +23,16 @@ static LINES_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
 static LINES_FOLLOWER_LAG: AtomicU64 = AtomicU64::new(0);
 
 /// The log pipeline's counters since the daemon started.
-pub fn counters() -> crate::daemon::metrics::LogCounters {
-    crate::daemon::metrics::LogCounters {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounters {
+    pub written: u64,
+    pub write_errors: u64,
+    pub follower_lag: u64,
+}
+
+/// The counters now.
+pub fn counters() -> LogCounters {
+    LogCounters {
         written: LINES_WRITTEN.load(Relaxed),
         write_errors: LINES_WRITE_ERRORS.load(Relaxed),
         follower_lag: LINES_FOLLOWER_LAG.load(Relaxed),

@@ -11,7 +11,8 @@ pub mod render;
 pub mod selfstat;
 
 use crate::api::{ProcessInfo, Selector};
-use crate::daemon::supervisor::{Handle, Msg};
+pub use crate::daemon::logs::LogCounters;
+use crate::daemon::supervisor::Handle;
 use serde::{Deserialize, Serialize};
 
 /// The content type of the text exposition format.
@@ -26,14 +27,6 @@ pub struct DaemonStats {
     pub open_fds: u64,
     pub max_fds: u64,
     pub start_time_seconds: u64,
-}
-
-/// The log pipeline's counters since the daemon started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogCounters {
-    pub written: u64,
-    pub write_errors: u64,
-    pub follower_lag: u64,
 }
 
 /// One upstream as a balancer's `/status` reports it (fields of docs/balancer.md).
@@ -76,7 +69,7 @@ pub struct Snapshot<'a> {
 
 /// Gathers a snapshot and renders it.
 pub async fn scrape(sup: &Handle) -> Result<String, String> {
-    let processes = sup.call(Msg::List).await?;
+    let processes = sup.list().await?;
     let balancers = balancers::scrape_all(sup, &processes).await;
     let snapshot = Snapshot {
         version: crate::api::VERSION,
@@ -101,10 +94,7 @@ pub async fn balancer_admins(
     if ids.is_empty() {
         return Vec::new();
     }
-    let details = sup
-        .call(|r| Msg::Describe(Selector::Many(ids), r))
-        .await
-        .unwrap_or_default();
+    let details = sup.describe(Selector::Many(ids)).await.unwrap_or_default();
     details
         .into_iter()
         .map(|d| (d.info.name, d.info.instance, d.balancer_admin))

@@ -5,7 +5,6 @@
 
 use super::routes::Ctx;
 use crate::api::{LogLine, Selector};
-use crate::daemon::supervisor::Msg;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -51,7 +50,7 @@ pub async fn events(State(ctx): State<Ctx>) -> Response {
                 _ = every.tick() => {}
                 _ = ctx.stop.wait_for(|s| *s) => return None,
             }
-            let list = ctx.sup.call(Msg::List).await.ok()?;
+            let list = ctx.sup.list().await.ok()?;
             let mut out = event("processes", &list).to_vec();
             if n % 2 == 0 && list.iter().any(|p| p.mode == "balancer") {
                 out.extend_from_slice(&event("balancers", &balancer_docs(&ctx, &list).await));
@@ -63,7 +62,7 @@ pub async fn events(State(ctx): State<Ctx>) -> Response {
 
 /// `GET /balancers`: each balancer process with its admin `/status` document (null if it did not answer).
 pub async fn balancers(State(ctx): State<Ctx>) -> Response {
-    match ctx.sup.call(Msg::List).await {
+    match ctx.sup.list().await {
         Ok(list) => Json(balancer_docs(&ctx, &list).await).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
     }
@@ -94,7 +93,7 @@ fn default_lines() -> usize {
 
 /// `GET /logs/sse?id=N&lines=50`: `line` events (a `LogLine`; backlog lines have `at` 0).
 pub async fn log_tail(State(ctx): State<Ctx>, Query(q): Query<TailQuery>) -> Response {
-    let files = match ctx.sup.call(|r| Msg::LogFiles(Selector::Id(q.id), r)).await {
+    let files = match ctx.sup.log_files(Selector::Id(q.id)).await {
         Ok(f) => f,
         Err(e) => return (StatusCode::NOT_FOUND, e).into_response(),
     };
