@@ -16,18 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TOKEN: &str = "t0ken-for-tests";
 
-fn require(cmd: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", "command -v \"$0\"", cmd])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "needs {cmd} (Debian package {package}): scripts/setup installs it (run scripts/test, or scripts/setup as root)"
-    );
-}
-
 /// One HTTP/1.0 exchange (the server closes): (status, body).
 fn http(
     port: u16,
@@ -248,7 +236,7 @@ fn sample_value(series: &Value) -> f64 {
 
 #[test]
 fn prometheus_scrapes_memory_and_restarts() {
-    require("prometheus", "prometheus");
+    require_tool("prometheus", "prometheus");
     let c = Cohort::new();
     let port = app_and_web(&c, "prom-app", &[]);
     let prom_port = free_port();
@@ -434,9 +422,11 @@ impl Cdp {
 
 #[test]
 fn chromium_dashboard_login_live_memory_restart_and_logs() {
-    require("chromium", "chromium");
+    require_tool("chromium", "chromium");
     let c = Cohort::new();
     let port = app_and_web(&c, "web-app", &[]);
+    // Two more rows, so the screenshot shows a list.
+    c.ok(&["start", &fixture("hold.js"), "--name", "worker", "-i", "2"]);
     let base = format!("http://127.0.0.1:{port}");
     let devtools = free_port();
     let profile = c.work.join("chromium-profile");

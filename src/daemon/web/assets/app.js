@@ -149,8 +149,9 @@ function renderProcesses(list) {
 function drawChart(svg, values, max) {
   const line = svg.querySelector("polyline");
   if (!values.length) { line.setAttribute("points", ""); return; }
-  const top = Math.max(max, ...values) || 1;
-  const step = 300 / Math.max(MAX_POINTS - 1, 1);
+  // Head-room above the highest value; the x axis spans at least 30 samples (a minute).
+  const top = Math.max(max, Math.max(...values) * 1.2) || 1;
+  const step = 300 / (Math.max(values.length, 30) - 1);
   const start = 300 - (values.length - 1) * step;
   line.setAttribute("points", values.map((v, i) => `${(start + i * step).toFixed(1)},${(78 - (v / top) * 74).toFixed(1)}`).join(" "));
 }
