@@ -622,3 +622,35 @@ fn json_log_lines_and_logs_json() {
         "{err}"
     );
 }
+
+#[test]
+fn web_table_in_a_config_file() {
+    let c = Cohort::new();
+    let port = free_port();
+    c.write("web.token", &format!("{TOKEN}\n"));
+    let config = format!(
+        "[[apps]]\nname = \"cfg\"\nscript = \"{}\"\n\n[web]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"web.token\"\npublic_metrics = true\n",
+        fixture("stamped.js")
+    );
+    c.write("cohort.toml", &config);
+    c.ok(&["start", "cohort.toml"]);
+    assert!(c.ok(&["web"]).stdout.contains(&format!("127.0.0.1:{port}")));
+    // public_metrics: /metrics without a token; the rest still needs it.
+    let (code, body) = http(port, "GET", "/metrics", &[], "");
+    assert!(
+        code == 200 && body.contains("cohort_process_info{app=\"cfg\""),
+        "{code}"
+    );
+    assert_eq!(http(port, "GET", "/processes", &[], "").0, 401);
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/processes",
+            &[("Authorization", &bearer())],
+            ""
+        )
+        .0,
+        200
+    );
+}
