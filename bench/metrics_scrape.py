@@ -57,7 +57,8 @@ def measure(label, fn, pid, scrapes):
     times.sort()
     p50 = statistics.median(times)
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-    print(f"{label}: {len(body)} bytes, {body.count(b'\\n')} lines; latency p50 {p50:.2f} ms, "
+    lines = body.count(b"\n")
+    print(f"{label}: {len(body)} bytes, {lines} lines; latency p50 {p50:.2f} ms, "
           f"p99 {p99:.2f} ms, max {times[-1]:.2f} ms; daemon cpu {cpu:.3f} ms per scrape "
           f"(clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms, averaged over {scrapes})")
     return p50, p99, cpu

@@ -14,16 +14,6 @@ use crate::api::{ProcessInfo, Status};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// Every status a process can be in, for the state-set `cohort_process_status`.
-const STATUSES: [Status; 6] = [
-    Status::Launching,
-    Status::Online,
-    Status::Stopping,
-    Status::Stopped,
-    Status::WaitingRestart,
-    Status::Errored,
-];
-
 /// Renders the whole exposition.
 pub fn render(s: &Snapshot) -> String {
     let mut out = Out {
@@ -69,6 +59,10 @@ impl Out {
 
 /// Label values escape backslash, double quote and newline (the exposition format's rule).
 fn escape_into(out: &mut String, v: &str) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -198,58 +192,78 @@ fn apps(out: &mut Out, procs: &[ProcessInfo]) {
     }
 }
 
+/// The label set of one process slot, escaped once: `app="…",app_instance="…",id="…",mode="…"`
+/// and, when it runs an OS process, the same with `,pid="…"`.
+struct SlotLabels {
+    slot: String,
+    with_pid: Option<String>,
+}
+
+fn slot_labels(p: &ProcessInfo) -> SlotLabels {
+    let mut slot = String::with_capacity(p.name.len() + p.mode.len() + 40);
+    slot.push_str("app=\"");
+    escape_into(&mut slot, &p.name);
+    let _ = write!(
+        slot,
+        "\",app_instance=\"{}\",id=\"{}\",mode=\"",
+        p.instance, p.id
+    );
+    escape_into(&mut slot, &p.mode);
+    slot.push('"');
+    let with_pid = p.pid.map(|pid| format!("{slot},pid=\"{pid}\""));
+    SlotLabels { slot, with_pid }
+}
+
+impl Out {
+    /// One sample with a pre-rendered label set and, optionally, one more label.
+    fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &str,
+        extra: Option<(&str, &str)>,
+        value: impl std::fmt::Display,
+    ) {
+        self.text.push_str(name);
+        self.text.push('{');
+        self.text.push_str(labels);
+        if let Some((k, v)) = extra {
+            self.text.push(',');
+            self.text.push_str(k);
+            self.text.push_str("=\"");
+            escape_into(&mut self.text, v);
+            self.text.push('"');
+        }
+        let _ = writeln!(self.text, "}} {value}");
+    }
+}
+
 fn processes(out: &mut Out, procs: &[ProcessInfo]) {
-    // Labels as strings once per process (ids and instances are numbers).
-    let ids: Vec<(String, String, Option<String>)> = procs
-        .iter()
-        .map(|p| {
-            (
-                p.id.to_string(),
-                p.instance.to_string(),
-                p.pid.map(|pid| pid.to_string()),
-            )
-        })
-        .collect();
+    let labels: Vec<SlotLabels> = procs.iter().map(slot_labels).collect();
 
     out.family(
         "cohort_process_info",
         "gauge",
         "One series per managed process slot (always 1), with the pid of its current OS process (empty when it runs none).",
     );
-    for (i, p) in procs.iter().enumerate() {
-        let pid = ids[i].2.as_deref().unwrap_or("");
-        out.sample(
-            "cohort_process_info",
-            &[
-                ("app", &p.name),
-                ("app_instance", &ids[i].1),
-                ("id", &ids[i].0),
-                ("mode", &p.mode),
-                ("pid", pid),
-            ],
-            1,
-        );
+    for l in &labels {
+        match &l.with_pid {
+            Some(with_pid) => out.sample_with("cohort_process_info", with_pid, None, 1),
+            None => out.sample_with("cohort_process_info", &l.slot, Some(("pid", "")), 1),
+        }
     }
 
     out.family(
         "cohort_process_status",
         "gauge",
-        "1 for the status a process slot is in, 0 for the others (launching, online, stopping, stopped, waiting_restart, errored).",
+        "The status a process slot is in (one series per slot, always 1; status is one of launching, online, stopping, stopped, waiting_restart, errored).",
     );
-    for (i, p) in procs.iter().enumerate() {
-        for st in STATUSES {
-            out.sample(
-                "cohort_process_status",
-                &[
-                    ("app", &p.name),
-                    ("app_instance", &ids[i].1),
-                    ("id", &ids[i].0),
-                    ("mode", &p.mode),
-                    ("status", st.as_str()),
-                ],
-                u8::from(p.status == st),
-            );
-        }
+    for (p, l) in procs.iter().zip(&labels) {
+        out.sample_with(
+            "cohort_process_status",
+            &l.slot,
+            Some(("status", p.status.as_str())),
+            1,
+        );
     }
 
     out.family(
@@ -257,17 +271,12 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
         "counter",
         "Restarts of a process slot by reason: crash (it exited and the restart policy started it again), manual (`cohort restart`), reload (replaced by `cohort reload`). `cohort reset` sets it back to 0.",
     );
-    for (i, p) in procs.iter().enumerate() {
+    for (p, l) in procs.iter().zip(&labels) {
         for (reason, n) in restart_reasons(p) {
-            out.sample(
+            out.sample_with(
                 "cohort_process_restarts_total",
-                &[
-                    ("app", &p.name),
-                    ("app_instance", &ids[i].1),
-                    ("id", &ids[i].0),
-                    ("mode", &p.mode),
-                    ("reason", reason),
-                ],
+                &l.slot,
+                Some(("reason", reason)),
                 n,
             );
         }
@@ -278,78 +287,44 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
         "gauge",
         "Crashes in a row within min_uptime (the slot is errored once it exceeds max_restarts).",
     );
-    for (i, p) in procs.iter().enumerate() {
-        out.sample(
+    for (p, l) in procs.iter().zip(&labels) {
+        out.sample_with(
             "cohort_process_unstable_restarts",
-            &[
-                ("app", &p.name),
-                ("app_instance", &ids[i].1),
-                ("id", &ids[i].0),
-                ("mode", &p.mode),
-            ],
+            &l.slot,
+            None,
             p.unstable_restarts,
         );
     }
 
     // Series of the current OS process: only for slots that run one.
-    let running: Vec<(usize, &ProcessInfo, &str)> = procs
+    let running: Vec<(&ProcessInfo, &str)> = procs
         .iter()
-        .enumerate()
-        .filter_map(|(i, p)| ids[i].2.as_deref().map(|pid| (i, p, pid)))
+        .zip(&labels)
+        .filter_map(|(p, l)| l.with_pid.as_deref().map(|w| (p, w)))
         .collect();
     out.family(
         "cohort_process_resident_memory_bytes",
         "gauge",
         "Resident memory of a managed process in bytes (sampled every 2 s).",
     );
-    for (i, p, pid) in &running {
-        out.sample(
-            "cohort_process_resident_memory_bytes",
-            &[
-                ("app", &p.name),
-                ("app_instance", &ids[*i].1),
-                ("id", &ids[*i].0),
-                ("mode", &p.mode),
-                ("pid", pid),
-            ],
-            p.memory,
-        );
+    for (p, l) in &running {
+        out.sample_with("cohort_process_resident_memory_bytes", l, None, p.memory);
     }
     out.family(
         "cohort_process_cpu_usage_ratio",
         "gauge",
         "CPU used by a managed process over the last sampling interval (2 s), in cores (1 = one core busy).",
     );
-    for (i, p, pid) in &running {
-        out.sample(
-            "cohort_process_cpu_usage_ratio",
-            &[
-                ("app", &p.name),
-                ("app_instance", &ids[*i].1),
-                ("id", &ids[*i].0),
-                ("mode", &p.mode),
-                ("pid", pid),
-            ],
-            ratio(p.cpu),
-        );
+    for (p, l) in &running {
+        out.sample_with("cohort_process_cpu_usage_ratio", l, None, ratio(p.cpu));
     }
     out.family(
         "cohort_process_uptime_seconds",
         "gauge",
         "Seconds since the current OS process of a slot started.",
     );
-    for (i, p, pid) in &running {
-        out.sample(
-            "cohort_process_uptime_seconds",
-            &[
-                ("app", &p.name),
-                ("app_instance", &ids[*i].1),
-                ("id", &ids[*i].0),
-                ("mode", &p.mode),
-                ("pid", pid),
-            ],
-            secs(p.uptime_ms),
-        );
+    for (p, l) in &running {
+        out.sample_with("cohort_process_uptime_seconds", l, None, secs(p.uptime_ms));
     }
 }
 
@@ -538,7 +513,6 @@ mod tests {
             r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="reload"} 0"#,
             r#"cohort_process_restarts_total{app="api",app_instance="1",id="3",mode="cluster",reason="other"} 1"#,
             r#"cohort_process_status{app="api",app_instance="1",id="3",mode="cluster",status="online"} 1"#,
-            r#"cohort_process_status{app="api",app_instance="1",id="3",mode="cluster",status="errored"} 0"#,
             r#"cohort_process_status{app="worker",app_instance="0",id="4",mode="cluster",status="stopped"} 1"#,
             r#"cohort_app_instances_desired{app="api",mode="cluster"} 1"#,
             r#"cohort_app_instances_ready{app="api",mode="cluster"} 1"#,

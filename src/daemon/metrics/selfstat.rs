@@ -49,10 +49,14 @@ pub fn read() -> DaemonStats {
     let stat = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|t| parse_stat(&t));
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|t| parse_boot_time(&t))
-        .unwrap_or(0);
+    // The boot time does not change: read once.
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let boot = *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_boot_time(&t))
+            .unwrap_or(0)
+    });
     let open_fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count().saturating_sub(1) as u64) // the listing's own descriptor
         .unwrap_or(0);
