@@ -199,6 +199,15 @@ pub struct Ping {
     pub pid: u32,
     pub home: String,
     pub uptime_ms: u64,
+    /// How many times this daemon was updated in place (`cohort update`).
+    #[serde(default)]
+    pub reexecs: u32,
+}
+
+/// `cohort update`: the binary the daemon re-executes itself with (the CLI's own).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct UpdateRequest {
+    pub binary: String,
 }
 
 /// Every error reply: what went wrong and how to fix it; the CLI prints `error: <message>`.
