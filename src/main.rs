@@ -16,7 +16,13 @@ fn main() {
                 println!("{}", daemon::handover::preflight_line());
                 0
             }
-            Command::Daemon(args) => daemon::run(home, args.if_absent, args.adopt_state_fd),
+            Command::Daemon(args) => daemon::run(
+                home,
+                args.if_absent,
+                args.adopt_state_fd,
+                args.fallback_exe_fd,
+                args.failed_update,
+            ),
             Command::Run(args) => daemon::foreground::run(args.into(), home),
             Command::Startup(args) => startup::install(args.into(), home),
             Command::Unstartup(args) => startup::uninstall(args.into(), home),

@@ -185,6 +185,39 @@ fn a_binary_failing_its_preflight_leaves_the_daemon_running() {
     assert!(rows.iter().all(|r| r["status"] == "online"), "{rows:?}");
 }
 
+#[test]
+fn a_binary_that_cannot_take_over_hands_back_to_the_previous_one() {
+    // COHORT_TEST_FAIL_TAKEOVER makes the re-executed image fail its take-over (before it touches
+    // anything); it then executes the previous binary again with the same state.
+    let c = Cohort::new();
+    let port = free_port();
+    let o = c.cmd_env(
+        &["start", &fixture("numbered_server.js"), "--name", "logger"],
+        &[
+            ("PORT", &port.to_string()),
+            ("COHORT_TEST_FAIL_TAKEOVER", "1"),
+        ],
+    );
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    wait_serving(port, T);
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    let before = pids_and_restarts(&c);
+    let load = Load::start(port, Mode::NewConn, 1);
+    load.wait_more(20, T);
+    let err = c.fails(&["update"]);
+    assert!(
+        err.contains("could not take over") && err.contains("COHORT_TEST_FAIL_TAKEOVER"),
+        "{err}"
+    );
+    load.wait_more(20, T);
+    load.finish()
+        .assert_no_failure("an update that fell back to the previous binary, fork app");
+    assert_eq!(c.daemon_pid(), Some(daemon));
+    assert_eq!(pids_and_restarts(&c), before);
+    c.ok(&["restart", "logger"]);
+    c.wait_status("logger", "online", T);
+}
+
 fn make_executable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))

@@ -202,6 +202,9 @@ pub struct Ping {
     /// How many times this daemon was updated in place (`cohort update`).
     #[serde(default)]
     pub reexecs: u32,
+    /// Why the last `cohort update` failed after the exec (the previous binary took over again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<String>,
 }
 
 /// `cohort update`: the binary the daemon re-executes itself with (the CLI's own).

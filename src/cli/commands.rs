@@ -423,6 +423,7 @@ async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let binary = std::fs::canonicalize(&binary)
         .with_context(|| format!("finding {} (is it installed?)", binary.display()))?;
     let before = client.ping().await?;
+    let sent = std::time::Instant::now();
     // On success the daemon re-executes before it can answer: the connection just closes.
     let asked: Result<serde_json::Value> = client
         .post_long(
@@ -443,6 +444,11 @@ async fn update(home: Home, args: UpdateArgs) -> Result<()> {
                     before.version, now.version, now.pid
                 );
                 return Ok(());
+            }
+            // A daemon image younger than the request went back to the previous binary.
+            let fresh = u128::from(now.uptime_ms) <= sent.elapsed().as_millis();
+            if let Some(why) = now.failed_update.filter(|_| asked.is_err() && fresh) {
+                bail!("cannot update the daemon in place: the new binary could not take over ({why}); the previous one runs again, with every app (see daemon.log)");
             }
             if let Err(e) = &asked {
                 bail!("cannot update the daemon in place: {e:#}");

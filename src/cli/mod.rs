@@ -125,6 +125,12 @@ pub struct DaemonArgs {
     /// is in this descriptor.
     #[arg(long, hide = true)]
     pub adopt_state_fd: Option<i32>,
+    /// With --adopt-state-fd: the previous binary, executed again if the take-over fails.
+    #[arg(long, hide = true)]
+    pub fallback_exe_fd: Option<i32>,
+    /// With --adopt-state-fd: this is the previous binary again, after the new one failed so.
+    #[arg(long, hide = true)]
+    pub failed_update: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]

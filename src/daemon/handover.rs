@@ -139,7 +139,8 @@ pub fn state_memfd(state: &[u8]) -> Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Reads the state an earlier daemon left in descriptor `fd` (and closes it).
+/// Reads the state an earlier daemon left in descriptor `fd` (left open: a failed take-over hands
+/// it back to the previous binary; [`set_cloexec`] it once taken over).
 pub fn read_state_fd(fd: RawFd) -> Result<Vec<u8>> {
     // SAFETY: fstat on a number; checked before taking ownership so a wrong number is an error,
     // not the closing of someone else's descriptor.
@@ -148,8 +149,8 @@ pub fn read_state_fd(fd: RawFd) -> Result<Vec<u8>> {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("--adopt-state-fd {fd} is not an open descriptor"));
     }
-    // SAFETY: the earlier daemon handed us this descriptor and nothing else owns it.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: the earlier daemon handed us this descriptor; ManuallyDrop leaves it open.
+    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bytes))
@@ -172,10 +173,47 @@ pub fn exec(binary: &Path, state: &[u8], keep: &[RawFd]) -> anyhow::Error {
         }
         cleared.push(*fd);
     }
-    let err = execve(binary, memfd.as_raw_fd());
+    // The binary running now, held open (even if its path is replaced): the new one goes back
+    // to it if it cannot take over (HAProxy's wait-mode fallback, in spirit).
+    let this = c"/proc/self/exe";
+    // SAFETY: open with a NUL-terminated path; the result is a new descriptor or -1.
+    let fallback = unsafe { libc::open(this.as_ptr(), libc::O_PATH) };
+    let fallback = (fallback >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fallback) });
+    let path = match std::ffi::CString::new(binary.as_os_str().as_bytes()) {
+        Ok(p) => p,
+        Err(_) => {
+            restore(&cleared);
+            return anyhow!("a NUL byte in {}", binary.display());
+        }
+    };
+    let err = execve(
+        &path,
+        libc::AT_FDCWD,
+        memfd.as_raw_fd(),
+        fallback.as_ref().map(|f| Fallback::Exe(f.as_raw_fd())),
+    );
     restore(&cleared);
     drop(memfd);
-    err
+    anyhow!("cannot execute {}: {err}", binary.display())
+}
+
+/// A take-over failed: executes the previous binary (`fallback_fd`, from `--fallback-exe-fd`)
+/// again with the same state, so the apps stay supervised. Returns only on failure.
+pub fn exec_back(fallback_fd: RawFd, state_fd: RawFd, why: &str) -> std::io::Error {
+    let why = CString::new(why.replace('\0', " ")).unwrap_or_default();
+    execve(
+        c"",
+        fallback_fd,
+        state_fd,
+        Some(Fallback::Failed(why.as_c_str())),
+    )
+}
+
+/// What the exec tells the next image beside the state: where to go back to, or why it is the
+/// previous binary again.
+enum Fallback<'a> {
+    Exe(RawFd),
+    Failed(&'a std::ffi::CStr),
 }
 
 fn restore(fds: &[RawFd]) {
@@ -184,18 +222,32 @@ fn restore(fds: &[RawFd]) {
     }
 }
 
-fn execve(binary: &Path, state_fd: RawFd) -> anyhow::Error {
-    let cstr = |b: &[u8]| CString::new(b).map_err(|_| anyhow!("a NUL byte in {b:?}"));
-    let path = match cstr(binary.as_os_str().as_bytes()) {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    let args = [
-        path.clone(),
+/// `execveat(dirfd, path)` (`path` empty: the file `dirfd` names) as `cohort daemon
+/// --adopt-state-fd N [--fallback-exe-fd M | --failed-update WHY]`, with this process's
+/// environment.
+fn execve(
+    path: &std::ffi::CStr,
+    dirfd: RawFd,
+    state_fd: RawFd,
+    fallback: Option<Fallback>,
+) -> std::io::Error {
+    let mut args = vec![
+        c"cohort".to_owned(),
         c"daemon".to_owned(),
         c"--adopt-state-fd".to_owned(),
         CString::new(state_fd.to_string()).unwrap_or_default(),
     ];
+    match fallback {
+        Some(Fallback::Exe(fd)) => {
+            args.push(c"--fallback-exe-fd".to_owned());
+            args.push(CString::new(fd.to_string()).unwrap_or_default());
+        }
+        Some(Fallback::Failed(why)) => {
+            args.push(c"--failed-update".to_owned());
+            args.push(why.to_owned());
+        }
+        None => {}
+    }
     let env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
@@ -208,11 +260,21 @@ fn execve(binary: &Path, state_fd: RawFd) -> anyhow::Error {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    // SAFETY: every pointer points into a CString alive until execve returns (on failure).
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    anyhow!(
-        "cannot execute {}: {}",
-        binary.display(),
-        std::io::Error::last_os_error()
-    )
+    let flags = if path.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    // SAFETY: every pointer points into a CString alive until the call returns (on failure).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            dirfd,
+            path.as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            flags,
+        )
+    };
+    std::io::Error::last_os_error()
 }

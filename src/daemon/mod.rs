@@ -30,10 +30,17 @@ pub fn now_ms() -> u64 {
 /// Runs the daemon until `cohort kill` or SIGTERM/SIGINT; returns the exit code.
 /// With `if_absent`, a daemon already running for the home is success (the CLI's auto-start racing
 /// another CLI); otherwise it is an error. With `adopt_state_fd`, this process is a daemon that
-/// just re-executed itself in place (`cohort update`): it takes over the state in that memfd.
-pub fn run(home: Home, if_absent: bool, adopt_state_fd: Option<i32>) -> i32 {
+/// just re-executed itself in place (`cohort update`): it takes over the state in that memfd, or
+/// executes the previous binary (`fallback_exe_fd`) again if it cannot.
+pub fn run(
+    home: Home,
+    if_absent: bool,
+    adopt_state_fd: Option<i32>,
+    fallback_exe_fd: Option<i32>,
+    failed_update: Option<String>,
+) -> i32 {
     let result = match adopt_state_fd {
-        Some(fd) => run_adopted(home, fd),
+        Some(fd) => run_adopted(home, fd, fallback_exe_fd, failed_update),
         None => run_inner(home, if_absent),
     };
     match result {
@@ -66,7 +73,11 @@ fn claim_adopted(home: &Home, lock_fd: std::os::fd::RawFd) -> Result<Claim> {
     // SAFETY: the earlier image kept this descriptor open for us; nothing else owns it.
     let file = unsafe { std::fs::File::from_raw_fd(lock_fd) };
     let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
+        .map_err(|(file, e)| {
+            // Left open: closing it would release the lock a fallback still needs.
+            std::mem::forget(file);
+            e
+        })
         .context("re-taking the daemon lock after the update")?;
     std::fs::write(home.pid_file(), std::process::id().to_string())
         .context("writing daemon.pid")?;
@@ -157,12 +168,47 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
 
 /// The daemon after an in-place update: the same pid, with the tables, sockets, pipes and
 /// channels of the image it replaced.
-fn run_adopted(home: Home, state_fd: i32) -> Result<i32> {
-    let state = supervisor::State::parse(&handover::read_state_fd(state_fd)?)?;
-    let claim = claim_adopted(&home, state.daemon.lock)?;
+fn run_adopted(
+    home: Home,
+    state_fd: i32,
+    fallback_exe_fd: Option<i32>,
+    failed_update: Option<String>,
+) -> Result<i32> {
+    let taken = (|| {
+        if fallback_exe_fd.is_some() && std::env::var_os("COHORT_TEST_FAIL_TAKEOVER").is_some() {
+            anyhow::bail!("COHORT_TEST_FAIL_TAKEOVER is set (a test of the fallback)");
+        }
+        let state = supervisor::State::parse(&handover::read_state_fd(state_fd)?)?;
+        let claim = claim_adopted(&home, state.daemon.lock)?;
+        Ok((state, claim))
+    })();
+    let (state, claim) = match (taken, fallback_exe_fd) {
+        (Ok(taken), _) => taken,
+        (Err(e), Some(previous)) => {
+            eprintln!(
+                "cohort: cannot take over in place: {e:#}; going back to the previous binary"
+            );
+            let err = handover::exec_back(previous, state_fd, &format!("{e:#}"));
+            anyhow::bail!("cannot go back to the previous binary either: {err} (the apps run on unsupervised)");
+        }
+        (Err(e), None) => return Err(e),
+    };
+    if let Some(fd) = fallback_exe_fd {
+        // SAFETY: handed to us by the previous image; nothing else owns it.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    // SAFETY: the state memfd is ours; it is read and no longer needed.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(state_fd) });
+    if let Some(why) = &failed_update {
+        eprintln!(
+            "cohort: the update in place failed ({why}); the previous binary took over again"
+        );
+    }
     let boot = supervisor::Boot {
         fds: Some(state.daemon),
-        reexecs: state.reexecs + 1,
+        // Going back to the previous binary is no update.
+        reexecs: state.reexecs + u32::from(failed_update.is_none()),
+        failed_update,
         adopted: Some(state),
     };
     serve_until_stopped(home, claim, boot)

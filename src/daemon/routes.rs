@@ -94,6 +94,7 @@ async fn ping(State(ctx): State<Ctx>) -> Response {
         home: ctx.home.root.to_string_lossy().into_owned(),
         uptime_ms: ctx.started.elapsed().as_millis() as u64,
         reexecs: ctx.sup.reexecs,
+        failed_update: ctx.sup.failed_update.clone(),
     })
     .into_response()
 }

@@ -67,11 +67,18 @@ pub struct Handle {
     pub hub: LogHub,
     /// How many times this daemon was updated in place (`ping` says it).
     pub reexecs: u32,
+    /// Why the last update in place failed after the exec (the previous binary took over again).
+    pub failed_update: Option<String>,
 }
 
 impl Handle {
     pub(super) fn new(tx: mpsc::UnboundedSender<Request>, hub: LogHub, reexecs: u32) -> Handle {
-        Handle { tx, hub, reexecs }
+        Handle {
+            tx,
+            hub,
+            reexecs,
+            failed_update: None,
+        }
     }
 
     /// Every process, in id order.

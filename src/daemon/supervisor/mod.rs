@@ -224,7 +224,9 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         sup.restore(state);
     }
     let task = tokio::spawn(sup.run(requests, events));
-    Ok((Handle::new(requests_tx, hub, boot.reexecs), task))
+    let mut handle = Handle::new(requests_tx, hub, boot.reexecs);
+    handle.failed_update = boot.failed_update;
+    Ok((handle, task))
 }
 
 /// Watches the actor's task: an abnormal end is logged (daemon.log) and reported to the Watch.

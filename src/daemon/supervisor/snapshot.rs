@@ -38,6 +38,8 @@ pub struct Boot {
     pub fds: Option<DaemonFds>,
     /// How many times this daemon (this pid) was re-executed in place.
     pub reexecs: u32,
+    /// Why the last update in place failed, when this image went back to the previous binary.
+    pub failed_update: Option<String>,
     pub adopted: Option<State>,
 }
 
