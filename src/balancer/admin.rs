@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::http::Shared;
-use super::spec::{Mode, Strategy};
+use crate::config::balancer::{Mode, Strategy};
 
 /// The status document.
 pub fn status(shared: &Shared) -> serde_json::Value {

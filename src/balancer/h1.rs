@@ -32,9 +32,9 @@ use super::conn::{checkin_stream, checkout_stream};
 use super::http::{DrainToken, Shared};
 use super::log;
 use super::pool::Active;
-use super::spec::{HashKey, Strategy};
 use super::strategy::{cookie_value, ip_key};
 use super::tcp;
+use crate::config::balancer::{HashKey, Strategy};
 
 /// How long a keep-alive connection may stay open once the balancer drains: a request that arrives
 /// in time is served (with `Connection: close`); an idle one is closed after this. Closing idle

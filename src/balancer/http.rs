@@ -23,8 +23,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::conn::{checkin, checkout, Sender, UpBody};
 use super::log;
 use super::pool::{ActiveGuard, Pool};
-use super::spec::{HashKey, Settings, Strategy};
 use super::strategy::{cookie_value, ip_key};
+use crate::config::balancer::{HashKey, Settings, Strategy};
 
 /// Keeps the drain waiting while any clone is alive (connections and tunnels hold one).
 pub type DrainToken = tokio::sync::mpsc::Sender<()>;

@@ -16,7 +16,6 @@ mod listen;
 mod log;
 mod pool;
 mod server;
-pub mod spec;
 mod strategy;
 mod tcp;
 
@@ -26,9 +25,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-#[allow(unused_imports)] // the daemon's config loader uses it
-pub use spec::BalancerSpec;
-use spec::{DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec, UpstreamEntry};
+use crate::config::balancer::{
+    self as spec, BalancerSpec, DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec,
+    UpstreamEntry,
+};
 
 /// Arguments of `cohort balance`.
 #[derive(clap::Args, Debug, Default, Clone, PartialEq)]
@@ -244,9 +244,8 @@ fn run(settings: Settings) -> Result<()> {
         None => None,
     };
     let workers = match settings.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        // The CPUs this process may use (affinity and cgroup quota), as `instances: max` counts them.
+        0 => crate::sys::cpus::usable() as usize,
         n => n,
     };
     // Listeners: one per worker runtime. An inherited socket is shared (dup'd); otherwise each
@@ -388,7 +387,8 @@ fn run(settings: Settings) -> Result<()> {
             s.strategy,
             shared.pool.upstreams.len()
         );
-        listen::notify_ready();
+        // A manager that asked (NOTIFY_SOCKET) hears READY=1; one that cannot be reached changes nothing.
+        let _ = crate::sys::sd_notify::ready();
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use super::pool::Pool;
-use super::spec::Strategy;
+use crate::config::balancer::Strategy;
 
 /// Virtual nodes per unit of weight on the hash ring.
 const VNODES_PER_WEIGHT: u32 = 160;

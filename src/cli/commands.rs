@@ -59,7 +59,7 @@ fn current_dir() -> Result<PathBuf> {
 fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
         .map(|s| {
-            ecosystem::parse_duration_ms(s).map_err(|_| {
+            crate::config::duration::parse_ms(s).map_err(|_| {
                 anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
             })
         })

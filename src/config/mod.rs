@@ -1,6 +1,8 @@
 //! App specifications: what the CLI resolves from flags and ecosystem files and sends to the daemon,
 //! and what `save` writes to dump.json. Defaults follow PM2's so habits carry over.
 
+pub mod balancer;
+pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
 

@@ -232,7 +232,7 @@ pub fn start(home: Home) -> anyhow::Result<Handle> {
         next_id: 0,
         hub: hub.clone(),
         sampler: Sampler::new(),
-        cpus: super::cpus::usable(),
+        cpus: crate::sys::cpus::usable(),
         shutting_down: false,
         sockets: SocketTable::new(),
         next_worker: 0,
