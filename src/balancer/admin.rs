@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::http::Shared;
+use super::shared::Shared;
 use crate::config::balancer::{Mode, Strategy};
 
 /// The status document.

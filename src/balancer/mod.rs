@@ -2,22 +2,28 @@
 //! `--spec-json`) into a validated [`BalancerSpec`], lays out the runtimes and listeners, and runs
 //! the shutdown path: stop accepting on SIGTERM/SIGINT, let in-flight requests finish, exit.
 //!
-//! Submodules: `spec` (config contract), `pool` (upstreams and counters), `strategy` (selection),
-//! `conn` (upstream connections and keep-alive pool), `http` (the proxy service), `server` (HTTP
-//! accept loop), `tcp` (L4 mode), `health` (active checks), `admin` (`/status`), `listen`
-//! (sockets, socket activation, TLS), `log` (access log).
+//! Submodules, from the bottom up: `worker` (which runtime a thread drives), `conn` (upstream
+//! connections and their keep-alive pooling), `strategy` (selection), `pool` (upstream state:
+//! up/down, counters), `shared` (state every connection shares, the drain token), `policy`
+//! (attempts, retries, forwarding rules: one for both HTTP paths), `h1/` (HTTP/1.x: a pure codec
+//! and the proxy loop), `h2` (HTTP/2 through hyper), `server` (HTTP accept loop), `tcp` (L4 mode),
+//! `health` (active checks), `admin` (`/status`), `listen` (sockets, socket activation, TLS), `log`
+//! (access log). The spec (config contract) is `config::balancer`.
 
 mod admin;
 mod conn;
 mod h1;
+mod h2;
 mod health;
-mod http;
 mod listen;
 mod log;
+mod policy;
 mod pool;
 mod server;
+mod shared;
 mod strategy;
 mod tcp;
+mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -301,7 +307,7 @@ fn run(settings: Settings) -> Result<()> {
         settings.health.is_some(),
         workers,
     ));
-    let shared = Arc::new(http::Shared {
+    let shared = Arc::new(shared::Shared {
         https: tls.is_some(),
         pool,
         settings,
@@ -351,7 +357,7 @@ fn run(settings: Settings) -> Result<()> {
         std::thread::Builder::new()
             .name(format!("balancer-{}", n + 1))
             .spawn(move || {
-                conn::WORKER.with(|w| w.set(n + 1));
+                worker::WORKER.with(|w| w.set(n + 1));
                 rt.block_on(async move {
                     fut.await;
                     // Keep driving this runtime's connections until the process exits after the drain.

@@ -1,15 +1,14 @@
 //! The HTTP/2 proxy service (hyper serves the client side): one client request in, one upstream
 //! attempt (or a few) out, sent as HTTP/1.1 through hyper's client. Rewrites the request for the
-//! upstream (hop-by-hop headers out, X-Forwarded-* in, origin-form URI), picks an upstream, fails
-//! over on connect errors, retries idempotent requests, maps failures to 502/504, streams both
-//! bodies, and writes the access log line when the response body ends. HTTP/1.x clients take the
-//! faster path in `h1.rs`, which follows the same rules.
+//! upstream (origin-form URI, and the forwarding rules of `policy.rs`: hop-by-hop headers out,
+//! X-Forwarded-* in), makes the attempts `policy.rs` allows (failover, retries, 502/504), streams
+//! both bodies, and writes the access log line when the response body ends. HTTP/1.x clients take
+//! the faster path in `h1/`, which follows the same policy.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -22,19 +21,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::conn::{checkin, checkout, Sender, UpBody};
 use super::log;
+use super::policy::{self, Attempts, Failure};
 use super::pool::{ActiveGuard, Pool};
+use super::shared::Shared;
 use super::strategy::{cookie_value, ip_key};
-use crate::config::balancer::{HashKey, Settings, Strategy};
-
-/// Keeps the drain waiting while any clone is alive (connections and tunnels hold one).
-pub type DrainToken = tokio::sync::mpsc::Sender<()>;
-
-/// State shared by every connection of one balancer.
-pub struct Shared {
-    pub settings: Settings,
-    pub pool: Arc<Pool>,
-    pub https: bool,
-}
+use crate::config::balancer::{HashKey, Strategy};
 
 /// The per-connection service.
 #[derive(Clone)]
@@ -137,7 +128,7 @@ impl Drop for ProxyBody {
         let complete = self.ended || self.is_end_stream();
         if let Some((i, sender)) = fin.sender.take() {
             if complete {
-                checkin(&fin.pool, i, sender);
+                checkin(&fin.pool.upstreams[i].idle, sender);
             }
         }
         if let Some(l) = fin.log.take() {
@@ -165,31 +156,29 @@ impl ProxyBody {
     }
 }
 
-/// Headers that belong to one connection (RFC 9110 section 7.6.1), never forwarded.
+/// The hop-by-hop headers of the policy, as header names.
 const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+    HeaderName::from_static(policy::HOP_BY_HOP[0]),
+    HeaderName::from_static(policy::HOP_BY_HOP[1]),
+    HeaderName::from_static(policy::HOP_BY_HOP[2]),
+    HeaderName::from_static(policy::HOP_BY_HOP[3]),
+    HeaderName::from_static(policy::HOP_BY_HOP[4]),
+    HeaderName::from_static(policy::HOP_BY_HOP[5]),
 ];
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     if h.contains_key(header::CONNECTION) {
         // Only pay for parsing when a Connection header is present.
-        let mut named: Vec<HeaderName> = Vec::new();
+        let mut options = policy::ConnectionOptions::default();
         for v in h.get_all(header::CONNECTION) {
-            for t in v.to_str().unwrap_or("").split(',').map(str::trim) {
-                if t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive") {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
-                    named.push(n);
-                }
-            }
+            options.add(v.as_bytes());
         }
+        let named: Vec<HeaderName> = options
+            .named
+            .iter()
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
         for n in named {
             h.remove(n);
         }
@@ -212,13 +201,6 @@ fn resend(
     r
 }
 
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
 /// Hash key of a request for the `hash` strategy.
 fn request_key(req: &Request<Incoming>, client: SocketAddr, key: &HashKey) -> u64 {
     let found = match key {
@@ -236,12 +218,64 @@ fn request_key(req: &Request<Incoming>, client: SocketAddr, key: &HashKey) -> u6
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(policy::X_FORWARDED_FOR);
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(policy::X_FORWARDED_PROTO);
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(policy::X_FORWARDED_HOST);
 
-/// Most attempts remembered per request (more upstreams than this are still tried, by strategy order).
-const MAX_TRIED: usize = 16;
+/// Rewrites a client request's head for the upstream: origin-form target (an absolute-form
+/// target's authority stands in for a missing Host), HTTP/1.1, and the forwarding rules of
+/// `policy.rs`. `client_ip` is `client`'s address as a header value. Returns whether the request
+/// has no Host (the upstream's address is sent as Host).
+pub fn rewrite_head(
+    parts: &mut http::request::Parts,
+    client: std::net::IpAddr,
+    client_ip: &HeaderValue,
+    https: bool,
+) -> bool {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(a) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, a);
+            }
+        }
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    parts.version = Version::HTTP_11;
+    // HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams (Node among them) require it.
+    let needs_host = !parts.headers.contains_key(header::HOST);
+    strip_hop_by_hop(&mut parts.headers);
+    // The client's chain, then the peer; no chain (the usual case): the value made per connection.
+    let xff = if parts.headers.contains_key(X_FORWARDED_FOR) {
+        let mut v = Vec::new();
+        let chain = parts.headers.get_all(X_FORWARDED_FOR);
+        policy::forwarded_for(
+            &mut v,
+            chain.iter().map(HeaderValue::as_bytes),
+            client.to_string().as_bytes(),
+        );
+        HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+    } else {
+        Some(client_ip.clone())
+    };
+    if let Some(v) = xff {
+        parts.headers.insert(X_FORWARDED_FOR, v);
+    }
+    parts.headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(policy::forwarded_proto(https)),
+    );
+    if !parts.headers.contains_key(X_FORWARDED_HOST) {
+        if let Some(h) = parts.headers.get(header::HOST).cloned() {
+            parts.headers.insert(X_FORWARDED_HOST, h);
+        }
+    }
+    needs_host
+}
 
 impl Proxy {
     fn error(
@@ -292,43 +326,12 @@ impl Proxy {
 
         // Rewrite the head for the upstream.
         let (mut parts, body) = req.into_parts();
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            if !parts.headers.contains_key(header::HOST) {
-                if let Some(a) = parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                {
-                    parts.headers.insert(header::HOST, a);
-                }
-            }
-            let pq = parts.uri.path_and_query().cloned();
-            parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
-        }
-        parts.version = Version::HTTP_11;
-        // HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams (Node among them) require it.
-        let needs_host = !parts.headers.contains_key(header::HOST);
-        strip_hop_by_hop(&mut parts.headers);
-        let xff = match parts
-            .headers
-            .get(X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", self.client.ip())).ok(),
-            None => Some(self.client_ip.clone()),
-        };
-        if let Some(v) = xff {
-            parts.headers.insert(X_FORWARDED_FOR, v);
-        }
-        parts.headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if self.shared.https { "https" } else { "http" }),
+        let needs_host = rewrite_head(
+            &mut parts,
+            self.client.ip(),
+            &self.client_ip,
+            self.shared.https,
         );
-        if !parts.headers.contains_key(X_FORWARDED_HOST) {
-            if let Some(h) = parts.headers.get(header::HOST).cloned() {
-                parts.headers.insert(X_FORWARDED_HOST, h);
-            }
-        }
 
         let body_empty = body.is_end_stream();
         let up_body: UpBody = if body_empty {
@@ -336,46 +339,52 @@ impl Proxy {
         } else {
             Either::Left(body)
         };
-        // A copy of the head lets a failed idempotent, bodiless request be sent again.
-        let can_retry =
-            s.retries > 0 && body_empty && is_idempotent(&parts.method) && pool.upstreams.len() > 1;
-        let retry_head = can_retry.then(|| {
+        let replayable = policy::is_replayable(
+            policy::is_idempotent(parts.method.as_str()),
+            !body_empty,
+            false,
+        );
+        let mut attempts = Attempts::new(s.retries, pool.upstreams.len(), replayable);
+        // A copy of the head lets a failed request that may be retried be sent again.
+        let retry_head = attempts.may_retry().then(|| {
             (
                 parts.method.clone(),
                 parts.uri.clone(),
                 parts.headers.clone(),
             )
         });
+        let resend_head = |attempts: &Attempts| {
+            retry_head
+                .as_ref()
+                .filter(|_| attempts.may_retry())
+                .map(|(m, u, h)| resend(m, u, h))
+        };
         let mut upreq = Some(Request::from_parts(parts, up_body));
 
-        let mut tried = [usize::MAX; MAX_TRIED];
-        let mut ntried = 0;
-        let mut retries_left = s.retries;
-        let max_attempts = pool.upstreams.len() + s.retries as usize + 2;
-        let mut timed_out: Option<usize> = None;
-        for _ in 0..max_attempts {
-            let Some(req) = upreq.take() else { break };
-            let Some(idx) = pool.pick(key, &tried[..ntried]) else {
+        while let Some(mut req) = upreq.take() {
+            let Some(idx) = attempts.next(pool, key) else {
                 break;
             };
-            let remembered = ntried < MAX_TRIED;
-            if remembered {
-                tried[ntried] = idx;
-                ntried += 1;
-            }
             let guard = ActiveGuard::new(pool.clone(), idx);
-            let mut req = req;
             if needs_host {
                 if let Ok(h) = HeaderValue::from_str(&pool.upstreams[idx].label) {
                     req.headers_mut().insert(header::HOST, h);
                 }
             }
-            let mut co = match checkout(pool, idx, s.connect_timeout, s.upstream_idle).await {
+            let upstream = &pool.upstreams[idx];
+            let mut co = match checkout(
+                &upstream.idle,
+                upstream.addr,
+                s.connect_timeout,
+                s.upstream_idle,
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(_) => {
-                    // Nothing was sent: try the next upstream at once, whatever the method.
-                    pool.mark_failed(idx);
-                    upreq = Some(req);
+                    if attempts.failed(pool, idx, Failure::ConnectFailed) {
+                        upreq = Some(req);
+                    }
                     continue;
                 }
             };
@@ -383,55 +392,25 @@ impl Proxy {
                 tokio::time::timeout(s.upstream_timeout, co.sender.try_send_request(req)).await;
             match sent {
                 Err(_elapsed) => {
-                    // Too slow: an error of this upstream (a host that fell off the network looks
-                    // like this; the health checks take it out), and an idempotent bodiless
-                    // request goes to another upstream, as NGINX's `proxy_next_upstream timeout`
-                    // does. With none left, the answer is 504.
-                    pool.upstreams[idx].errors.fetch_add(1, Relaxed);
-                    timed_out = Some(idx);
-                    match &retry_head {
-                        Some((m, u, h)) if retries_left > 0 => {
-                            retries_left -= 1;
-                            upreq = Some(resend(m, u, h));
-                            continue;
-                        }
-                        _ => break, // answered with 504 below
+                    if attempts.failed(pool, idx, Failure::TimedOut) {
+                        upreq = resend_head(&attempts);
                     }
                 }
-                Ok(Err(mut e)) => {
-                    if let Some(r) = e.take_message() {
-                        // Never written: a pooled connection that had just closed. Try again.
-                        if co.reused {
-                            ntried -= usize::from(remembered);
-                        } else {
-                            pool.mark_failed(idx);
-                        }
-                        upreq = Some(r);
-                        continue;
-                    }
-                    if co.reused {
-                        pool.upstreams[idx].errors.fetch_add(1, Relaxed);
-                    } else {
-                        pool.mark_failed(idx);
-                    }
-                    match &retry_head {
-                        Some((m, u, h)) if retries_left > 0 => {
-                            retries_left -= 1;
-                            upreq = Some(resend(m, u, h));
-                            continue;
-                        }
-                        _ => {
-                            if let Some(l) = log.as_mut() {
-                                l.upstream = Some(idx);
-                            }
-                            return self.error(
-                                log,
-                                StatusCode::BAD_GATEWAY,
-                                "502 Bad Gateway: the upstream failed\n",
-                            );
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Never written: the connection closed before the request went out.
+                    Some(r) => {
+                        let failure = Failure::NotSent { reused: co.reused };
+                        if attempts.failed(pool, idx, failure) {
+                            upreq = Some(r);
                         }
                     }
-                }
+                    None => {
+                        let failure = Failure::Failed { reused: co.reused };
+                        if attempts.failed(pool, idx, failure) {
+                            upreq = resend_head(&attempts);
+                        }
+                    }
+                },
                 Ok(Ok(resp)) => {
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
@@ -455,20 +434,11 @@ impl Proxy {
                 }
             }
         }
-        if let Some(idx) = timed_out {
-            if let Some(l) = log.as_mut() {
-                l.upstream = Some(idx);
-            }
-            return self.error(
-                log,
-                StatusCode::GATEWAY_TIMEOUT,
-                "504 Gateway Timeout: the upstream did not answer in time\n",
-            );
+        let (upstream, answer) = attempts.answer();
+        if let Some(l) = log.as_mut() {
+            l.upstream = upstream;
         }
-        self.error(
-            log,
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: no upstream available\n",
-        )
+        let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        self.error(log, status, answer.text())
     }
 }
