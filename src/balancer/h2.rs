@@ -442,3 +442,122 @@ impl Proxy {
         self.error(log, status, answer.text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::h1::codec::{self, HashSource, RequestRules};
+    use super::*;
+
+    /// The headers the HTTP/1 path sends upstream for `headers`, lower-cased and sorted.
+    fn via_h1(headers: &[(&str, &str)], https: bool) -> Vec<(String, String)> {
+        let mut raw = String::from("GET /p HTTP/1.1\r\n");
+        for (n, v) in headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let rules = RequestRules {
+            max_header_bytes: 16 * 1024,
+            hash: HashSource::Off,
+            peer_key: 0,
+            access_log: false,
+            https,
+            peer_ip: "192.0.2.7",
+        };
+        let mut out = Vec::new();
+        codec::parse_request(raw.as_bytes(), &mut out, &rules)
+            .unwrap()
+            .unwrap();
+        out.extend_from_slice(b"\r\n");
+        let mut parsed = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut parsed);
+        assert!(req.parse(&out).unwrap().is_complete());
+        sorted(req.headers.iter().map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        }))
+    }
+
+    /// The same through the HTTP/2 path's rewrite.
+    fn via_h2(headers: &[(&str, &str)], https: bool) -> Vec<(String, String)> {
+        let mut b = Request::builder().uri("/p");
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let ip_value = HeaderValue::from_static("192.0.2.7");
+        rewrite_head(&mut parts, ip, &ip_value, https);
+        sorted(parts.headers.iter().map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        }))
+    }
+
+    fn sorted(h: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        let mut v: Vec<_> = h.map(|(n, v)| (n.to_ascii_lowercase(), v)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn both_paths_forward_the_same_headers() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("host", "a.example")], false),
+            (&[("host", "a.example")], true),
+            // The drift this layer fixed: HTTP/2 used to keep only the first X-Forwarded-For.
+            (
+                &[
+                    ("host", "a.example"),
+                    ("x-forwarded-for", "10.0.0.1"),
+                    ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "a.example"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "b.example"),
+                    ("x-request-id", "42"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "a.example"),
+                    ("connection", "keep-alive, x-secret"),
+                    ("x-secret", "s"),
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "keep-alive"),
+                    ("te", "trailers"),
+                    ("upgrade", "websocket"),
+                    ("x-kept", "k"),
+                ],
+                false,
+            ),
+        ];
+        for (headers, https) in cases {
+            assert_eq!(
+                via_h1(headers, *https),
+                via_h2(headers, *https),
+                "{headers:?}"
+            );
+        }
+        let xff = via_h2(
+            &[
+                ("host", "a"),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-for", "10.0.0.2"),
+            ],
+            false,
+        );
+        assert!(xff.contains(&(
+            "x-forwarded-for".to_string(),
+            "10.0.0.1, 10.0.0.2, 192.0.2.7".to_string()
+        )));
+    }
+}

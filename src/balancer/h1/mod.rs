@@ -17,7 +17,7 @@
 
 mod body;
 mod chunked;
-mod codec;
+pub(super) mod codec;
 mod proxy;
 
 pub use proxy::{serve, Conn, Outcome, DRAIN_GRACE};
