@@ -40,7 +40,7 @@ use crate::config::balancer::{
 #[derive(clap::Args, Debug, Default, Clone, PartialEq)]
 #[command(
     after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
-Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md"
+Durations accept 500ms, 5s, 2m, 1h or milliseconds. Reference: docs/balancer.md"
 )]
 pub struct BalanceArgs {
     /// The whole balancer as JSON (a `balancers` entry of a config file); replaces the other flags.
@@ -118,7 +118,7 @@ pub struct BalanceArgs {
     /// Do not write the access log on stdout.
     #[arg(long)]
     pub no_access_log: bool,
-    /// Worker threads (default: CPU count).
+    /// Worker threads (default: the CPUs this process may use).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
