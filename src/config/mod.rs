@@ -3,6 +3,8 @@
 //! `start` turns a start's options into specs, `ecosystem` reads config files, `resolve` finds
 //! scripts and interpreters.
 
+pub mod balancer;
+pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
 pub mod start;
