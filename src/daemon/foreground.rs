@@ -97,7 +97,10 @@ async fn serve(
 
     let handle = supervisor::start(home.clone())?;
     let shutdown = Arc::new(Notify::new());
-    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = super::access::protect(
+        crate::api::server::router(handle.clone(), home.clone(), shutdown.clone()),
+        &home,
+    )?;
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -205,8 +205,14 @@ pub struct Supervisor {
 pub fn start(home: Home) -> anyhow::Result<Handle> {
     use anyhow::Context;
     let shim = home.shim_dir().join("node.cjs");
-    std::fs::create_dir_all(home.shim_dir())
-        .and_then(|()| std::fs::write(&shim, crate::cluster::NODE_SHIM))
+    crate::home::private::private_subdir(&home.shim_dir())
+        .and_then(|()| crate::home::private::open_truncate(&shim))
+        .and_then(|mut f| {
+            Ok(std::io::Write::write_all(
+                &mut f,
+                crate::cluster::NODE_SHIM.as_bytes(),
+            )?)
+        })
         .with_context(|| format!("writing the Node preload {}", shim.display()))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hub = logs::new_hub();
@@ -377,8 +383,9 @@ impl Supervisor {
             Msg::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
             Msg::Scale(req, reply) => self.scale(req, reply),
             Msg::NotifyReady(pid) => {
-                if let Some(id) = self.by_pid.get(&pid).copied() {
-                    self.mark_ready(id, pid);
+                let managed = super::notify::managed_sender(pid, |p| self.by_pid.contains_key(&p));
+                if let Some((p, id)) = managed.and_then(|p| Some((p, *self.by_pid.get(&p)?))) {
+                    self.mark_ready(id, p);
                 }
             }
             Msg::SpawnRetry { id, gen, keep_old } => {
@@ -1282,6 +1289,7 @@ impl Supervisor {
 
     fn resurrect(&mut self) -> Result<ResurrectReply, String> {
         let dump = persist::read::<AppSpec>(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
+        crate::config::validate::saved_apps(&dump.apps, &self.home.dump().to_string_lossy())?;
         let mut reply = ResurrectReply {
             started: Vec::new(),
             skipped: Vec::new(),
