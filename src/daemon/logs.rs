@@ -102,8 +102,7 @@ impl LogFile {
                 .with_context(|| format!("creating log folder {}", dir.display()))?;
         }
         // 0600, and never through a link planted at its name (or, in COHORT_HOME, at logs/).
-        let file = crate::home::private::open_append(path)
-            .with_context(|| format!("opening log file {}", path.display()))?;
+        let file = crate::home::private::open_append(path)?;
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(file),

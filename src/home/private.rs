@@ -351,7 +351,7 @@ fn open_nofollow(path: &Path, flags: OFlag) -> std::io::Result<File> {
         return match nix::fcntl::open(path, flags, mode) {
             // SAFETY: open returned a new descriptor that nothing else owns.
             Ok(fd) => Ok(unsafe { File::from_raw_fd(fd) }),
-            Err(e) => Err(explain(path, e)),
+            Err(e) => Err(explain(path, e, false)),
         };
     };
     // The home itself may be a link its owner made (checked by `secure_home`); folders in it may not.
@@ -360,23 +360,27 @@ fn open_nofollow(path: &Path, flags: OFlag) -> std::io::Result<File> {
         dir_flags |= OFlag::O_NOFOLLOW;
     }
     let dirfd =
-        nix::fcntl::open(parent, dir_flags, Mode::empty()).map_err(|e| explain(parent, e))?;
+        nix::fcntl::open(parent, dir_flags, Mode::empty()).map_err(|e| explain(parent, e, true))?;
     // SAFETY: open returned a new descriptor that nothing else owns; dropped at the end.
     let dir = unsafe { File::from_raw_fd(dirfd) };
     match nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, mode) {
         // SAFETY: openat returned a new descriptor that nothing else owns.
         Ok(fd) => Ok(unsafe { File::from_raw_fd(fd) }),
-        Err(e) => Err(explain(path, e)),
+        Err(e) => Err(explain(path, e, false)),
     }
 }
 
-/// ELOOP/ENOTDIR from O_NOFOLLOW mean a link was planted there: say so and how to fix it.
-fn explain(path: &Path, e: nix::errno::Errno) -> std::io::Error {
+/// ELOOP/ENOTDIR from O_NOFOLLOW mean a link was planted there: say so and how to fix it
+/// (callers name the file they were opening; a folder on the way is named here).
+fn explain(path: &Path, e: nix::errno::Errno, is_folder: bool) -> std::io::Error {
     match e {
-        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => std::io::Error::other(format!(
-            "{} is a symbolic link: cohort does not follow links to the files it writes (remove the link)",
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR if is_folder => std::io::Error::other(format!(
+            "its folder {} is a symbolic link or not a folder: cohort does not follow links in COHORT_HOME (remove the link; cohort recreates the folder)",
             path.display()
         )),
+        nix::errno::Errno::ELOOP => std::io::Error::other(
+            "it is a symbolic link: cohort does not follow links to its files (remove the link)",
+        ),
         e => std::io::Error::from(e),
     }
 }
