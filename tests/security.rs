@@ -391,7 +391,8 @@ fn resurrect_holds_a_dump_to_the_rules_of_a_config_file() {
     let path = c.home.join("dump.json");
     let good: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("dump")).expect("json");
-    let cases: [(&str, fn(&mut Value), &str); 4] = [
+    type Case = (&'static str, fn(&mut Value), &'static str);
+    let cases: [Case; 4] = [
         (
             "named all",
             |d| d["apps"][0]["spec"]["name"] = "all".into(),
