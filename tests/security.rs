@@ -3,8 +3,8 @@
 //! links are refused; notify.sock hears only managed processes; resurrect holds a dump to a
 //! config file's rules; killed saves leave no temp files.
 //!
-//! "Another user" is an unused uid run through `setpriv` (util-linux), no account created: these
-//! tests need root (as in CI) and say so and pass when not root.
+//! "Another user" is an unused uid run through `setpriv` (util-linux), no account created: the
+//! tests that switch users need root (as the suite runs in CI) and fail saying so otherwise.
 
 mod common;
 
@@ -20,19 +20,20 @@ const T: Duration = Duration::from_secs(10);
 const STRANGER: u32 = 47_011;
 const SHARED_GID: u32 = 47_012;
 
-fn root_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        assert!(
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(STRANGER))
-                .ok()
-                .flatten()
-                .is_none(),
-            "uid {STRANGER} belongs to an account: pick another one for this test"
-        );
-        return true;
-    }
-    eprintln!("skipped: this test switches users and needs root (as in CI)");
-    false
+/// Fails the test unless it can switch users: root, setpriv, and a uid no account uses.
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root to act as another local user (run the suite as root, as CI does)"
+    );
+    require_tool("setpriv", "util-linux");
+    assert!(
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(STRANGER))
+            .ok()
+            .flatten()
+            .is_none(),
+        "uid {STRANGER} belongs to an account: pick another one for this test"
+    );
 }
 
 /// `PROGRAM ARGS` run as uid/gid `STRANGER` with exactly the supplementary `groups`.
@@ -87,9 +88,7 @@ fn names(c: &Cohort) -> Vec<String> {
 
 #[test]
 fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let c = Cohort::new();
     let started = c.run({
         let mut cmd = c.command(&["start", "sleep 1000", "--name", "web"]);
@@ -154,9 +153,7 @@ fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
 
 #[test]
 fn a_shared_group_gets_in_and_read_only_members_only_look() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let c = Cohort::new();
     let started = c.run({
         let mut cmd = c.command(&["start", "sleep 1000", "--name", "web"]);
@@ -246,9 +243,7 @@ fn a_shared_group_gets_in_and_read_only_members_only_look() {
 
 #[test]
 fn homes_with_planted_links_or_another_owner_are_refused() {
-    if !root_or_skip() {
-        return;
-    }
+    require_root();
     let c = Cohort::new();
     let target = c.write("precious", "root only\n");
     chmod(&target, 0o600);
@@ -343,6 +338,7 @@ fn an_older_open_home_is_narrowed_once_and_says_so() {
 
 #[test]
 fn notify_socket_hears_managed_processes_and_their_children_only() {
+    require_tool("python3", "python3");
     let c = Cohort::new();
     c.ok(&["ping"]);
     let sock = c.home.join("notify.sock");
