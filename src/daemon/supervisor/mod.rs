@@ -12,7 +12,10 @@
 //! - `policy.rs`: the restart policy, a pure function;
 //! - `reload.rs`: zero-downtime reload, one slot at a time;
 //! - `slots.rs`: cluster slots (sockets held per worker), Node messages, readiness, draining;
-//! - `balancers.rs`: balancers as supervised apps.
+//! - `balancers.rs`: balancers as supervised apps;
+//! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
+//! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
+//! - `outcome.rs`: answers that say which started processes failed before they were ready.
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -23,17 +26,20 @@ mod commands;
 mod handle;
 mod launch;
 mod lifecycle;
+mod outcome;
 mod policy;
 mod reload;
 mod slots;
 mod table;
+mod triggers;
+mod update;
 
 pub use handle::Handle;
 
 use super::logs::{self, LogHub};
 use super::reaper::Exit;
 use super::sampler::Sampler;
-use crate::api::ProcessInfo;
+use crate::api::{ProcessInfo, RestartReason};
 use crate::cluster::node_ipc::NodeMessage;
 use crate::cluster::sockets::SocketTable;
 use crate::home::Home;
@@ -90,6 +96,21 @@ enum Event {
     },
     /// What a request waited for is done: answer it with the process list.
     AnswerList(Reply<Vec<ProcessInfo>>),
+    /// A watch or cron task of an app fired (`token`: the arming it belongs to).
+    Trigger {
+        app: String,
+        token: u64,
+        reason: RestartReason,
+    },
+    /// Time to check the memory of processes with a limit.
+    MemoryTick,
+    /// What a start/restart/reload/scale waited for is done: wait for readiness once more if
+    /// needed (`rounds` left), then answer, saying which processes failed.
+    Settle {
+        ids: Vec<u32>,
+        reply: Reply<Vec<ProcessInfo>>,
+        rounds: u8,
+    },
 }
 
 impl Event {
@@ -107,6 +128,9 @@ impl Event {
             Event::NotifyReady(_) => "a READY=1 notification",
             Event::SpawnRetry { .. } => "a spawn retry",
             Event::AnswerList(_) => "a deferred answer",
+            Event::Trigger { .. } => "a watch or cron trigger",
+            Event::MemoryTick => "a memory check",
+            Event::Settle { .. } => "a deferred checked answer",
         }
     }
 }
@@ -137,6 +161,8 @@ pub struct Supervisor {
     reloads: VecDeque<reload::ReloadJob>,
     /// Where the Node preload (drain on shutdown) was written.
     shim: PathBuf,
+    /// Armed watches, cron schedules and the memory tick.
+    triggers: triggers::Triggers,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -201,6 +227,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         next_worker: 0,
         reloads: VecDeque::new(),
         shim,
+        triggers: Default::default(),
     };
     let task = tokio::spawn(sup.run(requests, events));
     Ok((Handle::new(requests_tx, hub), task))
@@ -253,9 +280,13 @@ impl Supervisor {
                 Msg::Request(r) => r.kind(),
                 Msg::Event(e) => e.kind(),
             };
-            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| match msg {
-                Msg::Request(req) => self.on_request(req),
-                Msg::Event(ev) => self.on_event(ev),
+            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                match msg {
+                    Msg::Request(req) => self.on_request(req),
+                    Msg::Event(ev) => self.on_event(ev),
+                }
+                // Watches and cron schedules follow the specs, whatever changed them.
+                self.sync_triggers();
             }));
             if let Err(panic) = handled {
                 eprintln!(
@@ -326,6 +357,9 @@ impl Supervisor {
             Event::AnswerList(reply) => {
                 let _ = reply.send(Ok(self.list()));
             }
+            Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
+            Event::MemoryTick => self.check_memory(),
+            Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
         }
     }
 
