@@ -12,7 +12,14 @@ pub fn cannot_listen(addr: &ListenAddr, e: &std::io::Error) -> String {
         (Some(libc::EADDRINUSE), ListenAddr::Tcp { port, .. }) => describe(*port)
             .map(|who| format!("address in use, held by {who}"))
             .unwrap_or_else(|| "address in use".into()),
-        _ => e.to_string(),
+        _ => {
+            // Errors of our own (another app holds it) already start with the address.
+            let text = e.to_string();
+            match text.strip_prefix(&format!("{addr} is ")) {
+                Some(rest) => rest.to_string(),
+                None => text,
+            }
+        }
     };
     format!("cannot listen on {addr}: {held} (free it, or pick another port)")
 }
