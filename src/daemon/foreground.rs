@@ -116,7 +116,7 @@ async fn serve(
     let shutdown = Arc::new(Notify::new());
     let api = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
     let web = super::web::Web::new(handle.clone(), home.clone(), api.clone());
-    let app = api.merge(super::web::control_routes(web.clone()));
+    let app = super::access::protect(api.merge(super::web::control_routes(web.clone())), &home)?;
     match web_settings {
         Some(s) => {
             let st = web.apply(s).await.map_err(|e| anyhow!("[web]: {e}"))?;

@@ -123,14 +123,15 @@ pub struct LogFile {
 impl LogFile {
     pub fn open(path: &Path) -> Result<Arc<LogFile>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::home::private::DIR_MODE)
+                .create(dir)
                 .with_context(|| format!("creating log folder {}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening log file {}", path.display()))?;
+        // 0600, and never through a link planted at its name (or, in COHORT_HOME, at logs/).
+        let file = crate::home::private::open_append(path)?;
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -242,8 +243,18 @@ fn json_lines(lines: &[u8], sink: &Sink) -> Vec<u8> {
     out
 }
 
+/// The bytes of a pipe read but not yet written (a line without its newline yet). Shared with the
+/// supervisor so an in-place re-exec (daemon::handover) carries a half-read line to the next
+/// daemon instead of losing it; the pump only touches it between two awaits.
+pub type Carry = Arc<Mutex<Vec<u8>>>;
+
 /// Reads a pipe to its end, writing whole lines to `sink`.
 pub async fn pump(fd: OwnedFd, sink: Sink) {
+    pump_carried(fd, sink, Carry::default()).await
+}
+
+/// [`pump`], starting with (and keeping its unfinished line in) `carry`.
+pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
     let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => p,
         Err(e) => {
@@ -251,7 +262,6 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             return;
         }
     };
-    let mut pending: Vec<u8> = Vec::new();
     loop {
         if pipe.readable().await.is_err() {
             break;
@@ -261,6 +271,7 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             match pipe.try_read(&mut buf) {
                 Ok(0) => true,
                 Ok(n) => {
+                    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
                     take_lines(&buf[..n], &mut pending, &sink);
                     false
                 }
@@ -273,9 +284,11 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             break;
         }
     }
+    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
     if !pending.is_empty() {
         pending.push(b'\n');
         sink.emit(&pending);
+        pending.clear();
     }
 }
 
@@ -307,7 +320,7 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
 
 /// Empties a log file in place (writers append, so they carry on at the new end).
 pub fn truncate(path: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new().write(true).open(path) {
+    match crate::home::private::open_existing(path) {
         Ok(f) => f
             .set_len(0)
             .with_context(|| format!("truncating {}", path.display())),

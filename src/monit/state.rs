@@ -198,6 +198,7 @@ mod tests {
             mode: "fork".into(),
             unstable_restarts: 0,
             restart_reasons: Default::default(),
+            restart_reason: None,
         }
     }
 

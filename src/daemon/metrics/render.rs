@@ -269,7 +269,7 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
     out.family(
         "cohort_process_restarts_total",
         "counter",
-        "Restarts of a process slot by reason: crash (it exited and the restart policy started it again), manual (`cohort restart`), reload (replaced by `cohort reload`). `cohort reset` sets it back to 0.",
+        "Restarts of a process slot by reason: crash (it exited and the restart policy started it again), manual (`cohort restart`), reload (`cohort reload`), memory (max_memory_restart), cron (cron_restart), watch, probe. `cohort reset` sets it back to 0.",
     );
     for (p, l) in procs.iter().zip(&labels) {
         for (reason, n) in restart_reasons(p) {
@@ -442,6 +442,7 @@ mod tests {
             mode: "cluster".into(),
             unstable_restarts: 0,
             restart_reasons: BTreeMap::new(),
+            restart_reason: None,
         }
     }
 

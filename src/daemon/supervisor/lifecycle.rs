@@ -6,7 +6,7 @@
 use super::policy::{self, Decision, Ended, Rules};
 use super::table::{notify, Want};
 use super::{Event, Supervisor};
-use crate::api::Status;
+use crate::api::{RestartReason, Status};
 use crate::cluster::node_ipc::NodeSender;
 use crate::config::AppSpec;
 use crate::daemon::reaper::Exit;
@@ -54,7 +54,7 @@ impl Supervisor {
                     Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.run.unstable = 0;
-                        self.respawn(id, RestartReason::Manual);
+                        self.respawn(id);
                     }
                     _ => {
                         p.want = Want::Stop;
@@ -98,23 +98,38 @@ impl Supervisor {
 
     /// A restart the user asked for: the crash counters start over.
     pub(super) fn restart(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        self.restart_for(id, RestartReason::Manual)
+    }
+
+    /// A restart for `reason` (the user, a watch, cron, the memory limit): the crash counters
+    /// start over.
+    pub(super) fn restart_for(
+        &mut self,
+        id: u32,
+        reason: RestartReason,
+    ) -> Option<oneshot::Receiver<()>> {
         if let Some(p) = self.procs.get_mut(&id) {
             p.run = policy::RunState::default();
+            p.pending_reason = Some(reason);
         }
         self.stop(id, Want::Restart)
     }
 
     /// Starts process `id` again, counting the restart.
-    fn respawn(&mut self, id: u32, reason: RestartReason) {
-        self.record_restart(id, reason);
+    fn respawn(&mut self, id: u32) {
+        self.record_restart(id);
         self.spawn(id);
     }
 
     /// Counts one restart of process `id` (what `restarts` in `ls` shows): the only place the
     /// count grows (`reset` sets it back to 0). A reload counts when the new worker is ready.
-    pub(super) fn record_restart(&mut self, id: u32, reason: RestartReason) {
+    /// The reason is the one given by whoever asked for the restart (`pending_reason`); none
+    /// means the restart policy restarts a crashed process.
+    pub(super) fn record_restart(&mut self, id: u32) {
         if let Some(p) = self.procs.get_mut(&id) {
             p.restarts += 1;
+            let reason = p.pending_reason.take().unwrap_or(RestartReason::Crash);
+            p.restart_reason = Some(reason);
             *p.restart_reasons.entry(reason.as_str().into()).or_default() += 1;
         }
     }
@@ -140,6 +155,7 @@ impl Supervisor {
 
     /// A child exited (from the reaper).
     pub(super) fn on_exit(&mut self, exit: Exit) {
+        self.held.remove(&exit.pid);
         let Some(id) = self.by_pid.remove(&exit.pid) else {
             return; // an orphan we adopted as subreaper, or a failed exec already reaped
         };
@@ -158,6 +174,9 @@ impl Supervisor {
         p.channel = None;
         super::table::fire_ready(p);
         let was_ready = std::mem::replace(&mut p.ready, false);
+        if !was_ready && p.want == Want::Run {
+            super::outcome::exited_before_ready(p, &exit);
+        }
         p.gen += 1;
         p.last_exit_code = exit.code;
         p.last_signal = exit.signal.map(signal_name);
@@ -182,12 +201,16 @@ impl Supervisor {
             }
             Want::Delete => self.remove(id),
             Want::Restart => {
-                self.respawn(id, RestartReason::Manual);
+                self.respawn(id);
                 if let Some(p) = self.procs.get_mut(&id) {
                     notify(p);
                 }
             }
-            Want::Run => self.on_crash(id, exit, uptime),
+            Want::Run => {
+                // Ended on its own: whatever restart was asked before is moot.
+                p.pending_reason = None;
+                self.on_crash(id, exit, uptime)
+            }
         }
     }
 
@@ -233,7 +256,7 @@ impl Supervisor {
                     p.app, p.instance
                 );
                 if after_ms == 0 {
-                    self.respawn(id, RestartReason::Crash);
+                    self.respawn(id);
                 } else {
                     p.status = Status::WaitingRestart;
                     let gen = p.gen;
@@ -250,7 +273,7 @@ impl Supervisor {
             p.gen == gen && p.status == Status::WaitingRestart && p.want == Want::Run
         });
         if due {
-            self.respawn(id, RestartReason::Crash);
+            self.respawn(id);
         }
     }
 }
@@ -275,25 +298,4 @@ pub(super) fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| sig.to_string())
-}
-
-/// Why a process was started again (the `reason` label of `cohort_process_restarts_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum RestartReason {
-    /// It exited on its own and the restart policy started it again.
-    Crash,
-    /// `cohort restart` (or a reload in fork mode, which is a restart).
-    Manual,
-    /// Replaced by a new worker in a zero-downtime reload.
-    Reload,
-}
-
-impl RestartReason {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            RestartReason::Crash => "crash",
-            RestartReason::Manual => "manual",
-            RestartReason::Reload => "reload",
-        }
-    }
 }
