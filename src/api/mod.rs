@@ -6,6 +6,7 @@ pub mod server;
 
 use crate::config::AppSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Header carrying the CLI's version; the daemon refuses a different one (except on ping and kill).
 pub const VERSION_HEADER: &str = "x-cohort-version";
@@ -107,6 +108,9 @@ pub struct ProcessDetail {
     /// For a balancer: where its `GET /status` answers (per-upstream state and counters).
     #[serde(default)]
     pub balancer_admin: Option<String>,
+    /// PM2's namespace of the app (None = "default").
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.
@@ -149,6 +153,8 @@ pub enum Action {
     Delete,
     Reset,
     Flush,
+    /// Send `ActionRequest::signal` to each selected process (PM2's sendSignal).
+    Signal,
 }
 
 impl Action {
@@ -160,6 +166,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Reset => "reset",
             Action::Flush => "flush",
+            Action::Signal => "sendSignal",
         }
     }
 }
@@ -168,6 +175,29 @@ impl Action {
 pub struct ActionRequest {
     pub action: Action,
     pub selector: Selector,
+    /// `restart|reload --update-env`: the caller's environment, to replace the apps' base
+    /// environment (the apps' own `env` keys still win). The daemon may ignore it for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_env: Option<BTreeMap<String, String>>,
+    /// `restart|reload --node-args "…"`: new interpreter arguments for the selected apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_args: Option<Vec<String>>,
+    /// `sendSignal SIGNAL target`: the signal to send (Action::Signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+impl ActionRequest {
+    /// A plain action on a selection (no environment update, no new arguments).
+    pub fn new(action: Action, selector: Selector) -> ActionRequest {
+        ActionRequest {
+            action,
+            selector,
+            update_env: None,
+            node_args: None,
+            signal: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
