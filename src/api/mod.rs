@@ -1,8 +1,7 @@
-//! The control API between the CLI and the daemon: request/response types (this file), the
-//! HTTP-over-Unix-socket client (`client`) and the server routes (`server`).
+//! The control API between the CLI and the daemon: request/response types (this file) and the
+//! HTTP-over-Unix-socket client (`client`). The daemon's routes live in `daemon::routes`.
 
 pub mod client;
-pub mod server;
 
 use crate::config::AppSpec;
 use serde::{Deserialize, Serialize};

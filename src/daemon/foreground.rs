@@ -7,7 +7,7 @@
 //! the supervisor's reaper waits for every child (`waitpid(-1)`), so orphans of any origin are reaped.
 //! `--health ADDR` serves `/healthz` and `/readyz` for Kubernetes probes and load balancers.
 
-use super::supervisor::{self, Handle, Msg};
+use super::supervisor::{self, Handle};
 use crate::api::{LogLine, ProcessDetail, ProcessInfo, Selector, StartRequest, Status};
 use crate::config::start::{specs_for_start, StartOptions};
 use crate::home::Home;
@@ -95,9 +95,11 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
 
-    let handle = supervisor::start(home.clone())?;
+    let (handle, supervision) = supervisor::start(home.clone())?;
+    let supervision = supervision.failed();
+    tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
-    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -120,14 +122,9 @@ async fn serve(
 
     let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
     let started_apps: Result<Vec<ProcessInfo>, String> = handle
-        .call(|r| {
-            Msg::Start(
-                StartRequest {
-                    apps,
-                    restart_existing: false,
-                },
-                r,
-            )
+        .start(StartRequest {
+            apps,
+            restart_existing: false,
         })
         .await;
     if let Err(e) = started_apps {
@@ -156,6 +153,11 @@ async fn serve(
             _ = shutdown.notified() => {
                 // `cohort kill` from inside the container: the route already stopped every app.
                 break describe(&handle).await;
+            }
+            reason = &mut supervision => {
+                // Logged by the watcher: with no supervisor, the apps run unsupervised.
+                shutdown.notify_waiters();
+                bail!("{reason}");
             }
             _ = every.tick() => {
                 let d = describe(&handle).await;
@@ -186,7 +188,7 @@ async fn serve(
 
 async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
     let before = describe(handle).await;
-    if let Err(e) = handle.call(Msg::Shutdown).await {
+    if let Err(e) = handle.shutdown().await {
         eprintln!("cohort: {e}");
     }
     // What each app was doing when the signal came decides the code: an app that had already
@@ -208,10 +210,7 @@ async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
 }
 
 async fn describe(handle: &Handle) -> Vec<ProcessDetail> {
-    handle
-        .call(|r| Msg::Describe(Selector::All, r))
-        .await
-        .unwrap_or_default()
+    handle.describe(Selector::All).await.unwrap_or_default()
 }
 
 /// Stopped or errored with no restart coming (a restart passes through `stopping` or `waiting_restart`).
@@ -283,7 +282,7 @@ fn health_router(handle: Handle) -> axum::Router {
             get(move || {
                 let handle = handle.clone();
                 async move {
-                    match handle.call(Msg::List).await {
+                    match handle.list().await {
                         Ok(procs) => {
                             let not_ready: Vec<String> = procs
                                 .iter()

@@ -7,6 +7,7 @@ pub mod foreground;
 pub mod logs;
 pub mod notify;
 pub mod reaper;
+pub mod routes;
 pub mod sampler;
 pub mod spawn;
 pub mod supervisor;
@@ -113,9 +114,9 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
 async fn serve(home: Home) -> Result<()> {
     let listener = bind_api_socket(&home)?;
 
-    let handle = supervisor::start(home.clone())?;
+    let (handle, supervision) = supervisor::start(home.clone())?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
-    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = routes::router(handle.clone(), home.clone(), shutdown.clone());
     eprintln!(
         "cohort: daemon {} started (pid {}) for {}",
         crate::api::VERSION,
@@ -139,13 +140,18 @@ async fn serve(home: Home) -> Result<()> {
         }
         _ = term.recv() => {
             eprintln!("cohort: SIGTERM: stopping every app");
-            let _ = handle.call(supervisor::Msg::Shutdown).await;
+            let _ = handle.shutdown().await;
             shutdown.notify_waiters();
         }
         _ = int.recv() => {
             eprintln!("cohort: SIGINT: stopping every app");
-            let _ = handle.call(supervisor::Msg::Shutdown).await;
+            let _ = handle.shutdown().await;
             shutdown.notify_waiters();
+        }
+        reason = supervision.failed() => {
+            // Logged by the watcher; the daemon exits non-zero rather than answer with no supervisor.
+            shutdown.notify_waiters();
+            anyhow::bail!("{reason} (the daemon stopped; the next cohort command starts a new one)");
         }
     }
     // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
