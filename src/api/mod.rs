@@ -110,6 +110,9 @@ pub struct ProcessDetail {
     /// PM2's namespace of the app (None = "default").
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The variable carrying the instance number when not NODE_APP_INSTANCE (PM2's instance_var).
+    #[serde(default)]
+    pub instance_var: Option<String>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

@@ -134,6 +134,10 @@ impl Supervisor {
                     );
                 }
             }
+            // As PM2: ids start from 0 again once nothing is left (`delete all`).
+            if self.procs.is_empty() {
+                self.next_id = 0;
+            }
         }
     }
 
