@@ -4,8 +4,8 @@
 
 use super::output::{self, out, outln};
 use super::start::{self, Existing};
-use super::{list, render, select};
 use super::*;
+use super::{list, render, select};
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
@@ -156,9 +156,9 @@ async fn reload_logs(home: Home) -> Result<()> {
             eprintln!("cohort: log files reopened");
             Ok(())
         }
-        Err(e) if format!("{e:#}").contains("404") => bail!(
-            "this daemon cannot reopen log files yet (run `cohort update` after upgrading cohort; meanwhile `cohort restart all` reopens them)"
-        ),
+        Err(e) if format!("{e:#}").contains("404") => {
+            bail!("the daemon cannot reopen log files yet (`cohort restart all` reopens them)")
+        }
         Err(e) => Err(e),
     }
 }

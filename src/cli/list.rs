@@ -37,7 +37,10 @@ async fn sources(client: &Client, sort: &SortArg) -> Result<(Vec<ProcessDetail>,
             .into_iter()
             .filter(|(k, _)| d.env_keys.contains(k))
             .collect();
-        let instances = details.iter().filter(|x| x.info.name == d.info.name).count();
+        let instances = details
+            .iter()
+            .filter(|x| x.info.name == d.info.name)
+            .count();
         envs.push(Envs {
             declared,
             instances,
@@ -79,13 +82,19 @@ pub async fn jlist(a: JlistArgs, home: Home) -> Result<()> {
     } else {
         pm2::combined_object
     };
-    outln!("{}", serde_json::to_string(&objects(&details, envs, shape))?)
+    outln!(
+        "{}",
+        serde_json::to_string(&objects(&details, envs, shape))?
+    )
 }
 
 pub async fn prettylist(a: SortArg, home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let (details, envs) = sources(&client, &a).await?;
-    outln!("{}", pm2::inspect(&objects(&details, envs, pm2::pm2_object)))
+    outln!(
+        "{}",
+        pm2::inspect(&objects(&details, envs, pm2::pm2_object))
+    )
 }
 
 /// `pid [target]`: the pids of the running processes, one per line (stopped ones have none, and

@@ -157,7 +157,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub interpreter: Option<String>,
     /// Arguments for the interpreter, e.g. "--max-old-space-size=512".
-    #[arg(long, alias = "interpreter-args")]
+    #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
     pub node_args: Option<String>,
     /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N.
     #[arg(long, short = 'i', allow_hyphen_values = true)]
@@ -270,7 +270,7 @@ pub struct RestartArgs {
     #[arg(long, short = 'a')]
     pub update_env: bool,
     /// New interpreter arguments for the apps, e.g. "--max-old-space-size=512".
-    #[arg(long, alias = "interpreter-args")]
+    #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
     pub node_args: Option<String>,
     /// PM2 renames the app on restart; cohort does not (the error says what to type).
     #[arg(long, short = 'n', hide = true)]

@@ -85,7 +85,7 @@ pub fn pm2_object(src: &Pm2Source) -> Value {
         "name": i.name,
         "pm_id": i.id,
         "pm2_env": pm2_env,
-        "monit": { "memory": i.memory, "cpu": (i.cpu * 10.0).round() / 10.0 },
+        "monit": { "memory": i.memory, "cpu": js_number((i.cpu * 10.0).round() / 10.0) },
     })
 }
 
@@ -189,10 +189,23 @@ fn key(k: &str) -> String {
     }
 }
 
+/// A number as JavaScript prints it: whole numbers without `.0`.
+fn js_number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        json!(f as i64)
+    } else {
+        json!(f)
+    }
+}
+
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => quote(s),
         Value::Null => "null".into(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if !n.is_i64() && !n.is_u64() => js_number(f).to_string(),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -284,7 +297,10 @@ mod tests {
             (json!("it's"), "\"it's\""),
             (json!("a'b\"c"), "'a\\'b\"c'"),
             (json!(null), "null"),
-            (json!({"memory": 1024, "cpu": 0.5}), "{ cpu: 0.5, memory: 1024 }"),
+            (
+                json!({"memory": 1024, "cpu": 0.5}),
+                "{ cpu: 0.5, memory: 1024 }",
+            ),
             (json!(["server", "client"]), "[ 'server', 'client' ]"),
             (json!({"a-b": []}), "{ 'a-b': [] }"),
             (
@@ -315,7 +331,11 @@ mod tests {
 
     #[test]
     fn sort_orders_by_field_and_direction() {
-        let base = vec![proc(0, "b", 30, 2), proc(1, "c", 10, 0), proc(2, "a", 20, 1)];
+        let base = vec![
+            proc(0, "b", 30, 2),
+            proc(1, "c", 10, 0),
+            proc(2, "a", 20, 1),
+        ];
         let cases: [(&str, [u32; 3]); 6] = [
             ("name", [2, 0, 1]),
             ("name:desc", [1, 0, 2]),
@@ -331,7 +351,11 @@ mod tests {
             assert_eq!(ids, want, "{spec}");
         }
         let mut v = base.clone();
-        assert!(sort_by(&mut v, |p| p, Some("size")).unwrap_err().contains("unknown field"));
-        assert!(sort_by(&mut v, |p| p, Some("name:up")).unwrap_err().contains("unknown order"));
+        assert!(sort_by(&mut v, |p| p, Some("size"))
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(sort_by(&mut v, |p| p, Some("name:up"))
+            .unwrap_err()
+            .contains("unknown order"));
     }
 }

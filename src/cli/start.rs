@@ -6,7 +6,9 @@
 use super::output::outln;
 use super::{render, select, StartArgs};
 use crate::api::client::Client;
-use crate::api::{Action, ActionRequest, ProcessDetail, ProcessInfo, Selector, StartRequest, Status};
+use crate::api::{
+    Action, ActionRequest, ProcessDetail, ProcessInfo, Selector, StartRequest, Status,
+};
 use crate::config::ecosystem;
 use crate::config::start::{specs_for_start, StartOptions, StartSpecs};
 use crate::config::AppSpec;
@@ -146,7 +148,11 @@ fn build(a: &StartArgs, target: &str) -> Result<StartSpecs> {
 
 /// A script whose app exists: started again when stopped (PM2), an error when it runs (unless -f,
 /// which starts a second copy under a free name).
-fn plan_specs(mut specs: StartSpecs, a: &StartArgs, known: &mut Vec<ProcessDetail>) -> Result<Step> {
+fn plan_specs(
+    mut specs: StartSpecs,
+    a: &StartArgs,
+    known: &mut Vec<ProcessDetail>,
+) -> Result<Step> {
     if specs.from_config_file {
         return Ok(Step::Start(specs));
     }

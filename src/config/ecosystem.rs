@@ -482,7 +482,8 @@ fn default_combined_log(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cohort")))
         .unwrap_or_else(|| PathBuf::from(".cohort"));
-    home.join("logs").join(format!("{}.log", log_file_stem(name)))
+    home.join("logs")
+        .join(format!("{}.log", log_file_stem(name)))
 }
 
 /// An app name as it appears in log file names: whitespace becomes `-` (`Export report` →
@@ -754,6 +755,76 @@ mod tests {
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);
+    }
+
+    #[test]
+    fn pm2_shapes_and_aliases_read_the_same() {
+        let env = BTreeMap::new();
+        let cases = [
+            (serde_json::json!({"name": "a", "cmd": "/bin/sleep 1"}), "a"),
+            (
+                serde_json::json!({"pm2": [{"name": "b", "exec": "/bin/sleep 1"}]}),
+                "b",
+            ),
+            (
+                serde_json::json!([{"name": "c", "command": "/bin/sleep 1"}]),
+                "c",
+            ),
+            (
+                serde_json::json!({"apps": {"name": "d", "script": "/bin/sleep 1", "out": "o.log", "err": "e.log", "log": "all.log"}}),
+                "d",
+            ),
+        ];
+        for (v, name) in cases {
+            let l = from_value(&v, "c.json", Path::new("/srv"), &opts(&env)).unwrap();
+            assert_eq!(l.apps[0].name, name, "{v}");
+            assert!(l.apps[0].script.ends_with("/sleep"), "{v}");
+            assert!(l.warnings.is_empty(), "{v}: {:?}", l.warnings);
+        }
+        let v = serde_json::json!({"name": "d", "script": "/bin/sleep 1", "out": "o.log", "err": "e.log", "log": "all.log"});
+        let d = &from_value(&v, "c.json", Path::new("/srv"), &opts(&env))
+            .unwrap()
+            .apps[0];
+        assert_eq!(d.out_file.as_deref(), Some(Path::new("/srv/o.log")));
+        assert_eq!(d.error_file.as_deref(), Some(Path::new("/srv/e.log")));
+        assert_eq!(d.log_file.as_deref(), Some(Path::new("/srv/all.log")));
+    }
+
+    #[test]
+    fn log_paths_as_pm2_reads_them() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let cases = [
+            ("NULL", "/dev/null".to_string()),
+            ("/dev/null", "/dev/null".to_string()),
+            ("logs/a.log", "/srv/logs/a.log".to_string()),
+            ("/var/log/a.log", "/var/log/a.log".to_string()),
+            ("~/a.log", format!("{home}/a.log")),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                log_path(Path::new("/srv"), given),
+                PathBuf::from(&want),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        let cases = [
+            ("Export report", true),
+            ("api", true),
+            ("all", false),
+            ("42", false),
+            ("a/b", false),
+            ("tab\there", false),
+            (" padded", false),
+            ("", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+        }
+        assert_eq!(log_file_stem("Export report"), "Export-report");
     }
 
     #[test]

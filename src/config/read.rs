@@ -50,11 +50,20 @@ pub fn json_like(text: &str, display: &str) -> Result<Value, String> {
 }
 
 fn node() -> Option<std::path::PathBuf> {
-    super::resolve::find_program("node", Path::new("/"), std::env::var("PATH").ok().as_deref())
+    super::resolve::find_program(
+        "node",
+        Path::new("/"),
+        std::env::var("PATH").ok().as_deref(),
+    )
 }
 
 /// Runs a small node program that prints a value as JSON; `None` when node is not installed.
-fn run_node(program: &str, arg: &str, stdin: Option<&str>, display: &str) -> Option<Result<Value, String>> {
+fn run_node(
+    program: &str,
+    arg: &str,
+    stdin: Option<&str>,
+    display: &str,
+) -> Option<Result<Value, String>> {
     use std::io::Write;
     let node = node()?;
     let mut cmd = std::process::Command::new(node);
@@ -146,7 +155,10 @@ mod tests {
     #[test]
     fn pm2_style_json_files_read() {
         let cases = [
-            (r#"{"apps": [{"name": "a"}]}"#, json!({"apps": [{"name": "a"}]})),
+            (
+                r#"{"apps": [{"name": "a"}]}"#,
+                json!({"apps": [{"name": "a"}]}),
+            ),
             (
                 "{\n  // a comment\n  apps: [{ name: 'a', script: \"app.js\", }],\n}",
                 json!({"apps": [{"name": "a", "script": "app.js"}]}),

@@ -187,7 +187,9 @@ impl Supervisor {
             match req.action {
                 Action::Signal => {
                     // The process itself, as PM2's sendSignal (not its group).
-                    if let (Some(pid), Some(sig)) = (self.procs.get(&id).and_then(|p| p.pid), signal) {
+                    if let (Some(pid), Some(sig)) =
+                        (self.procs.get(&id).and_then(|p| p.pid), signal)
+                    {
                         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                     }
                 }
