@@ -266,7 +266,7 @@ impl Fields<'_> {
             Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {
                 Ok(n.as_f64().map(|f| f as u64))
             }
-            Some(Value::String(s)) => parse_duration_ms(s).map(Some).map_err(|_| {
+            Some(Value::String(s)) => super::duration::parse_ms(s).map(Some).map_err(|_| {
                 self.err(
                     field,
                     "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")",
@@ -331,26 +331,6 @@ impl Fields<'_> {
             Some(v) => Err(self.err(field, "an object of NAME: value", v)),
         }
     }
-}
-
-/// Parses "500", "500ms", "10s", "2m", "1h" into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?}"))?;
-    let factor = match unit.trim() {
-        "" | "ms" => 1.0,
-        "s" => 1000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return Err(format!("not a duration: {text:?}")),
-    };
-    Ok((n * factor) as u64)
 }
 
 /// Checks an app name: used in file names and as a selector, so it can't look like an id or `all`.
@@ -696,7 +676,7 @@ fn app_from_value(
 /// A `balancers[i]` entry as an app the daemon supervises: `cohort balance` on a socket the daemon
 /// holds (so a reload of the balancer never refuses a connection).
 fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> {
-    let spec: crate::balancer::spec::BalancerSpec =
+    let spec: super::balancer::BalancerSpec =
         serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
     spec.validate().map_err(|e| format!("{at}.{e}"))?;
     let name = spec.name.clone().ok_or_else(|| {
@@ -825,13 +805,5 @@ mod tests {
             assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
         }
         assert_eq!(log_file_stem("Export report"), "Export-report");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("1500").unwrap(), 1500);
-        assert_eq!(parse_duration_ms("10s").unwrap(), 10_000);
-        assert_eq!(parse_duration_ms("2m").unwrap(), 120_000);
-        assert!(parse_duration_ms("soon").is_err());
     }
 }

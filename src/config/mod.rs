@@ -3,6 +3,8 @@
 //! `start` turns a start's options into specs, `ecosystem` validates config files (`read` parses
 //! their formats), `resolve` finds scripts and interpreters.
 
+pub mod balancer;
+pub mod duration;
 pub mod ecosystem;
 pub mod read;
 pub mod resolve;

@@ -2,7 +2,6 @@
 //! COHORT_HOME/cohort.sock and running the supervisor. `cohort daemon` runs it in the foreground
 //! (what the CLI starts detached, and what a systemd unit runs).
 
-pub mod cpus;
 pub mod foreground;
 pub mod logs;
 pub mod notify;
@@ -123,7 +122,9 @@ async fn serve(home: Home) -> Result<()> {
         std::process::id(),
         home.root.display()
     );
-    notify_systemd_ready();
+    if let Err(e) = crate::sys::sd_notify::ready() {
+        eprintln!("cohort: cannot notify systemd: {e}");
+    }
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
@@ -158,26 +159,4 @@ async fn serve(home: Home) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
     eprintln!("cohort: daemon stopped");
     Ok(())
-}
-
-/// Tells systemd (Type=notify) that the daemon is ready, when it runs under one.
-fn notify_systemd_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", std::path::Path::new(&path))
-    };
-    if let Err(e) = sent {
-        eprintln!("cohort: cannot notify systemd: {e}");
-    }
 }

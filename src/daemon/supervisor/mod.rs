@@ -195,7 +195,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         next_id: 0,
         hub: hub.clone(),
         sampler: Sampler::new(),
-        cpus: super::cpus::usable(),
+        cpus: crate::sys::cpus::usable(),
         shutting_down: false,
         sockets: SocketTable::new(),
         next_worker: 0,
