@@ -125,7 +125,7 @@ pub enum InitArg {
 
 #[derive(Args, Debug)]
 #[command(mut_arg("json", |a| a.help("Print log lines as raw JSON objects (one per line) instead of `name|instance | line`")))]
-#[command(mut_arg("targets", |a| a.num_args(1).required(true)))]
+#[command(mut_arg("targets", |a| a.action(clap::ArgAction::Set).num_args(1).value_name("TARGET").help("Script, command line, or config file")))]
 pub struct RunArgs {
     #[command(flatten)]
     pub start: StartArgs,
@@ -359,4 +359,24 @@ pub struct SaveArgs {
     /// Save even when no app runs (replaces the dump with an empty list).
     #[arg(long)]
     pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap checks the definitions (positionals, aliases, conflicts) only when it builds them.
+    #[test]
+    fn every_command_definition_is_valid() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name().to_string();
+            let sub = sub.clone();
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || sub.debug_assert()));
+            assert!(r.is_ok(), "`cohort {name}` has an invalid definition");
+        }
+        cli.debug_assert();
+    }
 }

@@ -161,7 +161,7 @@ fn plan_specs(
     };
     let mine: Vec<&ProcessDetail> = known.iter().filter(|p| p.info.name == spec.name).collect();
     if let Some(first) = mine.first() {
-        let same_script = first.script == spec.script;
+        let same_script = first.script == spec.script && first.args == spec.args;
         let all_down = mine.iter().all(|p| {
             matches!(
                 p.info.status,

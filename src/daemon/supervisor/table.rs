@@ -273,7 +273,7 @@ impl Supervisor {
                 started: None,
                 last_exit_code: None,
                 last_signal: None,
-                gen: 0,
+                gen: self.gen_floor,
                 cpu: 0.0,
                 memory: 0,
                 history: VecDeque::new(),
