@@ -333,30 +333,8 @@ impl Fields<'_> {
     }
 }
 
-/// Checks an app name: used in file names and as a selector, so it can't look like an id or `all`.
-/// Spaces inside are allowed (PM2 allows `Export report`); log file names turn them into `-`.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "{name:?} can't be a name: it would read as a selector (`all` or an id)"
-        ));
-    }
-    if name.contains('/') || name.chars().any(char::is_control) {
-        return Err(format!(
-            "{name:?} can't be a name: no slashes, tabs or line breaks"
-        ));
-    }
-    if name.trim() != name {
-        return Err(format!(
-            "{name:?} can't be a name: it starts or ends with a space"
-        ));
-    }
-
-    Ok(())
-}
+/// Checks an app name (kept here for its callers; the rule lives in `validate`).
+pub use super::validate::name as validate_name;
 
 const KNOWN: &[&str] = &[
     "name",
@@ -670,6 +648,8 @@ fn app_from_value(
     if !spec.listen.is_empty() && f.get("exec_mode").is_none() {
         spec.exec_mode = ExecMode::Cluster;
     }
+    // The rules a dump is held to as well (resurrect runs the same check).
+    super::validate::app(&spec, &at_named)?;
     Ok(spec)
 }
 
@@ -691,6 +671,7 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
     app.kill_signal = "SIGTERM".into();
     app.kill_timeout_ms = 5000;
     app.balancer = Some(value.clone());
+    super::validate::app(&app, at)?;
     Ok(app)
 }
 
