@@ -120,11 +120,12 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_field() {
-        let mut cases: Vec<(AppSpec, &str)> = Vec::new();
-        cases.push((spec("all"), "x.name: \"all\" can't be a name"));
-        cases.push((spec("12"), "x.name: \"12\" can't be a name"));
-        cases.push((spec("a\tb"), "x.name: \"a\\tb\" can't be a name"));
-        cases.push((spec(" a"), "x.name: \" a\" can't be a name"));
+        let mut cases: Vec<(AppSpec, &str)> = vec![
+            (spec("all"), "x.name: \"all\" can't be a name"),
+            (spec("12"), "x.name: \"12\" can't be a name"),
+            (spec("a\tb"), "x.name: \"a\\tb\" can't be a name"),
+            (spec(" a"), "x.name: \" a\" can't be a name"),
+        ];
         let mut s = spec("web");
         s.instances = Instances::Count(100_000);
         cases.push((s, "x.instances: 100000 is out of range"));
