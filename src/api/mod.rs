@@ -84,6 +84,43 @@ pub struct ProcessInfo {
     pub mode: String,
     #[serde(default)]
     pub unstable_restarts: u32,
+    /// Why the process last restarted (null if it never did).
+    #[serde(default)]
+    pub restart_reason: Option<RestartReason>,
+}
+
+/// Why a process restarted (`restart_reason` in `ls --json`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// It ended on its own and the restart policy started it again.
+    Crash,
+    /// Its memory went above max_memory_restart.
+    Memory,
+    /// cron_restart's schedule.
+    Cron,
+    /// A watched file changed.
+    Watch,
+    /// `restart` (or a config file started again).
+    Manual,
+    /// `reload`.
+    Reload,
+    /// A failing liveness probe.
+    Probe,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Memory => "memory",
+            RestartReason::Cron => "cron",
+            RestartReason::Watch => "watch",
+            RestartReason::Manual => "manual",
+            RestartReason::Reload => "reload",
+            RestartReason::Probe => "probe",
+        }
+    }
 }
 
 /// `describe`: the row plus how the process is run and where its logs go.
@@ -120,6 +157,14 @@ pub struct ProcessDetail {
     /// The variable carrying the instance number when not NODE_APP_INSTANCE (PM2's instance_var).
     #[serde(default)]
     pub instance_var: Option<String>,
+    /// What is watched (empty: no watch).
+    #[serde(default)]
+    pub watch: Vec<String>,
+    #[serde(default)]
+    pub cron_restart: Option<String>,
+    /// Bytes.
+    #[serde(default)]
+    pub max_memory_restart: Option<u64>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.
@@ -184,10 +229,14 @@ impl Action {
 pub struct ActionRequest {
     pub action: Action,
     pub selector: Selector,
-    /// `restart|reload --update-env`: the caller's environment, to replace the apps' base
-    /// environment (the apps' own `env` keys still win). The daemon may ignore it for now.
+    /// `restart|reload --update-env`: the caller's environment, merged over the apps' env
+    /// (the caller's values win, as PM2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_env: Option<BTreeMap<String, String>>,
+    /// `restart|reload CONFIG`: the config file read again; its apps take these specs first
+    /// (those not running start), as PM2's startOrRestart / startOrReload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppSpec>,
     /// `restart|reload --node-args "…"`: new interpreter arguments for the selected apps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_args: Option<Vec<String>>,
@@ -197,12 +246,13 @@ pub struct ActionRequest {
 }
 
 impl ActionRequest {
-    /// A plain action on a selection (no environment update, no new arguments).
+    /// A plain action on a selection (no environment update, no new specs or arguments).
     pub fn new(action: Action, selector: Selector) -> ActionRequest {
         ActionRequest {
             action,
             selector,
             update_env: None,
+            apps: Vec::new(),
             node_args: None,
             signal: None,
         }
@@ -239,6 +289,18 @@ pub struct Ping {
     pub pid: u32,
     pub home: String,
     pub uptime_ms: u64,
+    /// How many times this daemon was updated in place (`cohort update`).
+    #[serde(default)]
+    pub reexecs: u32,
+    /// Why the last `cohort update` failed after the exec (the previous binary took over again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<String>,
+}
+
+/// `cohort update`: the binary the daemon re-executes itself with (the CLI's own).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct UpdateRequest {
+    pub binary: String,
 }
 
 /// Every error reply: what went wrong and how to fix it; the CLI prints `error: <message>`.

@@ -9,11 +9,13 @@ use super::{list, render, select};
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
-    SaveReply, SaveRequest, ScaleRequest, Selector,
+    SaveReply, SaveRequest, ScaleRequest, Selector, UpdateRequest,
 };
+use crate::config::ecosystem;
+use crate::config::start::{specs_for_start, StartOptions};
 use crate::home::tail::tail_lines;
 use crate::home::Home;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -53,7 +55,7 @@ async fn dispatch(command: Command, home: Home) -> Result<()> {
         Command::Resurrect => resurrect(home).await,
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
-        Command::Update => update(home).await,
+        Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
         Command::Access(a) => super::access::run(a, home).await,
         Command::Daemon(_)
@@ -81,6 +83,8 @@ struct ActionArgs {
     targets: TargetArgs,
     update_env: bool,
     node_args: Option<Vec<String>>,
+    /// `--env NAME` with a config file: its `env_NAME` block.
+    env: Option<String>,
 }
 
 impl ActionArgs {
@@ -90,6 +94,7 @@ impl ActionArgs {
             targets,
             update_env: false,
             node_args: None,
+            env: None,
         }
     }
 
@@ -111,14 +116,52 @@ impl ActionArgs {
             targets: r.targets,
             update_env: r.update_env,
             node_args,
+            env: r.env,
         })
     }
 }
 
+/// stop / restart / reload / delete / reset. For restart and reload a config file is read again
+/// (with `--env NAME`): its apps take the new specs, and those not running start.
 async fn action(a: ActionArgs, home: Home) -> Result<()> {
-    let targets = select::Targets::parse(&a.targets.target)?;
+    let rereads = matches!(a.action, Action::Restart | Action::Reload);
+    let mut sels = Vec::new();
+    let mut apps = Vec::new();
+    let mut others = Vec::new();
+    for target in &a.targets.target {
+        if rereads && ecosystem::is_config_file(target) {
+            let opts = StartOptions {
+                target: target.clone(),
+                env: a.env.clone(),
+                ..Default::default()
+            };
+            let specs = specs_for_start(&opts)?;
+            for w in &specs.warnings {
+                eprintln!("warning: {w}");
+            }
+            sels.push(Selector::Names(
+                specs.apps.iter().map(|s| s.name.clone()).collect(),
+            ));
+            apps.extend(specs.apps);
+        } else {
+            if let Some(env) = &a.env {
+                bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
+            }
+            others.push(target.clone());
+        }
+    }
+    let targets = select::Targets::parse(&others)?;
     let client = Client::connect_or_start(home).await?;
-    let mut req = ActionRequest::new(a.action, selector_of(targets, &client).await?);
+    if !others.is_empty() {
+        sels.push(selector_of(targets, &client).await?);
+    }
+    let sel = if sels.len() == 1 {
+        sels.remove(0)
+    } else {
+        Selector::Many(sels)
+    };
+    let mut req = ActionRequest::new(a.action, sel);
+    req.apps = apps;
     req.update_env = a.update_env.then(cli_env);
     req.node_args = a.node_args;
     let procs: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
@@ -412,27 +455,59 @@ async fn ping(home: Home) -> Result<()> {
     Ok(())
 }
 
-async fn update(home: Home) -> Result<()> {
+async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         let client = Client::connect_or_start(home).await?;
         let p = client.ping().await?;
         outln!("started daemon {} (pid {})", p.version, p.pid)?;
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> =
-        client.post("/save", &SaveRequest { force: true }).await;
-    if let Err(e) = &saved {
-        bail!("cannot save before the update: {e:#} (nothing was stopped)");
+    let binary = match args.binary {
+        Some(b) => b,
+        None => {
+            std::env::current_exe().context("finding this cohort binary (pass it with --binary)")?
+        }
+    };
+    let binary = std::fs::canonicalize(&binary)
+        .with_context(|| format!("finding {} (is it installed?)", binary.display()))?;
+    let before = client.ping().await?;
+    let sent = std::time::Instant::now();
+    // On success the daemon re-executes before it can answer: the connection just closes.
+    let asked: Result<serde_json::Value> = client
+        .post_long(
+            "/update",
+            &UpdateRequest {
+                binary: binary.to_string_lossy().into_owned(),
+            },
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(now) = client.ping().await {
+            if now.reexecs > before.reexecs || now.pid != before.pid {
+                let procs: Vec<ProcessInfo> = client.get("/processes").await.unwrap_or_default();
+                let running = procs.iter().filter(|p| p.pid.is_some()).count();
+                outln!(
+                    "daemon updated in place: cohort {} → {} (pid {}); {running} processes kept running, none restarted",
+                    before.version, now.version, now.pid
+                )?;
+                return Ok(());
+            }
+            // A daemon image younger than the request went back to the previous binary.
+            let fresh = u128::from(now.uptime_ms) <= sent.elapsed().as_millis();
+            if let Some(why) = now.failed_update.filter(|_| asked.is_err() && fresh) {
+                bail!("cannot update the daemon in place: the new binary could not take over ({why}); the previous one runs again, with every app (see daemon.log)");
+            }
+            if let Err(e) = &asked {
+                bail!("cannot update the daemon in place: {e:#}");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not come back after the update ({}; see daemon.log in COHORT_HOME)",
+                asked.err().map(|e| format!("{e:#}")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    kill(home.clone()).await?;
-    let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
-    let p = client.ping().await?;
-    outln!(
-        "daemon {} (pid {}) running; resurrected: {}",
-        p.version,
-        p.pid,
-        r.started.join(", ")
-    )?;
-    Ok(())
 }

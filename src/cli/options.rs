@@ -41,6 +41,10 @@ impl StartArgs {
             exec_mode: self.exec_mode.clone(),
             namespace: self.namespace.clone(),
             config_text: None,
+            watch: self.watch,
+            ignore_watch: self.ignore_watch.clone(),
+            max_memory_restart: self.max_memory_restart.clone(),
+            cron_restart: self.cron.clone(),
             args: self.args.clone(),
         }
     }

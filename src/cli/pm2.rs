@@ -326,6 +326,7 @@ mod tests {
             memory,
             mode: "fork".into(),
             unstable_restarts: 0,
+            restart_reason: None,
         }
     }
 

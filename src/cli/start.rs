@@ -213,6 +213,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
             memory: 0,
             mode: spec.exec_mode.as_str().into(),
             unstable_restarts: 0,
+            restart_reason: None,
         },
         script: spec.script.clone(),
         args: Vec::new(),
@@ -236,6 +237,9 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         balancer_admin: None,
         namespace: spec.namespace.clone(),
         instance_var: None,
+        watch: Vec::new(),
+        cron_restart: None,
+        max_memory_restart: None,
     });
 }
 
@@ -268,36 +272,16 @@ async fn run_step(client: &Client, step: Step, existing: Existing) -> Result<Vec
     }
 }
 
-/// `startOrReload`: the config's apps that run are reloaded (with the config's environment, which
-/// the daemon applies once it supports `update_env`); the others are started.
+/// `startOrReload`: `reload CONFIG` — the config's apps take its specs, those that run are
+/// reloaded and the others start.
 async fn start_or_reload(client: &Client, specs: StartSpecs) -> Result<Vec<ProcessInfo>> {
-    let running: Vec<ProcessInfo> = client.get("/processes").await?;
-    let (reload, fresh): (Vec<AppSpec>, Vec<AppSpec>) = specs
-        .apps
-        .into_iter()
-        .partition(|s| running.iter().any(|p| p.name == s.name));
-    let mut procs = running;
-    for spec in reload {
-        let mut req = ActionRequest::new(Action::Reload, Selector::Name(spec.name.clone()));
-        req.update_env = Some(spec.env.clone());
-        procs = client
-            .post_long("/action", &req)
-            .await
-            .map_err(|e| anyhow!("reloading {}: {e:#}", spec.name))?;
-        eprintln!("cohort: reloaded {}", spec.name);
-    }
-    if !fresh.is_empty() {
-        let names: Vec<String> = fresh.iter().map(|s| s.name.clone()).collect();
-        procs = client
-            .post_long(
-                "/start",
-                &StartRequest {
-                    apps: fresh,
-                    restart_existing: false,
-                },
-            )
-            .await?;
-        eprintln!("cohort: started {}", names.join(", "));
-    }
+    let names: Vec<String> = specs.apps.iter().map(|s| s.name.clone()).collect();
+    let mut req = ActionRequest::new(Action::Reload, Selector::Names(names.clone()));
+    req.apps = specs.apps;
+    let procs = client
+        .post_long("/action", &req)
+        .await
+        .map_err(|e| anyhow!("reloading {}: {e:#}", names.join(", ")))?;
+    eprintln!("cohort: started or reloaded {}", names.join(", "));
     Ok(procs)
 }

@@ -9,6 +9,7 @@ pub mod ecosystem;
 pub mod read;
 pub mod resolve;
 pub mod start;
+pub mod triggers;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,15 @@ pub struct AppSpec {
     /// PM2's `increment_var`: a variable of `env` (a number) that grows by one per instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increment_var: Option<String>,
+    /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<triggers::WatchSpec>,
+    /// Restart (cluster: reload) on this cron schedule (5 fields, or 6 with seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -169,6 +179,9 @@ impl AppSpec {
             namespace: None,
             instance_var: None,
             increment_var: None,
+            watch: None,
+            cron_restart: None,
+            max_memory_restart: None,
         }
     }
 
