@@ -110,9 +110,9 @@ fn delete_by_name_id_and_all() {
     c.ok(&["del", "all"]);
     assert!(c.ls_json().is_empty());
     assert!(!alive(pc));
-    // Ids are not reused: a new app gets a fresh one.
+    // Once nothing is left, ids start again from 0 (PM2's pm_id; docs/pm2.md).
     c.ok(&["start", "sleep 1000", "--name", "d"]);
-    assert_eq!(c.proc("d")["id"], 3);
+    assert_eq!(c.proc("d")["id"], 0);
 }
 
 #[test]

@@ -155,6 +155,12 @@ pub struct ProcessDetail {
     /// For a balancer: where its `GET /status` answers (per-upstream state and counters).
     #[serde(default)]
     pub balancer_admin: Option<String>,
+    /// PM2's namespace of the app (None = "default").
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The variable carrying the instance number when not NODE_APP_INSTANCE (PM2's instance_var).
+    #[serde(default)]
+    pub instance_var: Option<String>,
     /// What is watched (empty: no watch).
     #[serde(default)]
     pub watch: Vec<String>,
@@ -205,6 +211,8 @@ pub enum Action {
     Delete,
     Reset,
     Flush,
+    /// Send `ActionRequest::signal` to each selected process (PM2's sendSignal).
+    Signal,
 }
 
 impl Action {
@@ -216,6 +224,7 @@ impl Action {
             Action::Delete => "delete",
             Action::Reset => "reset",
             Action::Flush => "flush",
+            Action::Signal => "sendSignal",
         }
     }
 }
@@ -232,16 +241,24 @@ pub struct ActionRequest {
     /// (those not running start), as PM2's startOrRestart / startOrReload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppSpec>,
+    /// `restart|reload --node-args "…"`: new interpreter arguments for the selected apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_args: Option<Vec<String>>,
+    /// `sendSignal SIGNAL target`: the signal to send (Action::Signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 impl ActionRequest {
-    /// A plain action on a selection (no environment update, no new specs).
+    /// A plain action on a selection (no environment update, no new specs or arguments).
     pub fn new(action: Action, selector: Selector) -> ActionRequest {
         ActionRequest {
             action,
             selector,
             update_env: None,
             apps: Vec::new(),
+            node_args: None,
+            signal: None,
         }
     }
 }

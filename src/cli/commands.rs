@@ -1,38 +1,55 @@
 //! Runs each CLI command: turns what the user typed into API requests (the specs of a `start` come
-//! from `config::start`; selectors, config files included, are resolved here), sends them to the
-//! daemon and prints the result.
+//! from `config::start` via `start`; targets are resolved by `select`), sends them to the daemon and
+//! prints the result (through `output`, so a closed pipe ends a command quietly).
 
-use super::render;
+use super::output::{self, out, outln};
+use super::start::{self, Existing};
 use super::*;
+use super::{list, render, select};
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
-    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest, UpdateRequest,
+    SaveReply, SaveRequest, ScaleRequest, Selector, UpdateRequest,
 };
-use crate::config::ecosystem::{self, LoadOptions};
-use crate::config::start::{specs_for_start, StartSpecs};
+use crate::config::ecosystem;
+use crate::config::start::{specs_for_start, StartOptions};
 use crate::home::tail::tail_lines;
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Runs a client command; the daemon is started when the command needs one.
+/// Runs a client command; the daemon is started when the command needs one. A command whose
+/// reader closed stdout (`| head`) ends quietly with success.
 pub async fn run(command: Command, home: Home) -> Result<()> {
+    match dispatch(command, home).await {
+        Err(e) if output::is_stdout_closed(&e) => Ok(()),
+        other => other,
+    }
+}
+
+async fn dispatch(command: Command, home: Home) -> Result<()> {
     match command {
-        Command::Start(args) => start(args, home).await,
-        Command::Stop(t) => action(Action::Stop, t, home).await,
-        Command::Restart(r) => restart(Action::Restart, r, home).await,
-        Command::Reload(r) => restart(Action::Reload, r, home).await,
-        Command::Delete(t) => action(Action::Delete, t, home).await,
-        Command::Reset(t) => action(Action::Reset, t, home).await,
+        Command::Start(args) | Command::StartOrRestart(args) => {
+            start::start(args, home, Existing::Restart).await
+        }
+        Command::StartOrReload(args) => start::start(args, home, Existing::Reload).await,
+        Command::Stop(t) => action(ActionArgs::plain(Action::Stop, t), home).await,
+        Command::Restart(r) => action(ActionArgs::restart(Action::Restart, r)?, home).await,
+        Command::Reload(r) => action(ActionArgs::restart(Action::Reload, r)?, home).await,
+        Command::Delete(t) => action(ActionArgs::plain(Action::Delete, t), home).await,
+        Command::Reset(t) => action(ActionArgs::plain(Action::Reset, t), home).await,
+        Command::SendSignal(s) => send_signal(s, home).await,
         Command::Scale(s) => scale(s, home).await,
         Command::Describe(t) => describe(t, home).await,
-        Command::Ls(a) => ls(a.json, home).await,
-        Command::Jlist => ls(true, home).await,
+        Command::Ls(a) => list::ls(a, home).await,
+        Command::Jlist(a) => list::jlist(a, home).await,
+        Command::Prettylist(a) => list::prettylist(a, home).await,
+        Command::Pid(t) => list::pid(t, home).await,
         Command::Logs(a) => logs(a, home).await,
         Command::Flush(t) => flush(t, home).await,
+        Command::ReloadLogs => reload_logs(home).await,
         Command::Env(e) => env(e, home).await,
         Command::Save(s) => save(s, home).await,
         Command::Resurrect => resurrect(home).await,
@@ -57,103 +74,67 @@ fn cli_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
-fn current_dir() -> Result<PathBuf> {
-    std::env::current_dir().context("reading the current directory")
+/// Resolves targets into one selector (the process list is asked for only when a target needs it).
+async fn selector_of(targets: select::Targets, client: &Client) -> Result<Selector> {
+    targets.resolve(client).await
 }
 
-async fn start(a: StartArgs, home: Home) -> Result<()> {
-    let StartSpecs {
-        apps,
-        from_config_file,
-        warnings,
-        web,
-    } = specs_for_start(&a.options())?;
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    let names: Vec<String> = apps.iter().map(|s| s.name.clone()).collect();
-    let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client
-        .post_long(
-            "/start",
-            &StartRequest {
-                apps,
-                restart_existing: from_config_file,
-            },
-        )
-        .await?;
-    if let Some(w) = &web {
-        super::observe::apply_config(&client, w).await?;
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&procs)?);
-    } else {
-        eprintln!("cohort: started {}", names.join(", "));
-        print!("{}", render::table(&procs));
-    }
-    Ok(())
+/// An action as typed: the verb, its targets and the restart/reload options.
+struct ActionArgs {
+    action: Action,
+    targets: TargetArgs,
+    update_env: bool,
+    node_args: Option<Vec<String>>,
+    /// `--env NAME` with a config file: its `env_NAME` block.
+    env: Option<String>,
 }
 
-/// Turns a target argument into a selector; config files select the apps they declare.
-fn selector(target: &str) -> Result<Selector> {
-    if ecosystem::is_config_file(target) && Path::new(target).is_file() {
-        let path = current_dir()?.join(target);
-        let env = cli_env();
-        let loaded = ecosystem::load(
-            &path,
-            target,
-            &LoadOptions {
-                env_name: None,
-                base_env: &env,
-                only: None,
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
-        return Ok(Selector::Names(
-            loaded.apps.into_iter().map(|a| a.name).collect(),
-        ));
+impl ActionArgs {
+    fn plain(action: Action, targets: TargetArgs) -> ActionArgs {
+        ActionArgs {
+            action,
+            targets,
+            update_env: false,
+            node_args: None,
+            env: None,
+        }
     }
-    if ecosystem::is_config_file(target) {
-        bail!("config file not found: {target} (check the path)");
+
+    fn restart(action: Action, r: RestartArgs) -> Result<ActionArgs> {
+        if let Some(name) = &r.name {
+            bail!(
+                "cohort does not rename a running app on {} (delete it and start it again under the new name: `cohort delete {} && cohort start SCRIPT --name {name}`)",
+                action.as_str(),
+                r.targets.target.join(" ")
+            );
+        }
+        let node_args = r
+            .node_args
+            .as_deref()
+            .map(|na| shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}")))
+            .transpose()?;
+        Ok(ActionArgs {
+            action,
+            targets: r.targets,
+            update_env: r.update_env,
+            node_args,
+            env: r.env,
+        })
     }
-    Ok(Selector::parse(target))
 }
 
-/// One selector for several targets (`cohort stop api worker 3`).
-fn selectors(targets: &[String]) -> Result<Selector> {
-    let mut all: Vec<Selector> = targets.iter().map(|t| selector(t)).collect::<Result<_>>()?;
-    Ok(if all.len() == 1 {
-        all.remove(0)
-    } else {
-        Selector::Many(all)
-    })
-}
-
-async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selectors(&t.target)?;
-    let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client
-        .post_long("/action", &ActionRequest::new(act, sel))
-        .await?;
-    if t.json {
-        println!("{}", serde_json::to_string(&procs)?);
-    } else {
-        eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
-        print!("{}", render::table(&procs));
-    }
-    Ok(())
-}
-
-/// `restart` / `reload`: config files are read again (with `--env NAME`), `--update-env` sends
-/// this shell's environment.
-async fn restart(act: Action, r: RestartArgs, home: Home) -> Result<()> {
+/// stop / restart / reload / delete / reset. For restart and reload a config file is read again
+/// (with `--env NAME`): its apps take the new specs, and those not running start.
+async fn action(a: ActionArgs, home: Home) -> Result<()> {
+    let rereads = matches!(a.action, Action::Restart | Action::Reload);
     let mut sels = Vec::new();
     let mut apps = Vec::new();
-    for target in &r.targets.target {
-        if ecosystem::is_config_file(target) {
-            let opts = crate::config::start::StartOptions {
+    let mut others = Vec::new();
+    for target in &a.targets.target {
+        if rereads && ecosystem::is_config_file(target) {
+            let opts = StartOptions {
                 target: target.clone(),
-                env: r.env.clone(),
+                env: a.env.clone(),
                 ..Default::default()
             };
             let specs = specs_for_start(&opts)?;
@@ -161,39 +142,71 @@ async fn restart(act: Action, r: RestartArgs, home: Home) -> Result<()> {
                 eprintln!("warning: {w}");
             }
             sels.push(Selector::Names(
-                specs.apps.iter().map(|a| a.name.clone()).collect(),
+                specs.apps.iter().map(|s| s.name.clone()).collect(),
             ));
             apps.extend(specs.apps);
         } else {
-            if let Some(env) = &r.env {
+            if let Some(env) = &a.env {
                 bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
             }
-            sels.push(selector(target)?);
+            others.push(target.clone());
         }
+    }
+    let targets = select::Targets::parse(&others)?;
+    let client = Client::connect_or_start(home).await?;
+    if !others.is_empty() {
+        sels.push(selector_of(targets, &client).await?);
     }
     let sel = if sels.len() == 1 {
         sels.remove(0)
     } else {
         Selector::Many(sels)
     };
-    let mut req = ActionRequest::new(act, sel);
+    let mut req = ActionRequest::new(a.action, sel);
     req.apps = apps;
-    if r.update_env {
-        req.update_env = Some(cli_env());
-    }
-    let client = Client::connect_or_start(home).await?;
+    req.update_env = a.update_env.then(cli_env);
+    req.node_args = a.node_args;
     let procs: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
-    if r.targets.json {
-        println!("{}", serde_json::to_string(&procs)?);
+    if a.targets.json {
+        outln!("{}", serde_json::to_string(&procs)?)?;
     } else {
         eprintln!(
             "cohort: {} {}: done",
-            act.as_str(),
-            r.targets.target.join(" ")
+            a.action.as_str(),
+            a.targets.target.join(" ")
         );
-        print!("{}", render::table(&procs));
+        out(&render::table(&procs))?;
     }
     Ok(())
+}
+
+async fn send_signal(s: SignalArgs, home: Home) -> Result<()> {
+    crate::config::parse_signal(&s.signal).map_err(|e| anyhow!("sendSignal: {e}"))?;
+    let targets = select::Targets::parse(std::slice::from_ref(&s.target))?;
+    let client = Client::connect_or_start(home).await?;
+    let mut req = ActionRequest::new(Action::Signal, selector_of(targets, &client).await?);
+    req.signal = Some(s.signal.clone());
+    let _: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
+    eprintln!("cohort: sent {} to {}", s.signal, s.target);
+    Ok(())
+}
+
+/// `reloadLogs`: the daemon reopens every log file (after an external logrotate moved them).
+async fn reload_logs(home: Home) -> Result<()> {
+    let client = Client::connect_or_start(home).await?;
+    match client
+        .post::<_, serde_json::Value>("/logs/reopen", &Selector::All)
+        .await
+    {
+        Ok(_) => {
+            eprintln!("cohort: log files reopened");
+            Ok(())
+        }
+        Err(e) if format!("{e:#}").contains("404") => {
+            bail!("the daemon cannot reopen log files yet (`cohort restart all` reopens them)")
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
@@ -212,23 +225,24 @@ async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
         s.name,
         procs.iter().filter(|p| p.name == s.name).count()
     );
-    print!("{}", render::table(&procs));
+    out(&render::table(&procs))?;
     Ok(())
 }
 
 async fn describe(t: TargetArgs, home: Home) -> Result<()> {
-    let sel = selectors(&t.target)?;
+    let targets = select::Targets::parse(&t.target)?;
     let client = Client::connect_or_start(home).await?;
+    let sel = selector_of(targets, &client).await?;
     let details: Vec<ProcessDetail> = client.post("/describe", &sel).await?;
     if t.json {
-        println!("{}", serde_json::to_string_pretty(&details)?);
+        outln!("{}", serde_json::to_string_pretty(&details)?)?;
     } else {
         for d in &details {
-            print!("{}", render::detail(d));
+            out(&render::detail(d))?;
             if let (Some(admin), true) = (&d.balancer_admin, d.info.pid.is_some()) {
                 match balancer_status(admin).await {
-                    Ok(status) => print!("{}", render::upstreams(&status)),
-                    Err(e) => println!("  upstreams          (cannot read {admin}/status: {e:#})"),
+                    Ok(status) => out(&render::upstreams(&status))?,
+                    Err(e) => outln!("  upstreams          (cannot read {admin}/status: {e:#})")?,
                 }
             }
         }
@@ -261,24 +275,20 @@ async fn balancer_status(admin: &str) -> Result<serde_json::Value> {
         .map_err(|_| anyhow!("no answer within 2 s"))?
 }
 
-async fn ls(json: bool, home: Home) -> Result<()> {
-    let client = Client::connect_or_start(home).await?;
-    let procs: Vec<ProcessInfo> = client.get("/processes").await?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string(&procs)?)?;
-    } else {
-        write!(out, "{}", render::table(&procs))?;
+/// The selector of an optional target (none = all), resolved against the daemon.
+async fn optional_selector(target: &Option<String>, client: &Client) -> Result<Selector> {
+    match target {
+        Some(t) => selector_of(select::Targets::parse(std::slice::from_ref(t))?, client).await,
+        None => Ok(Selector::All),
     }
-    Ok(())
 }
 
 async fn logs(a: LogsArgs, home: Home) -> Result<()> {
-    let sel = match &a.target {
-        Some(t) => selector(t)?,
-        None => Selector::All,
-    };
+    if let Some(t) = &a.target {
+        select::Targets::parse(std::slice::from_ref(t))?;
+    }
     let client = Client::connect_or_start(home).await?;
+    let sel = optional_selector(&a.target, &client).await?;
     let files: Vec<LogFiles> = client.post("/logs/files", &sel).await?;
     let want_out = !a.err || a.out;
     let want_err = !a.out || a.err;
@@ -309,7 +319,8 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
                     continue;
                 }
                 if !a.raw && !a.json {
-                    writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)?;
+                    writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)
+                        .map_err(output::closed_or)?;
                 }
                 for line in tail_lines(Path::new(path), a.lines) {
                     if a.json {
@@ -321,14 +332,16 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
                             line,
                             at: 0,
                         };
-                        writeln!(out, "{}", serde_json::to_string(&l)?)?;
+                        writeln!(out, "{}", serde_json::to_string(&l)?)
+                            .map_err(output::closed_or)?;
                     } else {
-                        writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                        writeln!(out, "{}{}", prefix(&f.name, f.instance), line)
+                            .map_err(output::closed_or)?;
                     }
                 }
             }
         }
-        out.flush()?;
+        out.flush().map_err(output::closed_or)?;
     }
     let Some(resp) = stream else { return Ok(()) };
     use http_body_util::BodyExt;
@@ -377,11 +390,11 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
 }
 
 async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
-    let sel = match &t.target {
-        Some(t) => selector(t)?,
-        None => Selector::All,
-    };
+    if let Some(target) = &t.target {
+        select::Targets::parse(std::slice::from_ref(target))?;
+    }
     let client = Client::connect_or_start(home).await?;
+    let sel = optional_selector(&t.target, &client).await?;
     let _: Vec<ProcessInfo> = client
         .post_long("/action", &ActionRequest::new(Action::Flush, sel))
         .await?;
@@ -394,7 +407,7 @@ async fn env(e: EnvArgs, home: Home) -> Result<()> {
     let vars: BTreeMap<String, String> = client.post("/env", &e.id).await?;
     let mut out = std::io::stdout().lock();
     for (k, v) in vars {
-        writeln!(out, "{k}: {v}")?;
+        writeln!(out, "{k}: {v}").map_err(output::closed_or)?;
     }
     Ok(())
 }
@@ -404,7 +417,7 @@ async fn save(s: SaveArgs, home: Home) -> Result<()> {
     let r: SaveReply = client
         .post("/save", &SaveRequest { force: s.force })
         .await?;
-    println!("saved {} app(s) to {}", r.apps, r.path);
+    outln!("saved {} app(s) to {}", r.apps, r.path)?;
     Ok(())
 }
 
@@ -412,23 +425,23 @@ async fn resurrect(home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
     if !r.started.is_empty() {
-        println!("resurrected: {}", r.started.join(", "));
+        outln!("resurrected: {}", r.started.join(", "))?;
     }
     if !r.skipped.is_empty() {
-        println!(
+        outln!(
             "already running, left as they are: {}",
             r.skipped.join(", ")
-        );
+        )?;
     }
     if r.started.is_empty() && r.skipped.is_empty() {
-        println!("the dump is empty: nothing to resurrect");
+        outln!("the dump is empty: nothing to resurrect")?;
     }
     Ok(())
 }
 
 async fn kill(home: Home) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
-        println!("no daemon running for {}", home.root.display());
+        outln!("no daemon running for {}", home.root.display())?;
         return Ok(());
     };
     let ping = client.ping().await?;
@@ -439,7 +452,7 @@ async fn kill(home: Home) -> Result<()> {
     while process_exists(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    println!("daemon stopped (pid {})", ping.pid);
+    outln!("daemon stopped (pid {})", ping.pid)?;
     Ok(())
 }
 
@@ -459,7 +472,7 @@ fn process_exists(pid: nix::unistd::Pid) -> bool {
 async fn ping(home: Home) -> Result<()> {
     let client = Client::connect_or_start(home).await?;
     let p: Ping = client.ping().await?;
-    println!("pong: daemon {} pid {} home {}", p.version, p.pid, p.home);
+    outln!("pong: daemon {} pid {} home {}", p.version, p.pid, p.home)?;
     Ok(())
 }
 
@@ -467,7 +480,7 @@ async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         let client = Client::connect_or_start(home).await?;
         let p = client.ping().await?;
-        println!("started daemon {} (pid {})", p.version, p.pid);
+        outln!("started daemon {} (pid {})", p.version, p.pid)?;
         return Ok(());
     };
     let binary = match args.binary {
@@ -495,10 +508,10 @@ async fn update(home: Home, args: UpdateArgs) -> Result<()> {
             if now.reexecs > before.reexecs || now.pid != before.pid {
                 let procs: Vec<ProcessInfo> = client.get("/processes").await.unwrap_or_default();
                 let running = procs.iter().filter(|p| p.pid.is_some()).count();
-                println!(
+                outln!(
                     "daemon updated in place: cohort {} → {} (pid {}); {running} processes kept running, none restarted",
                     before.version, now.version, now.pid
-                );
+                )?;
                 return Ok(());
             }
             // A daemon image younger than the request went back to the previous binary.

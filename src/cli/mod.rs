@@ -4,9 +4,14 @@
 
 mod access;
 pub mod commands;
+mod list;
 mod observe;
 mod options;
+mod output;
+mod pm2;
 pub mod render;
+mod select;
+mod start;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -16,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Process manager, cluster runner and load balancer in one binary",
     long_about = "Process manager, cluster runner and load balancer in one binary.\n\nEverything lives in $COHORT_HOME (default ~/.cohort); the daemon starts by itself on the first command that needs it.",
-    after_help = "Selectors: an app name, a numeric id, `all`, or a config file (acts on the apps it declares)."
+    after_help = "Selectors: an app name, a numeric id, `all`, a config file (acts on the apps it declares), a script file (the apps running it), a namespace, or /regex/ (app names matching it)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,8 +30,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Start a script, a command, or the apps of a config file (cohort.toml, JSON, ecosystem.config.js).
+    /// Start scripts, commands, or the apps of config files (cohort.toml, JSON, ecosystem.config.js; `-` reads one from stdin).
     Start(StartArgs),
+    /// Start the apps of a config file, restarting those that run (PM2's startOrRestart; same as `start CONFIG`).
+    #[command(name = "startOrRestart")]
+    StartOrRestart(StartArgs),
+    /// Start the apps of a config file, reloading those that run (PM2's startOrReload).
+    #[command(name = "startOrReload", alias = "startOrGracefulReload")]
+    StartOrReload(StartArgs),
     /// Stop processes (kill_signal to the process group, then SIGKILL after kill_timeout).
     Stop(TargetArgs),
     /// Stop then start processes again (a config file is read again; apps of it not running start).
@@ -44,14 +55,24 @@ pub enum Command {
     #[command(alias = "show")]
     Describe(TargetArgs),
     /// List processes.
-    #[command(aliases = ["list", "l", "status"])]
+    #[command(aliases = ["list", "l", "ps", "status"])]
     Ls(LsArgs),
-    /// List processes as JSON (same as `ls --json`).
-    Jlist,
+    /// List processes as JSON: `ls --json`'s fields plus PM2's (pm_id, pm2_env, monit); --pm2 for PM2's only.
+    Jlist(JlistArgs),
+    /// List processes as PM2's `prettylist` prints them (Node's util.inspect layout, for scripts that grep it).
+    Prettylist(SortArg),
+    /// Print the pids of an app's processes (or of every process), one per line.
+    Pid(OptionalTarget),
+    /// Send a signal to processes (e.g. `cohort sendSignal SIGUSR2 api`).
+    #[command(name = "sendSignal")]
+    SendSignal(SignalArgs),
     /// Show the last lines of the logs, then follow new ones.
     Logs(LogsArgs),
     /// Empty log files.
     Flush(OptionalTarget),
+    /// Reopen every log file (after an external logrotate moved them).
+    #[command(name = "reloadLogs")]
+    ReloadLogs,
     /// Print the environment of a process.
     Env(EnvArgs),
     /// Save the running apps to $COHORT_HOME/dump.json (for `resurrect` and boot).
@@ -142,6 +163,7 @@ pub enum InitArg {
 
 #[derive(Args, Debug)]
 #[command(mut_arg("json", |a| a.help("Print log lines as raw JSON objects (one per line) instead of `name|instance | line`")))]
+#[command(mut_arg("targets", |a| a.action(clap::ArgAction::Set).num_args(1).value_name("TARGET").help("Script, command line, or config file")))]
 pub struct RunArgs {
     #[command(flatten)]
     pub start: StartArgs,
@@ -180,8 +202,9 @@ pub struct UpdateArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct StartArgs {
-    /// Script, command line ("sleep 1000"), or config file.
-    pub target: String,
+    /// Scripts, command lines ("sleep 1000"), config files, or `-` for a config on stdin
+    /// (default: ./ecosystem.config.js or ./cohort.toml). An app name or id restarts that app.
+    pub targets: Vec<String>,
     /// App name (default: the script's file name without extension).
     #[arg(long, short = 'n')]
     pub name: Option<String>,
@@ -192,7 +215,7 @@ pub struct StartArgs {
     #[arg(long)]
     pub interpreter: Option<String>,
     /// Arguments for the interpreter, e.g. "--max-old-space-size=512".
-    #[arg(long, alias = "interpreter-args")]
+    #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
     pub node_args: Option<String>,
     /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N.
     #[arg(long, short = 'i', allow_hyphen_values = true)]
@@ -261,8 +284,18 @@ pub struct StartArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// Run in fork or cluster mode.
-    #[arg(long = "exec-mode", short = 'x')]
+    #[arg(long = "exec-mode")]
     pub exec_mode: Option<String>,
+    /// PM2's -x/--execute-command (fork mode, the default): accepted and ignored; `-x cluster`
+    /// and `-x fork` still set the mode.
+    #[arg(short = 'x', long = "execute-command", num_args = 0..=1, value_name = "MODE", hide = true)]
+    pub execute_command: Option<Option<String>>,
+    /// Start a second copy of a script that already runs (it gets the name NAME-1, NAME-2, …).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// PM2's namespace: a group of apps that selectors can name (`cohort stop NAMESPACE`).
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
@@ -285,7 +318,7 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// App names, ids, `all`, or config files (one or more).
+    /// App names, ids, `all`, config files, script files, namespaces or /regex/ (one or more).
     #[arg(required = true, num_args = 1..)]
     pub target: Vec<String>,
     /// Print the resulting process list as JSON.
@@ -303,11 +336,41 @@ pub struct RestartArgs {
     /// With a config file: apply its env_<NAME> block.
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
+    /// New interpreter arguments for the apps, e.g. "--max-old-space-size=512".
+    #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
+    pub node_args: Option<String>,
+    /// PM2 renames the app on restart; cohort does not (the error says what to type).
+    #[arg(long, short = 'n', hide = true)]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SignalArgs {
+    /// Signal name or number (SIGUSR2, USR2, 12).
+    pub signal: String,
+    /// App name, id, `all`, namespace, script or /regex/.
+    pub target: String,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct SortArg {
+    /// Order by name, id, pid, uptime, cpu, memory, restarts or status; `:desc` reverses (PM2's --sort).
+    #[arg(long, value_name = "FIELD[:asc|desc]")]
+    pub sort: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct JlistArgs {
+    /// PM2's layout only (pid 0 when stopped), without cohort's own fields.
+    #[arg(long)]
+    pub pm2: bool,
+    #[command(flatten)]
+    pub sort: SortArg,
 }
 
 #[derive(Args, Debug)]
 pub struct OptionalTarget {
-    /// App name, id, `all`, or config file (default: all).
+    /// App name, id, `all`, config file, script, namespace or /regex/ (default: all).
     pub target: Option<String>,
 }
 
@@ -324,6 +387,8 @@ pub struct LsArgs {
     /// One JSON array, one object per process.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub sort: SortArg,
 }
 
 #[derive(Args, Debug)]
@@ -378,4 +443,24 @@ pub struct SaveArgs {
     /// Save even when no app runs (replaces the dump with an empty list).
     #[arg(long)]
     pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap checks the definitions (positionals, aliases, conflicts) only when it builds them.
+    #[test]
+    fn every_command_definition_is_valid() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name().to_string();
+            let sub = sub.clone();
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || sub.debug_assert()));
+            assert!(r.is_ok(), "`cohort {name}` has an invalid definition");
+        }
+        cli.debug_assert();
+    }
 }

@@ -8,10 +8,11 @@ use crate::daemon::foreground::RunOptions;
 use crate::startup::{InitSystem, StartupOptions};
 
 impl StartArgs {
-    /// The options that shape the app specs (`--json` is the CLI's).
-    pub fn options(&self) -> StartOptions {
+    /// The options that shape the app specs of one target (`--json`, `-f` and the unsupported PM2
+    /// flags are the CLI's).
+    pub fn options_for(&self, target: &str) -> StartOptions {
         StartOptions {
-            target: self.target.clone(),
+            target: target.to_string(),
             name: self.name.clone(),
             cwd: self.cwd.clone(),
             interpreter: self.interpreter.clone(),
@@ -39,6 +40,8 @@ impl StartArgs {
             shutdown_with_message: self.shutdown_with_message,
             port: self.port,
             exec_mode: self.exec_mode.clone(),
+            namespace: self.namespace.clone(),
+            config_text: None,
             watch: self.watch,
             ignore_watch: self.ignore_watch.clone(),
             max_memory_restart: self.max_memory_restart.clone(),
@@ -51,7 +54,10 @@ impl StartArgs {
 impl From<RunArgs> for RunOptions {
     fn from(a: RunArgs) -> RunOptions {
         RunOptions {
-            start: a.start.options(),
+            // clap takes exactly one target for `run`.
+            start: a
+                .start
+                .options_for(a.start.targets.first().map(String::as_str).unwrap_or("")),
             health: a.health,
             json: a.start.json,
         }

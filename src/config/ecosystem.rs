@@ -1,8 +1,10 @@
 //! Ecosystem files: `cohort.toml` (`[[apps]]`), JSON (`{"apps": [...]}`) and PM2's
-//! `ecosystem.config.js`/`.cjs`/`.mjs` (evaluated with node, so it may compute values).
+//! `ecosystem.config.js`/`.cjs`/`.mjs`, in every shape PM2 reads (`apps`, `pm2`, a bare list, a
+//! single app object) and with PM2's field aliases (`cmd`, `exec`, `out`, `err`, `log`, …).
 //!
-//! Every format is read into one JSON value and validated by the same code, so errors name the file,
-//! the app and the field the same way whatever the format: `ecosystem.config.js: apps[1].instances: …`.
+//! Every format is read into one JSON value (`read`) and validated by the same code, so errors name
+//! the file, the app and the field the same way whatever the format:
+//! `ecosystem.config.js: apps[1].instances: …`.
 
 use super::resolve::resolve;
 use super::{AppSpec, ExecMode, Instances};
@@ -14,14 +16,10 @@ use std::path::{Path, PathBuf};
 const NOT_YET: &[&str] = &[
     "watch_options",
     "source_map_support",
-    "instance_var",
     "filter_env",
     "vizion",
     "post_update",
     "force",
-    "append_env_to_name",
-    "namespace",
-    "increment_var",
     "treekill",
     "pmx",
     "automation",
@@ -33,7 +31,6 @@ const NOT_YET: &[&str] = &[
     "node_version",
     "version",
     "deep_monitoring",
-    "exec_interpreter",
     "autostart",
     "uid",
     "gid",
@@ -69,7 +66,7 @@ pub fn is_config_file(arg: &str) -> bool {
 
 /// Reads `path` and turns it into app specs; every problem is one message naming file, app and field.
 pub fn load(path: &Path, display: &str, opts: &LoadOptions) -> Result<Loaded, String> {
-    let value = read_value(path, display)?;
+    let value = super::read::file(path, display)?;
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -78,68 +75,25 @@ pub fn load(path: &Path, display: &str, opts: &LoadOptions) -> Result<Loaded, St
     from_value(&value, display, &dir, opts)
 }
 
-fn read_value(path: &Path, display: &str) -> Result<Value, String> {
-    let lower = display.to_ascii_lowercase();
-    if lower.ends_with(".yml") || lower.ends_with(".yaml") {
-        return Err(format!(
-            "{display}: YAML ecosystem files are not supported (write the same fields as JSON, TOML or ecosystem.config.js)"
-        ));
-    }
-    if lower.ends_with(".js") || lower.ends_with(".cjs") || lower.ends_with(".mjs") {
-        return eval_js(path, display);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{display}: cannot read: {e}"))?;
-    if lower.ends_with(".toml") {
-        let v: toml::Value =
-            toml::from_str(&text).map_err(|e| format!("{display}: invalid TOML: {e}"))?;
-        serde_json::to_value(v).map_err(|e| format!("{display}: {e}"))
-    } else {
-        serde_json::from_str(&text).map_err(|e| format!("{display}: invalid JSON: {e}"))
-    }
+/// Reads a config given as text (`start -` reads it from stdin), relative to `dir`.
+pub fn load_text(
+    text: &str,
+    display: &str,
+    dir: &Path,
+    opts: &LoadOptions,
+) -> Result<Loaded, String> {
+    let value = super::read::json_like(text, display)?;
+    from_value(&value, display, dir, opts)
 }
 
-/// Evaluates a PM2 ecosystem file with node and reads the exported object as JSON.
-fn eval_js(path: &Path, display: &str) -> Result<Value, String> {
-    if !path.is_file() {
-        return Err(format!("{display}: no such file (check the path)"));
-    }
-    const LOADER: &str = r#"
-const p = require('path').resolve(process.argv[1]);
-const load = async () => {
-  let m;
-  if (p.endsWith('.mjs')) m = await import(require('url').pathToFileURL(p).href);
-  else {
-    try { m = require(p); }
-    catch (e) {
-      if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE')) m = await import(require('url').pathToFileURL(p).href);
-      else throw e;
-    }
-  }
-  if (m && m.default && !m.apps && !m.balancers) m = m.default;
-  return m;
-};
-load().then((m) => process.stdout.write(JSON.stringify(m === undefined ? null : m)),
-  (e) => { process.stderr.write(String((e && e.stack) || e)); process.exit(1); });
-"#;
-    let node = super::resolve::find_program("node", Path::new("/"), std::env::var("PATH").ok().as_deref())
-        .ok_or_else(|| format!("{display}: node is needed to read a .js ecosystem file and is not on PATH (install Node.js, or use cohort.toml / JSON)"))?;
-    let out = std::process::Command::new(node)
-        .arg("-e")
-        .arg(LOADER)
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("{display}: cannot run node to evaluate it: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first: Vec<&str> = err.lines().take(6).collect();
-        return Err(format!(
-            "{display}: node could not evaluate it:\n{}",
-            first.join("\n")
-        ));
-    }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{display}: the exported value is not JSON-serialisable: {e}"))
+/// True when an object is one app rather than a file of apps (PM2 reads both).
+fn is_single_app(obj: &Map<String, Value>) -> bool {
+    !obj.contains_key("apps")
+        && !obj.contains_key("pm2")
+        && !obj.contains_key("balancers")
+        && ["script", "cmd", "command", "exec"]
+            .iter()
+            .any(|k| obj.contains_key(*k))
 }
 
 /// Validates a config value (any format) into app specs.
@@ -151,6 +105,11 @@ pub fn from_value(
 ) -> Result<Loaded, String> {
     let mut loaded = Loaded::default();
     let obj = match value {
+        Value::Object(o) if is_single_app(o) => {
+            let mut wrapped = Map::new();
+            wrapped.insert("apps".into(), Value::Array(vec![value.clone()]));
+            wrapped
+        }
         Value::Object(o) => o.clone(),
         // PM2 accepts a bare array of apps too.
         Value::Array(a) => {
@@ -166,7 +125,10 @@ pub fn from_value(
         }
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apps" | "balancers" | "deploy" | "web") {
+        if !matches!(
+            key.as_str(),
+            "apps" | "pm2" | "balancers" | "deploy" | "web"
+        ) {
             loaded
                 .warnings
                 .push(format!("{file}: unknown top-level field {key:?} ignored"));
@@ -180,7 +142,8 @@ pub fn from_value(
     if let Some(w) = obj.get("web") {
         loaded.web = Some(super::web::from_value(w, &format!("{file}: web"), dir)?);
     }
-    let apps = match obj.get("apps") {
+    // PM2 reads `pm2` when there is no `apps`.
+    let apps = match obj.get("apps").or(obj.get("pm2")) {
         None if obj.contains_key("balancers") => Vec::new(),
         None => return Err(format!("{file}: no \"apps\" list (declare apps as {{\"apps\": [{{\"name\": …, \"script\": …}}]}} or [[apps]] in TOML)")),
         Some(Value::Array(a)) => a.clone(),
@@ -397,10 +360,8 @@ const KNOWN: &[&str] = &[
     "stop_exit_codes",
     "out_file",
     "error_file",
-    "err_file",
     "log_file",
     "merge_logs",
-    "combine_logs",
     "time",
     "log_date_format",
     "log_type",
@@ -409,15 +370,96 @@ const KNOWN: &[&str] = &[
     "shutdown_with_message",
     "port",
     "listen",
-    "output",
-    "error",
+    "namespace",
+    "instance_var",
+    "increment_var",
+    "append_env_to_name",
     "watch",
     "ignore_watch",
     "watch_delay",
     "cron_restart",
-    "cron",
     "max_memory_restart",
 ];
+
+/// PM2's aliases (its schema.json and `verifyConfs`): each names the canonical field it stands for.
+const ALIASES: &[(&str, &str)] = &[
+    ("cmd", "script"),
+    ("command", "script"),
+    ("exec", "script"),
+    ("exec_interpreter", "interpreter"),
+    ("interpreterArgs", "interpreter_args"),
+    ("out", "out_file"),
+    ("output", "out_file"),
+    ("out_log", "out_file"),
+    ("err", "error_file"),
+    ("error", "error_file"),
+    ("err_file", "error_file"),
+    ("err_log", "error_file"),
+    ("log", "log_file"),
+    ("combine_logs", "merge_logs"),
+    ("cron", "cron_restart"),
+    ("pid", "pid_file"),
+    ("user", "uid"),
+];
+
+/// The app object with PM2's aliases renamed to the fields they stand for; when both are given
+/// the canonical field wins and the alias gets a warning.
+fn with_canonical_names(
+    obj: &Map<String, Value>,
+    at: &str,
+    warnings: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut out = obj.clone();
+    for (alias, canonical) in ALIASES {
+        if let Some(v) = out.remove(*alias) {
+            if out.contains_key(*canonical) {
+                warnings.push(format!(
+                    "{at}.{alias}: ignored: {canonical} is given too (they mean the same)"
+                ));
+            } else {
+                out.insert(canonical.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// `~/…` is the user's home, as PM2 reads it.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix('~'), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            PathBuf::from(home).join(rest.trim_start_matches('/'))
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+/// A log path as written in a config or flag: `"NULL"` and `"/dev/null"` discard the output (PM2),
+/// `~` is the home folder, a relative path is under the app's folder.
+pub fn log_path(cwd: &Path, given: &str) -> PathBuf {
+    if given == "NULL" || given == super::DISCARD {
+        return PathBuf::from(super::DISCARD);
+    }
+    cwd.join(expand_home(given))
+}
+
+/// Where `log_file: true` puts the combined log: `$COHORT_HOME/logs/<name>.log`.
+fn default_combined_log(name: &str) -> PathBuf {
+    let home = std::env::var_os("COHORT_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cohort")))
+        .unwrap_or_else(|| PathBuf::from(".cohort"));
+    home.join("logs")
+        .join(format!("{}.log", log_file_stem(name)))
+}
+
+/// An app name as it appears in log file names: whitespace becomes `-` (`Export report` →
+/// `Export-report`), as PM2 does.
+pub fn log_file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_whitespace() { '-' } else { c })
+        .collect()
+}
 
 fn app_from_value(
     value: &Value,
@@ -426,12 +468,13 @@ fn app_from_value(
     opts: &LoadOptions,
     warnings: &mut Vec<String>,
 ) -> Result<AppSpec, String> {
-    let Value::Object(obj) = value else {
+    let Value::Object(given) = value else {
         return Err(format!(
             "{at}: expected an app object {{\"name\": …, \"script\": …}}, got {}",
             kind(value)
         ));
     };
+    let obj = &with_canonical_names(given, at, warnings);
     let f = Fields { obj, at };
     for key in obj.keys() {
         if NOT_YET.contains(&key.as_str()) {
@@ -445,7 +488,7 @@ fn app_from_value(
     })?;
     let cwd = match f.string("cwd")? {
         Some(c) => {
-            let p = dir.join(c);
+            let p = dir.join(expand_home(&c));
             if !p.is_dir() {
                 return Err(format!("{at}.cwd: {} is not a directory", p.display()));
             }
@@ -458,9 +501,13 @@ fn app_from_value(
     let path_var = env.get("PATH").cloned();
     let resolved = resolve(&script, interpreter.as_deref(), &cwd, path_var.as_deref())
         .map_err(|e| format!("{at}.script: {e}"))?;
-    let name = f
+    let mut name = f
         .string("name")?
         .unwrap_or_else(|| resolved.default_name.clone());
+    // PM2's append_env_to_name: `--env production` makes `api` into `api-production`.
+    if let (Some(true), Some(env_name)) = (f.bool("append_env_to_name")?, opts.env_name) {
+        name = format!("{name}-{env_name}");
+    }
     validate_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
     let at_named = at.to_string();
     let f = Fields { obj, at: &at_named };
@@ -473,7 +520,30 @@ fn app_from_value(
     }
     let mut iargs = f.words("interpreter_args")?.unwrap_or_default();
     iargs.extend(f.words("node_args")?.unwrap_or_default());
+    if !iargs.is_empty() && spec.interpreter.is_none() {
+        warnings.push(format!(
+            "{at}.node_args: ignored: {} runs without an interpreter (put the flags in args, or set interpreter)",
+            spec.script
+        ));
+        iargs.clear();
+    }
     spec.interpreter_args = iargs;
+    spec.namespace = f.string("namespace")?;
+    if let Some(ns) = &spec.namespace {
+        validate_name(ns).map_err(|e| format!("{at}.namespace: {e}"))?;
+    }
+    spec.instance_var = f.string("instance_var")?;
+    spec.increment_var = f.string("increment_var")?;
+    for (field, var) in [
+        ("instance_var", &spec.instance_var),
+        ("increment_var", &spec.increment_var),
+    ] {
+        if let Some(v) = var {
+            if v.is_empty() || v.contains('=') || v.contains('\0') {
+                return Err(format!("{at}.{field}: {v:?} is not a valid variable name"));
+            }
+        }
+    }
 
     let mut keys = BTreeSet::new();
     if let Some(e) = f.env("env")? {
@@ -556,18 +626,15 @@ fn app_from_value(
             })
             .collect::<Result<_, _>>()?;
     }
-    let path = |p: String| -> PathBuf { cwd.join(p) };
-    spec.out_file = f.string("out_file")?.or(f.string("output")?).map(path);
-    spec.error_file = f
-        .string("error_file")?
-        .or(f.string("err_file")?)
-        .or(f.string("error")?)
-        .map(path);
-    spec.log_file = f.string("log_file")?.map(path);
-    spec.merge_logs = f
-        .bool("merge_logs")?
-        .or(f.bool("combine_logs")?)
-        .unwrap_or(false);
+    spec.out_file = f.string("out_file")?.map(|p| log_path(&cwd, &p));
+    spec.error_file = f.string("error_file")?.map(|p| log_path(&cwd, &p));
+    spec.log_file = match f.get("log_file") {
+        None | Some(Value::Bool(false)) => None,
+        // PM2's `log: true`: a combined log in the default folder.
+        Some(Value::Bool(true)) => Some(default_combined_log(&spec.name)),
+        Some(_) => f.string("log_file")?.map(|p| log_path(&cwd, &p)),
+    };
+    spec.merge_logs = f.bool("merge_logs")?.unwrap_or(false);
     spec.time = f.bool("time")?.unwrap_or(false);
     spec.log_date_format = f.string("log_date_format")?;
     if let Some(t) = f.string("log_type")? {
@@ -665,5 +732,75 @@ mod tests {
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);
+    }
+
+    #[test]
+    fn pm2_shapes_and_aliases_read_the_same() {
+        let env = BTreeMap::new();
+        let cases = [
+            (serde_json::json!({"name": "a", "cmd": "/bin/sleep 1"}), "a"),
+            (
+                serde_json::json!({"pm2": [{"name": "b", "exec": "/bin/sleep 1"}]}),
+                "b",
+            ),
+            (
+                serde_json::json!([{"name": "c", "command": "/bin/sleep 1"}]),
+                "c",
+            ),
+            (
+                serde_json::json!({"apps": {"name": "d", "script": "/bin/sleep 1", "out": "o.log", "err": "e.log", "log": "all.log"}}),
+                "d",
+            ),
+        ];
+        for (v, name) in cases {
+            let l = from_value(&v, "c.json", Path::new("/srv"), &opts(&env)).unwrap();
+            assert_eq!(l.apps[0].name, name, "{v}");
+            assert!(l.apps[0].script.ends_with("/sleep"), "{v}");
+            assert!(l.warnings.is_empty(), "{v}: {:?}", l.warnings);
+        }
+        let v = serde_json::json!({"name": "d", "script": "/bin/sleep 1", "out": "o.log", "err": "e.log", "log": "all.log"});
+        let d = &from_value(&v, "c.json", Path::new("/srv"), &opts(&env))
+            .unwrap()
+            .apps[0];
+        assert_eq!(d.out_file.as_deref(), Some(Path::new("/srv/o.log")));
+        assert_eq!(d.error_file.as_deref(), Some(Path::new("/srv/e.log")));
+        assert_eq!(d.log_file.as_deref(), Some(Path::new("/srv/all.log")));
+    }
+
+    #[test]
+    fn log_paths_as_pm2_reads_them() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let cases = [
+            ("NULL", "/dev/null".to_string()),
+            ("/dev/null", "/dev/null".to_string()),
+            ("logs/a.log", "/srv/logs/a.log".to_string()),
+            ("/var/log/a.log", "/var/log/a.log".to_string()),
+            ("~/a.log", format!("{home}/a.log")),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                log_path(Path::new("/srv"), given),
+                PathBuf::from(&want),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn names() {
+        let cases = [
+            ("Export report", true),
+            ("api", true),
+            ("all", false),
+            ("42", false),
+            ("a/b", false),
+            ("tab\there", false),
+            (" padded", false),
+            ("", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+        }
+        assert_eq!(log_file_stem("Export report"), "Export-report");
     }
 }

@@ -1,11 +1,12 @@
 //! App specifications: what the CLI resolves from flags and ecosystem files and sends to the daemon,
 //! and what `save` writes to dump.json. Defaults follow PM2's so habits carry over.
-//! `start` turns a start's options into specs, `ecosystem` reads config files, `resolve` finds
-//! scripts and interpreters.
+//! `start` turns a start's options into specs, `ecosystem` validates config files (`read` parses
+//! their formats), `resolve` finds scripts and interpreters.
 
 pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
+pub mod read;
 pub mod resolve;
 pub mod start;
 pub mod triggers;
@@ -146,6 +147,15 @@ pub struct AppSpec {
     /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<serde_json::Value>,
+    /// PM2's namespace: a group of apps that `stop NAMESPACE` and the like act on (None = "default").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// PM2's `instance_var`: the variable that carries the instance number (default NODE_APP_INSTANCE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_var: Option<String>,
+    /// PM2's `increment_var`: a variable of `env` (a number) that grows by one per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment_var: Option<String>,
     /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<triggers::WatchSpec>,
@@ -156,6 +166,9 @@ pub struct AppSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_restart: Option<u64>,
 }
+
+/// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
+pub const DISCARD: &str = "/dev/null";
 
 impl AppSpec {
     /// A spec with PM2's defaults for everything but what identifies the app.
@@ -191,10 +204,18 @@ impl AppSpec {
             shutdown_with_message: false,
             listen: Vec::new(),
             balancer: None,
+            namespace: None,
+            instance_var: None,
+            increment_var: None,
             watch: None,
             cron_restart: None,
             max_memory_restart: None,
         }
+    }
+
+    /// The namespace as PM2 shows it (`default` when none was given).
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
     }
 
     /// True when the processes run under Node.js (they get the IPC channel and the preload).

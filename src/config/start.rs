@@ -45,6 +45,10 @@ pub struct StartOptions {
     pub shutdown_with_message: bool,
     pub port: Option<u16>,
     pub exec_mode: Option<String>,
+    /// PM2's namespace for the apps (those of a config file that declare none).
+    pub namespace: Option<String>,
+    /// A config given as text instead of a file (`start -` reads it from stdin).
+    pub config_text: Option<String>,
     /// `--watch`: restart when files under the app's cwd change.
     pub watch: bool,
     /// `--ignore-watch`: globs, comma-separated.
@@ -74,24 +78,26 @@ pub struct StartSpecs {
 pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
     let here = std::env::current_dir().context("reading the current directory")?;
     let base_env: BTreeMap<String, String> = std::env::vars().collect();
-    if ecosystem::is_config_file(&a.target) {
-        let path = here.join(&a.target);
-        if !path.is_file() {
-            bail!("config file not found: {} (check the path)", a.target);
-        }
+    if a.config_text.is_some() || ecosystem::is_config_file(&a.target) {
         let only: Option<Vec<String>> = a
             .only
             .as_ref()
             .map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
-        let loaded = ecosystem::load(
-            &path,
-            &a.target,
-            &LoadOptions {
-                env_name: a.env.as_deref(),
-                base_env: &base_env,
-                only: only.as_deref(),
-            },
-        )
+        let load = LoadOptions {
+            env_name: a.env.as_deref(),
+            base_env: &base_env,
+            only: only.as_deref(),
+        };
+        let loaded = match &a.config_text {
+            Some(text) => ecosystem::load_text(text, "stdin", &here, &load),
+            None => {
+                let path = here.join(&a.target);
+                if !path.is_file() {
+                    bail!("config file not found: {} (check the path)", a.target);
+                }
+                ecosystem::load(&path, &a.target, &load)
+            }
+        }
         .map_err(|e| anyhow!(e))?;
         if a.name.is_some() && loaded.apps.len() > 1 {
             bail!(
@@ -106,6 +112,9 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
             apply_options(spec, a, &cwd)?;
             if let Some(n) = &a.name {
                 spec.name = n.clone();
+            }
+            if spec.namespace.is_none() {
+                spec.namespace = a.namespace.clone();
             }
         }
         if apps.is_empty() {
@@ -143,16 +152,25 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
     let mut spec = AppSpec::new(name, r.script, cwd.clone());
     spec.interpreter = r.interpreter;
     spec.args = r.args;
+    let mut warnings = Vec::new();
     if let Some(na) = &a.node_args {
-        spec.interpreter_args =
-            shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
+        if spec.interpreter.is_none() {
+            warnings.push(format!(
+                "--node-args ignored: {} runs without an interpreter (pass the flags after --, or set --interpreter)",
+                spec.script
+            ));
+        } else {
+            spec.interpreter_args =
+                shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
+        }
     }
     spec.env = base_env;
+    spec.namespace = a.namespace.clone();
     apply_options(&mut spec, a, &cwd)?;
     Ok(StartSpecs {
         apps: vec![spec],
         from_config_file: false,
-        warnings: Vec::new(),
+        warnings,
         web: None,
     })
 }
@@ -221,13 +239,16 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
             .collect::<Result<_>>()?;
     }
     if let Some(o) = &a.out {
-        spec.out_file = Some(cwd.join(o));
+        spec.out_file = Some(ecosystem::log_path(cwd, o));
     }
     if let Some(e) = &a.err {
-        spec.error_file = Some(cwd.join(e));
+        spec.error_file = Some(ecosystem::log_path(cwd, e));
     }
     if let Some(l) = &a.log_file {
-        spec.log_file = Some(cwd.join(l));
+        spec.log_file = Some(ecosystem::log_path(cwd, l));
+    }
+    if let Some(ns) = &a.namespace {
+        ecosystem::validate_name(ns).map_err(|e| anyhow!("--namespace: {e}"))?;
     }
     if a.merge_logs {
         spec.merge_logs = true;

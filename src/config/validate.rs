@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 pub const MAX_INSTANCES: u32 = 4096;
 
 /// Checks an app name: used in file names and as a selector, so it can't look like an id or `all`.
+/// Spaces inside are allowed (PM2 allows `Export report`); log file names turn them into `-`.
 pub fn name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
@@ -19,8 +20,15 @@ pub fn name(name: &str) -> Result<(), String> {
             "{name:?} can't be a name: it would read as a selector (`all` or an id)"
         ));
     }
-    if name.contains('/') || name.contains('\0') || name.chars().any(char::is_whitespace) {
-        return Err(format!("{name:?} can't be a name: no slashes or spaces"));
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "{name:?} can't be a name: no slashes, tabs or line breaks"
+        ));
+    }
+    if name.trim() != name {
+        return Err(format!(
+            "{name:?} can't be a name: it starts or ends with a space"
+        ));
     }
     Ok(())
 }
@@ -118,10 +126,12 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_field() {
-        let mut cases: Vec<(AppSpec, &str)> = Vec::new();
-        cases.push((spec("all"), "x.name: \"all\" can't be a name"));
-        cases.push((spec("12"), "x.name: \"12\" can't be a name"));
-        cases.push((spec("a b"), "x.name: \"a b\" can't be a name"));
+        let mut cases: Vec<(AppSpec, &str)> = vec![
+            (spec("all"), "x.name: \"all\" can't be a name"),
+            (spec("12"), "x.name: \"12\" can't be a name"),
+            (spec("a\tb"), "x.name: \"a\\tb\" can't be a name"),
+            (spec(" a"), "x.name: \" a\" can't be a name"),
+        ];
         let mut s = spec("web");
         s.instances = Instances::Count(100_000);
         cases.push((s, "x.instances: 100000 is out of range"));
@@ -153,6 +163,7 @@ mod tests {
             spec: spec(name),
             instances,
             stopped: false,
+            ids: Vec::new(),
         };
         let cases = [
             (vec![saved("web", 2)], None),

@@ -31,6 +31,9 @@ pub struct SavedApp<S> {
     pub instances: u32,
     /// Every instance was stopped by the user: resurrect recreates it stopped.
     pub stopped: bool,
+    /// The process ids by instance, so `resurrect` and `update` keep them (PM2's pm_id).
+    #[serde(default)]
+    pub ids: Vec<u32>,
 }
 
 pub fn write<S: Serialize>(path: &Path, apps: Vec<SavedApp<S>>) -> Result<()> {
@@ -116,6 +119,7 @@ mod tests {
             spec: "api".to_string(),
             instances: 2,
             stopped: false,
+            ids: vec![3, 4],
         }];
         write(&path, apps).unwrap();
         let dump = read::<String>(&path).unwrap();

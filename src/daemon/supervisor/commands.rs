@@ -78,6 +78,11 @@ impl Supervisor {
 
     /// Registers an app and its processes; starts them unless `run` is false.
     pub(super) fn create_app(&mut self, spec: AppSpec, count: u32, run: bool) {
+        self.create_app_as(spec, count, run, &[]);
+    }
+
+    /// `create_app` giving instance i the id `ids[i]` where it is free (resurrect keeps ids).
+    fn create_app_as(&mut self, spec: AppSpec, count: u32, run: bool, ids: &[u32]) {
         let name = spec.name.clone();
         self.apps.insert(
             name.clone(),
@@ -87,7 +92,7 @@ impl Supervisor {
             },
         );
         for instance in 0..count {
-            let id = self.add_proc(&name, instance);
+            let id = self.add_proc_as(&name, instance, ids.get(instance as usize).copied());
             if run {
                 self.spawn(id);
             }
@@ -147,6 +152,11 @@ impl Supervisor {
             }
         }
         let ids = match self.select(&req.selector) {
+            // `stop all` / `delete all` with nothing to act on is done, as PM2 scripts expect.
+            Ok(ids) if ids.is_empty() && req.selector == crate::api::Selector::All => {
+                let _ = reply.send(Ok(Vec::new()));
+                return;
+            }
             Ok(ids) if ids.is_empty() => {
                 let _ = reply.send(Err(
                     "no apps are running (start one with `cohort start`)".into()
@@ -183,9 +193,39 @@ impl Supervisor {
                 }
             }
         }
+        let signal = match (req.action, req.signal.as_deref()) {
+            (Action::Signal, Some(s)) => match crate::config::parse_signal(s) {
+                Ok(sig) => Some(sig),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
+            (Action::Signal, None) => {
+                let _ = reply.send(Err("sendSignal needs a signal (e.g. SIGUSR2)".into()));
+                return;
+            }
+            _ => None,
+        };
+        if let (Action::Restart | Action::Reload, Some(args)) = (req.action, &req.node_args) {
+            for id in &ids {
+                let app = self.procs.get(id).map(|p| p.app.clone());
+                if let Some(app) = app.and_then(|a| self.apps.get_mut(&a)) {
+                    app.spec.interpreter_args = args.clone();
+                }
+            }
+        }
         let mut waits = Vec::new();
         for &id in &ids {
             match req.action {
+                Action::Signal => {
+                    // The process itself, as PM2's sendSignal (not its group).
+                    if let (Some(pid), Some(sig)) =
+                        (self.procs.get(&id).and_then(|p| p.pid), signal)
+                    {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                    }
+                }
                 Action::Stop => waits.extend(self.stop(id, Want::Stop)),
                 Action::Restart => waits.extend(self.restart(id)),
                 Action::Reload => {}
@@ -339,6 +379,7 @@ impl Supervisor {
                     .iter()
                     .filter_map(|id| self.procs.get(id))
                     .all(|p| p.status == Status::Stopped && p.want == Want::Stop),
+                ids: a.procs.clone(),
             })
             .collect();
         let path = self.home.dump();
@@ -370,7 +411,12 @@ impl Supervisor {
                 continue;
             }
             let name = saved.spec.name.clone();
-            self.create_app(saved.spec, saved.instances.max(1), !saved.stopped);
+            self.create_app_as(
+                saved.spec,
+                saved.instances.max(1),
+                !saved.stopped,
+                &saved.ids,
+            );
             reply.started.push(name);
         }
         Ok(reply)

@@ -137,6 +137,7 @@ impl Supervisor {
     /// Removes process `id` from the tables (and its app, once it has no process left).
     pub(super) fn remove(&mut self, id: u32) {
         if let Some(mut p) = self.procs.remove(&id) {
+            self.gen_floor = self.gen_floor.max(p.gen + 1);
             notify(&mut p);
             if let Some(app) = self.apps.get_mut(&p.app) {
                 app.procs.retain(|x| *x != id);
@@ -149,6 +150,10 @@ impl Supervisor {
                         p.app, p.instance
                     );
                 }
+            }
+            // As PM2: ids start from 0 again once nothing is left (`delete all`).
+            if self.procs.is_empty() {
+                self.next_id = 0;
             }
         }
     }

@@ -152,6 +152,9 @@ pub struct Supervisor {
     procs: BTreeMap<u32, Proc>,
     by_pid: HashMap<i32, u32>,
     next_id: u32,
+    /// Where a new process's `gen` starts: above every removed process's, so a timer armed for a
+    /// deleted process never matches a new one that reuses its id (ids restart at 0, as PM2's).
+    gen_floor: u64,
     hub: LogHub,
     sampler: Sampler,
     cpus: u32,
@@ -240,6 +243,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         procs: BTreeMap::new(),
         by_pid: HashMap::new(),
         next_id: 0,
+        gen_floor: 0,
         hub: hub.clone(),
         sampler: Sampler::new(),
         cpus: crate::sys::cpus::usable(),

@@ -147,6 +147,8 @@ impl Supervisor {
             kill_signal: spec.kill_signal.clone(),
             listen: spec.listen.clone(),
             balancer_admin: p.admin.clone(),
+            namespace: spec.namespace.clone(),
+            instance_var: spec.instance_var.clone(),
             watch: spec
                 .watch
                 .iter()
@@ -257,8 +259,21 @@ impl Supervisor {
 
     /// Adds process `instance` of app `name` to the tables (stopped); returns its id.
     pub(super) fn add_proc(&mut self, name: &str, instance: u32) -> u32 {
-        let id = self.next_id;
-        self.next_id += 1;
+        self.add_proc_as(name, instance, None)
+    }
+
+    /// `add_proc` keeping the id `wanted` when it is free (resurrect and update keep ids, as PM2).
+    pub(super) fn add_proc_as(&mut self, name: &str, instance: u32, wanted: Option<u32>) -> u32 {
+        let id = match wanted.filter(|id| !self.procs.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                while self.procs.contains_key(&self.next_id) {
+                    self.next_id += 1;
+                }
+                self.next_id
+            }
+        };
+        self.next_id = self.next_id.max(id + 1);
         let (out, err, combined) = self.log_paths(name, instance);
         self.procs.insert(
             id,
@@ -277,7 +292,7 @@ impl Supervisor {
                 started: None,
                 last_exit_code: None,
                 last_signal: None,
-                gen: 0,
+                gen: self.gen_floor,
                 cpu: 0.0,
                 memory: 0,
                 history: VecDeque::new(),
@@ -306,6 +321,8 @@ impl Supervisor {
         let spec = self.apps.get(name).map(|a| &a.spec);
         let merge = spec.is_some_and(|s| s.merge_logs);
         let several = spec.is_some_and(|s| s.instances.resolve(self.cpus) > 1);
+        // Names may hold spaces (`Export report`): file names get `-` instead, as PM2's.
+        let name = &crate::config::ecosystem::log_file_stem(name);
         let default = |kind: &str| {
             if merge {
                 self.home.logs_dir().join(format!("{name}-{kind}.log"))
@@ -317,7 +334,7 @@ impl Supervisor {
         };
         // A path given by the user gets the instance number when several processes would share it.
         let custom = |p: &PathBuf| {
-            if several && !merge {
+            if several && !merge && p.as_os_str() != crate::config::DISCARD {
                 let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
                 let ext = p
                     .extension()
@@ -350,7 +367,19 @@ impl Supervisor {
             .unwrap_or_default();
         env.insert("name".into(), p.app.clone());
         env.insert("pm_id".into(), p.id.to_string());
-        env.insert("NODE_APP_INSTANCE".into(), p.instance.to_string());
+        let spec = self.apps.get(&p.app).map(|a| &a.spec);
+        // PM2's instance_var renames NODE_APP_INSTANCE; increment_var adds the instance number.
+        let instance_var = spec
+            .and_then(|s| s.instance_var.clone())
+            .unwrap_or_else(|| "NODE_APP_INSTANCE".into());
+        env.insert(instance_var, p.instance.to_string());
+        if let Some(var) = spec.and_then(|s| s.increment_var.as_ref()) {
+            let base = env.get(var).and_then(|v| v.trim().parse::<i64>().ok());
+            env.insert(
+                var.clone(),
+                (base.unwrap_or(0) + i64::from(p.instance)).to_string(),
+            );
+        }
         env.insert("COHORT_APP".into(), p.app.clone());
         env.insert("COHORT_ID".into(), p.id.to_string());
         env.insert("COHORT_INSTANCE".into(), p.instance.to_string());
