@@ -436,6 +436,7 @@ const KNOWN: &[&str] = &[
     "combine_logs",
     "time",
     "log_date_format",
+    "log_rotate",
     "wait_ready",
     "listen_timeout",
     "shutdown_with_message",
@@ -598,6 +599,10 @@ fn app_from_value(
     spec.log_date_format = f.string("log_date_format")?;
     if spec.log_date_format.is_some() {
         spec.time = true;
+    }
+    if let Some(v) = f.get("log_rotate") {
+        let at = format!("{at_named}.log_rotate");
+        spec.log_rotate = Some(super::log_rotate::LogRotate::from_value(v, &at)?);
     }
     spec.wait_ready = f.bool("wait_ready")?.unwrap_or(false);
     if let Some(ms) = f.millis("listen_timeout")? {

@@ -4,6 +4,7 @@
 //! scripts and interpreters.
 
 pub mod ecosystem;
+pub mod log_rotate;
 pub mod resolve;
 pub mod start;
 
@@ -111,6 +112,9 @@ pub struct AppSpec {
     /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<serde_json::Value>,
+    /// `log_rotate`: this app's rotation settings over the daemon-wide defaults (`cohort logrotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotate: Option<log_rotate::LogRotate>,
 }
 
 impl AppSpec {
@@ -146,6 +150,7 @@ impl AppSpec {
             shutdown_with_message: false,
             listen: Vec::new(),
             balancer: None,
+            log_rotate: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod foreground;
 pub mod logs;
 pub mod notify;
 pub mod reaper;
+pub mod report;
 pub mod routes;
 pub mod sampler;
 pub mod spawn;
@@ -33,7 +34,7 @@ pub fn run(home: Home, if_absent: bool) -> i32 {
     match run_inner(home, if_absent) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::report!("error: {e:#}");
             1
         }
     }
@@ -88,7 +89,7 @@ pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
 fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
     let Some(_claim) = claim_home(&home)? else {
         if if_absent {
-            eprintln!(
+            crate::report!(
                 "cohort: a daemon already runs for {}; leaving it be",
                 home.root.display()
             );
@@ -117,7 +118,7 @@ async fn serve(home: Home) -> Result<()> {
     let (handle, supervision) = supervisor::start(home.clone())?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
     let app = routes::router(handle.clone(), home.clone(), shutdown.clone());
-    eprintln!(
+    crate::report!(
         "cohort: daemon {} started (pid {}) for {}",
         crate::api::VERSION,
         std::process::id(),
@@ -139,12 +140,12 @@ async fn serve(home: Home) -> Result<()> {
             shutdown.notify_waiters();
         }
         _ = term.recv() => {
-            eprintln!("cohort: SIGTERM: stopping every app");
+            crate::report!("cohort: SIGTERM: stopping every app");
             let _ = handle.shutdown().await;
             shutdown.notify_waiters();
         }
         _ = int.recv() => {
-            eprintln!("cohort: SIGINT: stopping every app");
+            crate::report!("cohort: SIGINT: stopping every app");
             let _ = handle.shutdown().await;
             shutdown.notify_waiters();
         }
@@ -156,7 +157,7 @@ async fn serve(home: Home) -> Result<()> {
     }
     // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
-    eprintln!("cohort: daemon stopped");
+    crate::report!("cohort: daemon stopped");
     Ok(())
 }
 
@@ -178,6 +179,6 @@ fn notify_systemd_ready() {
         sock.send_to(b"READY=1", std::path::Path::new(&path))
     };
     if let Err(e) = sent {
-        eprintln!("cohort: cannot notify systemd: {e}");
+        crate::report!("cohort: cannot notify systemd: {e}");
     }
 }

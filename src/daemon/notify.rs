@@ -54,7 +54,7 @@ pub fn start<M: Send + 'static>(
                 }
                 Ok((_, None)) => {}
                 Err(e) => {
-                    eprintln!("cohort: notify socket: {e}");
+                    crate::report!("cohort: notify socket: {e}");
                     break;
                 }
             }

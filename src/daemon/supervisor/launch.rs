@@ -9,8 +9,9 @@ use super::{slots, Event, Supervisor};
 use crate::api::Status;
 use crate::cluster::node_ipc::{channel_env, cluster_worker_env, NodeChannel};
 use crate::cluster::sockets::ListenAddr;
+use crate::config::log_rotate::LogRotate;
 use crate::config::{AppSpec, ExecMode};
-use crate::daemon::logs::{self, LogFile, Sink, Stamp};
+use crate::daemon::logs::{self, LogFile, Registry, Sink, Stamp};
 use crate::daemon::spawn;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -71,7 +72,13 @@ impl Supervisor {
             }
         }
         let inherited = self.prepare_fds(&spec, slot, &mut env, &mut argv);
-        let logs = open_logs(&out_path, &err_path, combined_path.as_deref());
+        let logs = open_logs(
+            &mut self.log_files,
+            spec.log_rotate.as_ref(),
+            &out_path,
+            &err_path,
+            combined_path.as_deref(),
+        );
         let launched = inherited.and_then(|inherited| {
             let logs = logs?;
             let cmd = spawn::Command {
@@ -206,7 +213,7 @@ impl Supervisor {
         p.started_at = Some(crate::daemon::now_ms());
         p.cpu = 0.0;
         p.memory = 0;
-        let (gen, instance) = (p.gen, p.instance);
+        let (gen, instance, counts) = (p.gen, p.instance, p.log_counts.clone());
         self.by_pid.insert(pid, id);
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let stamp = spec
@@ -221,6 +228,7 @@ impl Supervisor {
             combined: logs.combined.clone(),
             stamp: stamp.clone(),
             hub: self.hub.clone(),
+            counts: counts.clone(),
         };
         tokio::spawn(logs::pump(child.stdout, sink("out", logs.out.clone())));
         tokio::spawn(logs::pump(child.stderr, sink("err", logs.err.clone())));
@@ -251,9 +259,9 @@ impl Supervisor {
             return;
         };
         let msg = format!("cohort: cannot start {}:{}: {why}", p.app, p.instance);
-        eprintln!("{msg}");
+        crate::report!("{msg}");
         // The reason goes where the user looks first: the app's error log.
-        if let Ok(f) = LogFile::open(&p.err) {
+        if let Ok(f) = self.log_files.open(&p.err, None) {
             f.write_all(format!("{msg}\n").as_bytes());
         }
         if !(keep_old && p.pid.is_some()) {
@@ -279,15 +287,18 @@ impl Supervisor {
     }
 }
 
-/// Opens (creating) the out, err and combined log files; out and err may be one file.
-fn open_logs(out: &Path, err: &Path, combined: Option<&Path>) -> anyhow::Result<Logs> {
-    let out_file = LogFile::open(out)?;
-    let err_file = if err == out {
-        out_file.clone()
-    } else {
-        LogFile::open(err)?
-    };
-    let combined = combined.map(LogFile::open).transpose()?;
+/// Opens (creating) the out, err and combined log files, or shares those already open for the same
+/// paths (merge_logs); out and err may be one file. `own`: the app's rotation settings.
+fn open_logs(
+    files: &mut Registry,
+    own: Option<&LogRotate>,
+    out: &Path,
+    err: &Path,
+    combined: Option<&Path>,
+) -> anyhow::Result<Logs> {
+    let out_file = files.open(out, own)?;
+    let err_file = files.open(err, own)?;
+    let combined = combined.map(|c| files.open(c, own)).transpose()?;
     Ok(Logs {
         out: out_file,
         err: err_file,

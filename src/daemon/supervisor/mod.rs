@@ -137,6 +137,8 @@ pub struct Supervisor {
     reloads: VecDeque<reload::ReloadJob>,
     /// Where the Node preload (drain on shutdown) was written.
     shim: PathBuf,
+    /// Every open log file, and the daemon-wide rotation defaults.
+    log_files: logs::Registry,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -187,7 +189,6 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         });
     }
     let sup = Supervisor {
-        home,
         events: events_tx,
         apps: BTreeMap::new(),
         procs: BTreeMap::new(),
@@ -200,7 +201,9 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         sockets: SocketTable::new(),
         next_worker: 0,
         reloads: VecDeque::new(),
+        log_files: logs::Registry::new(Some(home.root.join("logrotate.json"))),
         shim,
+        home,
     };
     let task = tokio::spawn(sup.run(requests, events));
     Ok((Handle::new(requests_tx, hub), task))
@@ -215,7 +218,7 @@ fn watch(task: JoinHandle<()>) -> Watch {
                 Ok(panic) => format!("the supervisor task panicked: {}", panic_text(&*panic)),
                 Err(e) => format!("the supervisor task ended abnormally: {e}"),
             };
-            eprintln!("cohort: {reason}; the daemon exits (apps are no longer supervised)");
+            crate::report!("cohort: {reason}; the daemon exits (apps are no longer supervised)");
             let _ = tx.send(reason);
         }
     });
@@ -258,7 +261,7 @@ impl Supervisor {
                 Msg::Event(ev) => self.on_event(ev),
             }));
             if let Err(panic) = handled {
-                eprintln!(
+                crate::report!(
                     "cohort: supervisor: handling {kind} panicked ({}); that message is dropped, the supervisor goes on with its tables",
                     panic_text(&*panic)
                 );
@@ -291,6 +294,18 @@ impl Supervisor {
             }
             Request::Resurrect(reply) => {
                 let _ = reply.send(self.resurrect());
+            }
+            Request::ReopenLogs(reply) => {
+                let _ = reply.send(Ok(self.log_files.reopen(None)));
+            }
+            Request::LogRotation(change, reply) => {
+                let _ = reply.send(match change {
+                    Some(change) => self.log_files.set_defaults(&change),
+                    None => Ok(self.log_files.defaults().clone()),
+                });
+            }
+            Request::LogCounts(reply) => {
+                let _ = reply.send(Ok(self.log_counts()));
             }
             Request::Shutdown(reply) => self.shutdown(reply),
             #[cfg(test)]

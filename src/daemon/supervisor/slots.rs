@@ -58,7 +58,7 @@ impl Supervisor {
         let Some(p) = self.procs.get(&id) else { return };
         let (app, slot) = (p.app.clone(), p.instance as usize);
         if let Err(e) = self.sockets.group(&app).set_live(slot, live) {
-            eprintln!("cohort: cannot steer connections for {app}:{slot}: {e}");
+            crate::report!("cohort: cannot steer connections for {app}:{slot}: {e}");
         }
     }
 
@@ -94,7 +94,7 @@ impl Supervisor {
         }
         let (app, slot) = (p.app.clone(), p.instance as usize);
         if let Err(e) = self.sockets.group(&app).remove_slot(slot) {
-            eprintln!("cohort: closing the sockets of {app}:{slot}: {e}");
+            crate::report!("cohort: closing the sockets of {app}:{slot}: {e}");
         }
     }
 
@@ -148,7 +148,7 @@ impl Supervisor {
                             .and_then(|fd| fd.try_clone_to_owned())
                     });
                 if let Err(e) = &sock {
-                    eprintln!("cohort: {app}:{slot} cannot listen on {}: {e}", q.key());
+                    crate::report!("cohort: {app}:{slot} cannot listen on {}: {e}", q.key());
                 }
                 tokio::spawn(async move {
                     let fd = sock.as_ref().map(|fd| fd.as_fd()).map_err(|e| {
