@@ -33,6 +33,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Jlist => ls(true, home).await,
         Command::Logs(a) => logs(a, home).await,
         Command::Flush(t) => flush(t, home).await,
+        Command::ReloadLogs => super::logrotate::reload_logs(home).await,
+        Command::Logrotate(a) => super::logrotate::logrotate(a, home).await,
         Command::Env(e) => env(e, home).await,
         Command::Save(s) => save(s, home).await,
         Command::Resurrect => resurrect(home).await,

@@ -96,6 +96,7 @@ async fn serve(
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
 
     let (handle, supervision) = supervisor::start(home.clone())?;
+    super::reopen_logs_on_sigusr2(handle.clone())?;
     let supervision = supervision.failed();
     tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());

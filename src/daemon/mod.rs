@@ -128,6 +128,7 @@ async fn serve(home: Home) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
+    reopen_logs_on_sigusr2(handle.clone())?;
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -158,6 +159,21 @@ async fn serve(home: Home) -> Result<()> {
     // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
     crate::report!("cohort: daemon stopped");
+    Ok(())
+}
+
+/// SIGUSR2 reopens every log file, as PM2's `reloadLogs` (what an external logrotate's postrotate
+/// sends).
+pub fn reopen_logs_on_sigusr2(handle: supervisor::Handle) -> Result<()> {
+    let mut usr2 = signal(SignalKind::user_defined2()).context("watching SIGUSR2")?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            match handle.reopen_logs().await {
+                Ok(n) => crate::report!("cohort: SIGUSR2: {n} log files reopened"),
+                Err(e) => crate::report!("cohort: SIGUSR2: cannot reopen the log files: {e}"),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -254,6 +254,22 @@ impl LogFile {
     }
 }
 
+impl Drop for LogFile {
+    /// A file closed in the middle of a failure episode still says what it dropped.
+    fn drop(&mut self) {
+        let failing = match self.inner.get_mut() {
+            Ok(inner) => inner.failing.take(),
+            Err(poisoned) => poisoned.into_inner().failing.take(),
+        };
+        if let Some((dropped, _)) = failing {
+            crate::report!(
+                "cohort: closed {} while it could not be written ({dropped} lines were dropped)",
+                self.path.display()
+            );
+        }
+    }
+}
+
 /// Writes all of `bytes`, as one write(2) when the kernel takes it whole (a short write, as on a
 /// nearly full disk, is continued). Returns the outcome and how many bytes went in.
 fn write_whole(mut file: &File, bytes: &[u8]) -> (std::io::Result<()>, usize) {
