@@ -100,7 +100,10 @@ async fn serve(
     let supervision = supervision.failed();
     tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
-    let app = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = super::access::protect(
+        super::routes::router(handle.clone(), home.clone(), shutdown.clone()),
+        &home,
+    )?;
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

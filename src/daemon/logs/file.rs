@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -64,25 +63,19 @@ struct Inner {
     failing: Option<(u64, bool)>,
 }
 
-/// Opens `path` for appending: creating its folder, never following a symlink at its last
-/// component, close-on-exec, mode 0600 when the file is created.
+/// Opens `path` for appending: creating its folder (0700), never following a symlink at its name
+/// (nor, in COHORT_HOME, at `logs/`), close-on-exec, mode 0600 when the file is created
+/// (`home::private`).
 fn open_append(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::home::private::DIR_MODE)
+            .create(dir)
             .with_context(|| format!("creating log folder {}", dir.display()))?;
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "opening log file {} (it must not be a symlink)",
-                path.display()
-            )
-        })
+    crate::home::private::open_append(path)
 }
 
 impl LogFile {
@@ -374,7 +367,7 @@ fn load_defaults(path: &Path) -> Rotation {
     }
 }
 
-/// Writes the defaults atomically (temp file 0600, rename).
+/// Writes the defaults atomically (temp file 0600, fsync, rename).
 fn save_defaults(path: &Path, r: &Rotation) -> Result<()> {
     let saved = LogRotate {
         max_size: Some(r.max_size),
@@ -384,26 +377,7 @@ fn save_defaults(path: &Path, r: &Rotation) -> Result<()> {
         date_format: Some(r.date_format.clone()),
     };
     let bytes = serde_json::to_vec_pretty(&saved).context("encoding the rotation defaults")?;
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::home::private::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -226,12 +226,7 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
 /// Empties a log file in place (writers append, so they carry on at the new end). A symlink at
 /// `path` is refused, not followed.
 pub fn truncate(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-    {
+    match crate::home::private::open_existing(path) {
         Ok(f) => f
             .set_len(0)
             .with_context(|| format!("truncating {}", path.display())),

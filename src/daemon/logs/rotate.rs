@@ -7,7 +7,6 @@
 
 use crate::config::log_rotate::{Interval, Rotation};
 use chrono::{Datelike, Duration as Days, NaiveDate, NaiveDateTime, TimeZone, Timelike};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -191,12 +190,8 @@ fn gzip(file: &Path) -> std::io::Result<()> {
     let result = (|| {
         let mut input = std::fs::File::open(file)?;
         let modified = input.metadata()?.modified()?;
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&part)?;
+        let _ = std::fs::remove_file(&part); // a leftover of a killed daemon
+        let out = crate::home::private::create_new(&part)?;
         let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
         std::io::copy(&mut input, &mut enc)?;
         let out = enc.finish()?;
