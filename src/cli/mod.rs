@@ -29,10 +29,10 @@ pub enum Command {
     Start(StartArgs),
     /// Stop processes (kill_signal to the process group, then SIGKILL after kill_timeout).
     Stop(TargetArgs),
-    /// Stop then start processes again.
-    Restart(TargetArgs),
+    /// Stop then start processes again (a config file is read again; apps of it not running start).
+    Restart(RestartArgs),
     /// Replace processes one at a time with no downtime (cluster mode); a restart in fork mode.
-    Reload(TargetArgs),
+    Reload(RestartArgs),
     /// Stop processes and forget them.
     #[command(alias = "del")]
     Delete(TargetArgs),
@@ -255,14 +255,17 @@ pub struct StartArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
-    /// PM2's --watch: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Restart (cluster: reload) when files under the working directory change.
+    #[arg(long)]
     pub watch: bool,
-    /// PM2's --max-memory-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Paths or globs the watch ignores (comma-separated; node_modules and .git always are).
+    #[arg(long, value_name = "GLOBS")]
+    pub ignore_watch: Option<String>,
+    /// Restart (cluster: reload) a process whose memory goes above this (150M, 1G, bytes).
+    #[arg(long, value_name = "SIZE")]
     pub max_memory_restart: Option<String>,
-    /// PM2's --cron / --cron-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true, alias = "cron-restart")]
+    /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
+    #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
     pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
@@ -277,6 +280,18 @@ pub struct TargetArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Give the processes the environment of this shell, merged over the app's (PM2's --update-env).
+    #[arg(long, short = 'a')]
+    pub update_env: bool,
+    /// With a config file: apply its env_<NAME> block.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 #[derive(Args, Debug)]

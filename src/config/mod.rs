@@ -9,6 +9,7 @@ pub mod ecosystem;
 pub mod log_rotate;
 pub mod resolve;
 pub mod start;
+pub mod triggers;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +123,15 @@ pub struct AppSpec {
     /// `log_rotate`: this app's rotation settings over the daemon-wide defaults (`cohort logrotate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_rotate: Option<log_rotate::LogRotate>,
+    /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<triggers::WatchSpec>,
+    /// Restart (cluster: reload) on this cron schedule (5 fields, or 6 with seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
 }
 
 impl AppSpec {
@@ -158,6 +168,9 @@ impl AppSpec {
             listen: Vec::new(),
             balancer: None,
             log_rotate: None,
+            watch: None,
+            cron_restart: None,
+            max_memory_restart: None,
         }
     }
 
