@@ -266,6 +266,7 @@ impl Supervisor {
             file,
             combined: logs.combined.clone(),
             stamp: stamp.clone(),
+            json: spec.log_type == crate::config::LogType::Json,
             hub: self.hub.clone(),
             counts: counts.clone(),
         };
