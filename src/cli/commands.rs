@@ -49,7 +49,8 @@ async fn dispatch(command: Command, home: Home) -> Result<()> {
         Command::Pid(t) => list::pid(t, home).await,
         Command::Logs(a) => logs(a, home).await,
         Command::Flush(t) => flush(t, home).await,
-        Command::ReloadLogs => reload_logs(home).await,
+        Command::ReloadLogs => super::logrotate::reload_logs(home).await,
+        Command::Logrotate(a) => super::logrotate::logrotate(a, home).await,
         Command::Env(e) => env(e, home).await,
         Command::Save(s) => save(s, home).await,
         Command::Resurrect => resurrect(home).await,
@@ -189,24 +190,6 @@ async fn send_signal(s: SignalArgs, home: Home) -> Result<()> {
     let _: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
     eprintln!("cohort: sent {} to {}", s.signal, s.target);
     Ok(())
-}
-
-/// `reloadLogs`: the daemon reopens every log file (after an external logrotate moved them).
-async fn reload_logs(home: Home) -> Result<()> {
-    let client = Client::connect_or_start(home).await?;
-    match client
-        .post::<_, serde_json::Value>("/logs/reopen", &Selector::All)
-        .await
-    {
-        Ok(_) => {
-            eprintln!("cohort: log files reopened");
-            Ok(())
-        }
-        Err(e) if format!("{e:#}").contains("404") => {
-            bail!("the daemon cannot reopen log files yet (`cohort restart all` reopens them)")
-        }
-        Err(e) => Err(e),
-    }
 }
 
 async fn scale(s: ScaleArgs, home: Home) -> Result<()> {

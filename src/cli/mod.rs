@@ -5,6 +5,7 @@
 mod access;
 pub mod commands;
 mod list;
+mod logrotate;
 mod observe;
 mod options;
 mod output;
@@ -68,11 +69,13 @@ pub enum Command {
     SendSignal(SignalArgs),
     /// Show the last lines of the logs, then follow new ones.
     Logs(LogsArgs),
-    /// Empty log files.
+    /// Empty log files (and open them again).
     Flush(OptionalTarget),
-    /// Reopen every log file (after an external logrotate moved them).
-    #[command(name = "reloadLogs")]
+    /// Open every log file again at its path (after an external logrotate moved them; as SIGUSR2).
+    #[command(name = "reloadLogs", alias = "reload-logs")]
     ReloadLogs,
+    /// Show or set the daemon-wide log rotation defaults (on by default: 10M × 5 per log file).
+    Logrotate(LogrotateArgs),
     /// Print the environment of a process.
     Env(EnvArgs),
     /// Save the running apps to $COHORT_HOME/dump.json (for `resurrect` and boot).
@@ -170,6 +173,27 @@ pub struct RunArgs {
     /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:9615), for probes.
     #[arg(long, value_name = "ADDR")]
     pub health: Option<String>,
+}
+
+/// `cohort logrotate`: with no flags, prints the defaults; each flag sets one (apps' own
+/// `log_rotate` settings still win).
+#[derive(Args, Debug)]
+pub struct LogrotateArgs {
+    /// Rotate a log file when it would grow past this size (10M, 512K, 1G; 0: never by size).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Rotated files kept per log file (older ones are deleted).
+    #[arg(long, value_name = "N")]
+    pub retain: Option<u32>,
+    /// gzip rotated files in the background (`--compress false` turns it off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub compress: Option<bool>,
+    /// Also rotate by time: hourly, daily, weekly, monthly, or never.
+    #[arg(long, value_name = "INTERVAL")]
+    pub interval: Option<String>,
+    /// Date in rotated names, moment.js tokens (default YYYY-MM-DD_HH-mm-ss).
+    #[arg(long, value_name = "FORMAT")]
+    pub date_format: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -364,6 +364,7 @@ const KNOWN: &[&str] = &[
     "merge_logs",
     "time",
     "log_date_format",
+    "log_rotate",
     "log_type",
     "wait_ready",
     "listen_timeout",
@@ -642,6 +643,10 @@ fn app_from_value(
     }
     if spec.log_date_format.is_some() {
         spec.time = true;
+    }
+    if let Some(v) = f.get("log_rotate") {
+        let at = format!("{at_named}.log_rotate");
+        spec.log_rotate = Some(super::log_rotate::LogRotate::from_value(v, &at)?);
     }
     spec.wait_ready = f.bool("wait_ready")?.unwrap_or(false);
     if let Some(ms) = f.millis("listen_timeout")? {

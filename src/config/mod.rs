@@ -6,6 +6,7 @@
 pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
+pub mod log_rotate;
 pub mod read;
 pub mod resolve;
 pub mod start;
@@ -156,6 +157,9 @@ pub struct AppSpec {
     /// PM2's `increment_var`: a variable of `env` (a number) that grows by one per instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increment_var: Option<String>,
+    /// `log_rotate`: this app's rotation settings over the daemon-wide defaults (`cohort logrotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotate: Option<log_rotate::LogRotate>,
     /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<triggers::WatchSpec>,
@@ -207,6 +211,7 @@ impl AppSpec {
             namespace: None,
             instance_var: None,
             increment_var: None,
+            log_rotate: None,
             watch: None,
             cron_restart: None,
             max_memory_restart: None,

@@ -191,7 +191,7 @@ impl Gate {
         let mut b = self.log_budget.lock().unwrap_or_else(|e| e.into_inner());
         if b.window.elapsed() > Duration::from_secs(60) {
             if b.dropped > 0 {
-                eprintln!(
+                crate::report!(
                     "cohort: {} more refusals in the last minute not logged",
                     b.dropped
                 );
@@ -204,7 +204,7 @@ impl Gate {
         }
         if b.logged < LOG_BURST {
             b.logged += 1;
-            eprintln!("{line}");
+            crate::report!("{line}");
         } else {
             b.dropped += 1;
         }
@@ -338,7 +338,7 @@ async fn change(
 ) -> Response {
     match access::store(&gate.home, shared.as_ref()) {
         Ok(()) => {
-            eprintln!(
+            crate::report!(
                 "cohort: access now: owner, root{}",
                 shared
                     .as_ref()

@@ -37,7 +37,7 @@ pub fn run(args: RunOptions, home: Home) -> i32 {
     match run_inner(args, home) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::report!("error: {e:#}");
             1
         }
     }
@@ -48,7 +48,7 @@ fn run_inner(args: RunOptions, home: Home) -> Result<i32> {
     // Everything the user typed is checked before anything starts.
     let specs = specs_for_start(&args.start)?;
     for w in &specs.warnings {
-        eprintln!("warning: {w}");
+        crate::report!("warning: {w}");
     }
     let health = args
         .health
@@ -111,6 +111,7 @@ async fn serve(
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
 
     let (handle, supervision) = supervisor::start(home.clone())?;
+    super::reopen_logs_on_sigusr2(handle.clone())?;
     let supervision = supervision.failed();
     tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
@@ -121,7 +122,7 @@ async fn serve(
         Some(s) => {
             let st = web.apply(s).await.map_err(|e| anyhow!("[web]: {e}"))?;
             if let Some(b) = st.bound {
-                eprintln!("cohort: web listener on http://{b}/");
+                crate::report!("cohort: web listener on http://{b}/");
             }
         }
         None => web.restore().await,
@@ -141,7 +142,7 @@ async fn serve(
                 .with_graceful_shutdown(async move { stop.notified().await })
                 .await
         });
-        eprintln!("cohort: health endpoints on http://{addr}/healthz and /readyz");
+        crate::report!("cohort: health endpoints on http://{addr}/healthz and /readyz");
     }
     // Subscribe before the apps start so their first lines are printed too.
     let printer = tokio::spawn(print_logs(handle.hub.subscribe(), json));
@@ -157,7 +158,7 @@ async fn serve(
         shutdown.notify_waiters();
         bail!("{e}");
     }
-    eprintln!(
+    crate::report!(
         "cohort: running {} in the foreground (pid {}, COHORT_HOME={}; started in {} ms)",
         names.join(", "),
         std::process::id(),
@@ -169,11 +170,11 @@ async fn serve(
     let details: Vec<ProcessDetail> = loop {
         tokio::select! {
             _ = term.recv() => {
-                eprintln!("cohort: SIGTERM: stopping every app");
+                crate::report!("cohort: SIGTERM: stopping every app");
                 break stop_all(&handle).await;
             }
             _ = int.recv() => {
-                eprintln!("cohort: SIGINT: stopping every app");
+                crate::report!("cohort: SIGINT: stopping every app");
                 break stop_all(&handle).await;
             }
             _ = shutdown.notified() => {
@@ -205,9 +206,9 @@ async fn serve(
         .collect();
     let code = if failed.is_empty() { 0 } else { 1 };
     if !failed.is_empty() {
-        eprintln!("cohort: every app is gone; failed: {}", failed.join(", "));
+        crate::report!("cohort: every app is gone; failed: {}", failed.join(", "));
     } else {
-        eprintln!("cohort: every app is gone; exiting with code {code}");
+        crate::report!("cohort: every app is gone; exiting with code {code}");
     }
     Ok(code)
 }
@@ -215,7 +216,7 @@ async fn serve(
 async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
     let before = describe(handle).await;
     if let Err(e) = handle.shutdown().await {
-        eprintln!("cohort: {e}");
+        crate::report!("cohort: {e}");
     }
     // What each app was doing when the signal came decides the code: an app that had already
     // ended (errored, or exited non-zero with no restart) still counts, the rest were stopped on purpose.
@@ -273,7 +274,7 @@ async fn print_logs(mut rx: tokio::sync::broadcast::Receiver<Arc<LogLine>>, json
         let line = match rx.recv().await {
             Ok(l) => l,
             Err(RecvError::Lagged(n)) => {
-                eprintln!("cohort: {n} log lines skipped on the console (the terminal was too slow; they are in the log files)");
+                crate::report!("cohort: {n} log lines skipped on the console (the terminal was too slow; they are in the log files)");
                 continue;
             }
             Err(RecvError::Closed) => return,

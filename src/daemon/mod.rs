@@ -9,6 +9,7 @@ pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod reaper;
+pub mod report;
 pub mod routes;
 pub mod sampler;
 pub mod spawn;
@@ -47,7 +48,7 @@ pub fn run(
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::report!("error: {e:#}");
             1
         }
     }
@@ -149,7 +150,7 @@ fn adopt_api_socket(fd: std::os::fd::RawFd) -> Result<tokio::net::UnixListener> 
 fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
     let Some(claim) = claim_home(&home)? else {
         if if_absent {
-            eprintln!(
+            crate::report!(
                 "cohort: a daemon already runs for {}; leaving it be",
                 home.root.display()
             );
@@ -190,7 +191,7 @@ fn run_adopted(
     let (state, claim) = match (taken, fallback_exe_fd) {
         (Ok(taken), _) => taken,
         (Err(e), Some(previous)) => {
-            eprintln!(
+            crate::report!(
                 "cohort: cannot take over in place: {e:#}; going back to the previous binary"
             );
             let err = handover::exec_back(previous, state_fd, &format!("{e:#}"));
@@ -205,7 +206,7 @@ fn run_adopted(
     // SAFETY: the state memfd is ours; it is read and no longer needed.
     drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(state_fd) });
     if let Some(why) = &failed_update {
-        eprintln!(
+        crate::report!(
             "cohort: the update in place failed ({why}); the previous binary took over again"
         );
     }
@@ -252,24 +253,25 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
     let app = access::protect(api.merge(web::control_routes(web.clone())), &home)?;
     web.restore().await;
     match adopted {
-        None => eprintln!(
+        None => crate::report!(
             "cohort: daemon {} started (pid {}) for {}",
             crate::api::VERSION,
             std::process::id(),
             home.root.display()
         ),
-        Some((from, running)) => eprintln!(
+        Some((from, running)) => crate::report!(
             "cohort: daemon {} took over in place from {from} (pid {}, update #{reexecs}): {running} processes adopted, none restarted",
             crate::api::VERSION,
             std::process::id(),
         ),
     }
     if let Err(e) = crate::sys::sd_notify::ready() {
-        eprintln!("cohort: cannot notify systemd: {e}");
+        crate::report!("cohort: cannot notify systemd: {e}");
     }
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
+    reopen_logs_on_sigusr2(handle.clone())?;
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -282,12 +284,12 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
             shutdown.notify_waiters();
         }
         _ = term.recv() => {
-            eprintln!("cohort: SIGTERM: stopping every app");
+            crate::report!("cohort: SIGTERM: stopping every app");
             let _ = handle.shutdown().await;
             shutdown.notify_waiters();
         }
         _ = int.recv() => {
-            eprintln!("cohort: SIGINT: stopping every app");
+            crate::report!("cohort: SIGINT: stopping every app");
             let _ = handle.shutdown().await;
             shutdown.notify_waiters();
         }
@@ -299,6 +301,21 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
     }
     // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
-    eprintln!("cohort: daemon stopped");
+    crate::report!("cohort: daemon stopped");
+    Ok(())
+}
+
+/// SIGUSR2 reopens every log file, as PM2's `reloadLogs` (what an external logrotate's postrotate
+/// sends).
+pub fn reopen_logs_on_sigusr2(handle: supervisor::Handle) -> Result<()> {
+    let mut usr2 = signal(SignalKind::user_defined2()).context("watching SIGUSR2")?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            match handle.reopen_logs().await {
+                Ok(n) => crate::report!("cohort: SIGUSR2: {n} log files reopened"),
+                Err(e) => crate::report!("cohort: SIGUSR2: cannot reopen the log files: {e}"),
+            }
+        }
+    });
     Ok(())
 }

@@ -60,7 +60,7 @@ pub fn start<M: Send + 'static>(
                 }
                 Ok((_, None)) => {}
                 Err(e) => {
-                    eprintln!("cohort: notify socket: {e}");
+                    crate::report!("cohort: notify socket: {e}");
                     break;
                 }
             }
@@ -113,7 +113,7 @@ pub fn managed_sender(pid: i32, is_managed: impl Fn(i32) -> bool) -> Option<i32>
         // The first 20, then every 1000th: enough to notice, never enough to fill a disk.
         let n = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= 20 || n % 1000 == 0 {
-            eprintln!(
+            crate::report!(
                 "cohort: notify.sock: ignored READY=1 from pid {pid}: not a process cohort manages nor one of their children ({n} so far)"
             );
         }

@@ -44,6 +44,9 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
         .route("/describe", post(describe))
         .route("/logs/files", post(log_files))
         .route("/logs/stream", post(log_stream))
+        .route("/logs/reopen", post(logs_reopen))
+        .route("/logs/rotation", get(log_rotation).post(set_log_rotation))
+        .route("/logs/counts", get(log_counts))
         .route("/env", post(env))
         .route("/history", post(history))
         .route("/save", post(save))
@@ -121,6 +124,34 @@ async fn describe(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response
 
 async fn log_files(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
     answer(ctx.sup.log_files(sel).await)
+}
+
+/// `reloadLogs`: every log file is opened again at its path (after an external logrotate's `mv`).
+async fn logs_reopen(State(ctx): State<Ctx>) -> Response {
+    answer(
+        ctx.sup
+            .reopen_logs()
+            .await
+            .map(|n| serde_json::json!({ "reopened": n })),
+    )
+}
+
+/// The daemon-wide log rotation defaults (`cohort logrotate` with no flags).
+async fn log_rotation(State(ctx): State<Ctx>) -> Response {
+    answer(ctx.sup.log_rotation(None).await)
+}
+
+/// `cohort logrotate --max-size …`: sets the fields given, answers the defaults now in force.
+async fn set_log_rotation(
+    State(ctx): State<Ctx>,
+    Json(change): Json<crate::config::log_rotate::LogRotate>,
+) -> Response {
+    answer(ctx.sup.log_rotation(Some(change)).await)
+}
+
+/// Log lines written and dropped per process.
+async fn log_counts(State(ctx): State<Ctx>) -> Response {
+    answer(ctx.sup.log_counts().await)
 }
 
 async fn env(State(ctx): State<Ctx>, Json(id): Json<u32>) -> Response {

@@ -238,16 +238,20 @@ impl Supervisor {
                     }
                 }
                 Action::Flush => {
+                    // Emptied, then reopened: a file moved or deleted meanwhile is created again.
                     if let Some(p) = self.procs.get(&id) {
-                        for path in [Some(&p.out), Some(&p.err), p.combined.as_ref()]
+                        let paths: Vec<_> = [Some(&p.out), Some(&p.err), p.combined.as_ref()]
                             .into_iter()
                             .flatten()
-                        {
+                            .cloned()
+                            .collect();
+                        for path in &paths {
                             if let Err(e) = logs::truncate(path) {
                                 let _ = reply.send(Err(format!("{e:#}")));
                                 return;
                             }
                         }
+                        self.log_files.reopen(Some(&paths));
                     }
                 }
             }

@@ -8,7 +8,8 @@ use crate::api::{
     ActionRequest, History, LogFiles, ProcessDetail, ProcessInfo, ResurrectReply, SaveReply,
     ScaleRequest, Selector, StartRequest,
 };
-use crate::daemon::logs::LogHub;
+use crate::config::log_rotate::{LogRotate, Rotation};
+use crate::daemon::logs::{LogCount, LogHub};
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +28,12 @@ pub(super) enum Request {
     History(Selector, Reply<Vec<History>>),
     Save(bool, Reply<SaveReply>),
     Resurrect(Reply<ResurrectReply>),
+    /// Reopen every log file (`reloadLogs`, SIGUSR2); answers how many.
+    ReopenLogs(Reply<usize>),
+    /// The daemon-wide log rotation defaults, after applying a change when given.
+    LogRotation(Option<LogRotate>, Reply<Rotation>),
+    /// Log lines written/dropped per process.
+    LogCounts(Reply<Vec<LogCount>>),
     /// Stop every app (for `kill` and daemon shutdown); answers once all have exited.
     Shutdown(Reply<()>),
     /// Replace the daemon in place with this binary (`cohort update`): answers `Ok(why)` when
@@ -51,6 +58,9 @@ impl Request {
             Request::History(..) => "history",
             Request::Save(..) => "save",
             Request::Resurrect(_) => "resurrect",
+            Request::ReopenLogs(_) => "reopen logs",
+            Request::LogRotation(..) => "log rotation",
+            Request::LogCounts(_) => "log counts",
             Request::Shutdown(_) => "shutdown",
             Request::Reexec(..) => "update in place",
             #[cfg(test)]
@@ -127,6 +137,21 @@ impl Handle {
     /// Starts the apps of dump.json that do not run.
     pub async fn resurrect(&self) -> Result<ResurrectReply, String> {
         self.call(Request::Resurrect).await
+    }
+
+    /// Reopens every log file at its path (after an external rotation); answers how many.
+    pub async fn reopen_logs(&self) -> Result<usize, String> {
+        self.call(Request::ReopenLogs).await
+    }
+
+    /// The daemon-wide log rotation defaults; with `change`, sets (and saves) those fields first.
+    pub async fn log_rotation(&self, change: Option<LogRotate>) -> Result<Rotation, String> {
+        self.call(|r| Request::LogRotation(change, r)).await
+    }
+
+    /// Log lines written and dropped (the file could not be written) per process, in id order.
+    pub async fn log_counts(&self) -> Result<Vec<LogCount>, String> {
+        self.call(Request::LogCounts).await
     }
 
     /// Stops every app; answers once all have exited. Nothing starts afterwards.

@@ -10,8 +10,9 @@ use super::{slots, Event, Supervisor};
 use crate::api::Status;
 use crate::cluster::node_ipc::{channel_env, cluster_worker_env, NodeChannel};
 use crate::cluster::sockets::ListenAddr;
+use crate::config::log_rotate::LogRotate;
 use crate::config::{AppSpec, ExecMode};
-use crate::daemon::logs::{self, Carry, LogFile, Sink, Stamp};
+use crate::daemon::logs::{self, Carry, LogFile, Registry, Sink, Stamp};
 use crate::daemon::spawn;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -72,7 +73,13 @@ impl Supervisor {
             }
         }
         let inherited = self.prepare_fds(&spec, slot, &mut env, &mut argv);
-        let logs = open_logs(&out_path, &err_path, combined_path.as_deref());
+        let logs = open_logs(
+            &mut self.log_files,
+            spec.log_rotate.as_ref(),
+            &out_path,
+            &err_path,
+            combined_path.as_deref(),
+        );
         let launched = inherited.and_then(|inherited| {
             let logs = logs?;
             let cmd = spawn::Command {
@@ -242,7 +249,11 @@ impl Supervisor {
         channel: Option<NodeChannel>,
         carried: [Vec<u8>; 2],
     ) {
-        let instance = self.procs.get(&id).map(|p| p.instance).unwrap_or(0);
+        let (instance, counts) = self
+            .procs
+            .get(&id)
+            .map(|p| (p.instance, p.log_counts.clone()))
+            .unwrap_or_default();
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let stamp = spec
             .time
@@ -257,6 +268,7 @@ impl Supervisor {
             stamp: stamp.clone(),
             json: spec.log_type == crate::config::LogType::Json,
             hub: self.hub.clone(),
+            counts: counts.clone(),
         };
         let [out_pending, err_pending] = carried;
         let out_carry: Carry = Arc::new(Mutex::new(out_pending));
@@ -278,7 +290,7 @@ impl Supervisor {
                 self.held.insert(pid, held);
             }
             // Only an in-place update needs them (and says so); the process runs on.
-            Err(e) => eprintln!(
+            Err(e) => crate::report!(
                 "cohort: cannot hold the output of {}:{instance} for an update in place: {e}",
                 spec.name
             ),
@@ -312,9 +324,9 @@ impl Supervisor {
             return;
         };
         let msg = format!("cohort: cannot start {}:{}: {why}", p.app, p.instance);
-        eprintln!("{msg}");
+        crate::report!("{msg}");
         // The reason goes where the user looks first: the app's error log.
-        if let Ok(f) = LogFile::open(&p.err) {
+        if let Ok(f) = self.log_files.open(&p.err, None) {
             f.write_all(format!("{msg}\n").as_bytes());
         }
         super::outcome::could_not_start(p, why);
@@ -341,15 +353,18 @@ impl Supervisor {
     }
 }
 
-/// Opens (creating) the out, err and combined log files; out and err may be one file.
-pub(super) fn open_logs(out: &Path, err: &Path, combined: Option<&Path>) -> anyhow::Result<Logs> {
-    let out_file = LogFile::open(out)?;
-    let err_file = if err == out {
-        out_file.clone()
-    } else {
-        LogFile::open(err)?
-    };
-    let combined = combined.map(LogFile::open).transpose()?;
+/// Opens (creating) the out, err and combined log files, or shares those already open for the same
+/// paths (merge_logs); out and err may be one file. `own`: the app's rotation settings.
+pub(super) fn open_logs(
+    files: &mut Registry,
+    own: Option<&LogRotate>,
+    out: &Path,
+    err: &Path,
+    combined: Option<&Path>,
+) -> anyhow::Result<Logs> {
+    let out_file = files.open(out, own)?;
+    let err_file = files.open(err, own)?;
+    let combined = combined.map(|c| files.open(c, own)).transpose()?;
     Ok(Logs {
         out: out_file,
         err: err_file,

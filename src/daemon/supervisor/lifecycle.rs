@@ -88,9 +88,10 @@ impl Supervisor {
             return;
         };
         if let Some(pid) = p.pid {
-            eprintln!(
+            crate::report!(
                 "cohort: {}:{} (pid {pid}) did not stop in time; sending SIGKILL",
-                p.app, p.instance
+                p.app,
+                p.instance
             );
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
         }
@@ -145,9 +146,10 @@ impl Supervisor {
                     self.apps.remove(&p.app);
                     self.sockets.remove_app(&p.app);
                 } else if let Err(e) = self.sockets.group(&p.app).remove_slot(p.instance as usize) {
-                    eprintln!(
+                    crate::report!(
                         "cohort: closing the sockets of {}:{}: {e}",
-                        p.app, p.instance
+                        p.app,
+                        p.instance
                     );
                 }
             }
@@ -242,10 +244,10 @@ impl Supervisor {
         match decision {
             Decision::Stop | Decision::Errored => {
                 if decision == Decision::Stop {
-                    eprintln!("cohort: {}:{} {how}; not restarting", p.app, p.instance);
+                    crate::report!("cohort: {}:{} {how}; not restarting", p.app, p.instance);
                     p.status = Status::Stopped;
                 } else {
-                    eprintln!(
+                    crate::report!(
                         "cohort: {}:{} {how}; it crashed {} times in a row within min_uptime ({} ms): errored, not restarting",
                         p.app, p.instance, p.run.unstable, spec.min_uptime_ms
                     );
@@ -256,9 +258,10 @@ impl Supervisor {
                 self.release_slot(id);
             }
             Decision::Restart { after_ms } => {
-                eprintln!(
+                crate::report!(
                     "cohort: {}:{} {how}; restarting in {after_ms} ms",
-                    p.app, p.instance
+                    p.app,
+                    p.instance
                 );
                 if after_ms == 0 {
                     self.respawn(id);

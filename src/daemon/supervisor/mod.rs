@@ -167,6 +167,8 @@ pub struct Supervisor {
     reloads: VecDeque<reload::ReloadJob>,
     /// Where the Node preload (drain on shutdown) was written.
     shim: PathBuf,
+    /// Every open log file, and the daemon-wide rotation defaults.
+    log_files: logs::Registry,
     /// The I/O descriptors of every running process, by pid, kept for an in-place update.
     held: HashMap<i32, snapshot::HeldIo>,
     /// The daemon's own descriptors, when it can be updated in place.
@@ -237,7 +239,6 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         });
     }
     let mut sup = Supervisor {
-        home,
         events: events_tx,
         apps: BTreeMap::new(),
         procs: BTreeMap::new(),
@@ -251,10 +252,12 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         sockets: SocketTable::new(),
         next_worker: 0,
         reloads: VecDeque::new(),
+        log_files: logs::Registry::new(Some(home.root.join("logrotate.json"))),
         shim,
         held: HashMap::new(),
         daemon_fds: boot.fds,
         reexecs: boot.reexecs,
+        home,
         triggers: Default::default(),
     };
     if let Some(state) = boot.adopted {
@@ -275,7 +278,7 @@ fn watch(task: JoinHandle<()>) -> Watch {
                 Ok(panic) => format!("the supervisor task panicked: {}", panic_text(&*panic)),
                 Err(e) => format!("the supervisor task ended abnormally: {e}"),
             };
-            eprintln!("cohort: {reason}; the daemon exits (apps are no longer supervised)");
+            crate::report!("cohort: {reason}; the daemon exits (apps are no longer supervised)");
             let _ = tx.send(reason);
         }
     });
@@ -330,7 +333,7 @@ impl Supervisor {
                 self.sync_triggers();
             }));
             if let Err(panic) = handled {
-                eprintln!(
+                crate::report!(
                     "cohort: supervisor: handling {kind} panicked ({}); that message is dropped, the supervisor goes on with its tables",
                     panic_text(&*panic)
                 );
@@ -363,6 +366,18 @@ impl Supervisor {
             }
             Request::Resurrect(reply) => {
                 let _ = reply.send(self.resurrect());
+            }
+            Request::ReopenLogs(reply) => {
+                let _ = reply.send(Ok(self.log_files.reopen(None)));
+            }
+            Request::LogRotation(change, reply) => {
+                let _ = reply.send(match change {
+                    Some(change) => self.log_files.set_defaults(&change),
+                    None => Ok(self.log_files.defaults().clone()),
+                });
+            }
+            Request::LogCounts(reply) => {
+                let _ = reply.send(Ok(self.log_counts()));
             }
             Request::Shutdown(reply) => self.shutdown(reply),
             Request::Reexec(_, reply) => {

@@ -183,7 +183,7 @@ impl Supervisor {
                 p.instance,
                 exit_text(&exit)
             );
-            eprintln!("cohort: reload: {msg}");
+            crate::report!("cohort: reload: {msg}");
             if let Some(job) = self.reloads.front_mut() {
                 job.errors.push(msg);
                 job.current = None;
@@ -202,7 +202,7 @@ impl Supervisor {
             "{}:{}: the new worker {how} before it was ready; the old one (pid {pid}) keeps serving",
             p.app, p.instance
         );
-        eprintln!("cohort: reload: {msg}");
+        crate::report!("cohort: reload: {msg}");
         self.set_live(id, true);
         if let Some(job) = self.reloads.front_mut() {
             job.errors.push(msg);
@@ -275,7 +275,9 @@ impl Supervisor {
     /// A worker replaced by a reload did not exit within kill_timeout: SIGKILL.
     pub(super) fn retire_timeout(&mut self, pid: i32) {
         if self.by_pid.contains_key(&pid) {
-            eprintln!("cohort: replaced worker (pid {pid}) did not stop in time; sending SIGKILL");
+            crate::report!(
+                "cohort: replaced worker (pid {pid}) did not stop in time; sending SIGKILL"
+            );
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
         }
     }

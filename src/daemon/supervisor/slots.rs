@@ -58,7 +58,7 @@ impl Supervisor {
         let Some(p) = self.procs.get(&id) else { return };
         let (app, slot) = (p.app.clone(), p.instance as usize);
         if let Err(e) = self.sockets.group(&app).set_live(slot, live) {
-            eprintln!("cohort: cannot steer connections for {app}:{slot}: {e}");
+            crate::report!("cohort: cannot steer connections for {app}:{slot}: {e}");
         }
     }
 
@@ -94,7 +94,7 @@ impl Supervisor {
         }
         let (app, slot) = (p.app.clone(), p.instance as usize);
         if let Err(e) = self.sockets.group(&app).remove_slot(slot) {
-            eprintln!("cohort: closing the sockets of {app}:{slot}: {e}");
+            crate::report!("cohort: closing the sockets of {app}:{slot}: {e}");
         }
     }
 
@@ -150,7 +150,7 @@ impl Supervisor {
                         Ok(addr) => crate::cluster::holder::cannot_listen(addr, e),
                         Err(_) => format!("cannot listen on {}: {e}", q.key()),
                     };
-                    eprintln!("cohort: {app}:{slot} {why}");
+                    crate::report!("cohort: {app}:{slot} {why}");
                     if let Some(p) = self.procs.get_mut(&id).filter(|_| current) {
                         super::outcome::could_not_start(p, &why);
                     }

@@ -250,7 +250,9 @@ impl Supervisor {
             let Ok(ev) = events.try_recv() else { break };
             let kind = ev.kind();
             if std::panic::catch_unwind(AssertUnwindSafe(|| self.on_event(ev))).is_err() {
-                eprintln!("cohort: supervisor: handling {kind} panicked; that message is dropped");
+                crate::report!(
+                    "cohort: supervisor: handling {kind} panicked; that message is dropped"
+                );
             }
         }
         let Some(daemon) = self.daemon_fds else {
@@ -277,13 +279,13 @@ impl Supervisor {
                 return;
             }
         };
-        eprintln!(
+        crate::report!(
             "cohort: updating in place: executing {} ({} processes keep running)",
             binary.display(),
             state.running()
         );
         let err = handover::exec(&binary, &bytes, &keep);
-        eprintln!("cohort: the update in place failed: {err:#}; this daemon keeps running");
+        crate::report!("cohort: the update in place failed: {err:#}; this daemon keeps running");
         let _ = reply.send(Err(format!(
             "{err:#} (the daemon keeps running with its apps)"
         )));
@@ -376,6 +378,7 @@ impl Supervisor {
             ready_waiters: Vec::new(),
             retiring: Vec::new(),
             admin: s.admin.clone(),
+            log_counts: Default::default(),
             out: s.out.clone(),
             err: s.err.clone(),
             combined: s.combined.clone(),
@@ -400,7 +403,14 @@ impl Supervisor {
             )
         };
         let (out, err, combined) = (p.out.clone(), p.err.clone(), p.combined.clone());
-        match super::launch::open_logs(&out, &err, combined.as_deref()) {
+        let own = spec.log_rotate.clone();
+        match super::launch::open_logs(
+            &mut self.log_files,
+            own.as_ref(),
+            &out,
+            &err,
+            combined.as_deref(),
+        ) {
             Ok(logs) => self.attach_io(
                 id,
                 pid,
@@ -410,9 +420,10 @@ impl Supervisor {
                 channel,
                 [io.stdout_pending, io.stderr_pending],
             ),
-            Err(e) => eprintln!(
+            Err(e) => crate::report!(
                 "cohort: cannot reopen the logs of {}:{} after the update: {e:#}",
-                spec.name, p.instance
+                spec.name,
+                p.instance
             ),
         }
     }
@@ -430,7 +441,7 @@ fn adopt_io(io: &IoState, pid: i32, app: &str) -> Option<NodeChannel> {
     match NodeChannel::adopt(owned) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("cohort: cannot adopt the IPC channel of {app} (pid {pid}): {e}");
+            crate::report!("cohort: cannot adopt the IPC channel of {app} (pid {pid}): {e}");
             None
         }
     }

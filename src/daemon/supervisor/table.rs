@@ -74,6 +74,8 @@ pub(super) struct Proc {
     pub(super) out: PathBuf,
     pub(super) err: PathBuf,
     pub(super) combined: Option<PathBuf>,
+    /// Log lines written/dropped, over every run of this process.
+    pub(super) log_counts: std::sync::Arc<crate::daemon::logs::LogCounts>,
     /// Why the last restart happened (recorded by `record_restart`).
     pub(super) restart_reason: Option<RestartReason>,
     /// Why the next restart happens (set by whoever asks for it, taken by `record_restart`).
@@ -83,6 +85,23 @@ pub(super) struct Proc {
 }
 
 impl Supervisor {
+    /// Log lines written and dropped per process, in id order.
+    pub(super) fn log_counts(&self) -> Vec<crate::daemon::logs::LogCount> {
+        self.procs
+            .values()
+            .map(|p| {
+                let (written, dropped) = p.log_counts.get();
+                crate::daemon::logs::LogCount {
+                    id: p.id,
+                    name: p.app.clone(),
+                    instance: p.instance,
+                    written,
+                    dropped,
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn info(&self, p: &Proc) -> ProcessInfo {
         let mode = self
             .apps
@@ -302,6 +321,7 @@ impl Supervisor {
                 ready_waiters: Vec::new(),
                 retiring: Vec::new(),
                 admin: None,
+                log_counts: Default::default(),
                 out,
                 err,
                 combined,

@@ -144,13 +144,13 @@ impl Supervisor {
                 .collect();
             match start_watch(name, token, w, &key.cwd, logs, self.events.clone()) {
                 Ok(t) => tasks.push(t),
-                Err(e) => eprintln!("cohort: {name}: cannot watch files: {e}"),
+                Err(e) => crate::report!("cohort: {name}: cannot watch files: {e}"),
             }
         }
         if let Some(pattern) = &key.cron {
             match crate::config::triggers::parse_cron(pattern) {
                 Ok(cron) => tasks.push(start_cron(name, token, cron, self.events.clone())),
-                Err(e) => eprintln!("cohort: {name}: cron_restart {e}"),
+                Err(e) => crate::report!("cohort: {name}: cron_restart {e}"),
             }
         }
         self.triggers
@@ -174,7 +174,7 @@ impl Supervisor {
         if ids.is_empty() {
             return;
         }
-        eprintln!(
+        crate::report!(
             "cohort: {app}: {} ({} process(es))",
             match reason {
                 RestartReason::Watch => "files changed: restarting",
@@ -204,7 +204,7 @@ impl Supervisor {
             }
             if let Some(rss) = resident_bytes(pid) {
                 if rss > limit {
-                    eprintln!(
+                    crate::report!(
                         "cohort: {}:{} (pid {pid}) uses {:.1} MB, above max_memory_restart ({:.1} MB): restarting",
                         p.app,
                         p.instance,
@@ -270,7 +270,7 @@ fn start_cron(
         loop {
             let now = chrono::Local::now();
             let Ok(next) = cron.find_next_occurrence(&now, false) else {
-                eprintln!("cohort: {app}: cron_restart has no next occurrence; it stops");
+                crate::report!("cohort: {app}: cron_restart has no next occurrence; it stops");
                 return;
             };
             let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
@@ -384,7 +384,7 @@ fn add_tree(
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         if *added >= MAX_WATCHED_DIRS {
-            eprintln!(
+            crate::report!(
                 "cohort: watching stops at {MAX_WATCHED_DIRS} folders (add big folders to ignore_watch)"
             );
             return;

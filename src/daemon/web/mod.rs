@@ -152,17 +152,17 @@ impl Web {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(e) => {
-                eprintln!("cohort: web listener not restored: {e}");
+                crate::report!("cohort: web listener not restored: {e}");
                 return;
             }
         };
         match self.apply(settings).await {
             Ok(st) => {
                 if let Some(b) = st.bound {
-                    eprintln!("cohort: web listener on http://{b}/");
+                    crate::report!("cohort: web listener on http://{b}/");
                 }
             }
-            Err(e) => eprintln!("cohort: web listener not restored: {e}"),
+            Err(e) => crate::report!("cohort: web listener not restored: {e}"),
         }
     }
 
@@ -192,7 +192,7 @@ impl Web {
                 })
                 .await;
             if let Err(e) = served {
-                eprintln!("cohort: web listener stopped: {e}");
+                crate::report!("cohort: web listener stopped: {e}");
             }
         });
         let mut c = self.current();

@@ -1,17 +1,24 @@
 //! Process output: reads each process's stdout/stderr pipes, writes whole lines to its log files
 //! (with an optional timestamp prefix) and publishes them to live followers (`cohort logs`, monit).
+//! `file.rs` owns the files (safe opening, one object per path, failures, reopening), `rotate.rs`
+//! their rotation (policy, names, background gzip and retention).
 //!
 //! Nothing is lost or cut: only whole lines are written (so processes sharing a file with
 //! `merge_logs` never interleave mid-line), a final line without a newline is completed at EOF, and
-//! the pipe is read to its end even after the process died.
+//! the pipe is read to its end even after the process died — also while its file cannot be
+//! written (the lines are then dropped and counted, never left in the pipe to block the app).
+
+mod file;
+mod rotate;
+
+pub use file::{LogCounts, LogFile, Registry};
 
 use crate::api::LogLine;
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -114,44 +121,16 @@ fn translate_moment(fmt: &str) -> String {
     out
 }
 
-/// An append-only log file, shared by the two pipes of a process (and by processes with merge_logs).
-pub struct LogFile {
-    path: PathBuf,
-    file: Mutex<File>,
-}
-
-impl LogFile {
-    pub fn open(path: &Path) -> Result<Arc<LogFile>> {
-        if let Some(dir) = path.parent() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(crate::home::private::DIR_MODE)
-                .create(dir)
-                .with_context(|| format!("creating log folder {}", dir.display()))?;
-        }
-        // 0600, and never through a link planted at its name (or, in COHORT_HOME, at logs/).
-        let file = crate::home::private::open_append(path)?;
-        Ok(Arc::new(LogFile {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-        }))
-    }
-
-    /// Appends `bytes`; false when the write failed (said in daemon.log).
-    pub fn write_all(&self, bytes: &[u8]) -> bool {
-        let mut f = match self.file.lock() {
-            Ok(f) => f,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // A full disk must not stop the process: the line is dropped from the file (and said once
-        // in daemon.log), but still reaches live followers.
-        if let Err(e) = f.write_all(bytes) {
-            eprintln!("cohort: cannot write {}: {e}", self.path.display());
-            return false;
-        }
-        true
-    }
+/// Log lines of one process so far (for `/metrics`: log lines written / dropped).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LogCount {
+    pub id: u32,
+    pub name: String,
+    pub instance: u32,
+    /// Lines written to its log files.
+    pub written: u64,
+    /// Lines dropped because its log file could not be written (full disk…).
+    pub dropped: u64,
 }
 
 /// Where one stream of one process goes.
@@ -167,6 +146,8 @@ pub struct Sink {
     /// `log_type = "json"`: one JSON object per line in the files.
     pub json: bool,
     pub hub: LogHub,
+    /// The process's written/dropped line counts.
+    pub counts: Arc<LogCounts>,
 }
 
 impl Sink {
@@ -189,14 +170,16 @@ impl Sink {
                 &stamped
             }
         };
-        let count = bytes.iter().filter(|c| **c == b'\n').count() as u64;
-        if self.file.write_all(bytes) {
-            LINES_WRITTEN.fetch_add(count, Relaxed);
+        let n = bytes.iter().filter(|c| **c == b'\n').count() as u64;
+        let written = self.file.write_lines(bytes, n);
+        self.counts.add(n, written);
+        if written {
+            LINES_WRITTEN.fetch_add(n, Relaxed);
         } else {
-            LINES_WRITE_ERRORS.fetch_add(count, Relaxed);
+            LINES_WRITE_ERRORS.fetch_add(n, Relaxed);
         }
         if let Some(c) = &self.combined {
-            let _ = c.write_all(bytes);
+            c.write_lines(bytes, n);
         }
         if self.hub.receiver_count() > 0 {
             let at = crate::daemon::now_ms();
@@ -258,7 +241,7 @@ pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
     let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("cohort: cannot watch the output of {}: {e}", sink.name);
+            crate::report!("cohort: cannot watch the output of {}: {e}", sink.name);
             return;
         }
     };
@@ -318,7 +301,8 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
     }
 }
 
-/// Empties a log file in place (writers append, so they carry on at the new end).
+/// Empties a log file in place (writers append, so they carry on at the new end). A symlink at
+/// `path` is refused, not followed.
 pub fn truncate(path: &Path) -> Result<()> {
     match crate::home::private::open_existing(path) {
         Ok(f) => f
