@@ -25,6 +25,7 @@
 mod balancers;
 mod commands;
 mod handle;
+mod holding;
 mod launch;
 mod lifecycle;
 mod outcome;
@@ -37,6 +38,7 @@ mod triggers;
 mod update;
 
 pub use handle::Handle;
+pub use holding::enabled as holder_enabled;
 pub use snapshot::{Boot, DaemonFds, State};
 
 use super::logs::{self, LogHub};
@@ -172,6 +174,8 @@ pub struct Supervisor {
     reexecs: u32,
     /// Armed watches, cron schedules and the memory tick.
     triggers: triggers::Triggers,
+    /// What the holder was last given.
+    holder: holding::HolderSync,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -252,6 +256,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         daemon_fds: boot.fds,
         reexecs: boot.reexecs,
         triggers: Default::default(),
+        holder: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -325,6 +330,7 @@ impl Supervisor {
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
             }));
+            self.sync_holder();
             if let Err(panic) = handled {
                 eprintln!(
                     "cohort: supervisor: handling {kind} panicked ({}); that message is dropped, the supervisor goes on with its tables",
