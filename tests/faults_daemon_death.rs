@@ -28,7 +28,12 @@ fn pids(c: &Cohort) -> BTreeMap<u64, i64> {
 fn last_line(c: &Cohort) -> u64 {
     c.log("logger", "out")
         .lines()
-        .filter_map(|l| l.strip_prefix("n ")?.strip_suffix(" half-written")?.parse().ok())
+        .filter_map(|l| {
+            l.strip_prefix("n ")?
+                .strip_suffix(" half-written")?
+                .parse()
+                .ok()
+        })
         .max()
         .unwrap_or(0)
 }
@@ -43,6 +48,16 @@ fn holders(c: &Cohort) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// How many pipes process `pid` holds open.
+fn pipes_held(pid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
 }
 
 #[test]
@@ -62,17 +77,19 @@ fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
     for pid in before.values() {
         c.track(*pid as i32);
     }
-    poll("a holder runs", T, || (holders(&c).len() == 1).then_some(()));
+    poll("a holder runs", T, || {
+        (holders(&c).len() == 1).then_some(())
+    });
     let holder = holders(&c)[0];
     let daemon = c.daemon_pid().expect("a daemon runs");
 
     let cluster_load = Load::start(web, Mode::NewConn, 2);
     let keepalive_load = Load::start(web, Mode::KeepAlive, 2);
     cluster_load.wait_more(50, T);
-    // The holder has the descriptors of all three processes (2 pipes each, 2 IPC channels).
-    poll("the holder holds every process's descriptors", T, || {
-        let held = std::fs::read_dir(format!("/proc/{holder}/fd")).map(|d| d.count());
-        (held.unwrap_or(0) >= 3 + 3 * 2 + 2).then_some(())
+    // The holder has the output pipes of all three processes (a store is complete once they are
+    // in its table: the descriptors travel last).
+    poll("the holder holds every process's pipes", T, || {
+        (pipes_held(holder) == 3 * 2).then_some(())
     });
     signal(daemon, libc::SIGKILL);
     poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
@@ -92,7 +109,11 @@ fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
     for r in &rows {
         assert_eq!(r["status"], "online", "{r}");
     }
-    assert_eq!(pids(&c), before, "the pids changed: something started twice");
+    assert_eq!(
+        pids(&c),
+        before,
+        "the pids changed: something started twice"
+    );
     assert_eq!(holders(&c), vec![holder], "one holder, the same");
 
     // The fork app's log flows to the same file again.
@@ -131,4 +152,28 @@ fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
     poll("the holder exits after kill", T, || {
         (!alive(holder)).then_some(())
     });
+}
+
+#[test]
+fn a_killed_holder_is_started_again_and_holds_what_the_daemon_holds() {
+    let c = Cohort::new();
+    c.ok(&["start", &fixture("ticker.js"), "--name", "talker"]);
+    let pid = c.wait_status("talker", "online", T)["pid"]
+        .as_i64()
+        .unwrap_or(-1) as i32;
+    c.track(pid);
+    poll("a holder runs", T, || holders(&c).first().copied());
+    let first = holders(&c)[0];
+    signal(first, libc::SIGKILL);
+    let second = poll("a new holder runs", T, || {
+        holders(&c).into_iter().find(|h| *h != first)
+    });
+    poll("the new holder holds the app's pipes", T, || {
+        (pipes_held(second) == 2).then_some(())
+    });
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
+    let talker = c.wait_status("talker", "online", T);
+    assert_eq!(talker["pid"].as_i64(), Some(pid as i64), "{talker}");
 }

@@ -83,7 +83,10 @@ fn receive(stream: &UnixStream) -> Result<(u8, Held)> {
         for c in msg.cmsgs().context("reading descriptors")? {
             if let ControlMessageOwned::ScmRights(got) = c {
                 // SAFETY: the kernel just installed these descriptors in this process.
-                fds.extend(got.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    got.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         if fds.len() == before {
@@ -140,10 +143,13 @@ pub fn spawn(home: &Path) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid and close_range are async-signal-safe. Every descriptor above stderr is
+    // closed: the holder must hold only what it is sent (a write end of some daemon pipe would
+    // keep its reader waiting for an end that never comes).
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }
@@ -172,7 +178,11 @@ fn serve(home: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&path);
     let listener = crate::home::private::bind_with_mode(0o600, || UnixListener::bind(&path))
         .with_context(|| format!("binding {}", path.display()))?;
-    let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let ino = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    };
     let bound = ino(&path);
     let mut held = Held {
         state: Vec::new(),

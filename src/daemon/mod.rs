@@ -190,7 +190,11 @@ fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<superviso
     };
     let names = state.fds();
     if names.len() != held.fds.len() {
-        eprintln!("cohort: the holder's state names {} descriptors but it held {}; starting empty", names.len(), held.fds.len());
+        eprintln!(
+            "cohort: the holder's state names {} descriptors but it held {}; starting empty",
+            names.len(),
+            held.fds.len()
+        );
         return None;
     }
     use std::os::fd::IntoRawFd;

@@ -54,6 +54,14 @@ impl Supervisor {
             return;
         };
         let root = self.home.root.clone();
+        if fds.is_empty() {
+            // Nothing to hold (yet, or any more): no holder until there is.
+            if self.holder.at.take().is_some() {
+                crate::daemon::holder::dismiss(&root);
+            }
+            self.holder.last = None;
+            return;
+        }
         match crate::daemon::holder::store(&root, &state, &fds) {
             Ok(()) => {
                 self.holder.last = Some(shape);
@@ -70,6 +78,9 @@ impl Supervisor {
                     if let Err(e) = crate::daemon::holder::spawn(&root) {
                         eprintln!("cohort: cannot start the holder: {e:#}");
                     }
+                    // Store as soon as it listens, whatever else happens meanwhile (one more
+                    // sample does no harm).
+                    self.after(250, super::Event::SampleTick);
                 }
             }
         }
