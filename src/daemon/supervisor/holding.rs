@@ -35,7 +35,20 @@ impl Supervisor {
             shape.push_str(a);
             shape.push(',');
         }
-        shape.push_str(&format!("{}", self.sockets.held().len()));
+        // Every socket by descriptor: a closed one must leave the holder at once, or it stays in
+        // its reuseport group with nobody accepting.
+        for g in self.sockets.held() {
+            for l in &g.listeners {
+                for fd in l
+                    .socks
+                    .iter()
+                    .map(|s| s.1)
+                    .chain(l.unix.iter().map(|u| u.1))
+                {
+                    shape.push_str(&format!("{fd},"));
+                }
+            }
+        }
         shape
     }
 
