@@ -16,6 +16,7 @@ fn main() {
                 println!("{}", daemon::handover::preflight_line());
                 0
             }
+            Command::Daemon(args) if args.holder => daemon::holder::run(&home.root),
             Command::Daemon(args) => daemon::run(
                 home,
                 args.if_absent,

@@ -205,6 +205,10 @@ pub struct DaemonArgs {
     /// Print the binary's version and state format, then exit (the pre-flight of `cohort update`).
     #[arg(long, hide = true)]
     pub preflight: bool,
+    /// Run the holder of this home: it keeps the apps' sockets, log pipes and IPC channels open
+    /// while no daemon runs (started by the daemon).
+    #[arg(long, hide = true)]
+    pub holder: bool,
     /// Take over from the daemon this process was re-executed from (`cohort update`): its state
     /// is in this descriptor.
     #[arg(long, hide = true)]

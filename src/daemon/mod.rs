@@ -5,6 +5,7 @@
 pub mod access;
 pub mod foreground;
 pub mod handover;
+pub mod holder;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
@@ -162,14 +163,55 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
             std::fs::read_to_string(home.pid_file()).unwrap_or_default().trim()
         );
     };
+    let fds = supervisor::DaemonFds {
+        lock: claim.lock_fd(),
+        api: -1,
+    };
+    let adopted = take_from_holder(&home, fds);
     let boot = supervisor::Boot {
-        fds: Some(supervisor::DaemonFds {
-            lock: claim.lock_fd(),
-            api: -1,
-        }),
+        fds: Some(fds),
+        reexecs: adopted.as_ref().map(|s| s.reexecs).unwrap_or(0),
+        adopted,
         ..Default::default()
     };
     serve_until_stopped(home, claim, boot)
+}
+
+/// What the holder kept while no daemon ran (the previous one died): its state, with the
+/// descriptors renumbered to the copies just received, and this daemon's own descriptors.
+fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<supervisor::State> {
+    if !supervisor::holder_enabled() {
+        return None;
+    }
+    let held = holder::take(&home.root)?;
+    let mut state = match supervisor::State::parse(&held.state) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cohort: the holder's state cannot be read: {e:#}; starting empty");
+            return None;
+        }
+    };
+    let names = state.fds();
+    if names.len() != held.fds.len() {
+        eprintln!(
+            "cohort: the holder's state names {} descriptors but it held {}; starting empty",
+            names.len(),
+            held.fds.len()
+        );
+        return None;
+    }
+    use std::os::fd::IntoRawFd;
+    let map = names
+        .into_iter()
+        .zip(held.fds.into_iter().map(|f| f.into_raw_fd()))
+        .collect();
+    state.renumber(&map);
+    state.daemon = fds;
+    eprintln!(
+        "cohort: the previous daemon died; adopting {} running processes from the holder",
+        state.running()
+    );
+    Some(state)
 }
 
 /// The daemon after an in-place update: the same pid, with the tables, sockets, pipes and
@@ -299,6 +341,8 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
             anyhow::bail!("{reason} (the daemon stopped; the next cohort command starts a new one)");
         }
     }
+    // Every app is stopped: nothing is left to hold (no port kept alive after `cohort kill`).
+    holder::dismiss(&home.root);
     // Give open connections (the `kill` reply) a moment to finish; log followers are cut.
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
     crate::report!("cohort: daemon stopped");

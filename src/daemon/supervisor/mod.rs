@@ -25,6 +25,7 @@
 mod balancers;
 mod commands;
 mod handle;
+mod holding;
 mod launch;
 mod lifecycle;
 mod outcome;
@@ -37,6 +38,7 @@ mod triggers;
 mod update;
 
 pub use handle::Handle;
+pub use holding::enabled as holder_enabled;
 pub use snapshot::{Boot, DaemonFds, State};
 
 use super::logs::{self, LogHub};
@@ -177,6 +179,8 @@ pub struct Supervisor {
     reexecs: u32,
     /// Armed watches, cron schedules and the memory tick.
     triggers: triggers::Triggers,
+    /// What the holder was last given.
+    holder: holding::HolderSync,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -259,6 +263,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         reexecs: boot.reexecs,
         home,
         triggers: Default::default(),
+        holder: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -332,6 +337,7 @@ impl Supervisor {
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
             }));
+            self.sync_holder();
             if let Err(panic) = handled {
                 crate::report!(
                     "cohort: supervisor: handling {kind} panicked ({}); that message is dropped, the supervisor goes on with its tables",

@@ -70,6 +70,38 @@ impl State {
         serde_json::from_value(v).context("reading the handed-over state")
     }
 
+    /// Every descriptor the state names but the daemon's own (what the holder keeps), in order.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = Vec::new();
+        for g in &self.sockets {
+            for l in &g.listeners {
+                fds.extend(l.socks.iter().map(|s| s.1));
+                fds.extend(l.unix.iter().map(|u| u.1));
+            }
+        }
+        for io in self.procs.iter().filter_map(|p| p.io.as_ref()) {
+            fds.extend([io.stdout, io.stderr]);
+            fds.extend(io.channel);
+        }
+        fds
+    }
+
+    /// Renames the descriptors the state names (they crossed a socket and have new numbers).
+    pub fn renumber(&mut self, map: &std::collections::HashMap<RawFd, RawFd>) {
+        let new = |fd: &mut RawFd| *fd = map.get(fd).copied().unwrap_or(-1);
+        for g in &mut self.sockets {
+            for l in &mut g.listeners {
+                l.socks.iter_mut().for_each(|s| new(&mut s.1));
+                l.unix.iter_mut().for_each(|u| new(&mut u.1));
+            }
+        }
+        for io in self.procs.iter_mut().filter_map(|p| p.io.as_mut()) {
+            new(&mut io.stdout);
+            new(&mut io.stderr);
+            io.channel.iter_mut().for_each(new);
+        }
+    }
+
     /// How many processes run in it.
     pub fn running(&self) -> usize {
         self.procs.iter().filter(|p| p.pid.is_some()).count()
@@ -236,6 +268,14 @@ impl Supervisor {
         Ok((state, keep))
     }
 
+    /// The state for the holder (JSON) and the descriptors it names, in [`State::fds`] order;
+    /// None while a process's output is not held yet (the next change sends it).
+    pub(super) fn holder_state(&self) -> Option<(Vec<u8>, Vec<RawFd>)> {
+        let (state, _) = self.snapshot(DaemonFds { lock: -1, api: -1 }).ok()?;
+        let fds = state.fds();
+        Some((serde_json::to_vec(&state).ok()?, fds))
+    }
+
     /// `cohort update`: hands the tables over to `binary` by re-executing this process. Answers
     /// `Ok(reason)` when busy (try again shortly) and `Err` when the exec failed; on success
     /// nothing answers: this process is the new daemon. Events already queued (exits the reaper
@@ -320,6 +360,7 @@ impl Supervisor {
             let restart_due = (p.status == Status::WaitingRestart).then_some(p.gen);
             if let (Some(pid), Some(io)) = (ps.pid, ps.io) {
                 self.by_pid.insert(pid, id);
+                self.watch_if_orphan(pid);
                 let channel = adopt_io(&io, pid, &p.app);
                 self.procs.insert(id, p);
                 self.resume_io(id, pid, io, channel);
@@ -340,6 +381,41 @@ impl Supervisor {
         }
         // Watches, cron schedules and the memory check did not cross the exec: arm them again.
         self.sync_triggers();
+    }
+
+    /// A process adopted from the holder is no child of ours (it was re-parented when the earlier
+    /// daemon died): its exit is seen with a pidfd, status unknown (a crash to the policy).
+    fn watch_if_orphan(&self, pid: i32) {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if ppid == Some(std::process::id()) {
+            return;
+        }
+        let tx = self.events.clone();
+        let gone = crate::daemon::reaper::Exit {
+            pid,
+            code: None,
+            signal: None,
+        };
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+        if fd < 0 {
+            let _ = tx.send(Event::Exited(gone));
+            return;
+        }
+        // SAFETY: the descriptor was just created and is ours.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        tokio::spawn(async move {
+            // SAFETY: the pidfd is owned by the AsyncFd and closed only when it is dropped.
+            if let Ok(watch) = unsafe { tokio::io::unix::AsyncFd::register(owned) } {
+                let _ = watch.readable().await;
+            }
+            let _ = tx.send(Event::Exited(gone));
+        });
     }
 
     fn restored_proc(&self, s: &ProcState) -> Proc {

@@ -1,0 +1,179 @@
+//! kill -9 of the daemon: under load on a `-i 2` cluster app and a logging fork app, the apps run
+//! on (the holder keeps their sockets, log pipes and IPC channels), no request to the cluster port
+//! fails, and the next daemon (auto-started by the next command) adopts them: same pids,
+//! `online`, logs flowing to the same files; reload and stop work; after `kill` no holder remains.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(15);
+
+/// The pid of every process, by id.
+fn pids(c: &Cohort) -> BTreeMap<u64, i64> {
+    c.ls_json()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().unwrap_or(u64::MAX),
+                r["pid"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// The largest `n <i> half-written` number in the fork app's log.
+fn last_line(c: &Cohort) -> u64 {
+    c.log("logger", "out")
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("n ")?
+                .strip_suffix(" half-written")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The holder processes of this test's home (`cohort daemon --holder`).
+fn holders(c: &Cohort) -> Vec<i32> {
+    c.processes_of_home()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// How many pipes process `pid` holds open.
+fn pipes_held(pid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[test]
+fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
+    let c = Cohort::new();
+    let web = free_port();
+    start_cluster(&c, "web", &cluster_fixture("http_app.js"), web, 2, &[]);
+    let logger = free_port();
+    let o = c.cmd_env(
+        &["start", &fixture("numbered_server.js"), "--name", "logger"],
+        &[("PORT", &logger.to_string())],
+    );
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    wait_serving(logger, T);
+    c.wait_log("logger", "out", "n 10 half-written", T);
+    let before = pids(&c);
+    for pid in before.values() {
+        c.track(*pid as i32);
+    }
+    poll("a holder runs", T, || {
+        (holders(&c).len() == 1).then_some(())
+    });
+    let holder = holders(&c)[0];
+    let daemon = c.daemon_pid().expect("a daemon runs");
+
+    let cluster_load = Load::start(web, Mode::NewConn, 2);
+    let keepalive_load = Load::start(web, Mode::KeepAlive, 2);
+    cluster_load.wait_more(50, T);
+    // The holder has the output pipes of all three processes (a store is complete once they are
+    // in its table: the descriptors travel last).
+    poll("the holder holds every process's pipes", T, || {
+        (pipes_held(holder) == 3 * 2).then_some(())
+    });
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
+
+    // No daemon: the apps serve on, the fork app keeps its pid.
+    cluster_load.wait_more(100, T);
+    keepalive_load.wait_more(100, T);
+    wait_serving(logger, T);
+    for pid in before.values() {
+        assert!(alive(*pid as i32), "pid {pid} died with the daemon");
+    }
+
+    // The next command starts a daemon that adopts them all.
+    let rows = c.ls_json();
+    assert_ne!(c.daemon_pid(), Some(daemon));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["status"], "online", "{r}");
+    }
+    assert_eq!(
+        pids(&c),
+        before,
+        "the pids changed: something started twice"
+    );
+    assert_eq!(holders(&c), vec![holder], "one holder, the same");
+
+    // The fork app's log flows to the same file again.
+    let last = last_line(&c);
+    poll("the fork app logs after the adoption", T, || {
+        (last_line(&c) >= last + 50).then_some(())
+    });
+    cluster_load.wait_more(50, T);
+    cluster_load
+        .finish()
+        .assert_no_failure("daemon kill -9, cluster -i 2, 2 new-connection clients");
+    keepalive_load
+        .finish()
+        .assert_no_failure("daemon kill -9, cluster -i 2, 2 keep-alive clients");
+
+    // Supervised as before: reload replaces the workers, stop stops everything.
+    c.ok(&["reload", "web"]);
+    let after = wait_online(&c, "web", 2, T);
+    for (_, pid) in &after {
+        assert!(!before.values().any(|b| *b == *pid as i64), "{after:?}");
+    }
+    wait_serving(web, T);
+    c.ok(&["stop", "all"]);
+    for r in c.ls_json() {
+        assert_eq!(r["status"], "stopped", "{r}");
+    }
+    for pid in before.values() {
+        let pid = *pid as i32;
+        poll("the adopted process is gone after stop", T, || {
+            (!alive(pid)).then_some(())
+        });
+    }
+
+    // `kill` leaves no holder behind (no port kept alive).
+    c.ok(&["kill"]);
+    poll("the holder exits after kill", T, || {
+        (!alive(holder)).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_holder_is_started_again_and_holds_what_the_daemon_holds() {
+    let c = Cohort::new();
+    c.ok(&["start", &fixture("ticker.js"), "--name", "talker"]);
+    let pid = c.wait_status("talker", "online", T)["pid"]
+        .as_i64()
+        .unwrap_or(-1) as i32;
+    c.track(pid);
+    poll("a holder runs", T, || holders(&c).first().copied());
+    let first = holders(&c)[0];
+    signal(first, libc::SIGKILL);
+    let second = poll("a new holder runs", T, || {
+        holders(&c).into_iter().find(|h| *h != first)
+    });
+    poll("the new holder holds the app's pipes", T, || {
+        (pipes_held(second) == 2).then_some(())
+    });
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
+    let talker = c.wait_status("talker", "online", T);
+    assert_eq!(talker["pid"].as_i64(), Some(pid as i64), "{talker}");
+}
