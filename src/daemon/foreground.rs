@@ -101,11 +101,9 @@ async fn serve(
     let shutdown = Arc::new(Notify::new());
     let app = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
+    let server = tokio::spawn(super::api_server::serve(listener, app, async move {
+        stop.notified().await
+    }));
     if let Some(l) = health_listener {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let router = health_router(handle.clone());

@@ -2,8 +2,11 @@
 //! COHORT_HOME/cohort.sock and running the supervisor. `cohort daemon` runs it in the foreground
 //! (what the CLI starts detached, and what a systemd unit runs).
 
+pub mod api_server;
+pub mod contain;
 pub mod cpus;
 pub mod foreground;
+pub mod limits;
 pub mod logs;
 pub mod notify;
 pub mod reaper;
@@ -48,6 +51,7 @@ pub struct Claim {
 /// orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies).
 /// `Ok(None)` when another daemon already holds the home.
 pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
+    limits::raise_nofile_or_report("daemon");
     home.ensure_dirs()?;
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -128,11 +132,9 @@ async fn serve(home: Home) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
+    let server = tokio::spawn(api_server::serve(listener, app, async move {
+        stop.notified().await
+    }));
     tokio::select! {
         _ = shutdown.notified() => {
             // `cohort kill`: the route already stopped every app and answered.

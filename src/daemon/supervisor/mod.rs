@@ -27,6 +27,7 @@ mod policy;
 mod reload;
 mod slots;
 mod table;
+mod transient;
 
 pub use handle::Handle;
 
@@ -137,6 +138,8 @@ pub struct Supervisor {
     reloads: VecDeque<reload::ReloadJob>,
     /// Where the Node preload (drain on shutdown) was written.
     shim: PathBuf,
+    /// Each process's cell (cgroup and marker): nothing it started outlives it.
+    contain: super::contain::Containment,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -170,6 +173,8 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
     let (requests_tx, requests) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let hub = logs::new_hub();
+    // Before the reaper starts: the cgroup probe forks and waits for its own child.
+    let contain = super::contain::Containment::new(&home);
     if helpers {
         super::reaper::start(events_tx.clone(), Event::Exited)?;
         super::notify::start(&home.notify_socket(), events_tx.clone(), Event::NotifyReady)?;
@@ -201,6 +206,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         next_worker: 0,
         reloads: VecDeque::new(),
         shim,
+        contain,
     };
     let task = tokio::spawn(sup.run(requests, events));
     Ok((Handle::new(requests_tx, hub), task))
