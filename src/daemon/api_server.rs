@@ -163,7 +163,7 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let first_byte = tokio::select! {
-        r = tokio::time::timeout(HEADER_TIMEOUT, stream.readable()) => matches!(r, Ok(Ok(()))),
+        r = tokio::time::timeout(HEADER_TIMEOUT, first_byte(&stream)) => matches!(r, Ok(Ok(()))),
         _ = evicted => false,
         _ = stop.wait_for(|s| *s) => false,
     };
@@ -181,6 +181,37 @@ async fn connection(
     }
     served.as_mut().graceful_shutdown();
     let _ = served.await;
+}
+
+/// Waits until `stream` has a byte to read (or its peer closed it), without reading it.
+async fn first_byte(stream: &UnixStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        stream.readable().await?;
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = 0u8;
+            // SAFETY: recv writes at most one byte into `byte`.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+        match peeked {
+            Ok(()) => return Ok(()),
+            // A readiness with nothing to read (tokio reports one for new sockets): wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Returns the heap's free memory to the system (glibc keeps it otherwise).
@@ -206,7 +237,10 @@ mod tests {
         // Full: the oldest idle one (b, not the busy a) makes room.
         let (d, _d_evicted) = r.admit(3).expect("room by eviction");
         assert_eq!(b_evicted.try_recv(), Ok(()));
-        assert!(a_evicted.try_recv().is_err(), "a busy connection is never evicted");
+        assert!(
+            a_evicted.try_recv().is_err(),
+            "a busy connection is never evicted"
+        );
         assert!(!r.busy(b), "an evicted connection is not served");
         assert_eq!(r.live(), 3);
         // Every one busy: the next is refused.

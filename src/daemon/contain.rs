@@ -50,6 +50,8 @@ pub struct Prepared {
 struct Pending {
     markers: Vec<String>,
     sweeping: bool,
+    /// Cgroups whose members were killed, removed once empty.
+    cgroups: Vec<PathBuf>,
 }
 
 /// The cells of the running processes, by the pid of their main process.
@@ -150,10 +152,10 @@ impl Containment {
 
     fn finish(&mut self, cell: Cell) {
         match cell.cgroup {
-            Some(dir) if kill_cgroup(&dir).is_ok() => remove_when_empty(dir),
+            Some(dir) if kill_cgroup(&dir).is_ok() => remove_when_empty(dir, &self.pending),
             other => {
                 if let Some(dir) = other {
-                    remove_when_empty(dir);
+                    remove_when_empty(dir, &self.pending);
                 }
                 self.sweep_marker(cell.marker);
             }
@@ -207,6 +209,22 @@ impl Drop for Containment {
     /// (cells of processes still running are left alone: they outlive a daemon that re-execs).
     fn drop(&mut self) {
         self.sweep_now();
+        // Killed members leave their cgroup within milliseconds: wait for them a little.
+        let dirs = std::mem::take(
+            &mut self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .cgroups,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        for dir in dirs {
+            while std::fs::remove_dir(&dir).is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if let Some(base) = &self.base {
             let _ = std::fs::remove_dir(base);
         }
@@ -221,7 +239,8 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .lines()
         .find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(PathBuf::from))?
+            (right.split(' ').next()? == "cgroup2")
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
         })
         .ok_or("no cgroup2 file system is mounted")?;
     let own = std::fs::read_to_string("/proc/self/cgroup")
@@ -250,7 +269,10 @@ fn usable_cgroup_base(tag: &str) -> Result<PathBuf, String> {
         Ok(()) => Ok(base),
         Err(e) => {
             let _ = std::fs::remove_dir(&base);
-            Err(format!("cannot move a process into {}: {e}", probe.display()))
+            Err(format!(
+                "cannot move a process into {}: {e}",
+                probe.display()
+            ))
         }
     }
 }
@@ -312,7 +334,9 @@ fn new_cgroup(base: &Path, n: &mut u64) -> std::io::Result<(PathBuf, OwnedFd)> {
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::other("too many cgroups left by earlier daemons"))
+    Err(std::io::Error::other(
+        "too many cgroups left by earlier daemons",
+    ))
 }
 
 /// SIGKILL to every process in cgroup `dir`: `cgroup.kill` (Linux ≥ 5.14), else freeze, kill each
@@ -339,22 +363,31 @@ fn kill_cgroup(dir: &Path) -> std::io::Result<()> {
     members.map(|_| ())
 }
 
-/// Removes cgroup `dir` once its killed members are gone (they must be reaped first), polling for
-/// up to 10 s on the runtime; without a runtime, tries once.
-fn remove_when_empty(dir: PathBuf) {
+/// Removes cgroup `dir` once its killed members are gone, polling for up to 10 s on the runtime
+/// (without one, or if the daemon ends first, `Containment::drop` finishes the job).
+fn remove_when_empty(dir: PathBuf, pending: &Arc<Mutex<Pending>>) {
     if std::fs::remove_dir(&dir).is_ok() {
         return;
     }
+    pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .cgroups
+        .push(dir.clone());
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let pending = pending.clone();
     rt.spawn(async move {
         for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             match std::fs::remove_dir(&dir) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => {}
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
+                _ => {
+                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    p.cgroups.retain(|d| d != &dir);
+                    return;
+                }
             }
         }
         eprintln!(
@@ -388,7 +421,11 @@ fn kill_marked_once(wanted: &[Vec<u8>]) -> usize {
     };
     let mut killed = 0;
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me || entry.metadata().map(|m| m.uid()).ok() != Some(uid) {
@@ -430,7 +467,12 @@ mod tests {
             (b"", false),
         ];
         for (env, want) in cases {
-            assert_eq!(env_has(env, &wanted), *want, "{:?}", String::from_utf8_lossy(env));
+            assert_eq!(
+                env_has(env, &wanted),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(env)
+            );
         }
     }
 }

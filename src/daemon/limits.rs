@@ -28,7 +28,7 @@ pub fn raise_nofile() -> Result<u64, std::io::Error> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(target.rlim_cur as u64)
+    Ok(target.rlim_cur)
 }
 
 /// Raises the limit and says so in daemon.log only when it fails (the figure is in `/proc/<pid>/limits`).
@@ -80,20 +80,22 @@ mod tests {
 
     fn lim(cur: u64, max: u64) -> libc::rlimit {
         libc::rlimit {
-            rlim_cur: cur as libc::rlim_t,
-            rlim_max: max as libc::rlim_t,
+            rlim_cur: cur,
+            rlim_max: max,
         }
     }
 
     fn pair(l: libc::rlimit) -> (u64, u64) {
-        (l.rlim_cur as u64, l.rlim_max as u64)
+        (l.rlim_cur, l.rlim_max)
     }
+
+    type Limits = (u64, u64);
 
     #[test]
     fn raising_and_restoring() {
-        let inf = libc::RLIM_INFINITY as u64;
+        let inf = libc::RLIM_INFINITY;
         #[rustfmt::skip]
-        let cases: &[(&str, (u64, u64), (u64, u64))] = &[
+        let cases: &[(&str, Limits, Limits)] = &[
             ("a login shell", (1024, 524_288), (524_288, 524_288)),
             ("already at the hard limit", (20_000, 20_000), (20_000, 20_000)),
             ("an infinite hard limit is left alone", (1024, inf), (1024, inf)),
@@ -102,7 +104,7 @@ mod tests {
             assert_eq!(pair(raised(lim(before.0, before.1))), *after, "{what}");
         }
         #[rustfmt::skip]
-        let back: &[(&str, (u64, u64), (u64, u64), Option<(u64, u64)>)] = &[
+        let back: &[(&str, Limits, Limits, Option<Limits>)] = &[
             ("the user's soft limit comes back", (1024, 524_288), (524_288, 524_288), Some((1024, 524_288))),
             ("nothing was raised", (1024, 1024), (1024, 1024), None),
             ("a hard limit lowered since caps it", (4096, 8192), (2048, 2048), None),

@@ -114,7 +114,8 @@ impl Supervisor {
         let cluster = spec.exec_mode == ExecMode::Cluster;
         let mut fds = Vec::new();
         if spec.is_node() {
-            let (chan, theirs) = anyhow::Context::context(NodeChannel::pair(), "creating the IPC channel")?;
+            let (chan, theirs) =
+                anyhow::Context::context(NodeChannel::pair(), "creating the IPC channel")?;
             fds.push(theirs);
             for (k, v) in channel_env(3) {
                 env.insert(k.to_string(), v);
