@@ -2,7 +2,8 @@
 //!
 //! The library holds every module so that the binary (`main.rs`), integration tests and fuzz targets
 //! reach the same code. Dependencies point one way, down this list (see docs/design.md):
-//! `cli` → `monit`, `startup` → `api` (types, client) → `daemon` → `cluster`, `balancer` → `config` → `home`.
+//! `cli` → `monit`, `startup` → `api` (types, client) → `daemon` → `cluster`, `balancer` → `config` → `home`
+//! → `sys` (OS helpers).
 
 pub mod api;
 pub mod balancer;
@@ -13,3 +14,4 @@ pub mod daemon;
 pub mod home;
 pub mod monit;
 pub mod startup;
+pub mod sys;

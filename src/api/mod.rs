@@ -36,6 +36,13 @@ impl Selector {
     }
 }
 
+/// Who may use the daemon (`GET`/`POST /access`): its owner and root, and the shared group if any.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct AccessReply {
+    pub owner_uid: u32,
+    pub shared: Option<crate::home::access::GroupAccess>,
+}
+
 /// Process status, as PM2 names them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

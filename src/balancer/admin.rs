@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::http::Shared;
-use super::spec::{Mode, Strategy};
+use super::shared::Shared;
+use crate::config::balancer::{Mode, Strategy};
 
 /// The status document.
 pub fn status(shared: &Shared) -> serde_json::Value {

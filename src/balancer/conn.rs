@@ -1,6 +1,7 @@
-//! Upstream HTTP/1.1 connections: connecting with a deadline, and the keep-alive pool of idle
-//! connections per upstream (one idle list per worker runtime, so a connection is reused on the
-//! runtime that drives it).
+//! Upstream connections: connecting with a deadline, and the keep-alive pooling of idle
+//! connections (one idle list per upstream and worker runtime, so a connection is reused on the
+//! runtime that drives it). Knows an upstream only by its address and its idle lists, which the
+//! upstream's state (`pool.rs`) holds.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -13,7 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::pool::Pool;
+use super::worker;
 
 /// Body of requests sent upstream: the client's streamed body, or nothing (retries, health checks).
 pub type UpBody = Either<Incoming, Empty<Bytes>>;
@@ -32,16 +33,6 @@ struct Slot<T>(Mutex<Vec<(T, Instant)>>);
 /// Most idle connections kept per upstream and worker.
 const MAX_IDLE: usize = 512;
 
-thread_local! {
-    /// Index of the worker runtime running on this thread (0 for the main one).
-    pub static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Index of the worker runtime running on this thread.
-pub fn worker() -> usize {
-    WORKER.with(|w| w.get())
-}
-
 impl<T> IdleConns<T> {
     pub fn new(workers: usize) -> IdleConns<T> {
         IdleConns {
@@ -51,7 +42,7 @@ impl<T> IdleConns<T> {
         }
     }
     fn slot(&self) -> &Mutex<Vec<(T, Instant)>> {
-        &self.per_worker[worker() % self.per_worker.len()].0
+        &self.per_worker[worker::current() % self.per_worker.len()].0
     }
     /// Drops every idle connection (the upstream failed).
     pub fn clear(&self) {
@@ -123,15 +114,15 @@ pub struct Checkout {
     pub reused: bool,
 }
 
-/// Takes an idle pooled connection to upstream `i`, or opens one.
+/// Takes an idle pooled connection from `idle`, or opens one to `addr`.
 pub async fn checkout(
-    pool: &Pool,
-    i: usize,
+    idle: &IdleConns<Sender>,
+    addr: SocketAddr,
     connect_timeout: Duration,
     max_idle: Duration,
 ) -> Result<Checkout, ConnectError> {
     loop {
-        let popped = pool.upstreams[i].idle.pop();
+        let popped = idle.pop();
         let Some((mut sender, since)) = popped else {
             break;
         };
@@ -153,7 +144,7 @@ pub async fn checkout(
             });
         }
     }
-    let sender = connect_http(pool.upstreams[i].addr, connect_timeout).await?;
+    let sender = connect_http(addr, connect_timeout).await?;
     Ok(Checkout {
         sender,
         reused: false,
@@ -161,23 +152,23 @@ pub async fn checkout(
 }
 
 /// Returns a connection whose exchange is complete to the idle pool.
-pub fn checkin(pool: &Pool, i: usize, sender: Sender) {
+pub fn checkin(idle: &IdleConns<Sender>, sender: Sender) {
     if sender.is_closed() {
         return;
     }
-    pool.upstreams[i].idle.push(sender, Instant::now());
+    idle.push(sender, Instant::now());
 }
 
-/// Takes an idle raw connection to upstream `i` (the HTTP/1 path's pool), or opens one; the flag
-/// says whether it was reused.
+/// Takes an idle raw connection from `idle` (the HTTP/1 path's pool), or opens one to `addr`; the
+/// flag says whether it was reused.
 pub async fn checkout_stream(
-    pool: &Pool,
-    i: usize,
+    idle: &IdleConns<TcpStream>,
+    addr: SocketAddr,
     connect_timeout: Duration,
     max_idle: Duration,
     now: Instant,
 ) -> Result<(TcpStream, bool), ConnectError> {
-    while let Some((stream, since)) = pool.upstreams[i].idle_streams.pop() {
+    while let Some((stream, since)) = idle.pop() {
         if now.saturating_duration_since(since) >= max_idle {
             continue;
         }
@@ -190,12 +181,12 @@ pub async fn checkout_stream(
             _ => continue,
         }
     }
-    let stream = connect_tcp(pool.upstreams[i].addr, connect_timeout).await?;
+    let stream = connect_tcp(addr, connect_timeout).await?;
     Ok((stream, false))
 }
 
 /// Returns a raw connection whose exchange is complete to the idle pool; `since` is when it was
 /// last known busy.
-pub fn checkin_stream(pool: &Pool, i: usize, stream: TcpStream, since: Instant) {
-    pool.upstreams[i].idle_streams.push(stream, since);
+pub fn checkin_stream(idle: &IdleConns<TcpStream>, stream: TcpStream, since: Instant) {
+    idle.push(stream, since);
 }

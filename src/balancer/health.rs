@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::conn::{connect_http, connect_tcp, UpBody};
 use super::pool::Pool;
-use super::spec::Health;
+use crate::config::balancer::Health;
 
 /// Starts one checker task per upstream on the current runtime.
 pub fn start(pool: Arc<Pool>, health: Health, http: bool, shutdown: watch::Receiver<bool>) {

@@ -1,6 +1,6 @@
 //! Listening sockets: inherited from a manager by systemd socket activation (`LISTEN_FDS`,
-//! `LISTEN_PID`, first fd is 3) or bound here (SO_REUSEADDR, optional SO_REUSEPORT); readiness
-//! notification (`NOTIFY_SOCKET`); and the TLS acceptor (rustls, ALPN h2 and http/1.1).
+//! `LISTEN_PID`, first fd is 3) or bound here (SO_REUSEADDR, optional SO_REUSEPORT), and the TLS
+//! acceptor (rustls, ALPN h2 and http/1.1).
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::FromRawFd;
@@ -60,20 +60,6 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
     })?;
     sock.listen(4096)?;
     Ok(sock.into())
-}
-
-/// Tells a service manager that the balancer is ready (`READY=1` on `NOTIFY_SOCKET`), if asked to.
-pub fn notify_ready() {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
-        return;
-    };
-    // Abstract-namespace sockets ("@name") are not supported by std's UnixDatagram paths; skip them.
-    if path.starts_with('@') {
-        return;
-    }
-    if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = s.send_to(b"READY=1\n", &path);
-    }
 }
 
 /// Loads a PEM certificate chain and key into a TLS acceptor offering h2 and http/1.1.

@@ -2,23 +2,28 @@
 //! `--spec-json`) into a validated [`BalancerSpec`], lays out the runtimes and listeners, and runs
 //! the shutdown path: stop accepting on SIGTERM/SIGINT, let in-flight requests finish, exit.
 //!
-//! Submodules: `spec` (config contract), `pool` (upstreams and counters), `strategy` (selection),
-//! `conn` (upstream connections and keep-alive pool), `http` (the proxy service), `server` (HTTP
-//! accept loop), `tcp` (L4 mode), `health` (active checks), `admin` (`/status`), `listen`
-//! (sockets, socket activation, TLS), `log` (access log).
+//! Submodules, from the bottom up: `worker` (which runtime a thread drives), `conn` (upstream
+//! connections and their keep-alive pooling), `strategy` (selection), `pool` (upstream state:
+//! up/down, counters), `shared` (state every connection shares, the drain token), `policy`
+//! (attempts, retries, forwarding rules: one for both HTTP paths), `h1/` (HTTP/1.x: a pure codec
+//! and the proxy loop), `h2` (HTTP/2 through hyper), `server` (HTTP accept loop), `tcp` (L4 mode),
+//! `health` (active checks), `admin` (`/status`), `listen` (sockets, socket activation, TLS), `log`
+//! (access log). The spec (config contract) is `config::balancer`.
 
 mod admin;
 mod conn;
 mod h1;
+mod h2;
 mod health;
-mod http;
 mod listen;
 mod log;
+mod policy;
 mod pool;
 mod server;
-pub mod spec;
+mod shared;
 mod strategy;
 mod tcp;
+mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -26,15 +31,16 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-#[allow(unused_imports)] // the daemon's config loader uses it
-pub use spec::BalancerSpec;
-use spec::{DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec, UpstreamEntry};
+use crate::config::balancer::{
+    self as spec, BalancerSpec, DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec,
+    UpstreamEntry,
+};
 
 /// Arguments of `cohort balance`.
 #[derive(clap::Args, Debug, Default, Clone, PartialEq)]
 #[command(
     after_help = "Example: cohort balance --listen 0.0.0.0:8080 --upstream 127.0.0.1:3000 --upstream 127.0.0.1:3001\n\
-Durations accept 500ms, 5s, 2m or milliseconds. Reference: docs/balancer.md"
+Durations accept 500ms, 5s, 2m, 1h or milliseconds. Reference: docs/balancer.md"
 )]
 pub struct BalanceArgs {
     /// The whole balancer as JSON (a `balancers` entry of a config file); replaces the other flags.
@@ -112,7 +118,7 @@ pub struct BalanceArgs {
     /// Do not write the access log on stdout.
     #[arg(long)]
     pub no_access_log: bool,
-    /// Worker threads (default: CPU count).
+    /// Worker threads (default: the CPUs this process may use).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
@@ -188,7 +194,7 @@ impl BalanceArgs {
 
 /// Runs a balancer in the foreground; returns the process exit code.
 pub fn run_foreground(args: BalanceArgs) -> i32 {
-    crate::daemon::limits::raise_nofile_or_report("balancer");
+    crate::sys::limits::raise_nofile_or_report("balancer");
     let settings = match args
         .to_spec()
         .and_then(|s| s.validate().and_then(|()| s.resolve()))
@@ -245,9 +251,8 @@ fn run(settings: Settings) -> Result<()> {
         None => None,
     };
     let workers = match settings.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        // The CPUs this process may use (affinity and cgroup quota), as `instances: max` counts them.
+        0 => crate::sys::cpus::usable() as usize,
         n => n,
     };
     // Listeners: one per worker runtime. An inherited socket is shared (dup'd); otherwise each
@@ -303,7 +308,7 @@ fn run(settings: Settings) -> Result<()> {
         settings.health.is_some(),
         workers,
     ));
-    let shared = Arc::new(http::Shared {
+    let shared = Arc::new(shared::Shared {
         https: tls.is_some(),
         pool,
         settings,
@@ -353,7 +358,7 @@ fn run(settings: Settings) -> Result<()> {
         std::thread::Builder::new()
             .name(format!("balancer-{}", n + 1))
             .spawn(move || {
-                conn::WORKER.with(|w| w.set(n + 1));
+                worker::WORKER.with(|w| w.set(n + 1));
                 rt.block_on(async move {
                     fut.await;
                     // Keep driving this runtime's connections until the process exits after the drain.
@@ -389,7 +394,8 @@ fn run(settings: Settings) -> Result<()> {
             s.strategy,
             shared.pool.upstreams.len()
         );
-        listen::notify_ready();
+        // A manager that asked (NOTIFY_SOCKET) hears READY=1; one that cannot be reached changes nothing.
+        let _ = crate::sys::sd_notify::ready();
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

@@ -1,13 +1,15 @@
-//! The upstream pool: each upstream's address, weight, counters and health state, shared by every
+//! Upstream state: each upstream's address, weight, counters and up/down state, shared by every
 //! connection task, the health checker and the admin endpoint. Counters are atomics so the request
-//! path never takes a lock for them.
+//! path never takes a lock for them. Connecting and pooling connections is `conn.rs` (an upstream
+//! only holds its idle lists); choosing one is `strategy.rs`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::conn::{IdleConns, Sender};
-use super::strategy::Selector;
+use super::strategy::{Members, Selector};
+use super::worker;
 
 /// One upstream server.
 pub struct Upstream {
@@ -163,6 +165,12 @@ impl Pool {
         self.selector.pick(self, key, tried)
     }
 
+    /// Records a failed attempt that does not take the upstream out (a timeout, one pooled
+    /// connection failing, a body broken off).
+    pub fn count_error(&self, i: usize) {
+        self.upstreams[i].errors.fetch_add(1, Relaxed);
+    }
+
     /// Status as JSON (the shape is documented in docs/balancer.md).
     pub fn status_json(
         &self,
@@ -197,6 +205,21 @@ impl Pool {
             "uptime_ms": self.now_ms(),
             "upstreams": ups,
         })
+    }
+}
+
+impl Members for Pool {
+    fn len(&self) -> usize {
+        self.upstreams.len()
+    }
+    fn is_up(&self, i: usize) -> bool {
+        Pool::is_up(self, i)
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.upstreams[i].weight
+    }
+    fn active(&self, i: usize) -> usize {
+        self.upstreams[i].active()
     }
 }
 
@@ -244,7 +267,7 @@ impl Drop for Active<'_> {
 }
 
 fn begin(u: &Upstream) -> usize {
-    let i = super::conn::worker() % u.shards.len();
+    let i = worker::current() % u.shards.len();
     let s = &u.shards[i];
     s.active.fetch_add(1, Relaxed);
     s.requests.fetch_add(1, Relaxed);

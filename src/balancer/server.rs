@@ -16,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::h1::{self, DRAIN_GRACE};
-use super::http::{DrainToken, Proxy, Shared};
+use super::h2::Proxy;
+use super::shared::{DrainToken, Shared};
 
 /// HTTP/2 settings derived from the spec.
 pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {

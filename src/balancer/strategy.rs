@@ -1,12 +1,23 @@
 //! Upstream selection strategies: smooth weighted round robin (NGINX's algorithm), least connections
 //! (weighted), random with two choices, and consistent hashing on a ring of virtual nodes.
-//! Every strategy skips upstreams that are down or already tried for this request.
+//! Every strategy skips upstreams that are down or already tried for this request. Also the `hash`
+//! strategy's keys (client IP, cookie). Selection sees the upstreams through [`Members`] only, so it
+//! does not depend on how their state is kept (`pool.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use super::pool::Pool;
-use super::spec::Strategy;
+use crate::config::balancer::Strategy;
+
+/// What selection needs to know of the upstreams, by index `0..len()`.
+pub trait Members {
+    fn len(&self) -> usize;
+    /// May receive traffic now.
+    fn is_up(&self, i: usize) -> bool;
+    fn weight(&self, i: usize) -> u32;
+    /// Requests (or tunnels) in flight.
+    fn active(&self, i: usize) -> usize;
+}
 
 /// Virtual nodes per unit of weight on the hash ring.
 const VNODES_PER_WEIGHT: u32 = 160;
@@ -54,8 +65,9 @@ impl Selector {
         }
     }
 
-    pub fn pick(&self, pool: &Pool, key: u64, tried: &[usize]) -> Option<usize> {
-        let n = pool.upstreams.len();
+    /// Picks an upstream that is up and not in `tried`; `key` is the hash key for `hash`.
+    pub fn pick<M: Members>(&self, pool: &M, key: u64, tried: &[usize]) -> Option<usize> {
+        let n = pool.len();
         let eligible = |i: usize| !tried.contains(&i) && pool.is_up(i);
         match self {
             Selector::RoundRobin(current) => {
@@ -69,7 +81,7 @@ impl Selector {
                     if !eligible(i) {
                         continue;
                     }
-                    let w = pool.upstreams[i].weight as i64;
+                    let w = pool.weight(i) as i64;
                     cw[i] += w;
                     total += w;
                     if best.is_none_or(|b| cw[i] > cw[b]) {
@@ -98,9 +110,8 @@ impl Selector {
                     if !eligible(i) {
                         continue;
                     }
-                    let u = &pool.upstreams[i];
                     // active/weight in fixed point (x1000), no floats.
-                    let load = (u.active() as u64 * 1000) / u.weight as u64;
+                    let load = (pool.active(i) as u64 * 1000) / pool.weight(i) as u64;
                     if best.is_none_or(|(_, l)| load < l) {
                         best = Some((i, load));
                     }
@@ -118,10 +129,8 @@ impl Selector {
                         if b == a {
                             b = up[len - 1];
                         }
-                        let load = |i: usize| {
-                            let u = &pool.upstreams[i];
-                            (u.active() as u64 * 1000) / u.weight as u64
-                        };
+                        let load =
+                            |i: usize| (pool.active(i) as u64 * 1000) / pool.weight(i) as u64;
                         Some(if load(b) < load(a) { b } else { a })
                     }
                 }
@@ -175,6 +184,7 @@ mod tests {
         assert_eq!(super::cookie_value(b"a=1", "sid"), None);
     }
 
+    use super::super::pool::Pool;
     use super::*;
     use std::time::Duration;
 

@@ -14,9 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::conn::connect_tcp;
-use super::http::{DrainToken, Shared};
 use super::log;
 use super::pool::ActiveGuard;
+use super::shared::{DrainToken, Shared};
 use super::strategy::ip_key;
 
 /// Accepts clients until `shutdown` turns true; open tunnels keep `drain` alive.

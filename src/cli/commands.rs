@@ -40,6 +40,7 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Ping => ping(home).await,
         Command::Update => update(home).await,
         Command::Monit => crate::monit::run(home).await,
+        Command::Access(a) => super::access::run(a, home).await,
         Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)

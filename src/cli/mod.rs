@@ -2,6 +2,7 @@
 //! `commands` runs them against the daemon; `render` prints the results; `options` turns the flags
 //! of the commands other modules run (`run`, `startup`) into those modules' plain option structs.
 
+mod access;
 pub mod commands;
 mod options;
 pub mod render;
@@ -76,6 +77,8 @@ pub enum Command {
     Unstartup(StartupArgs),
     /// Run apps in the foreground with no background daemon (containers, PID 1; like pm2-runtime).
     Run(RunArgs),
+    /// Show or change who besides you (and root) may use this daemon: a group, full or read-only.
+    Access(AccessArgs),
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +281,19 @@ pub struct LogsArgs {
 pub struct EnvArgs {
     /// Process id.
     pub id: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct AccessArgs {
+    /// Let the members of this group (a name or a gid) use the daemon.
+    #[arg(long, value_name = "NAME", conflicts_with = "off")]
+    pub group: Option<String>,
+    /// With --group: members may only look (ls, describe, logs), not start or stop anything.
+    #[arg(long, requires = "group")]
+    pub read_only: bool,
+    /// Stop sharing: only you and root.
+    #[arg(long)]
+    pub off: bool,
 }
 
 #[derive(Args, Debug)]

@@ -306,7 +306,7 @@ impl Fields<'_> {
             Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => {
                 Ok(n.as_f64().map(|f| f as u64))
             }
-            Some(Value::String(s)) => parse_duration_ms(s).map(Some).map_err(|_| {
+            Some(Value::String(s)) => super::duration::parse_ms(s).map(Some).map_err(|_| {
                 self.err(
                     field,
                     "milliseconds (a number, or \"500ms\", \"10s\", \"2m\")",
@@ -373,41 +373,8 @@ impl Fields<'_> {
     }
 }
 
-/// Parses "500", "500ms", "10s", "2m", "1h" into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?}"))?;
-    let factor = match unit.trim() {
-        "" | "ms" => 1.0,
-        "s" => 1000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return Err(format!("not a duration: {text:?}")),
-    };
-    Ok((n * factor) as u64)
-}
-
-/// Checks an app name: used in file names and as a selector, so it can't look like an id or `all`.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "{name:?} can't be a name: it would read as a selector (`all` or an id)"
-        ));
-    }
-    if name.contains('/') || name.contains('\0') || name.chars().any(char::is_whitespace) {
-        return Err(format!("{name:?} can't be a name: no slashes or spaces"));
-    }
-    Ok(())
-}
+/// Checks an app name (kept here for its callers; the rule lives in `validate`).
+pub use super::validate::name as validate_name;
 
 const KNOWN: &[&str] = &[
     "name",
@@ -616,13 +583,15 @@ fn app_from_value(
     if !spec.listen.is_empty() && f.get("exec_mode").is_none() {
         spec.exec_mode = ExecMode::Cluster;
     }
+    // The rules a dump is held to as well (resurrect runs the same check).
+    super::validate::app(&spec, &at_named)?;
     Ok(spec)
 }
 
 /// A `balancers[i]` entry as an app the daemon supervises: `cohort balance` on a socket the daemon
 /// holds (so a reload of the balancer never refuses a connection).
 fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> {
-    let spec: crate::balancer::spec::BalancerSpec =
+    let spec: super::balancer::BalancerSpec =
         serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
     spec.validate().map_err(|e| format!("{at}.{e}"))?;
     let name = spec.name.clone().ok_or_else(|| {
@@ -637,6 +606,7 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
     app.kill_signal = "SIGTERM".into();
     app.kill_timeout_ms = 5000;
     app.balancer = Some(value.clone());
+    super::validate::app(&app, at)?;
     Ok(app)
 }
 
@@ -681,13 +651,5 @@ mod tests {
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("1500").unwrap(), 1500);
-        assert_eq!(parse_duration_ms("10s").unwrap(), 10_000);
-        assert_eq!(parse_duration_ms("2m").unwrap(), 120_000);
-        assert!(parse_duration_ms("soon").is_err());
     }
 }

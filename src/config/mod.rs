@@ -3,9 +3,12 @@
 //! `start` turns a start's options into specs, `ecosystem` reads config files, `resolve` finds
 //! scripts and interpreters.
 
+pub mod balancer;
+pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
 pub mod start;
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,8 +51,12 @@ impl Instances {
         }
         match t.parse::<i64>() {
             Ok(0) => Ok(Instances::Max),
-            Ok(n) if n > 0 && n <= 4096 => Ok(Instances::Count(n as u32)),
-            Ok(n) if (-4096..0).contains(&n) => Ok(Instances::MaxMinus((-n) as u32)),
+            Ok(n) if n > 0 && n <= i64::from(validate::MAX_INSTANCES) => {
+                Ok(Instances::Count(n as u32))
+            }
+            Ok(n) if (-i64::from(validate::MAX_INSTANCES)..0).contains(&n) => {
+                Ok(Instances::MaxMinus((-n) as u32))
+            }
             _ => Err(format!(
                 "expected a number or \"max\", got {}",
                 serde_json::Value::String(text.to_string())

@@ -146,7 +146,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
 fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
         .map(|s| {
-            ecosystem::parse_duration_ms(s).map_err(|_| {
+            super::duration::parse_ms(s).map_err(|_| {
                 anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
             })
         })

@@ -10,7 +10,11 @@
 //!   come after), and after a burst of connections the allocator gives freed memory back to the
 //!   system (glibc `malloc_trim`).
 
+use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::{BTreeMap, HashSet};
@@ -81,12 +85,16 @@ impl Registry {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish (the
-/// caller bounds how long it waits for this future).
-pub async fn serve(
+/// caller bounds how long it waits for this future). Every request carries
+/// `ConnectInfo(connect_info(&stream))` of its connection (the peer's credentials).
+pub async fn serve<C>(
     listener: UnixListener,
     app: Router,
+    connect_info: fn(&UnixStream) -> C,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) where
+    C: Clone + Send + Sync + 'static,
+{
     let app = app.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -116,9 +124,11 @@ pub async fn serve(
             drop(stream); // every connection is busy: closed at once, the client may retry
             continue;
         };
+        let info = ConnectInfo(connect_info(&stream));
         tokio::spawn(connection(
             stream,
             app.clone(),
+            info,
             Conn {
                 id,
                 registry: registry.clone(),
@@ -155,9 +165,10 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 }
 
 /// Serves one connection: waits (cheaply) for its first byte, then hands it to hyper.
-async fn connection(
+async fn connection<C: Clone + Send + Sync + 'static>(
     stream: UnixStream,
     app: Router,
+    info: ConnectInfo<C>,
     conn: Conn,
     evicted: oneshot::Receiver<()>,
     mut stop: watch::Receiver<bool>,
@@ -170,10 +181,17 @@ async fn connection(
     if !first_byte || !lock(&conn.registry).busy(conn.id) {
         return;
     }
+    let service = TowerToHyperService::new(app);
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        .serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                service.call(req)
+            }),
+        );
     tokio::pin!(served);
     tokio::select! {
         _ = served.as_mut() => return,

@@ -99,11 +99,17 @@ async fn serve(
     let supervision = supervision.failed();
     tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
-    let app = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = super::access::protect(
+        super::routes::router(handle.clone(), home.clone(), shutdown.clone()),
+        &home,
+    )?;
     let stop = shutdown.clone();
-    let server = tokio::spawn(super::api_server::serve(listener, app, async move {
-        stop.notified().await
-    }));
+    let server = tokio::spawn(super::api_server::serve(
+        listener,
+        app,
+        super::access::peer,
+        async move { stop.notified().await },
+    ));
     if let Some(l) = health_listener {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let router = health_router(handle.clone());

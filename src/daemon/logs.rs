@@ -94,14 +94,15 @@ pub struct LogFile {
 impl LogFile {
     pub fn open(path: &Path) -> Result<Arc<LogFile>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::home::private::DIR_MODE)
+                .create(dir)
                 .with_context(|| format!("creating log folder {}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening log file {}", path.display()))?;
+        // 0600, and never through a link planted at its name (or, in COHORT_HOME, at logs/).
+        let file = crate::home::private::open_append(path)?;
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -238,7 +239,7 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
 
 /// Empties a log file in place (writers append, so they carry on at the new end).
 pub fn truncate(path: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new().write(true).open(path) {
+    match crate::home::private::open_existing(path) {
         Ok(f) => f
             .set_len(0)
             .with_context(|| format!("truncating {}", path.display())),

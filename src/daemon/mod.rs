@@ -2,11 +2,10 @@
 //! COHORT_HOME/cohort.sock and running the supervisor. `cohort daemon` runs it in the foreground
 //! (what the CLI starts detached, and what a systemd unit runs).
 
+pub mod access;
 pub mod api_server;
 pub mod contain;
-pub mod cpus;
 pub mod foreground;
-pub mod limits;
 pub mod logs;
 pub mod notify;
 pub mod reaper;
@@ -17,7 +16,6 @@ pub mod supervisor;
 
 use crate::home::Home;
 use anyhow::{Context, Result};
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -51,22 +49,22 @@ pub struct Claim {
 /// orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies).
 /// `Ok(None)` when another daemon already holds the home.
 pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
-    limits::raise_nofile_or_report("daemon");
+    crate::sys::limits::raise_nofile_or_report("daemon");
     home.ensure_dirs()?;
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.lock())
-        .with_context(|| format!("opening {}", home.lock().display()))?;
+    crate::home::private::set_daemon_home(&home.root);
+    let lock_file = crate::home::private::open_write(&home.lock())?;
     let lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
     {
         Ok(lock) => lock,
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => return Err(e).context("locking the daemon lock file"),
     };
-    std::fs::write(home.pid_file(), std::process::id().to_string())
-        .context("writing daemon.pid")?;
+    std::io::Write::write_all(
+        &mut crate::home::private::open_truncate(&home.pid_file())?,
+        std::process::id().to_string().as_bytes(),
+    )
+    .context("writing daemon.pid")?;
+    crate::home::dump::remove_stale_temps(&home.dump());
     // SAFETY: prctl with these arguments has no memory effects.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -75,17 +73,17 @@ pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
 }
 
 /// Binds COHORT_HOME/cohort.sock with mode 0600 from the first instant (a umask during bind, so
-/// the socket is never, even briefly, reachable by other users).
+/// the socket is never, even briefly, reachable by other users); 0660 with the group when the
+/// owner shares control (`cohort access`). Every connection's credentials are checked on top
+/// (`access`).
 pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
     let sock = home.socket();
     let _ = std::fs::remove_file(&sock);
-    // SAFETY: umask only changes this process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let listener = tokio::net::UnixListener::bind(&sock);
-    unsafe { libc::umask(old) };
-    let listener = listener.with_context(|| format!("binding {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", sock.display()))?;
+    let shared = crate::home::access::load(home)?;
+    let listener =
+        crate::home::private::bind_with_mode(0o600, || tokio::net::UnixListener::bind(&sock))
+            .with_context(|| format!("binding {}", sock.display()))?;
+    crate::home::access::apply_to_socket(&sock, shared.as_ref())?;
     Ok(listener)
 }
 
@@ -120,19 +118,24 @@ async fn serve(home: Home) -> Result<()> {
 
     let (handle, supervision) = supervisor::start(home.clone())?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
-    let app = routes::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = access::protect(
+        routes::router(handle.clone(), home.clone(), shutdown.clone()),
+        &home,
+    )?;
     eprintln!(
         "cohort: daemon {} started (pid {}) for {}",
         crate::api::VERSION,
         std::process::id(),
         home.root.display()
     );
-    notify_systemd_ready();
+    if let Err(e) = crate::sys::sd_notify::ready() {
+        eprintln!("cohort: cannot notify systemd: {e}");
+    }
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
     let stop = shutdown.clone();
-    let server = tokio::spawn(api_server::serve(listener, app, async move {
+    let server = tokio::spawn(api_server::serve(listener, app, access::peer, async move {
         stop.notified().await
     }));
     tokio::select! {
@@ -160,26 +163,4 @@ async fn serve(home: Home) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_millis(500), server).await;
     eprintln!("cohort: daemon stopped");
     Ok(())
-}
-
-/// Tells systemd (Type=notify) that the daemon is ready, when it runs under one.
-fn notify_systemd_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", std::path::Path::new(&path))
-    };
-    if let Err(e) = sent {
-        eprintln!("cohort: cannot notify systemd: {e}");
-    }
 }

@@ -116,7 +116,7 @@ pub fn spawn(cmd: &Command) -> Result<Spawned> {
         .map(|fd| dup_high(*fd))
         .collect::<Result<_>>()?;
     let high_raw: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
-    let nofile = super::limits::child_nofile();
+    let nofile = crate::sys::limits::child_nofile();
 
     // SAFETY: after fork the child calls only async-signal-safe functions on memory prepared above.
     let pid = unsafe { libc::fork() };

@@ -2,9 +2,13 @@
 //! The formats of the files in it that more than one module reads live beside it: `dump` (dump.json)
 //! and `tail` (the last lines of a log file, for `cohort logs` and monit).
 //!
-//! Two different homes are two independent daemons; tests rely on that to stay apart.
+//! Two different homes are two independent daemons; tests rely on that to stay apart. The home is
+//! private to its owner (`private`: 0700 folders, 0600 files, no links followed), unless the owner
+//! shares it with a group (`access`).
 
+pub mod access;
 pub mod dump;
+pub mod private;
 pub mod tail;
 
 use anyhow::{Context, Result};
@@ -63,31 +67,50 @@ impl Home {
     pub fn shim_dir(&self) -> PathBuf {
         self.root.join("shim")
     }
+    /// Who besides the owner may use the daemon (`cohort access`).
+    pub fn access(&self) -> PathBuf {
+        self.root.join("access.json")
+    }
 
-    /// Creates the home and its `logs/` folder, with a clear error when that is impossible.
+    /// Creates the home (0700) and its `logs/` folder, or checks an existing one: a home owned by
+    /// another user or writable by others is refused; an older, more open home (0755) is narrowed
+    /// to 0700 once (0710 with a shared group), saying so, and so are its files (0600).
     pub fn ensure_dirs(&self) -> Result<()> {
-        for dir in [self.root.as_path(), self.logs_dir().as_path()] {
-            create_dir(dir)?;
+        // Owner and writability first, before anything in the home is read.
+        let dir = private::open_home(&self.root)?;
+        let shared = access::load(self)?;
+        let (mode, group) = access::home_mode(shared.as_ref());
+        if let Some(note) = dir.set_mode(mode, group)? {
+            let files = private::narrow_files(&self.root) + private::narrow_files(&self.logs_dir());
+            eprintln!(
+                "{note}{}",
+                if files > 0 {
+                    format!("; {files} files in it are now 0600")
+                } else {
+                    String::new()
+                }
+            );
         }
-        Ok(())
+        private::private_subdir(&self.logs_dir())?;
+        probe_writable(&self.root)
     }
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "COHORT_HOME {} is not writable: cannot create {} (set COHORT_HOME to a writable directory)",
-            dir.parent().unwrap_or(dir).display(),
-            dir.display()
-        )
-    })?;
+fn probe_writable(dir: &Path) -> Result<()> {
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| {
-        format!(
-            "COHORT_HOME {} is not writable (set COHORT_HOME to a writable directory)",
-            dir.display()
-        )
-    })?;
+    private::create_new(&probe)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                private::open_write(&probe).map_err(std::io::Error::other)
+            }
+            _ => Err(e),
+        })
+        .with_context(|| {
+            format!(
+                "COHORT_HOME {} is not writable (set COHORT_HOME to a writable directory)",
+                dir.display()
+            )
+        })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

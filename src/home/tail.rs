@@ -12,7 +12,7 @@ pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = super::private::open_read(path) else {
         return Vec::new();
     };
     let Ok(len) = f.seek(SeekFrom::End(0)) else {

@@ -289,7 +289,12 @@ fn prepare_cohort_home(plan: &Plan) {
     if plan.cohort_home.exists() || !is_root() {
         return;
     }
-    if std::fs::create_dir_all(&plan.cohort_home).is_ok() {
+    use std::os::unix::fs::DirBuilderExt;
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(crate::home::private::DIR_MODE)
+        .create(&plan.cohort_home);
+    if created.is_ok() {
         if let Ok(Some(u)) = nix::unistd::User::from_name(&plan.user) {
             let _ = nix::unistd::chown(&plan.cohort_home, Some(u.uid), Some(u.gid));
         }

@@ -297,6 +297,7 @@ impl Supervisor {
     /// `resurrect`: starts the apps of dump.json that do not run.
     pub(super) fn resurrect(&mut self) -> Result<ResurrectReply, String> {
         let dump = persist::read::<AppSpec>(&self.home.dump()).map_err(|e| format!("{e:#}"))?;
+        crate::config::validate::saved_apps(&dump.apps, &self.home.dump().to_string_lossy())?;
         let mut reply = ResurrectReply {
             started: Vec::new(),
             skipped: Vec::new(),

@@ -167,8 +167,14 @@ pub fn start(home: Home) -> anyhow::Result<(Handle, Watch)> {
 fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<()>)> {
     use anyhow::Context;
     let shim = home.shim_dir().join("node.cjs");
-    std::fs::create_dir_all(home.shim_dir())
-        .and_then(|()| std::fs::write(&shim, crate::cluster::NODE_SHIM))
+    crate::home::private::private_subdir(&home.shim_dir())
+        .and_then(|()| crate::home::private::open_truncate(&shim))
+        .and_then(|mut f| {
+            Ok(std::io::Write::write_all(
+                &mut f,
+                crate::cluster::NODE_SHIM.as_bytes(),
+            )?)
+        })
         .with_context(|| format!("writing the Node preload {}", shim.display()))?;
     let (requests_tx, requests) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -200,7 +206,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         next_id: 0,
         hub: hub.clone(),
         sampler: Sampler::new(),
-        cpus: super::cpus::usable(),
+        cpus: crate::sys::cpus::usable(),
         shutting_down: false,
         sockets: SocketTable::new(),
         next_worker: 0,
@@ -324,8 +330,10 @@ impl Supervisor {
             Event::RetireTimeout { pid } => self.retire_timeout(pid),
             Event::DrainCheck { id, gen, left } => self.drain_check(id, gen, left),
             Event::NotifyReady(pid) => {
-                if let Some(id) = self.by_pid.get(&pid).copied() {
-                    self.mark_ready(id, pid);
+                // The sender, or its nearest managed ancestor (docs/security.md).
+                let managed = super::notify::managed_sender(pid, |p| self.by_pid.contains_key(&p));
+                if let Some((p, id)) = managed.and_then(|p| Some((p, *self.by_pid.get(&p)?))) {
+                    self.mark_ready(id, p);
                 }
             }
             Event::SpawnRetry { id, gen, keep_old } => self.spawn_retry(id, gen, keep_old),

@@ -1,0 +1,20 @@
+//! State shared by every connection of one balancer: the resolved settings, the upstreams (with
+//! their counters and health, `pool.rs`) and whether clients speak TLS; and the drain token that
+//! keeps the shutdown waiting while a connection or tunnel is open.
+
+use std::sync::Arc;
+
+use crate::config::balancer::Settings;
+
+use super::pool::Pool;
+
+/// Keeps the drain waiting while any clone is alive (connections and tunnels hold one).
+pub type DrainToken = tokio::sync::mpsc::Sender<()>;
+
+/// State shared by every connection of one balancer.
+pub struct Shared {
+    pub settings: Settings,
+    pub pool: Arc<Pool>,
+    /// Clients connect over TLS (X-Forwarded-Proto is `https`).
+    pub https: bool,
+}
