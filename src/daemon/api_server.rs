@@ -1,8 +1,10 @@
 //! Serving the control API on the daemon's socket with bounds, so no client — buggy or hostile,
 //! even the owner's own — can take the daemon's file descriptors or memory:
-//! - **connections**: at most [`MAX_CONNECTIONS`] at once. A new one beyond that evicts the oldest
-//!   connection that has not sent a byte yet (an idle one), so a CLI that sends its request at once
-//!   is always served; when every connection is busy, the new one is closed at once.
+//! - **connections**: at most [`MAX_CONNECTIONS`] at once. A new one beyond that that has sent its
+//!   request evicts the oldest connection that has not sent a byte yet (an idle one), so a CLI is
+//!   served while thousands of idle connections are open; one that has sent nothing yet waits a
+//!   moment on probation (200 ms, at most 64 of them, no task or buffer), then is closed; when
+//!   every connection is busy, new ones are closed at once.
 //! - **time**: a connection that sends nothing within [`HEADER_TIMEOUT`], or whose request header
 //!   takes longer, is closed (hyper's header timeout; it also ends idle keep-alive connections).
 //! - **size**: request bodies over [`MAX_BODY`] are refused (413).
@@ -17,10 +19,10 @@ use hyper::service::{service_fn, Service};
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 
@@ -30,6 +32,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body (a start request carries whole app specs).
 pub const MAX_BODY: usize = 16 << 20;
+/// With the table full, how long a new connection may take to send its first bytes, how often
+/// that is checked, and how many may wait.
+const PROBATION: Duration = Duration::from_millis(200);
+const PROBATION_TICK: Duration = Duration::from_millis(10);
+const PROBATION_MAX: usize = 64;
 /// After this many connections at once, memory is given back once they are gone.
 const TRIM_AFTER: usize = 64;
 
@@ -99,30 +106,10 @@ pub async fn serve<C>(
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    let mut accept_failing = false;
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    accept_failing = false;
-                    stream
-                }
-                Err(e) => {
-                    // EMFILE and friends: the pending connection stays queued; try again soon.
-                    if !std::mem::replace(&mut accept_failing, true) {
-                        eprintln!("cohort: accepting an API connection: {e}; retrying");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let admit = |stream: UnixStream| {
         let admitted = lock(&registry).admit(MAX_CONNECTIONS);
         let Some((id, evicted)) = admitted else {
-            drop(stream); // every connection is busy: closed at once, the client may retry
-            continue;
+            return; // every connection is busy: closed at once, the client may retry
         };
         let info = ConnectInfo(connect_info(&stream));
         tokio::spawn(connection(
@@ -137,6 +124,63 @@ pub async fn serve<C>(
             evicted,
             stop_rx.clone(),
         ));
+    };
+    // With the table full, a new connection that has not sent its request yet waits here, on
+    // probation (no task, no buffers), and gets in once it has; a flood of idle ones is closed
+    // at the cost of an accept, a peek and a close each, so a CLI behind it is reached quickly.
+    let mut probation: VecDeque<(UnixStream, Instant)> = VecDeque::new();
+    let mut checked = Instant::now();
+    tokio::pin!(shutdown);
+    let mut accept_failing = false;
+    loop {
+        let tick = async {
+            if probation.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(PROBATION_TICK).await
+            }
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick => None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    accept_failing = false;
+                    Some(stream)
+                }
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued; try again soon.
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        eprintln!("cohort: accepting an API connection: {e}; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let now = Instant::now();
+        if now.duration_since(checked) >= PROBATION_TICK {
+            checked = now;
+            for (waiting, since) in std::mem::take(&mut probation) {
+                match peek(&waiting) {
+                    Peek::Data => admit(waiting),
+                    Peek::Nothing if now.duration_since(since) < PROBATION => {
+                        probation.push_back((waiting, since))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(stream) = stream else { continue };
+        let full = lock(&registry).live() >= MAX_CONNECTIONS;
+        if !full || peek(&stream) == Peek::Data {
+            admit(stream);
+        } else {
+            if probation.len() >= PROBATION_MAX {
+                probation.pop_front();
+            }
+            probation.push_back((stream, now));
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -199,6 +243,37 @@ async fn connection<C: Clone + Send + Sync + 'static>(
     }
     served.as_mut().graceful_shutdown();
     let _ = served.await;
+}
+
+/// What a connection has sent so far.
+#[derive(PartialEq, Eq)]
+enum Peek {
+    Data,
+    Nothing,
+    Closed,
+}
+
+/// Looks at `stream`'s first byte without reading it or waiting.
+fn peek(stream: &UnixStream) -> Peek {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        1.. => Peek::Data,
+        0 => Peek::Closed,
+        _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock => {
+            Peek::Nothing
+        }
+        _ => Peek::Closed,
+    }
 }
 
 /// Waits until `stream` has a byte to read (or its peer closed it), without reading it.
