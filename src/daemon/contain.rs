@@ -261,6 +261,13 @@ fn usable_cgroup_base(tag: &str) -> Result<PathBuf, String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("creating {}: {e}", base.display())),
     }
+    // Cells an earlier daemon of this home left (killed before its apps ended) go once empty;
+    // rmdir refuses a cgroup that still holds processes, so running apps keep theirs.
+    if let Ok(cells) = std::fs::read_dir(&base) {
+        for cell in cells.flatten().filter(|c| c.path().is_dir()) {
+            let _ = std::fs::remove_dir(cell.path());
+        }
+    }
     let probe = base.join(format!("probe-{}", std::process::id()));
     let _ = std::fs::create_dir(&probe);
     let moved = probe_move(&probe);
