@@ -7,7 +7,7 @@ use super::*;
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
-    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
+    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest, UpdateRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
 use crate::config::start::{specs_for_start, StartSpecs};
@@ -23,8 +23,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
     match command {
         Command::Start(args) => start(args, home).await,
         Command::Stop(t) => action(Action::Stop, t, home).await,
-        Command::Restart(t) => action(Action::Restart, t, home).await,
-        Command::Reload(t) => action(Action::Reload, t, home).await,
+        Command::Restart(r) => restart(Action::Restart, r, home).await,
+        Command::Reload(r) => restart(Action::Reload, r, home).await,
         Command::Delete(t) => action(Action::Delete, t, home).await,
         Command::Reset(t) => action(Action::Reset, t, home).await,
         Command::Scale(s) => scale(s, home).await,
@@ -38,7 +38,7 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Resurrect => resurrect(home).await,
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
-        Command::Update => update(home).await,
+        Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
         Command::Access(a) => super::access::run(a, home).await,
         Command::Daemon(_)
@@ -63,17 +63,8 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
     let StartSpecs {
         apps,
         from_config_file,
-        mut warnings,
+        warnings,
     } = specs_for_start(&a.options())?;
-    for (given, flag) in [
-        (a.watch, "--watch"),
-        (a.max_memory_restart.is_some(), "--max-memory-restart"),
-        (a.cron.is_some(), "--cron"),
-    ] {
-        if given {
-            warnings.push(format!("{flag} is not supported by cohort yet; ignored"));
-        }
-    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -136,18 +127,64 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
     let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: act,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(act, sel))
         .await?;
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
         eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
+        print!("{}", render::table(&procs));
+    }
+    Ok(())
+}
+
+/// `restart` / `reload`: config files are read again (with `--env NAME`), `--update-env` sends
+/// this shell's environment.
+async fn restart(act: Action, r: RestartArgs, home: Home) -> Result<()> {
+    let mut sels = Vec::new();
+    let mut apps = Vec::new();
+    for target in &r.targets.target {
+        if ecosystem::is_config_file(target) {
+            let opts = crate::config::start::StartOptions {
+                target: target.clone(),
+                env: r.env.clone(),
+                ..Default::default()
+            };
+            let specs = specs_for_start(&opts)?;
+            for w in &specs.warnings {
+                eprintln!("warning: {w}");
+            }
+            sels.push(Selector::Names(
+                specs.apps.iter().map(|a| a.name.clone()).collect(),
+            ));
+            apps.extend(specs.apps);
+        } else {
+            if let Some(env) = &r.env {
+                bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
+            }
+            sels.push(selector(target)?);
+        }
+    }
+    let sel = if sels.len() == 1 {
+        sels.remove(0)
+    } else {
+        Selector::Many(sels)
+    };
+    let mut req = ActionRequest::new(act, sel);
+    req.apps = apps;
+    if r.update_env {
+        req.update_env = Some(cli_env());
+    }
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
+    if r.targets.json {
+        println!("{}", serde_json::to_string(&procs)?);
+    } else {
+        eprintln!(
+            "cohort: {} {}: done",
+            act.as_str(),
+            r.targets.target.join(" ")
+        );
         print!("{}", render::table(&procs));
     }
     Ok(())
@@ -322,13 +359,7 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
     };
     let client = Client::connect_or_start(home).await?;
     let _: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: Action::Flush,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(Action::Flush, sel))
         .await?;
     eprintln!("cohort: logs flushed");
     Ok(())
@@ -408,27 +439,59 @@ async fn ping(home: Home) -> Result<()> {
     Ok(())
 }
 
-async fn update(home: Home) -> Result<()> {
+async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         let client = Client::connect_or_start(home).await?;
         let p = client.ping().await?;
         println!("started daemon {} (pid {})", p.version, p.pid);
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> =
-        client.post("/save", &SaveRequest { force: true }).await;
-    if let Err(e) = &saved {
-        bail!("cannot save before the update: {e:#} (nothing was stopped)");
+    let binary = match args.binary {
+        Some(b) => b,
+        None => {
+            std::env::current_exe().context("finding this cohort binary (pass it with --binary)")?
+        }
+    };
+    let binary = std::fs::canonicalize(&binary)
+        .with_context(|| format!("finding {} (is it installed?)", binary.display()))?;
+    let before = client.ping().await?;
+    let sent = std::time::Instant::now();
+    // On success the daemon re-executes before it can answer: the connection just closes.
+    let asked: Result<serde_json::Value> = client
+        .post_long(
+            "/update",
+            &UpdateRequest {
+                binary: binary.to_string_lossy().into_owned(),
+            },
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(now) = client.ping().await {
+            if now.reexecs > before.reexecs || now.pid != before.pid {
+                let procs: Vec<ProcessInfo> = client.get("/processes").await.unwrap_or_default();
+                let running = procs.iter().filter(|p| p.pid.is_some()).count();
+                println!(
+                    "daemon updated in place: cohort {} → {} (pid {}); {running} processes kept running, none restarted",
+                    before.version, now.version, now.pid
+                );
+                return Ok(());
+            }
+            // A daemon image younger than the request went back to the previous binary.
+            let fresh = u128::from(now.uptime_ms) <= sent.elapsed().as_millis();
+            if let Some(why) = now.failed_update.filter(|_| asked.is_err() && fresh) {
+                bail!("cannot update the daemon in place: the new binary could not take over ({why}); the previous one runs again, with every app (see daemon.log)");
+            }
+            if let Err(e) = &asked {
+                bail!("cannot update the daemon in place: {e:#}");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not come back after the update ({}; see daemon.log in COHORT_HOME)",
+                asked.err().map(|e| format!("{e:#}")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    kill(home.clone()).await?;
-    let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
-    let p = client.ping().await?;
-    println!(
-        "daemon {} (pid {}) running; resurrected: {}",
-        p.version,
-        p.pid,
-        r.started.join(", ")
-    );
-    Ok(())
 }

@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// PM2 fields accepted but not implemented yet: each one used gets a warning, never silence.
 const NOT_YET: &[&str] = &[
-    "watch",
-    "ignore_watch",
     "watch_options",
-    "watch_delay",
-    "cron_restart",
-    "max_memory_restart",
     "source_map_support",
     "instance_var",
     "filter_env",
@@ -410,6 +405,12 @@ const KNOWN: &[&str] = &[
     "listen",
     "output",
     "error",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "cron_restart",
+    "cron",
+    "max_memory_restart",
 ];
 
 fn app_from_value(
@@ -583,6 +584,10 @@ fn app_from_value(
     if !spec.listen.is_empty() && f.get("exec_mode").is_none() {
         spec.exec_mode = ExecMode::Cluster;
     }
+    let triggers = super::triggers::from_fields(obj, &at_named, &cwd)?;
+    spec.watch = triggers.watch;
+    spec.cron_restart = triggers.cron_restart;
+    spec.max_memory_restart = triggers.max_memory_restart;
     // The rules a dump is held to as well (resurrect runs the same check).
     super::validate::app(&spec, &at_named)?;
     Ok(spec)
@@ -647,7 +652,7 @@ mod tests {
     #[test]
     fn not_yet_fields_warn_once_each() {
         let env = BTreeMap::new();
-        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "watch": true, "cron_restart": "* * * * *"}]});
+        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "vizion": true, "pmx": false, "watch": false}]});
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
 pub mod start;
+pub mod triggers;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,15 @@ pub struct AppSpec {
     /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<serde_json::Value>,
+    /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<triggers::WatchSpec>,
+    /// Restart (cluster: reload) on this cron schedule (5 fields, or 6 with seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
 }
 
 impl AppSpec {
@@ -153,6 +163,9 @@ impl AppSpec {
             shutdown_with_message: false,
             listen: Vec::new(),
             balancer: None,
+            watch: None,
+            cron_restart: None,
+            max_memory_restart: None,
         }
     }
 

@@ -138,6 +138,38 @@ impl Containment {
         self.cells.insert(pid, cell);
     }
 
+    /// A process this daemon did not start in this image (kept across an update): its cell is
+    /// found again from its cgroup and its environment marker, and later runs are numbered past it.
+    pub fn adopt(&mut self, pid: i32) {
+        let wanted = format!("{MARKER_VAR}=");
+        let marker = std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()
+            .and_then(|env| {
+                env.split(|b| *b == 0)
+                    .find_map(|kv| kv.strip_prefix(wanted.as_bytes()).map(<[u8]>::to_vec))
+            })
+            .and_then(|m| String::from_utf8(m).ok())
+            .filter(|m| m.starts_with(&format!("{}:", self.tag)));
+        let cgroup = self.base.as_ref().and_then(|base| {
+            let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+            let (parent, run) = rel.rsplit_once('/')?;
+            let base_name = base.file_name()?.to_str()?;
+            (parent.ends_with(&format!("/{base_name}")) && run.starts_with("run-"))
+                .then(|| base.join(run))
+        });
+        if let Some(n) = marker
+            .as_deref()
+            .and_then(|m| m.rsplit(':').next()?.parse::<u64>().ok())
+        {
+            self.next = self.next.max(n);
+        }
+        if marker.is_some() || cgroup.is_some() {
+            let marker = marker.unwrap_or_default();
+            self.cells.insert(pid, Cell { marker, cgroup });
+        }
+    }
+
     /// The run never started: its (empty) cgroup goes.
     pub fn abandon(&mut self, cell: Cell) {
         self.finish(cell);
@@ -164,6 +196,9 @@ impl Containment {
 
     /// Queues `marker` for the /proc sweeper (one blocking task at a time, several markers a pass).
     fn sweep_marker(&self, marker: String) {
+        if marker.is_empty() {
+            return;
+        }
         let start = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.markers.push(marker);

@@ -12,7 +12,11 @@
 //! - `policy.rs`: the restart policy, a pure function;
 //! - `reload.rs`: zero-downtime reload, one slot at a time;
 //! - `slots.rs`: cluster slots (sockets held per worker), Node messages, readiness, draining;
-//! - `balancers.rs`: balancers as supervised apps.
+//! - `balancers.rs`: balancers as supervised apps;
+//! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
+//! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
+//! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
+//! - `outcome.rs`: answers that say which started processes failed before they were ready.
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -23,18 +27,23 @@ mod commands;
 mod handle;
 mod launch;
 mod lifecycle;
+mod outcome;
 mod policy;
 mod reload;
 mod slots;
+mod snapshot;
 mod table;
 mod transient;
+mod triggers;
+mod update;
 
 pub use handle::Handle;
+pub use snapshot::{Boot, DaemonFds, State};
 
 use super::logs::{self, LogHub};
 use super::reaper::Exit;
 use super::sampler::Sampler;
-use crate::api::ProcessInfo;
+use crate::api::{ProcessInfo, RestartReason};
 use crate::cluster::node_ipc::NodeMessage;
 use crate::cluster::sockets::SocketTable;
 use crate::home::Home;
@@ -91,6 +100,21 @@ enum Event {
     },
     /// What a request waited for is done: answer it with the process list.
     AnswerList(Reply<Vec<ProcessInfo>>),
+    /// A watch or cron task of an app fired (`token`: the arming it belongs to).
+    Trigger {
+        app: String,
+        token: u64,
+        reason: RestartReason,
+    },
+    /// Time to check the memory of processes with a limit.
+    MemoryTick,
+    /// What a start/restart/reload/scale waited for is done: wait for readiness once more if
+    /// needed (`rounds` left), then answer, saying which processes failed.
+    Settle {
+        ids: Vec<u32>,
+        reply: Reply<Vec<ProcessInfo>>,
+        rounds: u8,
+    },
 }
 
 impl Event {
@@ -108,6 +132,9 @@ impl Event {
             Event::NotifyReady(_) => "a READY=1 notification",
             Event::SpawnRetry { .. } => "a spawn retry",
             Event::AnswerList(_) => "a deferred answer",
+            Event::Trigger { .. } => "a watch or cron trigger",
+            Event::MemoryTick => "a memory check",
+            Event::Settle { .. } => "a deferred checked answer",
         }
     }
 }
@@ -140,6 +167,14 @@ pub struct Supervisor {
     shim: PathBuf,
     /// Each process's cell (cgroup and marker): nothing it started outlives it.
     contain: super::contain::Containment,
+    /// The I/O descriptors of every running process, by pid, kept for an in-place update.
+    held: HashMap<i32, snapshot::HeldIo>,
+    /// The daemon's own descriptors, when it can be updated in place.
+    daemon_fds: Option<DaemonFds>,
+    /// How many times this daemon was updated in place.
+    reexecs: u32,
+    /// Armed watches, cron schedules and the memory tick.
+    triggers: triggers::Triggers,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -158,13 +193,19 @@ impl Watch {
 
 /// Starts the supervisor task and its helpers (reaper, notify socket, sampling ticks).
 pub fn start(home: Home) -> anyhow::Result<(Handle, Watch)> {
-    let (handle, task) = spawn_actor(home, true)?;
+    start_with(home, Boot::default())
+}
+
+/// [`start`], for a daemon that can be updated in place, or that takes over from the one it
+/// replaced (`boot.adopted`).
+pub fn start_with(home: Home, boot: Boot) -> anyhow::Result<(Handle, Watch)> {
+    let (handle, task) = spawn_actor(home, true, boot)?;
     Ok((handle, watch(task)))
 }
 
 /// Starts the actor's task. `helpers` starts the reaper (which reaps every child of this process),
 /// the notify socket and the sampling ticks; unit tests go without them.
-fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<()>)> {
+fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle, JoinHandle<()>)> {
     use anyhow::Context;
     let shim = home.shim_dir().join("node.cjs");
     crate::home::private::private_subdir(&home.shim_dir())
@@ -197,7 +238,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
             }
         });
     }
-    let sup = Supervisor {
+    let mut sup = Supervisor {
         home,
         events: events_tx,
         apps: BTreeMap::new(),
@@ -213,9 +254,22 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         reloads: VecDeque::new(),
         shim,
         contain,
+        held: HashMap::new(),
+        daemon_fds: boot.fds,
+        reexecs: boot.reexecs,
+        triggers: Default::default(),
     };
+    if let Some(state) = boot.adopted {
+        sup.restore(state);
+        // The processes kept across an update: their cells are found again.
+        for pid in sup.by_pid.keys() {
+            sup.contain.adopt(*pid);
+        }
+    }
     let task = tokio::spawn(sup.run(requests, events));
-    Ok((Handle::new(requests_tx, hub), task))
+    let mut handle = Handle::new(requests_tx, hub, boot.reexecs);
+    handle.failed_update = boot.failed_update;
+    Ok((handle, task))
 }
 
 /// Watches the actor's task: an abnormal end is logged (daemon.log) and reported to the Watch.
@@ -261,13 +315,25 @@ impl Supervisor {
                 },
                 Some(ev) = events.recv() => Msg::Event(ev),
             };
+            // An update in place needs the event queue (to handle what is already queued).
+            let msg = match msg {
+                Msg::Request(Request::Reexec(binary, reply)) => {
+                    self.reexec(binary, reply, &mut events);
+                    continue;
+                }
+                msg => msg,
+            };
             let kind = match &msg {
                 Msg::Request(r) => r.kind(),
                 Msg::Event(e) => e.kind(),
             };
-            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| match msg {
-                Msg::Request(req) => self.on_request(req),
-                Msg::Event(ev) => self.on_event(ev),
+            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                match msg {
+                    Msg::Request(req) => self.on_request(req),
+                    Msg::Event(ev) => self.on_event(ev),
+                }
+                // Watches and cron schedules follow the specs, whatever changed them.
+                self.sync_triggers();
             }));
             if let Err(panic) = handled {
                 eprintln!(
@@ -305,6 +371,9 @@ impl Supervisor {
                 let _ = reply.send(self.resurrect());
             }
             Request::Shutdown(reply) => self.shutdown(reply),
+            Request::Reexec(_, reply) => {
+                let _ = reply.send(Err("an update in place is handled by the loop".into()));
+            }
             #[cfg(test)]
             Request::Panic(_reply) => panic!("a test asked the supervisor to panic"),
         }
@@ -340,6 +409,9 @@ impl Supervisor {
             Event::AnswerList(reply) => {
                 let _ = reply.send(Ok(self.list()));
             }
+            Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
+            Event::MemoryTick => self.check_memory(),
+            Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
         }
     }
 
@@ -382,7 +454,8 @@ mod tests {
     async fn a_panic_in_one_message_leaves_the_actor_running() {
         // Without the reaper: it would reap the children of other tests running in this process.
         let (_dir, home) = home();
-        let (handle, task) = spawn_actor(home, false).expect("starting the supervisor");
+        let (handle, task) =
+            spawn_actor(home, false, Boot::default()).expect("starting the supervisor");
         let watch = watch(task);
         let err = handle
             .panic_for_test()
@@ -399,7 +472,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_actor_ends_when_every_handle_is_dropped() {
         let (_dir, home) = home();
-        let (handle, task) = spawn_actor(home, false).expect("starting the supervisor");
+        let (handle, task) =
+            spawn_actor(home, false, Boot::default()).expect("starting the supervisor");
         let other = handle.clone();
         drop(handle);
         assert_eq!(other.list().await.map(|l| l.len()), Ok(0));

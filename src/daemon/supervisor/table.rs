@@ -3,7 +3,7 @@
 //! describe, log files, env, history).
 
 use super::Supervisor;
-use crate::api::{History, LogFiles, ProcessDetail, ProcessInfo, Selector, Status};
+use crate::api::{History, LogFiles, ProcessDetail, ProcessInfo, RestartReason, Selector, Status};
 use crate::cluster::node_ipc::NodeSender;
 use crate::config::AppSpec;
 use std::collections::{BTreeMap, VecDeque};
@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What the user asked of a process; decides what its next exit means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Want {
     Run,
     Stop,
@@ -72,6 +72,12 @@ pub(super) struct Proc {
     pub(super) out: PathBuf,
     pub(super) err: PathBuf,
     pub(super) combined: Option<PathBuf>,
+    /// Why the last restart happened (recorded by `record_restart`).
+    pub(super) restart_reason: Option<RestartReason>,
+    /// Why the next restart happens (set by whoever asks for it, taken by `record_restart`).
+    pub(super) pending_reason: Option<RestartReason>,
+    /// Why the current start failed (before the process was ready), for honest answers.
+    pub(super) start_failure: Option<String>,
 }
 
 impl Supervisor {
@@ -102,6 +108,7 @@ impl Supervisor {
             memory: if p.pid.is_some() { p.memory } else { 0 },
             mode,
             unstable_restarts: p.run.unstable,
+            restart_reason: p.restart_reason,
         }
     }
 
@@ -137,6 +144,14 @@ impl Supervisor {
             kill_signal: spec.kill_signal.clone(),
             listen: spec.listen.clone(),
             balancer_admin: p.admin.clone(),
+            watch: spec
+                .watch
+                .iter()
+                .flat_map(|w| &w.paths)
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            cron_restart: spec.cron_restart.clone(),
+            max_memory_restart: spec.max_memory_restart,
         })
     }
 
@@ -271,6 +286,9 @@ impl Supervisor {
                 out,
                 err,
                 combined,
+                restart_reason: None,
+                pending_reason: None,
+                start_failure: None,
             },
         );
         if let Some(app) = self.apps.get_mut(name) {
