@@ -2,6 +2,7 @@
 //! HTTP-over-Unix-socket client (`client`). The daemon's routes live in `daemon::routes`.
 
 pub mod client;
+pub mod web;
 
 use crate::config::AppSpec;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,9 @@ pub struct ProcessInfo {
     pub mode: String,
     #[serde(default)]
     pub unstable_restarts: u32,
+    /// `restarts` split by reason (`crash`, `manual`, `reload`); reasons with no restart are absent.
+    #[serde(default)]
+    pub restart_reasons: BTreeMap<String, u32>,
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,

@@ -41,6 +41,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
         Command::Access(a) => super::access::run(a, home).await,
+        Command::Metrics => super::observe::metrics(home).await,
+        Command::Web(a) => super::observe::web(a, home).await,
         Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)
@@ -64,6 +66,7 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
         apps,
         from_config_file,
         warnings,
+        web,
     } = specs_for_start(&a.options())?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -79,6 +82,9 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
             },
         )
         .await?;
+    if let Some(w) = &web {
+        super::observe::apply_config(&client, w).await?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
@@ -302,11 +308,23 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
                 if !wanted || !seen.insert(path.clone()) {
                     continue;
                 }
-                if !a.raw {
+                if !a.raw && !a.json {
                     writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)?;
                 }
                 for line in tail_lines(Path::new(path), a.lines) {
-                    writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    if a.json {
+                        let l = LogLine {
+                            id: f.id,
+                            name: f.name.clone(),
+                            instance: f.instance,
+                            stream: kind.to_string(),
+                            line,
+                            at: 0,
+                        };
+                        writeln!(out, "{}", serde_json::to_string(&l)?)?;
+                    } else {
+                        writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    }
                 }
             }
         }
@@ -330,6 +348,12 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
             };
             // "cohort" lines are the daemon's own notes (lines skipped): always shown.
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
+                continue;
+            }
+            if a.json {
+                if writeln!(out, "{}", serde_json::to_string(&l)?).is_err() {
+                    return Ok(());
+                }
                 continue;
             }
             let ts = if a.timestamp {

@@ -33,6 +33,7 @@ impl StartArgs {
             log_file: self.log_file.clone(),
             merge_logs: self.merge_logs,
             log_date_format: self.log_date_format.clone(),
+            log_type: self.log_type.clone(),
             wait_ready: self.wait_ready,
             listen_timeout: self.listen_timeout.clone(),
             shutdown_with_message: self.shutdown_with_message,

@@ -43,6 +43,8 @@ const NOT_YET: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub apps: Vec<AppSpec>,
+    /// The `[web]` table: the web listener to turn on with these apps.
+    pub web: Option<super::web::WebConfig>,
     pub warnings: Vec<String>,
 }
 
@@ -164,7 +166,7 @@ pub fn from_value(
         }
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apps" | "balancers" | "deploy") {
+        if !matches!(key.as_str(), "apps" | "balancers" | "deploy" | "web") {
             loaded
                 .warnings
                 .push(format!("{file}: unknown top-level field {key:?} ignored"));
@@ -174,6 +176,9 @@ pub fn from_value(
         loaded.warnings.push(format!(
             "{file}: \"deploy\" is not supported by cohort; ignored"
         ));
+    }
+    if let Some(w) = obj.get("web") {
+        loaded.web = Some(super::web::from_value(w, &format!("{file}: web"), dir)?);
     }
     let apps = match obj.get("apps") {
         None if obj.contains_key("balancers") => Vec::new(),
@@ -398,6 +403,7 @@ const KNOWN: &[&str] = &[
     "combine_logs",
     "time",
     "log_date_format",
+    "log_type",
     "wait_ready",
     "listen_timeout",
     "shutdown_with_message",
@@ -564,6 +570,9 @@ fn app_from_value(
         .unwrap_or(false);
     spec.time = f.bool("time")?.unwrap_or(false);
     spec.log_date_format = f.string("log_date_format")?;
+    if let Some(t) = f.string("log_type")? {
+        spec.log_type = super::LogType::parse(&t).map_err(|e| format!("{at}.log_type: {e}"))?;
+    }
     if spec.log_date_format.is_some() {
         spec.time = true;
     }

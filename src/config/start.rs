@@ -38,6 +38,8 @@ pub struct StartOptions {
     pub log_file: Option<String>,
     pub merge_logs: bool,
     pub log_date_format: Option<String>,
+    /// `--log-type json`.
+    pub log_type: Option<String>,
     pub wait_ready: bool,
     pub listen_timeout: Option<String>,
     pub shutdown_with_message: bool,
@@ -63,6 +65,8 @@ pub struct StartSpecs {
     pub from_config_file: bool,
     /// What the config file asked for that cohort ignores.
     pub warnings: Vec<String>,
+    /// The config file's `[web]` table.
+    pub web: Option<super::web::WebConfig>,
 }
 
 /// Builds the app specs of a start, relative to the current directory and with the current
@@ -111,6 +115,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
             apps,
             from_config_file: true,
             warnings: loaded.warnings,
+            web: loaded.web,
         });
     }
     if a.env.is_some() || a.only.is_some() {
@@ -148,6 +153,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
         apps: vec![spec],
         from_config_file: false,
         warnings: Vec::new(),
+        web: None,
     })
 }
 
@@ -225,6 +231,9 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     }
     if a.merge_logs {
         spec.merge_logs = true;
+    }
+    if let Some(t) = &a.log_type {
+        spec.log_type = super::LogType::parse(t).map_err(|e| anyhow!("--log-type: {e}"))?;
     }
     if let Some(f) = &a.log_date_format {
         spec.log_date_format = Some(f.clone());

@@ -193,6 +193,7 @@ impl Supervisor {
                 Action::Reset => {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.restarts = 0;
+                        p.restart_reasons.clear();
                         p.run.unstable = 0;
                     }
                 }

@@ -262,6 +262,7 @@ impl Supervisor {
             file,
             combined: logs.combined.clone(),
             stamp: stamp.clone(),
+            json: spec.log_type == crate::config::LogType::Json,
             hub: self.hub.clone(),
         };
         let [out_pending, err_pending] = carried;

@@ -128,7 +128,9 @@ impl Supervisor {
     pub(super) fn record_restart(&mut self, id: u32) {
         if let Some(p) = self.procs.get_mut(&id) {
             p.restarts += 1;
-            p.restart_reason = Some(p.pending_reason.take().unwrap_or(RestartReason::Crash));
+            let reason = p.pending_reason.take().unwrap_or(RestartReason::Crash);
+            p.restart_reason = Some(reason);
+            *p.restart_reasons.entry(reason.as_str().into()).or_default() += 1;
         }
     }
 

@@ -94,6 +94,9 @@ struct ProcState {
     /// Why it last restarted (`restart_reason`); absent in states from before it existed.
     #[serde(default)]
     restart_reason: Option<crate::api::RestartReason>,
+    /// `restarts` by reason, for /metrics; absent in states from before it existed.
+    #[serde(default)]
+    restart_reasons: std::collections::BTreeMap<String, u32>,
     unstable: u32,
     backoff_ms: u64,
     created_at: u64,
@@ -196,6 +199,7 @@ impl Supervisor {
                 want: p.want,
                 restarts: p.restarts,
                 restart_reason: p.restart_reason,
+                restart_reasons: p.restart_reasons.clone(),
                 unstable: p.run.unstable,
                 backoff_ms: p.run.backoff_ms,
                 created_at: p.created_at,
@@ -347,6 +351,7 @@ impl Supervisor {
             want: s.want,
             restarts: s.restarts,
             restart_reason: s.restart_reason,
+            restart_reasons: s.restart_reasons.clone(),
             // A restart asked for before the exec and not yet begun counts as a crash if it comes.
             pending_reason: None,
             start_failure: None,

@@ -45,6 +45,8 @@ pub(super) struct Proc {
     pub(super) pid: Option<i32>,
     pub(super) want: Want,
     pub(super) restarts: u32,
+    /// `restarts` by reason (crash, manual, reload), for /metrics.
+    pub(super) restart_reasons: BTreeMap<String, u32>,
     /// What the restart policy remembers of the last runs (crash counter, backoff).
     pub(super) run: super::policy::RunState,
     pub(super) created_at: u64,
@@ -108,6 +110,7 @@ impl Supervisor {
             memory: if p.pid.is_some() { p.memory } else { 0 },
             mode,
             unstable_restarts: p.run.unstable,
+            restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
         }
     }
@@ -267,6 +270,7 @@ impl Supervisor {
                 pid: None,
                 want: Want::Stop,
                 restarts: 0,
+                restart_reasons: BTreeMap::new(),
                 run: Default::default(),
                 created_at: crate::daemon::now_ms(),
                 started_at: None,
