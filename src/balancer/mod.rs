@@ -194,6 +194,7 @@ impl BalanceArgs {
 
 /// Runs a balancer in the foreground; returns the process exit code.
 pub fn run_foreground(args: BalanceArgs) -> i32 {
+    crate::sys::limits::raise_nofile_or_report("balancer");
     let settings = match args
         .to_spec()
         .and_then(|s| s.validate().and_then(|()| s.resolve()))

@@ -11,7 +11,7 @@
 use crate::api::{AccessReply, ErrorReply};
 use crate::home::access::{self, GroupAccess};
 use crate::home::Home;
-use axum::extract::connect_info::{ConnectInfo, Connected, IntoMakeServiceWithConnectInfo};
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -36,16 +36,21 @@ const UNKNOWN: Peer = Peer {
     pid: None,
 };
 
+/// The credentials of the process at the other end of `stream` (nobody's when unreadable).
+pub fn peer(stream: &tokio::net::UnixStream) -> Peer {
+    match stream.peer_cred() {
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
+        Err(_) => UNKNOWN,
+    }
+}
+
 impl Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
-        match stream.io().peer_cred() {
-            Ok(c) => Peer {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid(),
-            },
-            Err(_) => UNKNOWN,
-        }
+        peer(stream.io())
     }
 }
 
@@ -239,11 +244,10 @@ impl Gate {
 }
 
 /// Wraps the API router: every request is checked against its peer's credentials, and the
-/// `/access` routes are added. Serve the result with `axum::serve(listener, service)`.
-pub fn protect(
-    router: Router,
-    home: &Home,
-) -> anyhow::Result<IntoMakeServiceWithConnectInfo<Router, Peer>> {
+/// `/access` routes are added. Serve the result with `api_server::serve(listener, router, peer, …)`
+/// (or `axum::serve` of `into_make_service_with_connect_info::<Peer>()`): requests must carry
+/// `ConnectInfo<Peer>`.
+pub fn protect(router: Router, home: &Home) -> anyhow::Result<Router> {
     let gate = Arc::new(Gate {
         home: home.clone(),
         daemon_uid: nix::unistd::geteuid().as_raw(),
@@ -259,8 +263,7 @@ pub fn protect(
         .with_state(gate.clone());
     Ok(router
         .merge(routes)
-        .layer(axum::middleware::from_fn_with_state(gate, check))
-        .into_make_service_with_connect_info::<Peer>())
+        .layer(axum::middleware::from_fn_with_state(gate, check)))
 }
 
 /// The check in front of every route.

@@ -128,11 +128,12 @@ async fn serve(
         None => web.restore().await,
     }
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
+    let server = tokio::spawn(super::api_server::serve(
+        listener,
+        app,
+        super::access::peer,
+        async move { stop.notified().await },
+    ));
     if let Some(l) = health_listener {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let router = health_router(handle.clone());

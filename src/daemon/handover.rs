@@ -45,6 +45,7 @@ pub async fn preflight(binary: &Path) -> Result<String> {
         cwd: Path::new("/"),
         fds: Vec::new(),
         listen_pid: false,
+        cgroup_procs: None,
     };
     // Not std::process: the daemon's reaper would take the child's exit status first. The line
     // on stdout is the proof; the exit status is not needed.

@@ -3,6 +3,8 @@
 //! (what the CLI starts detached, and what a systemd unit runs).
 
 pub mod access;
+pub mod api_server;
+pub mod contain;
 pub mod foreground;
 pub mod handover;
 pub mod holder;
@@ -99,6 +101,7 @@ fn claim_adopted(home: &Home, lock_fd: std::os::fd::RawFd) -> Result<Claim> {
 /// orphaned grandchildren of apps are re-parented to us and reaped, never left as zombies).
 /// `Ok(None)` when another daemon already holds the home.
 pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
+    crate::sys::limits::raise_nofile_or_report("daemon");
     home.ensure_dirs()?;
     crate::home::private::set_daemon_home(&home.root);
     let lock_file = crate::home::private::open_write(&home.lock())?;
@@ -315,11 +318,9 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
     reopen_logs_on_sigusr2(handle.clone())?;
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
+    let server = tokio::spawn(api_server::serve(listener, app, access::peer, async move {
+        stop.notified().await
+    }));
     tokio::select! {
         _ = shutdown.notified() => {
             // `cohort kill`: the route already stopped every app and answered.

@@ -80,6 +80,9 @@ impl Supervisor {
             &err_path,
             combined_path.as_deref(),
         );
+        // Its cell: a cgroup and a marker its descendants inherit (daemon::contain).
+        let cell = self.contain.prepare(id);
+        env.insert(cell.env.0.clone(), cell.env.1.clone());
         let launched = inherited.and_then(|inherited| {
             let logs = logs?;
             let cmd = spawn::Command {
@@ -89,16 +92,19 @@ impl Supervisor {
                 cwd: &spec.cwd,
                 fds: inherited.fds.iter().map(|f| f.as_raw_fd()).collect(),
                 listen_pid: inherited.listen_pid,
+                cgroup_procs: cell.cgroup_procs.as_ref().map(|f| f.as_raw_fd()),
             };
             Ok((spawn::spawn(&cmd)?, logs, inherited.channel))
         });
         match launched {
             Ok((child, logs, channel)) => {
+                self.contain.started(child.pid.as_raw(), cell.cell);
                 self.launched(id, keep_old, &spec, child, logs, channel);
                 true
             }
             Err(e) => {
-                self.spawn_failed(id, keep_old, &format!("{e:#}"));
+                self.contain.abandon(cell.cell);
+                self.spawn_error(id, keep_old, &e);
                 false
             }
         }
@@ -116,8 +122,8 @@ impl Supervisor {
         let cluster = spec.exec_mode == ExecMode::Cluster;
         let mut fds = Vec::new();
         if spec.is_node() {
-            let (chan, theirs) = NodeChannel::pair()
-                .map_err(|e| anyhow::anyhow!("creating the IPC channel: {e}"))?;
+            let (chan, theirs) =
+                anyhow::Context::context(NodeChannel::pair(), "creating the IPC channel")?;
             fds.push(theirs);
             for (k, v) in channel_env(3) {
                 env.insert(k.to_string(), v);
@@ -189,6 +195,7 @@ impl Supervisor {
         let pid = child.pid.as_raw();
         p.gen += 1;
         p.want = Want::Run;
+        p.run.spawn_failures = 0;
         if keep_old {
             if let Some(old) = p.pid.take() {
                 p.retiring.push(Retiring {

@@ -167,8 +167,10 @@ impl Supervisor {
             return; // an orphan we adopted as subreaper, or a failed exec already reaped
         };
         self.sampler.forget(exit.pid);
-        // Leftovers of the process group (children the app started) never outlive it.
+        // Leftovers of the process group (children the app started) never outlive it, nor do
+        // descendants that left the group (setsid, double fork): its cell goes too.
         let _ = kill(Pid::from_raw(-exit.pid), Signal::SIGKILL);
+        self.contain.ended(exit.pid);
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };

@@ -34,6 +34,7 @@ mod reload;
 mod slots;
 mod snapshot;
 mod table;
+mod transient;
 mod triggers;
 mod update;
 
@@ -171,6 +172,8 @@ pub struct Supervisor {
     shim: PathBuf,
     /// Every open log file, and the daemon-wide rotation defaults.
     log_files: logs::Registry,
+    /// Each process's cell (cgroup and marker): nothing it started outlives it.
+    contain: super::contain::Containment,
     /// The I/O descriptors of every running process, by pid, kept for an in-place update.
     held: HashMap<i32, snapshot::HeldIo>,
     /// The daemon's own descriptors, when it can be updated in place.
@@ -226,6 +229,8 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
     let (requests_tx, requests) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let hub = logs::new_hub();
+    // Before the reaper starts: the cgroup probe forks and waits for its own child.
+    let contain = super::contain::Containment::new(&home);
     if helpers {
         super::reaper::start(events_tx.clone(), Event::Exited)?;
         super::notify::start(&home.notify_socket(), events_tx.clone(), Event::NotifyReady)?;
@@ -258,6 +263,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         reloads: VecDeque::new(),
         log_files: logs::Registry::new(Some(home.root.join("logrotate.json"))),
         shim,
+        contain,
         held: HashMap::new(),
         daemon_fds: boot.fds,
         reexecs: boot.reexecs,
@@ -267,6 +273,10 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
+        // The processes kept across an update: their cells are found again.
+        for pid in sup.by_pid.keys() {
+            sup.contain.adopt(*pid);
+        }
     }
     let task = tokio::spawn(sup.run(requests, events));
     let mut handle = Handle::new(requests_tx, hub, boot.reexecs);

@@ -4,7 +4,12 @@
 //! `autorestart`, `stop_exit_codes`, `max_restarts` counted over runs shorter than `min_uptime`,
 //! `restart_delay`, and `exp_backoff_restart_delay` (grows ×1.5 up to 15 s, resets after a 30 s run).
 //!
-//! The supervisor applies the decision (lifecycle.rs); nothing here touches a process or a clock.
+//! A second policy decides what follows a spawn that failed: a transient shortage (EMFILE, ENFILE,
+//! EAGAIN, ENOMEM) is retried with backoff (100 ms doubling to 10 s, for as long as it lasts);
+//! anything else (a missing program, a bad cwd) is `errored` at once.
+//!
+//! The supervisor applies the decisions (lifecycle.rs, transient.rs); nothing here touches a
+//! process or a clock.
 
 use crate::config::AppSpec;
 
@@ -44,6 +49,8 @@ pub struct RunState {
     pub unstable: u32,
     /// The last exponential backoff delay (0: none yet, or reset).
     pub backoff_ms: u64,
+    /// Spawns in a row that failed for a transient reason (0 after a spawn that worked).
+    pub spawn_failures: u32,
 }
 
 /// How a process ended.
@@ -101,10 +108,68 @@ pub fn after_exit(rules: &Rules, run: RunState, ended: Ended) -> (RunState, Deci
     (next, Decision::Restart { after_ms })
 }
 
+/// The first retry of a spawn that failed for a transient reason, the factor and the cap.
+const SPAWN_RETRY_FIRST_MS: u64 = 100;
+const SPAWN_RETRY_CAP_MS: u64 = 10_000;
+
+/// What follows a spawn that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnDecision {
+    /// A transient shortage: try again after this many milliseconds.
+    Retry { after_ms: u64 },
+    /// It will not work by waiting: `errored`.
+    Errored,
+}
+
+/// Whether `errno` says a resource is short for now (file descriptors of the daemon or the
+/// system, processes, memory) rather than that the spawn cannot work.
+pub fn is_transient(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM
+    )
+}
+
+/// Decides what follows a spawn that failed with `errno` (None: no OS error, e.g. a bad
+/// argument) after `failures` transient failures in a row.
+pub fn after_spawn_failure(errno: Option<i32>, failures: u32) -> SpawnDecision {
+    match errno {
+        Some(e) if is_transient(e) => SpawnDecision::Retry {
+            after_ms: SPAWN_RETRY_FIRST_MS
+                .saturating_mul(1u64 << failures.min(20))
+                .min(SPAWN_RETRY_CAP_MS),
+        },
+        _ => SpawnDecision::Errored,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Decision::*;
+
+    #[test]
+    fn spawn_failures() {
+        use SpawnDecision::Retry;
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<i32>, u32, SpawnDecision)] = &[
+            ("EMFILE: retried soon", Some(libc::EMFILE), 0, Retry { after_ms: 100 }),
+            ("ENFILE: retried", Some(libc::ENFILE), 0, Retry { after_ms: 100 }),
+            ("EAGAIN (fork): retried", Some(libc::EAGAIN), 0, Retry { after_ms: 100 }),
+            ("ENOMEM: retried", Some(libc::ENOMEM), 0, Retry { after_ms: 100 }),
+            ("the delay doubles", Some(libc::EMFILE), 1, Retry { after_ms: 200 }),
+            ("and doubles", Some(libc::EMFILE), 3, Retry { after_ms: 800 }),
+            ("up to 10 s", Some(libc::EMFILE), 7, Retry { after_ms: 10_000 }),
+            ("and stays there", Some(libc::EMFILE), 1000, Retry { after_ms: 10_000 }),
+            ("ENOENT: errored", Some(libc::ENOENT), 0, SpawnDecision::Errored),
+            ("EACCES: errored", Some(libc::EACCES), 0, SpawnDecision::Errored),
+            ("EADDRINUSE: errored", Some(libc::EADDRINUSE), 0, SpawnDecision::Errored),
+            ("no OS error: errored", None, 0, SpawnDecision::Errored),
+        ];
+        for (what, errno, failures, want) in cases {
+            assert_eq!(after_spawn_failure(*errno, *failures), *want, "{what}");
+        }
+    }
 
     /// PM2's defaults: autorestart, max_restarts 16, min_uptime 1 s, no delay, no backoff.
     fn defaults() -> Rules<'static> {
@@ -122,6 +187,7 @@ mod tests {
         RunState {
             unstable,
             backoff_ms,
+            spawn_failures: 0,
         }
     }
 

@@ -436,6 +436,8 @@ impl Supervisor {
             run: super::policy::RunState {
                 unstable: s.unstable,
                 backoff_ms: s.backoff_ms,
+                // An update waits while a spawn is being retried: none is pending here.
+                spawn_failures: 0,
             },
             created_at: s.created_at,
             started_at: s.started_at,

@@ -1,0 +1,297 @@
+//! The daemon under resource limits and escaping processes: fd limits (300 apps from a shell with a
+//! 1024 soft limit; spawns short of fds are retried, not `errored`), 10,000 idle API connections
+//! (`ls` still answers, memory comes back), and descendants that leave their app's process group
+//! (`setsid`, double fork) ending with the app on `stop`, `delete` and `kill`, with cgroups and
+//! with the environment-marker fallback.
+
+mod common;
+
+use common::*;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `sh -c SCRIPT` with this cohort's environment (`$COHORT` is the binary).
+fn shell(c: &Cohort, script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).env("COHORT", BIN);
+    c.configure(&mut cmd);
+    cmd
+}
+
+/// The soft and hard open-files limits of `pid`, from /proc/<pid>/limits.
+fn nofile(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in /proc/{pid}/limits: {text}"));
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An ecosystem file of `n` apps `s0..`, each a `sleep`.
+fn sleepers(c: &Cohort, n: usize) -> String {
+    let apps: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"name": format!("s{i}"), "script": "sleep", "args": ["1000"]}))
+        .collect();
+    let path = c.write("eco.json", &serde_json::json!({ "apps": apps }).to_string());
+    path.to_string_lossy().into_owned()
+}
+
+fn statuses(c: &Cohort) -> Vec<String> {
+    c.ls_json()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn three_hundred_apps_from_a_shell_with_a_1024_fd_limit_all_come_online() {
+    let c = Cohort::new();
+    let eco = sleepers(&c, 300);
+    // A login shell's limits: soft 1024 (the hard limit stays what it is, here 20,000).
+    let started = Instant::now();
+    let out = c.run(shell(
+        &c,
+        &format!("ulimit -Sn 1024 && exec \"$COHORT\" start {eco}"),
+    ));
+    assert!(out.success(), "start failed:\n{}{}", out.stdout, out.stderr);
+    let online = wait_until(Duration::from_secs(60), || {
+        let s = statuses(&c);
+        s.len() == 300 && s.iter().all(|s| s == "online")
+    });
+    let s = statuses(&c);
+    assert!(
+        online,
+        "not all 300 online: {} online of {}",
+        s.iter().filter(|s| *s == "online").count(),
+        s.len()
+    );
+    eprintln!("300 apps online in {:?}", started.elapsed());
+    // The daemon raised its soft limit to the hard one; apps got the user's 1024 back.
+    let daemon = c.daemon_pid().expect("daemon.pid");
+    let (soft, hard) = nofile(daemon);
+    assert_eq!(soft, hard, "the daemon's soft limit is its hard limit");
+    assert!(soft > 1024, "the hard limit here is above 1024 ({hard})");
+    let app = c.pid("s0");
+    assert_eq!(
+        nofile(app),
+        (1024, hard),
+        "an app gets the soft limit of its shell"
+    );
+    let log = std::fs::read_to_string(c.home.join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains("cannot start"), "daemon.log:\n{log}");
+}
+
+#[test]
+fn a_spawn_short_of_fds_is_retried_until_fds_are_free() {
+    let c = Cohort::new();
+    let eco = sleepers(&c, 12);
+    // soft = hard = 64: the daemon cannot raise it, and 12 apps (4-6 fds each, ~20 for itself) do
+    // not all fit, but more than half do.
+    let mut start = shell(&c, &format!("ulimit -n 64 && exec \"$COHORT\" start {eco}"));
+    start
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut start = ChildGuard::new(start.spawn().expect("running start"));
+    let log = || std::fs::read_to_string(c.home.join("daemon.log")).unwrap_or_default();
+    let short = wait_until(Duration::from_secs(30), || {
+        log().contains("a transient shortage: retrying")
+    });
+    assert!(short, "no spawn was short of fds; daemon.log:\n{}", log());
+    // Listing needs an fd of the daemon too: it may fail while the daemon is short.
+    let waiting = try_poll(Duration::from_secs(30), || {
+        let o = c.cmd(&["ls", "--json"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(o.stdout.trim()).ok()?;
+        for p in &list {
+            if let Some(pid) = p["pid"].as_i64() {
+                c.track(pid as i32);
+            }
+        }
+        let names = |status: &str| -> Vec<String> {
+            list.iter()
+                .filter(|p| p["status"] == status)
+                .map(|p| p["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        let (online, waiting) = (names("online"), names("waiting_restart"));
+        assert!(names("errored").is_empty(), "errored for good: {list:?}");
+        (online.len() + waiting.len() == 12 && !waiting.is_empty()).then_some((online, waiting))
+    })
+    .expect("some apps online and the rest waiting_restart");
+    let (online, waiting) = waiting;
+    eprintln!("{} online, {} waiting for fds", online.len(), waiting.len());
+    assert!(
+        online.len() > waiting.len(),
+        "the deleted apps must free room for the waiting ones: {} online, {} waiting",
+        online.len(),
+        waiting.len()
+    );
+    // Free fds: delete every app that got in; the waiting ones come up.
+    let mut freed = 0;
+    for name in &online {
+        let ok = wait_until(Duration::from_secs(20), || {
+            c.cmd(&["delete", name]).success()
+        });
+        assert!(ok, "delete {name} kept failing");
+        freed += 1;
+    }
+    let all_up = wait_until(Duration::from_secs(30), || {
+        let s = c.cmd(&["ls", "--json"]);
+        serde_json::from_str::<Vec<serde_json::Value>>(s.stdout.trim())
+            .is_ok_and(|l| l.len() == 12 - freed && l.iter().all(|p| p["status"] == "online"))
+    });
+    assert!(
+        all_up,
+        "the waiting apps never came online: {:?}",
+        statuses(&c)
+    );
+    let status = start.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "start ended with {status}");
+}
+
+#[test]
+fn ten_thousand_idle_api_connections_leave_ls_answering_and_memory_coming_back() {
+    // The test holds 10,000 sockets: raise its own soft limit to the hard one.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    assert!(
+        lim.rlim_max >= 10_200,
+        "this test needs a hard open-files limit of at least 10,200 (have {}; raise it with `ulimit -Hn`)",
+        lim.rlim_max
+    );
+    let c = Cohort::new();
+    c.ok(&["start", "sleep", "--name", "s", "--", "1000"]);
+    for _ in 0..20 {
+        c.ok(&["ls"]);
+    }
+    let daemon = c.daemon_pid().expect("daemon.pid");
+    let before = rss_kib(daemon);
+    let sock = c.home.join("cohort.sock");
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        match UnixStream::connect(&sock) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connection {i} failed: {e}"),
+        }
+    }
+    eprintln!("10,000 connections opened in {:?}", opened.elapsed());
+    let peak = rss_kib(daemon);
+    let asked = Instant::now();
+    let ls = c.cmd(&["ls", "--json"]);
+    let took = asked.elapsed();
+    assert!(ls.success(), "ls failed: {}", ls.stderr);
+    assert!(ls.stdout.contains("\"s\""), "{}", ls.stdout);
+    assert!(
+        took < Duration::from_secs(1),
+        "ls took {took:?} with 10,000 idle connections"
+    );
+    // The daemon holds at most its cap of them (1,024 served, 64 on probation): count its fds.
+    let fds = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(fds < 1024 + 64 + 64, "the daemon holds {fds} descriptors");
+    drop(idle);
+    // Memory comes back: within 8 MiB of where it started.
+    let mut after = 0;
+    let back = wait_until(Duration::from_secs(15), || {
+        c.ok(&["ls"]);
+        after = rss_kib(daemon);
+        after <= before + 8 * 1024
+    });
+    eprintln!(
+        "daemon RSS: {before} KiB before, {peak} KiB with 10,000 idle connections, {after} KiB after; ls took {took:?}; {fds} fds"
+    );
+    assert!(back, "RSS {after} KiB did not return near {before} KiB");
+}
+
+/// The two escaping pids `escape.sh` printed to its out log.
+fn escapees(c: &Cohort) -> Vec<i32> {
+    let log = c.wait_log("esc", "out", "daemonized ", Duration::from_secs(10));
+    let pids: Vec<i32> = ["setsid ", "daemonized "]
+        .iter()
+        .filter_map(|tag| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(tag))
+                .and_then(|p| p.trim().parse().ok())
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "escape.sh printed: {log}");
+    for pid in &pids {
+        c.track(*pid);
+        assert!(alive(*pid), "{pid} is not running");
+    }
+    pids
+}
+
+/// For each of stop, delete and kill: a `setsid` grandchild and a daemonized one are gone after it.
+fn nothing_escapes(env: &[(&str, &str)], cgroups: bool) {
+    for action in ["stop", "delete", "kill"] {
+        let c = Cohort::new();
+        let start = c.cmd_env(&["start", &fixture("escape.sh"), "--name", "esc"], env);
+        assert!(start.success(), "start: {}", start.stderr);
+        let pids = escapees(&c);
+        let app = c.pid("esc");
+        let cgroup = std::fs::read_to_string(format!("/proc/{app}/cgroup")).unwrap_or_default();
+        let log = std::fs::read_to_string(c.home.join("daemon.log")).unwrap_or_default();
+        if cgroups && !log.contains("no cgroup per process") {
+            assert!(
+                cgroup.contains("/cohort-"),
+                "not in a cohort cgroup: {cgroup}"
+            );
+        }
+        if !cgroups {
+            assert!(
+                !cgroup.contains("/cohort-"),
+                "in a cgroup though disabled: {cgroup}"
+            );
+        }
+        let args: Vec<&str> = if action == "kill" {
+            vec![action]
+        } else {
+            vec![action, "esc"]
+        };
+        c.ok(&args);
+        let gone = wait_until(Duration::from_secs(5), || {
+            pids.iter().all(|p| !alive(*p)) && !alive(app)
+        });
+        assert!(
+            gone,
+            "after `{action}` (cgroups {cgroups}) still running: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn setsid_and_daemonized_descendants_end_with_their_app_in_a_cgroup() {
+    nothing_escapes(&[], true);
+}
+
+#[test]
+fn setsid_and_daemonized_descendants_end_with_their_app_without_cgroups() {
+    nothing_escapes(&[("COHORT_CGROUPS", "0")], false);
+}
