@@ -16,15 +16,19 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::conn::{checkin, checkout, Sender, UpBody};
+use super::conn::{checkin, checkout_idle, connect_http, Checkout, Sender, UpBody};
 use super::log;
 use super::policy::{self, Attempts, Failure};
 use super::pool::{ActiveGuard, Pool};
+use super::reqbody::AheadError;
 use super::shared::Shared;
 use super::strategy::{cookie_value, ip_key};
+
+/// Request bodies up to this size are read whole before an upstream is picked (as the HTTP/1
+/// path does).
+const BUFFERED_BODY: usize = 16 * 1024;
 use crate::config::balancer::{HashKey, Strategy};
 
 /// The per-connection service.
@@ -128,7 +132,8 @@ impl Drop for ProxyBody {
         let complete = self.ended || self.is_end_stream();
         if let Some((i, sender)) = fin.sender.take() {
             if complete {
-                checkin(&fin.pool.upstreams[i].idle, sender);
+                let keep = fin.pool.may_pool(i);
+                checkin(&fin.pool.upstreams[i].idle, sender, keep);
             }
         }
         if let Some(l) = fin.log.take() {
@@ -193,8 +198,8 @@ fn resend(
     m: &Method,
     u: &http::Uri,
     h: &http::HeaderMap,
-) -> Request<Either<Incoming, Empty<Bytes>>> {
-    let mut r = Request::new(Either::Right(Empty::new()));
+) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::empty());
     *r.method_mut() = m.clone();
     *r.uri_mut() = u.clone();
     *r.headers_mut() = h.clone();
@@ -334,10 +339,17 @@ impl Proxy {
         );
 
         let body_empty = body.is_end_stream();
-        let up_body: UpBody = if body_empty {
-            Either::Right(Empty::new())
-        } else {
-            Either::Left(body)
+        // Small bodies are read whole before an upstream is picked (bodiless ones cost nothing).
+        let up_body = match UpBody::read_ahead(body, BUFFERED_BODY, s.idle_timeout).await {
+            Ok(b) => b,
+            Err(AheadError::Stalled) => {
+                let text = "408 Request Timeout: the request body stalled\n";
+                return self.error(log, StatusCode::REQUEST_TIMEOUT, text);
+            }
+            Err(AheadError::Gone) => {
+                let text = "400 Bad Request: the request body broke off\n";
+                return self.error(log, StatusCode::BAD_REQUEST, text);
+            }
         };
         let replayable = policy::is_replayable(
             policy::is_idempotent(parts.method.as_str()),
@@ -372,20 +384,25 @@ impl Proxy {
                 }
             }
             let upstream = &pool.upstreams[idx];
-            let mut co = match checkout(
-                &upstream.idle,
-                upstream.addr,
-                s.connect_timeout,
-                s.upstream_idle,
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(_) => {
-                    if attempts.failed(pool, idx, Failure::ConnectFailed) {
-                        upreq = Some(req);
+            let mut co = match checkout_idle(&upstream.idle, s.upstream_idle).await {
+                Some(c) => c,
+                None => {
+                    let Ok(permit) = pool.conn_permit(idx).await else {
+                        attempts.failed(pool, idx, Failure::Busy);
+                        break;
+                    };
+                    match connect_http(upstream.addr, s.connect_timeout, Some(permit)).await {
+                        Ok(sender) => Checkout {
+                            sender,
+                            reused: false,
+                        },
+                        Err(_) => {
+                            if attempts.failed(pool, idx, Failure::ConnectFailed) {
+                                upreq = Some(req);
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
             let sent =

@@ -2,12 +2,21 @@
 //! connection task, the health checker and the admin endpoint. Counters are atomics so the request
 //! path never takes a lock for them. Connecting and pooling connections is `conn.rs` (an upstream
 //! only holds its idle lists); choosing one is `strategy.rs`.
+//!
+//! The connection caps live here too (NGINX's `max_conns` per upstream, and one for all upstreams
+//! together): opening a connection takes a [`ConnPermit`]; at a cap, idle connections are closed
+//! to make room, and otherwise the request waits in a bounded queue for `timeouts.queue` (NGINX
+//! Plus `queue`, HAProxy `timeout queue`), then gets 503. While anyone waits, connections whose
+//! exchange ended are closed instead of pooled, so their permits go to the queue.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::{IdleConns, Sender};
+use tokio::sync::Semaphore;
+
+use super::conn::{ConnPermit, IdleConns, Sender, Stream};
 use super::strategy::{Members, Selector};
 use super::worker;
 
@@ -33,7 +42,11 @@ pub struct Upstream {
     /// Idle keep-alive connections of the HTTP/2 path (hyper's client).
     pub idle: IdleConns<Sender>,
     /// Idle keep-alive connections of the HTTP/1 path (raw sockets).
-    pub idle_streams: IdleConns<tokio::net::TcpStream>,
+    pub idle_streams: IdleConns<Stream>,
+    /// Its own connection cap (`max_conns=N`), if any.
+    cap: Option<Arc<Semaphore>>,
+    /// Requests waiting for a connection to it.
+    waiting: AtomicUsize,
 }
 
 #[repr(align(64))]
@@ -72,6 +85,44 @@ pub struct Pool {
     epoch: Instant,
     down_for: Duration,
     active_checks: bool,
+    caps: Caps,
+}
+
+/// The balancer-wide connection cap and the queue of requests waiting for a connection.
+struct Caps {
+    total: Arc<Semaphore>,
+    /// Requests waiting now (for any upstream), at most `queue`.
+    waiting: AtomicUsize,
+    queue: usize,
+    timeout: Duration,
+}
+
+/// The connection caps of a balancer, as configured.
+pub struct CapSettings {
+    /// Per upstream, in order: its own cap, if any.
+    pub per_upstream: Vec<Option<usize>>,
+    pub total: usize,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+}
+
+/// No connection slot came free for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The queue was full.
+    QueueFull,
+    /// It waited `timeouts.queue` in the queue.
+    TimedOut,
+}
+
+/// Takes a request out of the queue counts when it stops waiting (served or not).
+struct Waiting<'a>(&'a AtomicUsize, &'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+        self.1.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Pool {
@@ -96,6 +147,8 @@ impl Pool {
                 check_fail_streak: AtomicU32::new(0),
                 idle: IdleConns::new(workers),
                 idle_streams: IdleConns::new(workers),
+                cap: None,
+                waiting: AtomicUsize::new(0),
             })
             .collect();
         Pool {
@@ -104,7 +157,100 @@ impl Pool {
             epoch: Instant::now(),
             down_for,
             active_checks,
+            caps: Caps {
+                total: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                waiting: AtomicUsize::new(0),
+                queue: usize::MAX,
+                timeout: Duration::from_secs(10),
+            },
         }
+    }
+
+    /// Sets the connection caps (without them, connections are not limited).
+    pub fn with_caps(mut self, c: CapSettings) -> Pool {
+        for (u, cap) in self.upstreams.iter_mut().zip(c.per_upstream) {
+            u.cap = cap.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
+        }
+        self.caps = Caps {
+            total: Arc::new(Semaphore::new(c.total.min(Semaphore::MAX_PERMITS))),
+            waiting: AtomicUsize::new(0),
+            queue: c.queue,
+            timeout: c.queue_timeout,
+        };
+        self
+    }
+
+    /// Leave to open a connection to upstream `i`: at once under the caps; otherwise idle
+    /// connections holding the slots it needs are closed, and failing that the request waits in
+    /// the queue (bounded, `timeouts.queue`).
+    pub async fn conn_permit(&self, i: usize) -> Result<ConnPermit, Busy> {
+        let u = &self.upstreams[i];
+        if let Some(p) = self.try_permit(u) {
+            return Ok(p);
+        }
+        // Idle connections hold slots: close some (this upstream's for its own cap, any for the
+        // total) and try again.
+        self.make_room(i);
+        if let Some(p) = self.try_permit(u) {
+            return Ok(p);
+        }
+        if self.caps.waiting.fetch_add(1, Relaxed) >= self.caps.queue {
+            self.caps.waiting.fetch_sub(1, Relaxed);
+            return Err(Busy::QueueFull);
+        }
+        u.waiting.fetch_add(1, Relaxed);
+        let _waiting = Waiting(&self.caps.waiting, &u.waiting);
+        let wait = async {
+            let upstream = match &u.cap {
+                Some(s) => Some(s.clone().acquire_owned().await.ok()?),
+                None => None,
+            };
+            let total = self.caps.total.clone().acquire_owned().await.ok()?;
+            Some(ConnPermit {
+                _upstream: upstream,
+                _total: total,
+            })
+        };
+        match tokio::time::timeout(self.caps.timeout, wait).await {
+            Ok(Some(p)) => Ok(p),
+            _ => Err(Busy::TimedOut),
+        }
+    }
+
+    fn try_permit(&self, u: &Upstream) -> Option<ConnPermit> {
+        let upstream = match &u.cap {
+            Some(s) => Some(s.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        let total = self.caps.total.clone().try_acquire_owned().ok()?;
+        Some(ConnPermit {
+            _upstream: upstream,
+            _total: total,
+        })
+    }
+
+    /// Closes an idle connection whose slot upstream `i` needs.
+    fn make_room(&self, i: usize) {
+        let u = &self.upstreams[i];
+        if u.cap.as_ref().is_some_and(|s| s.available_permits() == 0) {
+            let _ = u.idle_streams.evict_one() || u.idle.evict_one();
+        }
+        if self.caps.total.available_permits() == 0 {
+            for o in self.upstreams.iter() {
+                if o.idle_streams.evict_one() || o.idle.evict_one() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether a connection to upstream `i` whose exchange ended may go back to the idle pool:
+    /// not while requests wait for a slot it holds.
+    #[inline]
+    pub fn may_pool(&self, i: usize) -> bool {
+        // Every waiter counts in the total; the per-upstream count says for which upstream.
+        let _ = i;
+        self.caps.waiting.load(Relaxed) == 0
     }
 
     fn now_ms(&self) -> u64 {
