@@ -62,6 +62,15 @@ impl<T> IdleConns<T> {
     fn pop(&self) -> Option<(T, Instant)> {
         self.slot().lock().ok()?.pop()
     }
+    /// Takes the newest idle connection of any worker (a request waiting at a cap takes what
+    /// another worker handed over).
+    fn pop_any(&self) -> Option<(T, Instant)> {
+        self.pop().or_else(|| {
+            self.per_worker
+                .iter()
+                .find_map(|s| s.0.lock().ok().and_then(|mut l| l.pop()))
+        })
+    }
     /// Closes the oldest idle connection of any worker (to give its permit to a request that
     /// waits); false when there was none.
     pub fn evict_one(&self) -> bool {
@@ -140,10 +149,19 @@ pub struct Checkout {
     pub reused: bool,
 }
 
-/// Takes an idle pooled connection from `idle`, if one is usable.
-pub async fn checkout_idle(idle: &IdleConns<Sender>, max_idle: Duration) -> Option<Checkout> {
+/// Takes an idle pooled connection from `idle`, if one is usable; with `any_worker`, from any
+/// worker's list (a request waiting at a cap).
+pub async fn checkout_idle(
+    idle: &IdleConns<Sender>,
+    max_idle: Duration,
+    any_worker: bool,
+) -> Option<Checkout> {
     loop {
-        let popped = idle.pop();
+        let popped = if any_worker {
+            idle.pop_any()
+        } else {
+            idle.pop()
+        };
         let (mut sender, since) = popped?;
         if sender.is_closed() || since.elapsed() >= max_idle {
             continue;
@@ -165,8 +183,21 @@ pub async fn checkout_idle(idle: &IdleConns<Sender>, max_idle: Duration) -> Opti
     }
 }
 
-/// Returns a connection whose exchange is complete to the idle pool; with `keep` false (a request
-/// waits for a connection slot) it is closed instead, which gives its permit back.
+impl IdleConns<Sender> {
+    /// An idle sender of any worker that can take a request now (not closed, ready).
+    pub fn pop_any_ready(&self) -> Option<(Sender, Instant)> {
+        while let Some((s, since)) = self.pop_any() {
+            if !s.is_closed() && s.is_ready() {
+                return Some((s, since));
+            }
+        }
+        None
+    }
+}
+
+/// Returns a connection whose exchange is complete to the idle pool; with `keep` false (requests
+/// wait for a slot of the total cap, for other upstreams) it is closed instead, which gives its
+/// permit back.
 pub fn checkin(idle: &IdleConns<Sender>, sender: Sender, keep: bool) {
     if !keep || sender.is_closed() {
         return;
@@ -174,9 +205,20 @@ pub fn checkin(idle: &IdleConns<Sender>, sender: Sender, keep: bool) {
     idle.push(sender, Instant::now());
 }
 
-/// Takes an idle raw connection from `idle` (the HTTP/1 path's pool), if one is usable.
-pub fn checkout_stream(idle: &IdleConns<Stream>, max_idle: Duration, now: Instant) -> Option<Stream> {
-    while let Some((stream, since)) = idle.pop() {
+/// Takes an idle raw connection from `idle` (the HTTP/1 path's pool), if one is usable; with
+/// `any_worker`, from any worker's list (a request waiting at a cap).
+pub fn checkout_stream(
+    idle: &IdleConns<Stream>,
+    max_idle: Duration,
+    now: Instant,
+    any_worker: bool,
+) -> Option<Stream> {
+    loop {
+        let (stream, since) = if any_worker {
+            idle.pop_any()
+        } else {
+            idle.pop()
+        }?;
         if now.saturating_duration_since(since) >= max_idle {
             continue;
         }
@@ -189,7 +231,6 @@ pub fn checkout_stream(idle: &IdleConns<Stream>, max_idle: Duration, now: Instan
             _ => continue,
         }
     }
-    None
 }
 
 /// Returns a raw connection whose exchange is complete to the idle pool; `since` is when it was

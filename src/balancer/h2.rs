@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::conn::{checkin, checkout_idle, connect_http, Checkout, Sender, UpBody};
 use super::log;
 use super::policy::{self, Attempts, Failure};
-use super::pool::{ActiveGuard, Pool};
+use super::pool::{ActiveGuard, IdleKind, Pool, Slot};
 use super::reqbody::AheadError;
 use super::shared::Shared;
 use super::strategy::{cookie_value, ip_key};
@@ -134,6 +134,7 @@ impl Drop for ProxyBody {
             if complete {
                 let keep = fin.pool.may_pool(i);
                 checkin(&fin.pool.upstreams[i].idle, sender, keep);
+                fin.pool.pooled(i, IdleKind::Senders);
             }
         }
         if let Some(l) = fin.log.take() {
@@ -193,12 +194,16 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A pooled connection handed over to a request that waited for one.
+fn co_reused(sender: Sender) -> Checkout {
+    Checkout {
+        sender,
+        reused: true,
+    }
+}
+
 /// A bodiless request rebuilt from a saved head, to try again on another upstream.
-fn resend(
-    m: &Method,
-    u: &http::Uri,
-    h: &http::HeaderMap,
-) -> Request<UpBody> {
+fn resend(m: &Method, u: &http::Uri, h: &http::HeaderMap) -> Request<UpBody> {
     let mut r = Request::new(UpBody::empty());
     *r.method_mut() = m.clone();
     *r.uri_mut() = u.clone();
@@ -384,25 +389,38 @@ impl Proxy {
                 }
             }
             let upstream = &pool.upstreams[idx];
-            let mut co = match checkout_idle(&upstream.idle, s.upstream_idle).await {
+            let mut co = match checkout_idle(&upstream.idle, s.upstream_idle, false).await {
                 Some(c) => c,
                 None => {
-                    let Ok(permit) = pool.conn_permit(idx).await else {
-                        attempts.failed(pool, idx, Failure::Busy);
-                        break;
+                    // A connection handed over while waiting is taken as it is (a pooled sender
+                    // that is not ready yet is skipped: the slot wait goes on).
+                    let take = || {
+                        let (sender, _) = upstream.idle.pop_any_ready()?;
+                        Some(sender)
                     };
-                    match connect_http(upstream.addr, s.connect_timeout, Some(permit)).await {
-                        Ok(sender) => Checkout {
-                            sender,
-                            reused: false,
-                        },
+                    let permit = match pool.conn_permit(idx, IdleKind::Senders, take).await {
                         Err(_) => {
-                            if attempts.failed(pool, idx, Failure::ConnectFailed) {
-                                upreq = Some(req);
-                            }
-                            continue;
+                            attempts.failed(pool, idx, Failure::Busy);
+                            break;
                         }
-                    }
+                        Ok(Slot::Idle(sender)) => co_reused(sender),
+                        Ok(Slot::New(permit)) => {
+                            match connect_http(upstream.addr, s.connect_timeout, Some(permit)).await
+                            {
+                                Ok(sender) => Checkout {
+                                    sender,
+                                    reused: false,
+                                },
+                                Err(_) => {
+                                    if attempts.failed(pool, idx, Failure::ConnectFailed) {
+                                        upreq = Some(req);
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    permit
                 }
             };
             let sent =

@@ -12,13 +12,15 @@
 
 mod admin;
 mod conn;
+#[doc(hidden)]
+pub mod fuzz;
 mod h1;
 mod h2;
 mod health;
 mod listen;
 mod log;
-mod policy;
 mod perip;
+mod policy;
 mod pool;
 mod reqbody;
 mod server;

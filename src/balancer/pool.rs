@@ -6,15 +6,19 @@
 //! The connection caps live here too (NGINX's `max_conns` per upstream, and one for all upstreams
 //! together): opening a connection takes a [`ConnPermit`]; at a cap, idle connections are closed
 //! to make room, and otherwise the request waits in a bounded queue for `timeouts.queue` (NGINX
-//! Plus `queue`, HAProxy `timeout queue`), then gets 503. While anyone waits, connections whose
-//! exchange ended are closed instead of pooled, so their permits go to the queue.
+//! Plus `queue`, HAProxy `timeout queue`), then gets 503. A waiting request takes a connection
+//! to its upstream that another request has just finished with (handed over through the idle
+//! pool), or a new one once a slot is free; connections to upstreams nobody waits for are closed
+//! instead of pooled while the queue is not empty, so their slots go to the queue.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::conn::{ConnPermit, IdleConns, Sender, Stream};
 use super::strategy::{Members, Selector};
@@ -47,6 +51,9 @@ pub struct Upstream {
     cap: Option<Arc<Semaphore>>,
     /// Requests waiting for a connection to it.
     waiting: AtomicUsize,
+    /// Wakes one of them when a connection to it goes back to an idle pool: one per pool (the
+    /// HTTP/1 path's raw sockets, the HTTP/2 path's senders), so a wake-up always finds its kind.
+    handoff: [Notify; 2],
 }
 
 #[repr(align(64))]
@@ -106,6 +113,23 @@ pub struct CapSettings {
     pub queue_timeout: Duration,
 }
 
+/// Which idle pool a connection goes back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleKind {
+    /// The HTTP/1 path's raw sockets (`idle_streams`).
+    Streams = 0,
+    /// The HTTP/2 path's senders (`idle`).
+    Senders = 1,
+}
+
+/// What a request waiting at a cap got.
+pub enum Slot<T> {
+    /// Leave to open a new connection.
+    New(ConnPermit),
+    /// A pooled connection another request finished with.
+    Idle(T),
+}
+
 /// No connection slot came free for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
@@ -149,6 +173,7 @@ impl Pool {
                 idle_streams: IdleConns::new(workers),
                 cap: None,
                 waiting: AtomicUsize::new(0),
+                handoff: [Notify::new(), Notify::new()],
             })
             .collect();
         Pool {
@@ -180,19 +205,25 @@ impl Pool {
         self
     }
 
-    /// Leave to open a connection to upstream `i`: at once under the caps; otherwise idle
-    /// connections holding the slots it needs are closed, and failing that the request waits in
-    /// the queue (bounded, `timeouts.queue`).
-    pub async fn conn_permit(&self, i: usize) -> Result<ConnPermit, Busy> {
+    /// A connection to upstream `i` for a request that found none idle: leave to open one at
+    /// once under the caps; otherwise idle connections holding the slots it needs are closed, and
+    /// failing that the request waits in the queue (bounded, `timeouts.queue`) for a slot or for a
+    /// connection to `i` handed over (`take_idle`, which looks in every worker's idle list).
+    pub async fn conn_permit<T>(
+        &self,
+        i: usize,
+        kind: IdleKind,
+        mut take_idle: impl FnMut() -> Option<T>,
+    ) -> Result<Slot<T>, Busy> {
         let u = &self.upstreams[i];
         if let Some(p) = self.try_permit(u) {
-            return Ok(p);
+            return Ok(Slot::New(p));
         }
         // Idle connections hold slots: close some (this upstream's for its own cap, any for the
         // total) and try again.
         self.make_room(i);
         if let Some(p) = self.try_permit(u) {
-            return Ok(p);
+            return Ok(Slot::New(p));
         }
         if self.caps.waiting.fetch_add(1, Relaxed) >= self.caps.queue {
             self.caps.waiting.fetch_sub(1, Relaxed);
@@ -211,9 +242,44 @@ impl Pool {
                 _total: total,
             })
         };
-        match tokio::time::timeout(self.caps.timeout, wait).await {
-            Ok(Some(p)) => Ok(p),
+        let handed_over = async {
+            let mut wait = std::pin::pin!(wait);
+            loop {
+                let notified = u.handoff[kind as usize].notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(c) = take_idle() {
+                    return Some(Slot::Idle(c));
+                }
+                tokio::select! {
+                    p = &mut wait => return p.map(Slot::New),
+                    _ = notified => {}
+                }
+            }
+        };
+        match tokio::time::timeout(self.caps.timeout, handed_over).await {
+            Ok(Some(s)) => Ok(s),
             _ => Err(Busy::TimedOut),
+        }
+    }
+
+    /// Whether a connection to upstream `i` whose exchange ended goes back to the idle pool (and
+    /// to a request waiting for it); false while requests wait for slots of other upstreams.
+    #[inline]
+    pub fn may_pool(&self, i: usize) -> bool {
+        if self.caps.waiting.load(Relaxed) == 0 {
+            return true;
+        }
+        self.upstreams[i].waiting.load(Relaxed) > 0
+    }
+
+    /// After a connection to `i` went back to the idle pool of `kind`: wakes one request waiting
+    /// for one (FIFO; waking them all would have thousands race for one connection).
+    #[inline]
+    pub fn pooled(&self, i: usize, kind: IdleKind) {
+        let u = &self.upstreams[i];
+        if u.waiting.load(Relaxed) > 0 {
+            u.handoff[kind as usize].notify_one();
         }
     }
 
@@ -242,15 +308,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// Whether a connection to upstream `i` whose exchange ended may go back to the idle pool:
-    /// not while requests wait for a slot it holds.
-    #[inline]
-    pub fn may_pool(&self, i: usize) -> bool {
-        // Every waiter counts in the total; the per-upstream count says for which upstream.
-        let _ = i;
-        self.caps.waiting.load(Relaxed) == 0
     }
 
     fn now_ms(&self) -> u64 {

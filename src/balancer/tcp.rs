@@ -15,7 +15,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::conn::connect_tcp;
 use super::log;
-use super::pool::ActiveGuard;
+use super::pool::{ActiveGuard, IdleKind, Slot};
 use super::shared::{Admission, DrainToken, Shared};
 use super::strategy::ip_key;
 
@@ -56,7 +56,13 @@ pub async fn accept_loop(
                     _permit: permit,
                     _ip: ip_slot,
                 };
-                tokio::spawn(tunnel(stream, peer, shared.clone(), admission, drain.clone()));
+                tokio::spawn(tunnel(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    admission,
+                    drain.clone(),
+                ));
             }
             Err(e) => {
                 eprintln!("balancer: accept failed: {e}");
@@ -82,7 +88,8 @@ async fn tunnel(
     while let Some(i) = pool.pick(key, &tried) {
         tried.push(i);
         // The upstream connection caps hold in TCP mode too; a full queue ends the attempt.
-        let Ok(permit) = pool.conn_permit(i).await else {
+        let Ok(Slot::New(permit)) = pool.conn_permit(i, IdleKind::Streams, || None::<()>).await
+        else {
             break;
         };
         match connect_tcp(pool.upstreams[i].addr, s.connect_timeout).await {

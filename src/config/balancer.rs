@@ -384,7 +384,9 @@ impl BalancerSpec {
             );
         }
         let default_cap = match self.limits.max_conns {
-            Some(0) => return Err("limits.max_conns: must be at least 1 (leave it out for no cap)".into()),
+            Some(0) => {
+                return Err("limits.max_conns: must be at least 1 (leave it out for no cap)".into())
+            }
             c => c,
         };
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
@@ -604,7 +606,12 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(
-            (d.upstreams[0].max_conns, d.max_upstream_conns, d.max_conns_per_ip, d.queue),
+            (
+                d.upstreams[0].max_conns,
+                d.max_upstream_conns,
+                d.max_conns_per_ip,
+                d.queue
+            ),
             (None, 1024, None, 10_000)
         );
         let bad = [

@@ -185,7 +185,10 @@ mod tests {
             ("size then garbage", b"3x\r\nabc\r\n"),
             ("extension line too long", long_ext.as_bytes()),
             ("trailer line too long", long_trailer.as_bytes()),
-            ("bare LF starts the trailer section", b"0\r\n\nGET / HTTP/1.1\r\n\r\n"),
+            (
+                "bare LF starts the trailer section",
+                b"0\r\n\nGET / HTTP/1.1\r\n\r\n",
+            ),
             ("bare LF after a trailer", b"0\r\nx: 1\r\n\n\r\n"),
             ("bare LF ends the trailer section", b"0\r\n\n"),
         ];

@@ -19,7 +19,7 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 use super::super::conn::{checkin_stream, checkout_stream, connect_tcp, Stream};
 use super::super::log;
 use super::super::policy::{self, Attempts, Failure};
-use super::super::pool::Active;
+use super::super::pool::{Active, IdleKind, Slot};
 use super::super::shared::{DrainToken, Shared};
 use super::super::strategy::ip_key;
 use super::super::tcp;
@@ -418,19 +418,23 @@ impl State {
         let s = &shared.settings;
         let pool = &shared.pool;
         let upstream = &pool.upstreams[idx];
-        let ((mut up, permit), reused) =
-            match checkout_stream(&upstream.idle_streams, s.upstream_idle, now) {
-                Some(c) => (c, true),
-                None => {
-                    let Ok(permit) = pool.conn_permit(idx).await else {
-                        return Attempt::Failed(Failure::Busy);
-                    };
-                    match connect_tcp(upstream.addr, s.connect_timeout).await {
-                        Ok(stream) => ((stream, permit), false),
-                        Err(_) => return Attempt::Failed(Failure::ConnectFailed),
+        let idle = &upstream.idle_streams;
+        let ((mut up, permit), reused) = match checkout_stream(idle, s.upstream_idle, now, false) {
+            Some(c) => (c, true),
+            None => {
+                let take = || checkout_stream(idle, s.upstream_idle, Instant::now(), true);
+                match pool.conn_permit(idx, IdleKind::Streams, take).await {
+                    Err(_) => return Attempt::Failed(Failure::Busy),
+                    Ok(Slot::Idle(c)) => (c, true),
+                    Ok(Slot::New(permit)) => {
+                        match connect_tcp(upstream.addr, s.connect_timeout).await {
+                            Ok(stream) => ((stream, permit), false),
+                            Err(_) => return Attempt::Failed(Failure::ConnectFailed),
+                        }
                     }
                 }
-            };
+            }
+        };
         self.up_buf.clear();
         // Small bodies already read go out with the head, in one write.
         let mut sent_body = false;
@@ -557,6 +561,7 @@ impl State {
             if resp.reusable {
                 let keep = pool.may_pool(idx);
                 checkin_stream(&pool.upstreams[idx].idle_streams, (up, permit), start, keep);
+                pool.pooled(idx, IdleKind::Streams);
             }
             drop(guard);
             let sent = write_within(client, &self.out, idle).await;
@@ -604,6 +609,7 @@ impl State {
                 if resp.reusable && self.up_buf.is_empty() {
                     let keep = pool.may_pool(idx);
                     checkin_stream(&pool.upstreams[idx].idle_streams, (up, permit), start, keep);
+                    pool.pooled(idx, IdleKind::Streams);
                 }
                 if resp.client_keep_alive {
                     Next::KeepAlive
