@@ -110,8 +110,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// TCP connections (established or opening) to any of `ports` on this host, from /proc/net/tcp:
 /// the balancer's upstream side (the remote port is the backend's).
+/// The file is read in pieces while it changes, so one socket may show twice: counted once.
 fn conns_to(ports: &[u16]) -> usize {
     let t = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
     t.lines()
         .skip(1)
         .filter(|l| {
@@ -121,7 +123,9 @@ fn conns_to(ports: &[u16]) -> usize {
                 .and_then(|r| r.rsplit(':').next())
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
             let state = f.get(3).copied().unwrap_or("");
-            matches!(state, "01" | "02") && remote_port.is_some_and(|p| ports.contains(&p))
+            matches!(state, "01" | "02")
+                && remote_port.is_some_and(|p| ports.contains(&p))
+                && seen.insert((f.get(1).copied(), f.get(2).copied()))
         })
         .count()
 }
@@ -383,7 +387,12 @@ fn per_ip_connection_limit() {
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     // The balancer counts a connection once it accepted it: poll until the third is refused.
-    assert!(wait_until(Duration::from_secs(5), || get(port, "/x") == 503));
+    let mut seen = Vec::new();
+    let refused = wait_until(Duration::from_secs(5), || {
+        seen.push(get(port, "/x"));
+        seen.last() == Some(&503)
+    });
+    assert!(refused, "statuses seen: {seen:?}");
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || get(port, "/x") == 200));
 }

@@ -38,7 +38,14 @@ pub struct Proxy {
     pub client: SocketAddr,
     /// The client's IP as a header value, made once per connection.
     pub client_ip: HeaderValue,
+    /// This connection's places in the queue for upstream connections ([`QUEUE_SHARE`]).
+    pub queue_share: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most of one HTTP/2 connection's streams that wait in the queue for an upstream connection at
+/// once; its other streams wait behind them, so the queue stays short and FIFO across clients
+/// (an HTTP/1 client has one request at a time anyway).
+pub const QUEUE_SHARE: usize = 4;
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ProxyBody>;
@@ -398,7 +405,10 @@ impl Proxy {
                         let (sender, _) = upstream.idle.pop_any_ready()?;
                         Some(sender)
                     };
-                    let permit = match pool.conn_permit(idx, IdleKind::Senders, take).await {
+                    let permit = match pool
+                        .conn_permit(idx, IdleKind::Senders, Some(&self.queue_share), take)
+                        .await
+                    {
                         Err(_) => {
                             attempts.failed(pool, idx, Failure::Busy);
                             break;

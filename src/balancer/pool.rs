@@ -213,6 +213,7 @@ impl Pool {
         &self,
         i: usize,
         kind: IdleKind,
+        share: Option<&Semaphore>,
         mut take_idle: impl FnMut() -> Option<T>,
     ) -> Result<Slot<T>, Busy> {
         let u = &self.upstreams[i];
@@ -225,6 +226,15 @@ impl Pool {
         if let Some(p) = self.try_permit(u) {
             return Ok(Slot::New(p));
         }
+        let deadline = tokio::time::Instant::now() + self.caps.timeout;
+        // A client connection with many requests (HTTP/2) waits for its share of the queue first.
+        let _share = match share {
+            None => None,
+            Some(s) => match tokio::time::timeout_at(deadline, s.acquire()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => return Err(Busy::TimedOut),
+            },
+        };
         if self.caps.waiting.fetch_add(1, Relaxed) >= self.caps.queue {
             self.caps.waiting.fetch_sub(1, Relaxed);
             return Err(Busy::QueueFull);
@@ -257,7 +267,7 @@ impl Pool {
                 }
             }
         };
-        match tokio::time::timeout(self.caps.timeout, handed_over).await {
+        match tokio::time::timeout_at(deadline, handed_over).await {
             Ok(Some(s)) => Ok(s),
             _ => Err(Busy::TimedOut),
         }

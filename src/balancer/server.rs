@@ -40,6 +40,23 @@ pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
 const PER_IP_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
 content-length: 46\r\nconnection: close\r\n\r\n503 Service Unavailable: too many connections\n";
 
+/// Answers a client over `max_conns_per_ip` with a 503 and closes, reading what it sent for a
+/// moment first (closing with unread bytes would reset the connection before the answer is read).
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(PER_IP_REFUSAL).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Serves clients until `shutdown` turns true; every connection holds a clone of `drain`.
 pub async fn accept_loop(
     listener: TcpListener,
@@ -76,7 +93,7 @@ pub async fn accept_loop(
                 None => {
                     // Over max_conns_per_ip: a 503 where the protocol allows, as NGINX's limit_conn.
                     if tls.is_none() {
-                        let _ = stream.try_write(PER_IP_REFUSAL);
+                        tokio::spawn(refuse(stream));
                     }
                     continue;
                 }
@@ -187,6 +204,7 @@ async fn serve_h2<S>(
         client: peer,
         client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown")),
+        queue_share: Arc::new(Semaphore::new(super::h2::QUEUE_SHARE)),
     };
     let stream = Prefixed {
         read,

@@ -88,7 +88,9 @@ async fn tunnel(
     while let Some(i) = pool.pick(key, &tried) {
         tried.push(i);
         // The upstream connection caps hold in TCP mode too; a full queue ends the attempt.
-        let Ok(Slot::New(permit)) = pool.conn_permit(i, IdleKind::Streams, || None::<()>).await
+        let Ok(Slot::New(permit)) = pool
+            .conn_permit(i, IdleKind::Streams, None, || None::<()>)
+            .await
         else {
             break;
         };

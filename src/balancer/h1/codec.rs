@@ -357,6 +357,11 @@ pub fn parse_response(
         Err(_) => return Err(()),
     };
     let status = resp.code.unwrap_or(502);
+    // RFC 9110 section 15: 100-599. httparse takes any three digits ("001" is 1), which would be
+    // written on as an invalid status line (found by fuzzing).
+    if !(100..=599).contains(&status) {
+        return Err(());
+    }
     if (100..200).contains(&status) && status != 101 {
         return Ok(Some(Parsed::Interim(len)));
     }

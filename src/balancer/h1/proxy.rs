@@ -423,7 +423,7 @@ impl State {
             Some(c) => (c, true),
             None => {
                 let take = || checkout_stream(idle, s.upstream_idle, Instant::now(), true);
-                match pool.conn_permit(idx, IdleKind::Streams, take).await {
+                match pool.conn_permit(idx, IdleKind::Streams, None, take).await {
                     Err(_) => return Attempt::Failed(Failure::Busy),
                     Ok(Slot::Idle(c)) => (c, true),
                     Ok(Slot::New(permit)) => {

@@ -458,3 +458,22 @@ fn switching_protocols_is_a_tunnel_only_when_asked() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn status_codes_outside_100_to_599_are_broken_responses() {
+    let req = request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    for raw in [
+        "HTTP/1.1 001 X\r\n\r\n",
+        "HTTP/1.1 099 X\r\n\r\n",
+        "HTTP/1.1 600 X\r\n\r\n",
+    ] {
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_response(raw.as_bytes(), &mut out, &req, || false),
+            Err(()),
+            "{raw}"
+        );
+    }
+}
