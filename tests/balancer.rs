@@ -1,112 +1,26 @@
 //! Integration tests of `cohort balance`: the real binary in front of real Node backends
 //! (tests/fixtures/backend.js), spoken to over real sockets on 127.0.0.1.
 
-use std::io::{Read, Write};
+mod common;
+
+use common::*;
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cohort");
+/// How long a backend or balancer may take to accept connections.
+const UP: Duration = Duration::from_secs(15);
 
-fn fixture() -> String {
-    format!("{}/tests/fixtures/backend.js", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port nothing listens on now, never handed out twice in this test process (the kernel often
-/// gives the same ephemeral port to consecutive binds).
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
-/// Polls `f` until it returns Some or the deadline passes.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_port(port: u16) {
-    poll(&format!("port {port}"), Duration::from_secs(15), || {
-        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-    });
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn signal(&self, sig: i32) {
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A scratch directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "cohort-bal-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn backend_on(port: u16, name: &str) -> Proc {
+fn backend_on(port: u16, name: &str) -> ChildGuard {
     backend_with(port, name, &[])
 }
 
 /// A backend with extra arguments (see tests/fixtures/backend.js: the keep-alive timeout).
-fn backend_with(port: u16, name: &str, extra: &[&str]) -> Proc {
+fn backend_with(port: u16, name: &str, extra: &[&str]) -> ChildGuard {
     let child = Command::new("node")
-        .arg(fixture())
+        .arg(fixture("backend.js"))
         .arg(port.to_string())
         .arg(name)
         .args(extra)
@@ -114,33 +28,41 @@ fn backend_with(port: u16, name: &str, extra: &[&str]) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("node must be installed");
-    let p = Proc { child };
-    wait_port(port);
+    let p = ChildGuard::new(child);
+    wait_port(port, UP);
     p
 }
 
-fn backend(name: &str) -> (Proc, u16) {
+fn backend(name: &str) -> (ChildGuard, u16) {
     let port = free_port();
     (backend_on(port, name), port)
 }
 
+/// The request lines ("METHOD URL") a backend has received, in order (its GET /seen).
+fn seen_by(port: u16) -> Vec<String> {
+    let r = request(port, "GET", "/seen", "", b"");
+    assert_eq!(r.status, 200, "GET /seen on the backend: {}", r.head);
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("/seen is not JSON ({e}): {}", r.body))
+}
+
 struct Balancer {
-    proc: Proc,
+    proc: ChildGuard,
     port: u16,
     admin: u16,
-    dir: TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Balancer {
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("out.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("out.log")).unwrap_or_default()
     }
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("err.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default()
     }
     fn status(&self) -> serde_json::Value {
-        let r = http(self.admin, "GET", "/status", "", b"");
-        serde_json::from_str(&r.body).unwrap()
+        let r = request(self.admin, "GET", "/status", "", b"");
+        serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("admin /status is not JSON ({e}): {}", r.head))
     }
 }
 
@@ -148,7 +70,6 @@ impl Balancer {
 fn balancer(args: &[&str]) -> Balancer {
     let port = free_port();
     let admin = free_port();
-    let dir = TempDir::new("run");
     let mut cmd = Command::new(BIN);
     cmd.arg("balance")
         .arg("--listen")
@@ -156,125 +77,34 @@ fn balancer(args: &[&str]) -> Balancer {
         .arg("--admin")
         .arg(format!("127.0.0.1:{admin}"))
         .args(args);
-    let b = spawn_balancer(cmd, port, admin, dir);
-    wait_port(b.port);
+    let b = spawn_balancer(cmd, port, admin);
+    // The admin listener may open a moment after the proxy's: tests ask both.
+    wait_port(b.port, UP);
+    wait_port(b.admin, UP);
     b
 }
 
-fn spawn_balancer(mut cmd: Command, port: u16, admin: u16, dir: TempDir) -> Balancer {
-    let out = std::fs::File::create(dir.0.join("out.log")).unwrap();
-    let err = std::fs::File::create(dir.0.join("err.log")).unwrap();
-    let child = cmd.stdout(out).stderr(err).spawn().unwrap();
+fn spawn_balancer(mut cmd: Command, port: u16, admin: u16) -> Balancer {
+    let dir = scratch_dir("balancer");
+    let out = std::fs::File::create(dir.path().join("out.log")).expect("creating out.log");
+    let err = std::fs::File::create(dir.path().join("err.log")).expect("creating err.log");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawning cohort balance");
     Balancer {
-        proc: Proc { child },
+        proc: ChildGuard::new(child),
         port,
         admin,
         dir,
     }
 }
 
-struct Resp {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`); `extra` is raw header lines.
-fn http(port: u16, method: &str, path: &str, extra: &str, body: &[u8]) -> Resp {
-    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
-        Ok(s) => s,
-        Err(e) => {
-            return Resp {
-                status: 0,
-                head: format!("connect to the balancer failed: {e}"),
-                body: String::new(),
-            }
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    parse(&read_response(&mut s))
-}
-
-/// Reads one response: up to Content-Length, the last chunk, or the end of the stream.
-/// (Node keeps a `Connection: close` socket open for seconds after the response.)
-fn read_response(s: &mut TcpStream) -> Vec<u8> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let body = &raw[end + 4..];
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match len {
-                Some(n) if body.len() >= n => return raw,
-                None if head.contains("transfer-encoding: chunked")
-                    && body.ends_with(b"0\r\n\r\n") =>
-                {
-                    return raw
-                }
-                _ => {}
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return raw,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn parse(raw: &[u8]) -> Resp {
-    let text = String::from_utf8_lossy(raw).to_string();
-    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
-        return Resp {
-            status: 0,
-            head: text,
-            body: String::new(),
-        };
-    };
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Resp {
-        status,
-        head: head.to_string(),
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn get(port: u16, path: &str) -> Resp {
-    http(port, "GET", path, "", b"")
+/// One GET on a fresh connection (`Connection: close`); status 0 when nothing answered.
+fn get(port: u16, path: &str) -> Response {
+    request(port, "GET", path, "", b"")
 }
 
 fn up(port: u16) -> String {
@@ -378,10 +208,10 @@ fn hash_is_sticky_on_header_and_cookie() {
     let mut seen = std::collections::HashSet::new();
     for u in 0..20 {
         let h = format!("X-User: user{u}\r\n");
-        let first = http(bal.port, "GET", "/", &h, b"").body;
+        let first = request(bal.port, "GET", "/", &h, b"").body;
         for _ in 0..3 {
             assert_eq!(
-                http(bal.port, "GET", "/", &h, b"").body,
+                request(bal.port, "GET", "/", &h, b"").body,
                 first,
                 "user{u} moved"
             );
@@ -403,8 +233,8 @@ fn hash_is_sticky_on_header_and_cookie() {
     let mut seen = std::collections::HashSet::new();
     for u in 0..20 {
         let h = format!("Cookie: theme=dark; sid=s{u}\r\n");
-        let first = http(bal.port, "GET", "/", &h, b"").body;
-        assert_eq!(http(bal.port, "GET", "/", &h, b"").body, first);
+        let first = request(bal.port, "GET", "/", &h, b"").body;
+        assert_eq!(request(bal.port, "GET", "/", &h, b"").body, first);
         seen.insert(first);
     }
     assert!(seen.len() >= 2);
@@ -427,63 +257,15 @@ fn backend_killed_and_restarted_under_load() {
         "--health-rise",
         "2",
     ]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let results = Arc::new(std::sync::Mutex::new(Vec::<(u16, String)>::new()));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, results, port) = (stop.clone(), results.clone(), bal.port);
-        workers.push(std::thread::spawn(move || {
-            // Bounded: at most 3000 requests or until told to stop.
-            for _ in 0..3000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let r = get(port, "/");
-                results.lock().unwrap().push((
-                    r.status,
-                    if r.status == 200 {
-                        r.body.trim().to_string()
-                    } else {
-                        r.head.clone()
-                    },
-                ));
-            }
-        }));
-    }
-    let count = |name: &str| {
-        results
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.1 == name)
-            .count()
-    };
-    poll("traffic to b", Duration::from_secs(10), || {
-        (count("b") > 20).then_some(())
-    });
-    b.take().unwrap().kill();
-    let after_kill = results.lock().unwrap().len();
-    poll("traffic after the kill", Duration::from_secs(10), || {
-        (results.lock().unwrap().len() > after_kill + 100).then_some(())
-    });
-    let b_before = count("b");
+    // Every request on a new connection, as the old test's clients did.
+    let load = Load::start(bal.port, Mode::NewConn, 4);
+    load.wait_backend("b", 20, Duration::from_secs(10));
+    b.take().expect("backend b").kill();
+    load.wait_more(100, Duration::from_secs(10));
     let _b2 = backend_on(pb, "b");
-    poll("b back in rotation", Duration::from_secs(10), || {
-        (count("b") > b_before + 10).then_some(())
-    });
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let res = results.lock().unwrap();
-    let failed: Vec<_> = res.iter().filter(|r| r.0 != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        res.len(),
-        &failed[..failed.len().min(5)]
-    );
+    load.wait_backend("b", 10, Duration::from_secs(10));
+    load.finish()
+        .assert_no_failure("backend b killed and restarted, 4 new-connection clients");
 }
 
 #[test]
@@ -521,16 +303,32 @@ fn slow_upstream_is_a_504() {
 #[test]
 fn idempotent_request_to_a_silent_upstream_is_retried_elsewhere() {
     // Upstream A accepts connections and never answers (a host that fell off the network looks
-    // like this to a proxy); B answers. Every GET must come back 200 from B.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let pa = silent.local_addr().unwrap().port();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
+    // like this to a proxy); B answers. Every GET must come back 200 from B. A keeps every byte it
+    // receives, so the test can count which requests reached it.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("binding the silent upstream");
+    let pa = silent.local_addr().expect("its address").port();
+    let received_by_a = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let received = received_by_a.clone();
     std::thread::spawn(move || {
         for s in silent.incoming().flatten() {
-            keep.lock().unwrap().push(s);
+            let received = received.clone();
+            // Reads until the balancer gives up on the connection; never answers.
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    received
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            });
         }
     });
+    let at_a = |line: &str| {
+        let bytes = received_by_a.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).matches(line).count()
+    };
     let (_b, pb) = backend("b");
     let bal = balancer(&[
         "--upstream",
@@ -551,11 +349,45 @@ fn idempotent_request_to_a_silent_upstream_is_retried_elsewhere() {
             t.elapsed()
         );
     }
-    // A POST was never retried (it may have had effects): the silent upstream gives 504.
-    let post = (0..4)
-        .map(|_| http(bal.port, "POST", "/echo", "", b"x").status)
-        .collect::<Vec<_>>();
-    assert!(post.iter().all(|s| *s == 200 || *s == 504), "{post:?}");
+    // A POST is never retried (it may have had effects): each reaches exactly one upstream, once.
+    // One sent to the silent upstream ends in a 504 and never reaches B; one sent to B is a 200.
+    // POSTs go on (at most 10) until both cases happened.
+    let mut posts: Vec<(String, u16)> = Vec::new();
+    for i in 0..10 {
+        let path = format!("/echo?post={i}");
+        let status = request(bal.port, "POST", &path, "", b"x").status;
+        posts.push((path, status));
+        if posts.iter().any(|p| p.1 == 200) && posts.iter().any(|p| p.1 == 504) {
+            break;
+        }
+    }
+    // A's reader threads may lag the 504s by a moment.
+    let timed_out = posts.iter().filter(|p| p.1 == 504).count();
+    wait_until(Duration::from_secs(5), || {
+        at_a("POST /echo?post=") >= timed_out
+    });
+    let seen_b = seen_by(pb);
+    for (path, status) in &posts {
+        let line = format!("POST {path}");
+        let reached_a = at_a(&format!("{line} HTTP/1.1\r\n"));
+        let reached_b = seen_b.iter().filter(|l| **l == line).count();
+        assert_eq!(
+            reached_a + reached_b,
+            1,
+            "{line} (answered {status}) reached A {reached_a}× and B {reached_b}×: a POST must be sent once; all: {posts:?}"
+        );
+        let want = if reached_a == 1 { 504 } else { 200 };
+        assert_eq!(
+            *status,
+            want,
+            "{line} reached {}; all: {posts:?}",
+            if reached_a == 1 { "the silent A" } else { "B" }
+        );
+    }
+    assert!(
+        posts.iter().any(|p| p.1 == 504),
+        "no POST went to the silent upstream, so nothing was tested: {posts:?}"
+    );
 }
 
 #[test]
@@ -604,6 +436,7 @@ fn websocket_upgrade_is_tunnelled() {
 }
 
 fn curl(args: &[&str]) -> String {
+    require_tool("curl", "curl");
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)
@@ -620,9 +453,9 @@ fn curl(args: &[&str]) -> String {
 #[test]
 fn tls_with_alpn_h2_and_http11() {
     let (_a, pa) = backend("a");
-    let dir = TempDir::new("tls");
+    let dir = scratch_dir("tls");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cf, kf) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    let (cf, kf) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cf, cert.cert.pem()).unwrap();
     std::fs::write(&kf, cert.key_pair.serialize_pem()).unwrap();
     let bal = balancer(&[
@@ -666,7 +499,7 @@ fn h2c_prior_knowledge_and_forwarded_headers() {
         &format!("http://127.0.0.1:{}/headers", bal.port),
     ]);
     assert!(out.ends_with("\n2"), "{out}");
-    let r = http(
+    let r = request(
         bal.port,
         "GET",
         "/headers",
@@ -695,7 +528,7 @@ fn request_bodies_stream_both_ways() {
     let (_a, pa) = backend("a");
     let bal = balancer(&["--upstream", &up(pa)]);
     let body: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let r = http(bal.port, "POST", "/echo", "", &body);
+    let r = request(bal.port, "POST", "/echo", "", &body);
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), body.len());
     assert!(r.body.as_bytes() == &body[..]);
@@ -757,19 +590,10 @@ fn tcp_mode_closes_idle_tunnels() {
 fn http10_client_without_host_is_served() {
     let (_a, pa) = backend("a");
     let bal = balancer(&["--upstream", &up(pa)]);
-    let r = parse(raw(bal.port, b"GET /headers HTTP/1.0\r\n\r\n").as_bytes());
+    let r = parse_response(raw(bal.port, b"GET /headers HTTP/1.0\r\n\r\n").as_bytes());
     assert_eq!(r.status, 200, "{}", r.head);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["headers"]["host"], up(pa));
-}
-
-fn raw(port: u16, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_string()
 }
 
 #[test]
@@ -846,9 +670,10 @@ fn sigterm_drains_in_flight_requests() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let r = parse(&read_response(&mut s));
+        let mut reader = BufReader::new(s);
+        let r = read_response(&mut reader, false).expect("the in-flight response");
         let mut rest = Vec::new();
-        let closed = matches!(s.read_to_end(&mut rest), Ok(0));
+        let closed = matches!(reader.read_to_end(&mut rest), Ok(0));
         (r.status, closed)
     });
     poll("requests in flight", Duration::from_secs(5), || {
@@ -869,9 +694,7 @@ fn sigterm_drains_in_flight_requests() {
         (200, true),
         "keep-alive client: response, then close"
     );
-    let code = poll("exit", Duration::from_secs(10), || {
-        bal.proc.child.try_wait().unwrap()
-    });
+    let code = bal.proc.wait_exit(Duration::from_secs(10));
     assert_eq!(code.code(), Some(0), "{}", bal.stderr());
 }
 
@@ -914,9 +737,9 @@ fn socket_activation_uses_fd_3() {
             Ok(())
         });
     }
-    let bal = spawn_balancer(cmd, port, admin, TempDir::new("fds"));
+    let bal = spawn_balancer(cmd, port, admin);
     drop(listener);
-    wait_port(admin);
+    wait_port(admin, UP);
     assert_eq!(get(bal.port, "/").body.trim(), "a", "{}", bal.stderr());
 }
 
@@ -932,8 +755,8 @@ fn spec_json_and_validation_errors() {
     });
     let mut cmd = Command::new(BIN);
     cmd.args(["balance", "--spec-json", &spec.to_string()]);
-    let bal = spawn_balancer(cmd, port, admin, TempDir::new("spec"));
-    wait_port(port);
+    let bal = spawn_balancer(cmd, port, admin);
+    wait_port(port, UP);
     assert_eq!(get(port, "/").body.trim(), "a");
     assert_eq!(bal.status()["name"], "edge");
 
@@ -1026,23 +849,6 @@ fn a_port_in_use_is_an_error() {
     );
 }
 
-/// Reads from `s` until `want` appears (or the deadline); returns everything read.
-fn read_until(s: &mut TcpStream, want: &str, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    while Instant::now() < end && !String::from_utf8_lossy(&out).contains(want) {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    String::from_utf8_lossy(&out).to_string()
-}
-
 #[test]
 fn http1_pipelining_chunked_bodies_head_and_keep_alive() {
     let (_a, pa) = backend("a");
@@ -1066,7 +872,7 @@ fn http1_pipelining_chunked_bodies_head_and_keep_alive() {
         parts[1].starts_with("200") && parts[1].ends_with("\r\n\r\n"),
         "HEAD has no body: {out:?}"
     );
-    let third = parse(format!("HTTP/1.1 {}", parts[2]).as_bytes());
+    let third = parse_response(format!("HTTP/1.1 {}", parts[2]).as_bytes());
     assert_eq!(third.body, "hello world", "{out:?}");
     assert!(
         third
@@ -1111,7 +917,7 @@ fn http1_framing_errors_are_refused_and_smuggling_is_defused() {
           3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(both.matches("HTTP/1.1 ").count(), 1, "{both:?}");
-    let r = parse(both.as_bytes());
+    let r = parse_response(both.as_bytes());
     assert_eq!((r.status, r.body.as_str()), (200, "abc"), "{both:?}");
 }
 

@@ -4,10 +4,8 @@
 //! fails no request — the daemon holds the listening socket while the old proxy drains. The app
 //! behind it is reloaded under the same load, through the balancer, without a failure either.
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::time::Duration;
 
@@ -28,7 +26,7 @@ fn wait_new_pid(c: &Cohort, name: &str, old: i32) -> i32 {
 #[test]
 fn balancer_from_a_config_reloads_under_load_without_a_failure() {
     let c = Cohort::new();
-    let app_port = app_port();
+    let app_port = free_port();
     let edge_port = free_port();
     let config = c.write(
         "edge.toml",

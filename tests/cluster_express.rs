@@ -1,11 +1,9 @@
-//! An unchanged Express app (express installed from npm by the test setup, once per run, under
-//! target/tmp) in cluster mode: both workers serve, and a reload under keep-alive and
+//! An unchanged Express app (express installed from npm by scripts/setup under
+//! target/test-deps) in cluster mode: both workers serve, and a reload under keep-alive and
 //! new-connection load fails no request.
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,14 +12,14 @@ const T: Duration = Duration::from_secs(10);
 
 #[test]
 fn unchanged_express_app_in_cluster_mode_reloads_without_failures() {
-    let npm = express_install();
+    let node_modules = require_npm("express");
     let c = Cohort::new();
     // A project folder as users have it: app.js next to its node_modules.
     let app = c.work.join("app.js");
     std::fs::copy(cluster_fixture("express_app.js"), &app).expect("copying the Express app");
-    std::os::unix::fs::symlink(npm.join("node_modules"), c.work.join("node_modules"))
+    std::os::unix::fs::symlink(&node_modules, c.work.join("node_modules"))
         .expect("linking node_modules");
-    let port = app_port();
+    let port = free_port();
     let o = c.cmd_env(
         &["start", "app.js", "--name", "exp", "-i", "2"],
         &[("PORT", &port.to_string())],

@@ -2,10 +2,8 @@
 //! --port P` gives each worker its slot's socket at fd 3 (LISTEN_FDS=1, LISTEN_PID = the worker's
 //! own pid). Python workers share the port, and reload replaces them without a failed request.
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,7 +12,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Starts the Python fixture as `py` with `-i 2 --port P` and waits until both workers answer.
 fn start_py(c: &Cohort, script: &str, extra: &[&str]) -> (u16, Vec<(u32, i32)>) {
-    let port = app_port();
+    let port = free_port();
     let port_s = port.to_string();
     let mut args = vec![
         "start", script, "--name", "py", "-i", "2", "--port", &port_s,

@@ -3,22 +3,20 @@
 //! a slot with no live worker gets no connections, stop with a request in flight, two apps on
 //! one port, `-i max` under a CPU limit.
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
-use cluster_util::start_cluster as start;
+use common::start_cluster as start;
 
 #[test]
 fn requests_spread_over_workers_that_are_real_cluster_workers() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
 
     // ls: one row per worker, cluster mode, instances 0 and 1.
@@ -66,7 +64,7 @@ fn requests_spread_over_workers_that_are_real_cluster_workers() {
 #[test]
 fn kill_9_of_a_worker_under_load_refuses_no_connection() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
     let victim = procs[1].1;
     let clients = 2;
@@ -112,7 +110,7 @@ fn kill_9_of_a_worker_under_load_refuses_no_connection() {
 #[test]
 fn a_stopped_instance_gets_no_connection() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
     let id1 = c
         .procs("web")
@@ -134,7 +132,7 @@ fn a_crashed_instance_waiting_for_its_restart_gets_no_connection() {
     // The dead slot's socket stays open for the replacement (5 s later): a connection steered to
     // it would wait there, so every request must be answered at once by the live worker.
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(
         &c,
         "web",
@@ -167,7 +165,7 @@ fn a_crashed_instance_waiting_for_its_restart_gets_no_connection() {
 /// One cluster worker of http_app.js with a 5 s kill_timeout, and a keep-alive connection to it.
 fn one_worker_and_a_connection() -> (Cohort, u16, Conn) {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     start(
         &c,
         "web",
@@ -210,7 +208,7 @@ fn stop_finishes_a_request_in_flight_with_connection_close() {
 #[test]
 fn a_second_app_on_the_same_port_gets_eaddrinuse() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let app = cluster_fixture("http_app.js");
     start(&c, "first", &app, port, 2, &[]);
     let o = c.cmd_env(
@@ -226,7 +224,15 @@ fn a_second_app_on_the_same_port_gets_eaddrinuse() {
         ],
         &[("PORT", &port.to_string())],
     );
-    assert!(o.success(), "{}", o.stderr);
+    // start says so: it exits non-zero naming the address and the app that holds it.
+    assert!(!o.success(), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "cannot listen on port {port}: already held by app 'first'"
+        )),
+        "{}",
+        o.stderr
+    );
     let err = c.log_path("second", 0, "err");
     let ok = wait_until(T, || {
         std::fs::read_to_string(&err).is_ok_and(|t| t.contains("EADDRINUSE"))
@@ -273,6 +279,7 @@ fn instances_for(i: &str, pinned: bool) -> usize {
         "200",
     ];
     let o = if pinned {
+        require_tool("taskset", "util-linux");
         let mut cmd = std::process::Command::new("taskset");
         cmd.arg("-c")
             .arg(one_cpu().to_string())
@@ -319,7 +326,7 @@ fn stopping_and_restarting_the_first_of_three_instances_keeps_steering_right() {
     // Closing slot 0's socket makes the kernel move the last socket of the group into its index;
     // the daemon's steering program must follow, or connections would go to a dead or wrong slot.
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 3, &[]);
     let id0 = c.procs("web")[0]["id"].as_u64().expect("id").to_string();
     c.ok(&["stop", &id0]);
@@ -354,7 +361,7 @@ fn stopping_and_restarting_the_first_of_three_instances_keeps_steering_right() {
 #[test]
 fn delete_frees_the_port_for_the_next_app() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let app = cluster_fixture("http_app.js");
     start(&c, "one", &app, port, 2, &[]);
     c.ok(&["delete", "one"]);
@@ -366,7 +373,7 @@ fn delete_frees_the_port_for_the_next_app() {
 #[test]
 fn reload_with_a_broken_new_version_keeps_the_old_workers_serving() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let script = c.work.join("app.js");
     std::fs::copy(cluster_fixture("http_app.js"), &script).expect("copy");
     let procs = start(&c, "web", "app.js", port, 2, &[]);
@@ -405,7 +412,7 @@ fn reload_with_a_broken_new_version_keeps_the_old_workers_serving() {
 #[test]
 fn kill_9_of_a_worker_under_keepalive_load_loses_only_its_connections() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let procs = start(&c, "web", &cluster_fixture("http_app.js"), port, 2, &[]);
     let clients = 4;
     let load = Load::start(port, Mode::KeepAlive, clients);
@@ -472,7 +479,7 @@ fn a_stopping_app_refuses_new_connections_instead_of_queueing_them() {
 fn start_answers_once_the_workers_serve() {
     // The README's first command curls right after `start`: the port must already be served.
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let o = c.cmd_env(
         &[
             "start",

@@ -2,10 +2,8 @@
 //! (online only after `process.send('ready')`), `--listen-timeout` (online anyway after it), and
 //! `--shutdown-with-message` (the app gets the 'shutdown' message instead of a signal).
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::time::Duration;
 
@@ -52,19 +50,9 @@ fn start_watching(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("cohort start");
+    let mut child = ChildGuard::new(cmd.spawn().expect("cohort start"));
     let seen = statuses_until_online(c, name);
-    let deadline = std::time::Instant::now() + T;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for cohort start") {
-            break st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cohort start did not return"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = child.wait_exit(T);
     assert!(status.success(), "cohort start failed: {status}");
     seen
 }
@@ -93,7 +81,7 @@ fn statuses_until_online(c: &Cohort, name: &str) -> Vec<Vec<(String, u64)>> {
 #[test]
 fn wait_ready_keeps_workers_launching_until_they_say_ready() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let seen = start_watching(
         &c,
         "rdy",
@@ -122,7 +110,7 @@ fn wait_ready_keeps_workers_launching_until_they_say_ready() {
 #[test]
 fn listen_timeout_makes_a_silent_worker_online() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     let seen = start_watching(
         &c,
         "silent",
@@ -145,7 +133,7 @@ fn listen_timeout_makes_a_silent_worker_online() {
 #[test]
 fn shutdown_with_message_runs_the_apps_handler_on_reload_and_stop() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     start(
         &c,
         "msg",
@@ -193,7 +181,7 @@ fn shutdown_with_message_runs_the_apps_handler_on_reload_and_stop() {
 #[test]
 fn reload_waits_for_each_new_worker_to_be_ready() {
     let c = Cohort::new();
-    let port = app_port();
+    let port = free_port();
     start(
         &c,
         "rdy",

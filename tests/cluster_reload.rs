@@ -2,10 +2,8 @@
 //! `cohort reload` (keep-alive and new-connection clients, a naive app and one with its own SIGINT
 //! handler) and `cohort scale` (2 → 4 → 1 → 2). Every scenario must fail no request.
 
-mod cluster_util;
 mod common;
 
-use cluster_util::*;
 use common::*;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ const T: Duration = Duration::from_secs(10);
 /// Starts `script` as app `name` with `-i n` (plus `extra`) on a free port; waits until every
 /// worker answers. Returns the port and (instance, pid) by instance.
 fn start(c: &Cohort, name: &str, script: &str, n: usize, extra: &[&str]) -> (u16, Vec<(u32, i32)>) {
-    let port = app_port();
+    let port = free_port();
     (port, start_cluster(c, name, script, port, n, extra))
 }
 

@@ -1,90 +1,56 @@
 //! The Node preload (src/shim/node.cjs) on its own: `node --require shim app`, no daemon.
 
-mod cluster_util;
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
-use cluster_util::*;
 use common::*;
 
 const SHIM: &str = include_str!("../src/shim/node.cjs");
 
-/// A node process killed on drop, with its stdout lines collected.
+/// `node --require shim APP` with its stdout lines followed; killed on drop.
 struct Node {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    out: Follower,
 }
 
 impl Node {
     fn start(dir: &Path, app: &str, env: &[(&str, &str)]) -> Node {
         let shim = dir.join("shim.cjs");
         std::fs::write(&shim, SHIM).expect("write shim");
-        let mut child = Command::new("node")
-            .arg("--require")
+        let mut cmd = Command::new("node");
+        cmd.arg("--require")
             .arg(&shim)
             .arg(dir.join(app))
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start node");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                l2.lock().expect("lines").push(l);
-            }
-        });
-        Node { child, lines }
+            .envs(env.iter().copied());
+        Node {
+            out: Follower::spawn_command(cmd, |_| {}),
+        }
     }
-    fn wait_line(&self, needle: &str) {
-        let ok = wait_until(Duration::from_secs(15), || {
-            self.lines
-                .lock()
-                .expect("l")
-                .iter()
-                .any(|l| l.contains(needle))
-        });
-        assert!(ok, "node never printed {needle:?}");
+    fn wait_line(&mut self, needle: &str) {
+        let found = self
+            .out
+            .until(Duration::from_secs(15), |l| l.contains(needle));
+        assert!(
+            found.is_some(),
+            "node never printed {needle:?}; it printed {:?}",
+            self.out.lines
+        );
     }
     fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid we started.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        signal(self.out.pid(), sig);
     }
     fn wait_exit(&mut self) -> Option<i32> {
-        let mut status = None;
-        let c = &mut self.child;
-        let ok = wait_until(Duration::from_secs(15), || {
-            status = c.try_wait().ok().flatten();
-            status.is_some()
-        });
-        assert!(ok, "node did not exit");
+        let status = self.out.wait_exit(Duration::from_secs(15));
+        assert!(status.is_some(), "node did not exit");
         status.and_then(|s| s.code())
-    }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("cohort-shim-")
-        .tempdir()
-        .expect("temp dir")
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn an_apps_own_sigint_handler_runs_and_decides() {
-    let tmp = tempdir();
+    let tmp = scratch_dir("shim");
     let dir = tmp.path();
     let port = free_port();
     std::fs::write(
@@ -109,7 +75,7 @@ process.on('SIGINT', () => {
 
 #[test]
 fn esm_app_without_handler_drains_keepalive_and_exits_0() {
-    let tmp = tempdir();
+    let tmp = scratch_dir("shim");
     let dir = tmp.path();
     let port = free_port();
     std::fs::write(
@@ -153,7 +119,7 @@ http.createServer((req, res) => {
 
 #[test]
 fn app_without_servers_exits_0_on_sigterm() {
-    let tmp = tempdir();
+    let tmp = scratch_dir("shim");
     let dir = tmp.path();
     std::fs::write(
         dir.join("app.js"),

@@ -6,7 +6,8 @@
 //! traffic must move to B and C's `describe` must show A down; then A comes back and traffic
 //! returns to both.
 //!
-//! Needs root (`ip netns add`); where the kernel refuses namespaces the test says why and skips.
+//! Needs root (`ip netns add`) and iproute2 (scripts/setup installs it); where either is missing
+//! the test fails saying so.
 //! Addresses (10.231.7.0/24) exist only inside the namespaces this test creates; nothing is routed
 //! elsewhere. A guard deletes the namespaces and kills whatever still runs in them, pass or fail.
 
@@ -56,28 +57,22 @@ struct Netns {
 }
 
 impl Netns {
-    /// Adds namespace `name`. `Ok(false)`: the kernel (or a missing `ip`) forbids namespaces here.
-    fn add(&mut self, name: &str) -> Result<bool, String> {
-        let out = match Command::new("ip")
+    /// Adds namespace `name`; the error says what the machine lacks.
+    fn add(&mut self, name: &str) -> Result<(), String> {
+        let out = Command::new("ip")
             .args(["netns", "add", name])
             .stdin(Stdio::null())
             .output()
-        {
-            Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIP: iproute2's `ip` is not installed ({e})");
-                return Ok(false);
-            }
-            Err(e) => return Err(format!("cannot run ip: {e}")),
-        };
+            .map_err(|e| format!("needs iproute2's `ip` ({e}): scripts/setup installs it"))?;
         if out.status.success() {
             self.names.push(name.to_string());
-            return Ok(true);
+            return Ok(());
         }
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if err.contains("Operation not permitted") || err.contains("Permission denied") {
-            eprintln!("SKIP: network namespaces are not allowed here: ip netns add {name}: {err}");
-            return Ok(false);
+            return Err(format!(
+                "needs root with network namespaces allowed (run the suite as root): ip netns add {name}: {err}"
+            ));
         }
         Err(format!("ip netns add {name} failed: {err}"))
     }
@@ -120,13 +115,10 @@ impl Drop for Netns {
 }
 
 /// Builds the three hosts: C holds a bridge with A's and B's veth peers; lo up everywhere.
-/// `Ok(None)` means namespaces are forbidden here (skip).
-fn topology(a: &str, b: &str, c: &str) -> Result<Option<Netns>, String> {
+fn topology(a: &str, b: &str, c: &str) -> Result<Netns, String> {
     let mut net = Netns { names: Vec::new() };
     for name in [a, b, c] {
-        if !net.add(name)? {
-            return Ok(None);
-        }
+        net.add(name)?;
     }
     ip(&["-n", c, "link", "add", "br0", "type", "bridge"])?;
     for (ns, peer, addr) in [(a, "va", ADDR_A), (b, "vb", ADDR_B)] {
@@ -160,7 +152,7 @@ fn topology(a: &str, b: &str, c: &str) -> Result<Option<Netns>, String> {
     for ns in [a, b, c] {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
-    Ok(Some(net))
+    Ok(net)
 }
 
 /// `cohort ARGS` for home `c`, run inside namespace `ns` (a daemon it starts lives there too).
@@ -425,11 +417,9 @@ fn balancer_moves_traffic_off_a_dead_host_and_back() {
     );
     let (ns_a, ns_b, ns_c) = (format!("{tag}-a"), format!("{tag}-b"), format!("{tag}-c"));
     // Declared first, dropped last: the cohorts below are killed before the namespaces go.
-    let _net = match topology(&ns_a, &ns_b, &ns_c) {
-        Ok(Some(net)) => net,
-        Ok(None) => return,
-        Err(e) => panic!("building the namespaces: {e}"),
-    };
+    require_tool("ip", "iproute2");
+    let _net =
+        topology(&ns_a, &ns_b, &ns_c).unwrap_or_else(|e| panic!("building the namespaces: {e}"));
     let (host_a, host_b, edge) = (Cohort::new(), Cohort::new(), Cohort::new());
     let app = fixture("netns/app.js");
     let port = APP_PORT.to_string();

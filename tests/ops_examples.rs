@@ -3,16 +3,12 @@
 //! its probes point at cohort's /healthz and /readyz on the port the Dockerfile's `--health` opens,
 //! the Dockerfile has FROM and CMD, and the example app really runs under `cohort run`.
 
-mod ops_support;
+mod common;
 
-use ops_support::*;
-use std::path::PathBuf;
+use common::*;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
 
 fn load(rel: &str) -> Vec<Yaml> {
     let text = std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
@@ -27,9 +23,10 @@ fn dockerfile_cmd() -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .collect();
+    let first = lines.iter().find(|l| !l.starts_with("ARG ")).expect("FROM");
     assert!(
-        lines[0].starts_with("FROM "),
-        "the first instruction is FROM"
+        first.starts_with("FROM "),
+        "the first instruction is FROM (after ARGs that FROM may use)"
     );
     let cmd = lines
         .iter()
@@ -128,7 +125,7 @@ fn kubernetes_probes_match_the_dockerfile_and_cohort() {
 
 #[test]
 fn the_docker_example_app_runs_under_cohort_run() {
-    let home = Home::new("example-app");
+    let home = Cohort::new();
     let (app_port, health_port) = (free_port(), free_port());
     let child = Command::new(BIN)
         .args([
@@ -138,25 +135,25 @@ fn the_docker_example_app_runs_under_cohort_run() {
             &format!("127.0.0.1:{health_port}"),
         ])
         .current_dir(repo("examples/docker/app"))
-        .env("COHORT_HOME", home.path())
+        .env("COHORT_HOME", &home.home)
         .env("PORT", app_port.to_string())
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(home.path().join("out")).unwrap())
-        .stderr(std::fs::File::create(home.path().join("err")).unwrap())
+        .stdout(std::fs::File::create(home.work.join("out")).unwrap())
+        .stderr(std::fs::File::create(home.work.join("err")).unwrap())
         .spawn()
         .expect("cohort run");
-    let mut child = ChildGuard(child);
-    wait_for(15, "/readyz 200", || {
-        (http_get(health_port, "/readyz")?.0 == 200).then_some(())
+    let mut child = ChildGuard::new(child);
+    poll("/readyz 200", Duration::from_secs(15), || {
+        (get(health_port, "/readyz").ok()?.status == 200).then_some(())
     });
-    let (code, body) = wait_for(15, "the app to answer", || http_get(app_port, "/"));
+    let (code, body) = poll("the app to answer", Duration::from_secs(15), || {
+        get(app_port, "/").ok().map(|r| (r.status, r.body))
+    });
     assert_eq!(code, 200);
     assert!(body.starts_with("hello from pid"), "{body}");
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let st = wait_for(15, "cohort run to exit", || {
-        child.0.try_wait().ok().flatten()
-    });
+    child.signal(libc::SIGTERM);
+    let st = child.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0));
-    let out = std::fs::read_to_string(home.path().join("out")).unwrap();
+    let out = std::fs::read_to_string(home.work.join("out")).unwrap();
     assert!(out.contains("web|0 | SIGINT: closing the server"), "{out}");
 }

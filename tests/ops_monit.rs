@@ -1,10 +1,11 @@
 //! `cohort monit` driven for real in tmux: the dashboard shows a live app with its figures, `r`
 //! restarts it, `q` gives the shell back as it was; a small terminal gets a message; no TTY an error.
 
-mod ops_support;
+mod common;
 
-use ops_support::*;
+use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 /// A tmux server of our own (its own socket), killed on drop.
 struct Tmux {
@@ -13,6 +14,7 @@ struct Tmux {
 
 impl Tmux {
     fn start(tag: &str, width: u16, height: u16, home: &std::path::Path) -> Tmux {
+        require_tool("tmux", "tmux");
         let t = Tmux {
             socket: format!("cohort-ops-{tag}-{}", std::process::id()),
         };
@@ -70,17 +72,12 @@ impl Tmux {
     }
     /// Waits until the pane satisfies `f`; the panic shows the last capture.
     fn wait_pane(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            let last = self.capture();
-            if f(&last) {
-                return last;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; the pane shows:\n{last}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let mut last = String::new();
+        let found = try_poll(Duration::from_secs(secs), || {
+            last = self.capture();
+            f(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| panic!("timed out waiting for {what}; the pane shows:\n{last}"))
     }
 }
 
@@ -94,20 +91,15 @@ const APP: &str = "setInterval(() => console.log('tick ' + Date.now()), 300);\n"
 
 #[test]
 fn monit_shows_the_app_restarts_it_and_gives_the_terminal_back() {
-    let home = Home::new("monit");
-    let app = write(home.path(), "monitapp.js", APP);
-    let out = home.run(&["start", app.to_str().unwrap(), "--name", "monit-app"]);
-    assert!(
-        out.status.success(),
-        "start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pid = wait_for(10, "the app online", || {
+    let home = Cohort::new();
+    let app = home.write("monitapp.js", APP);
+    home.ok(&["start", app.to_str().unwrap(), "--name", "monit-app"]);
+    let pid = poll("the app online", Duration::from_secs(10), || {
         let l = home.jlist();
         (l[0]["status"] == "online").then(|| l[0]["pid"].as_i64().unwrap())
     });
 
-    let tmux = Tmux::start("monit", 100, 30, home.path());
+    let tmux = Tmux::start("monit", 100, 30, &home.home);
     tmux.wait_pane(10, "the shell prompt", |p| p.contains("ops-prompt$"));
     tmux.type_line("echo BEFORE-MONIT");
     tmux.wait_pane(10, "the marker", |p| p.contains("\nBEFORE-MONIT"));
@@ -130,7 +122,7 @@ fn monit_shows_the_app_restarts_it_and_gives_the_terminal_back() {
     }
 
     tmux.send(&["r"]);
-    let new_pid = wait_for(15, "restart count to increase", || {
+    let new_pid = poll("restart count to increase", Duration::from_secs(15), || {
         let l = home.jlist();
         (l[0]["restarts"].as_u64().unwrap_or(0) >= 1 && l[0]["status"] == "online")
             .then(|| l[0]["pid"].as_i64().unwrap())
@@ -154,8 +146,8 @@ fn monit_shows_the_app_restarts_it_and_gives_the_terminal_back() {
 
 #[test]
 fn monit_in_a_small_terminal_says_so_and_quits() {
-    let home = Home::new("monit-small");
-    let tmux = Tmux::start("small", 50, 12, home.path());
+    let home = Cohort::new();
+    let tmux = Tmux::start("small", 50, 12, &home.home);
     tmux.wait_pane(10, "the shell prompt", |p| p.contains("ops-prompt$"));
     tmux.type_line(&format!("{BIN} monit"));
     tmux.wait_pane(15, "the too-small message", |p| {
@@ -186,16 +178,16 @@ fn monit_in_a_small_terminal_says_so_and_quits() {
 
 #[test]
 fn monit_without_a_terminal_is_a_clear_error() {
-    let home = Home::new("monit-notty");
-    let out = home.run(&["monit"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let home = Cohort::new();
+    let out = home.cmd(&["monit"]);
+    assert!(!out.success());
+    let err = &out.stderr;
     assert!(
         err.contains("error: monit needs a terminal (run it in an interactive shell; for scripts use cohort ls --json)"),
         "stderr: {err}"
     );
     assert!(
-        !home.path().join("cohort.sock").exists(),
+        !home.home.join("cohort.sock").exists(),
         "no daemon is started for nothing"
     );
 }

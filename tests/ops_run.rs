@@ -2,12 +2,11 @@
 //! root), it reaps orphans of any origin, answers /healthz and /readyz, serves `cohort ls` on the same
 //! COHORT_HOME, and stops the apps gracefully on SIGTERM; its exit code tells how the apps ended.
 
-mod ops_support;
+mod common;
 
-use ops_support::*;
-use std::path::Path;
+use common::*;
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The processes below `root` (host pids): (pid, state letter, command name, parent pid).
 fn descendants(root: i32) -> Vec<(i32, char, String, i32)> {
@@ -53,7 +52,7 @@ struct NsGuard {
 impl Drop for NsGuard {
     fn drop(&mut self) {
         if let Some(p) = self.pid1 {
-            unsafe { libc::kill(p, libc::SIGKILL) };
+            signal(p, libc::SIGKILL);
         }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
@@ -61,17 +60,28 @@ impl Drop for NsGuard {
 }
 
 fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
-    wait_for(secs, "cohort run to exit", || {
+    poll("cohort run to exit", Duration::from_secs(secs), || {
         child.try_wait().ok().flatten()
     })
 }
 
+/// GET on a new connection: (status, body), or None when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    get(port, path).ok().map(|r| (r.status, r.body))
+}
+
+/// Writes `text` into the work folder of `c`.
+fn write(c: &Cohort, name: &str, text: &str) {
+    c.write(name, text);
+}
+
 #[test]
 fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
-    let home = Home::new("run-pid1");
-    let dir = home.path();
+    require_tool("unshare", "util-linux");
+    let home = Cohort::new();
+    let dir = &home.work;
     write(
-        dir,
+        &home,
         "web.js",
         "console.log('web up');\n\
          process.on('SIGINT', () => { console.log('web got SIGINT, closing'); setTimeout(() => process.exit(0), 100); });\n\
@@ -80,12 +90,12 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     // Five orphans: each subshell starts a background job and exits at once, so the job is
     // re-parented to PID 1 (cohort) and must be reaped there when it ends.
     write(
-        dir,
+        &home,
         "orphaner.sh",
         "for i in 1 2 3 4 5; do ( (sleep 1; touch \"$MARK_DIR/orphan-$i\") & ); done\nexec sleep 1000\n",
     );
     write(
-        dir,
+        &home,
         "cohort.toml",
         &format!(
             "[[apps]]\nname = \"web\"\nscript = \"./web.js\"\n\n[[apps]]\nname = \"orphaner\"\nscript = \"./orphaner.sh\"\ninterpreter = \"sh\"\n[apps.env]\nMARK_DIR = \"{}\"\n",
@@ -100,7 +110,7 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
         .args(["--pid", "--fork", "--mount-proc", BIN, "run"])
         .arg(dir.join("cohort.toml"))
         .args(["--health", &format!("127.0.0.1:{port}")])
-        .env("COHORT_HOME", dir)
+        .env("COHORT_HOME", &home.home)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
@@ -113,7 +123,7 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     };
     let upid = guard.unshare.id() as i32;
     let stderr = || std::fs::read_to_string(&err_path).unwrap_or_default();
-    let pid1 = wait_for(10, "cohort under unshare", || {
+    let pid1 = poll("cohort under unshare", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{upid}/task/{upid}/children"))
             .ok()
             .and_then(|c| {
@@ -135,9 +145,11 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     );
 
     // Probes: alive at once, ready once every app is online.
-    let body = wait_for(15, "/readyz 200", || match http_get(port, "/readyz") {
-        Some((200, b)) => Some(b),
-        _ => None,
+    let body = poll("/readyz 200", Duration::from_secs(15), || {
+        match http_get(port, "/readyz") {
+            Some((200, b)) => Some(b),
+            _ => None,
+        }
     });
     eprintln!(
         "cohort run: start to /readyz 200 in {} ms",
@@ -153,19 +165,23 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     assert_eq!(names, ["orphaner", "web"]);
 
     // The orphans were adopted by PID 1 (the shells that started them are gone)...
-    wait_for(10, "an orphan adopted by cohort", || {
-        descendants(pid1)
-            .iter()
-            .any(|d| d.3 == pid1 && d.2 == "sh")
-            .then_some(())
-    });
+    poll(
+        "an orphan adopted by cohort",
+        Duration::from_secs(10),
+        || {
+            descendants(pid1)
+                .iter()
+                .any(|d| d.3 == pid1 && d.2 == "sh")
+                .then_some(())
+        },
+    );
     // ...ran to their end, and none is left a zombie.
-    wait_for(10, "the orphans to finish", || {
+    poll("the orphans to finish", Duration::from_secs(10), || {
         (1..=5)
             .all(|i| dir.join(format!("orphan-{i}")).exists())
             .then_some(())
     });
-    wait_for(5, "no zombie under cohort", || {
+    poll("no zombie under cohort", Duration::from_secs(5), || {
         let z: Vec<_> = descendants(pid1)
             .into_iter()
             .filter(|d| d.1 == 'Z')
@@ -178,18 +194,13 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     );
 
     // Not ready while one app is stopped, and the body says which.
-    let out = home.run(&["stop", "orphaner"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    home.ok(&["stop", "orphaner"]);
     let (code, body) = http_get(port, "/readyz").expect("readyz answers");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("orphaner:0 is stopped"), "{body}");
 
     // SIGTERM: every app is stopped with its kill_signal; web's own handler runs; exit code 0.
-    unsafe { libc::kill(pid1, libc::SIGTERM) };
+    signal(pid1, libc::SIGTERM);
     let st = wait_exit(&mut guard.unshare, 15);
     guard.pid1 = None;
     let out = std::fs::read_to_string(&out_path).unwrap();
@@ -202,17 +213,18 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
     assert_eq!(st.code(), Some(0), "stderr:\n{}", stderr());
     assert!(stderr().contains("SIGTERM: stopping every app"));
     assert!(
-        !dir.join("cohort.sock").exists(),
+        !home.home.join("cohort.sock").exists(),
         "the socket is removed on exit"
     );
 }
 
-fn run_plain(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut child = ChildGuard(
+fn run_plain(c: &Cohort, args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = &c.work;
+    let mut child = ChildGuard::new(
         Command::new(BIN)
             .arg("run")
             .args(args)
-            .env("COHORT_HOME", dir)
+            .env("COHORT_HOME", &c.home)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("o")).unwrap())
@@ -220,27 +232,26 @@ fn run_plain(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
             .spawn()
             .expect("run cohort"),
     );
-    let st = wait_exit(&mut child.0, 20);
+    let st = child.wait_exit(Duration::from_secs(20));
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
     (st.code(), read("o"), read("e"))
 }
 
 #[test]
 fn run_exit_code_follows_how_the_apps_ended() {
-    let home = Home::new("run-codes");
-    let dir = home.path();
-    write(dir, "ok.js", "console.log('all done');\n");
+    let home = Cohort::new();
+    write(&home, "ok.js", "console.log('all done');\n");
     write(
-        dir,
+        &home,
         "bad.js",
         "console.error('failing'); process.exit(3);\n",
     );
 
-    let (code, out, err) = run_plain(dir, &["ok.js", "--no-autorestart"]);
+    let (code, out, err) = run_plain(&home, &["ok.js", "--no-autorestart"]);
     assert_eq!(code, Some(0), "stderr: {err}");
     assert!(out.contains("ok|0 | all done"), "{out}");
 
-    let (code, _, err) = run_plain(dir, &["bad.js", "--no-autorestart"]);
+    let (code, _, err) = run_plain(&home, &["bad.js", "--no-autorestart"]);
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(
         err.contains("bad|0 | failing") && err.contains("bad:0 (exit code 3)"),
@@ -249,7 +260,7 @@ fn run_exit_code_follows_how_the_apps_ended() {
 
     // Crashing in a loop ends errored: code 1. --json prints raw log objects.
     let (code, out, err) = run_plain(
-        dir,
+        &home,
         &[
             "bad.js",
             "--max-restarts",
@@ -269,22 +280,21 @@ fn run_exit_code_follows_how_the_apps_ended() {
 
 #[test]
 fn run_refuses_bad_input_clearly() {
-    let home = Home::new("run-bad");
-    let dir = home.path();
-    write(dir, "ok.js", "setInterval(() => {}, 1000);\n");
-    let (code, _, err) = run_plain(dir, &["ok.js", "--health", "nowhere"]);
+    let home = Cohort::new();
+    write(&home, "ok.js", "setInterval(() => {}, 1000);\n");
+    let (code, _, err) = run_plain(&home, &["ok.js", "--health", "nowhere"]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("error: --health \"nowhere\": expected an address like 0.0.0.0:9615"),
         "{err}"
     );
-    let (code, _, err) = run_plain(dir, &["missing.js"]);
+    let (code, _, err) = run_plain(&home, &["missing.js"]);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("error: "), "{err}");
 
     // A background daemon already owns this COHORT_HOME.
-    assert!(home.run(&["ping"]).status.success());
-    let (code, _, err) = run_plain(dir, &["ok.js"]);
+    home.ok(&["ping"]);
+    let (code, _, err) = run_plain(&home, &["ok.js"]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("error: a cohort daemon already runs for"),

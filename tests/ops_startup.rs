@@ -2,14 +2,14 @@
 //! installed into (and removed from) a scratch root (COHORT_STARTUP_ROOT), the init system is
 //! detected, and each refusal (no init system, not root, folder not writable) says what to do.
 
-mod ops_support;
+mod common;
 
-use ops_support::*;
+use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-fn cohort(home: &Path, root: Option<&Path>, args: &[&str]) -> Output {
+fn cohort(home: &Path, root: Option<&Path>, args: &[&str]) -> Out {
     let mut c = Command::new(BIN);
     c.args(args)
         .env("COHORT_HOME", home)
@@ -18,11 +18,12 @@ fn cohort(home: &Path, root: Option<&Path>, args: &[&str]) -> Output {
     if let Some(r) = root {
         c.env("COHORT_STARTUP_ROOT", r);
     }
-    c.output().expect("run cohort")
+    run_bounded(c)
 }
 
 /// The same, as user `nobody` (uid 65534), through setpriv.
-fn cohort_as_nobody(home: &Path, root: Option<&Path>, args: &[&str]) -> Output {
+fn cohort_as_nobody(home: &Path, root: Option<&Path>, args: &[&str]) -> Out {
+    require_tool("setpriv", "util-linux");
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
         .args(args)
@@ -32,68 +33,60 @@ fn cohort_as_nobody(home: &Path, root: Option<&Path>, args: &[&str]) -> Output {
     if let Some(r) = root {
         c.env("COHORT_STARTUP_ROOT", r);
     }
-    c.output().expect("run setpriv")
+    run_bounded(c)
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// A scratch folder others may enter (mode 0755, as the folders users have), removed on drop.
+fn open_dir(tag: &str) -> tempfile::TempDir {
+    let d = scratch_dir(tag);
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755 on a scratch folder");
+    d
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Writes a file and returns its path.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
 }
 
-/// systemd-analyze, installed with apt when missing; None (with the reason printed) when impossible.
-fn systemd_analyze() -> Option<()> {
-    if have("systemd-analyze") {
-        return Some(());
-    }
-    eprintln!("systemd-analyze is missing: installing the systemd package");
-    let _ = Command::new("apt-get")
-        .args(["install", "-y", "-q", "systemd"])
-        .status();
-    if have("systemd-analyze") {
-        return Some(());
-    }
-    eprintln!("SKIPPED: systemd-analyze is not installed and `apt-get install -y systemd` did not install it");
-    None
+/// `systemd-analyze verify PATH`.
+fn verify(path: &Path) -> Out {
+    require_tool("systemd-analyze", "systemd");
+    let mut c = Command::new("systemd-analyze");
+    c.arg("verify").arg(path).stdin(Stdio::null());
+    run_bounded(c)
 }
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let home = Home::new("startup-verify");
+    let home = Cohort::new();
     // A saved app with a long kill_timeout: the unit waits longer than it before killing.
-    assert!(home
-        .run(&[
-            "start",
-            "sleep 1000",
-            "--name",
-            "slow",
-            "--kill-timeout",
-            "45000"
-        ])
-        .status
-        .success());
-    assert!(home.run(&["save"]).status.success());
-    assert!(home.run(&["kill"]).status.success());
+    home.ok(&[
+        "start",
+        "sleep 1000",
+        "--name",
+        "slow",
+        "--kill-timeout",
+        "45000",
+    ]);
+    home.ok(&["save"]);
+    home.ok(&["kill"]);
 
     let out = cohort(
-        home.path(),
+        &home.home,
         None,
         &[
             "startup", "systemd", "--print", "-u", "root", "--hp", "/root",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let unit = text(&out.stdout);
+    assert!(out.status.success(), "{}", out.stderr);
+    let unit = out.stdout;
     for want in [
         "Type=notify",
         "User=root",
-        &format!("Environment=\"COHORT_HOME={}\"", home.path().display()),
+        &format!("Environment=\"COHORT_HOME={}\"", home.home.display()),
         &format!("ExecStart=\"{BIN}\" daemon"),
         &format!("ExecStartPost=-\"{BIN}\" resurrect"),
         "Restart=on-failure",
@@ -108,17 +101,10 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "the choice is explained in the unit"
     );
 
-    if systemd_analyze().is_none() {
-        return;
-    }
-    let dir = TempDir::new("verify");
+    let dir = scratch_dir("verify");
     let path = write(dir.path(), "cohort-root.service", &unit);
-    let v = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze");
-    let complaints = text(&v.stderr);
+    let v = verify(&path);
+    let complaints = v.stderr;
     assert!(
         v.status.success(),
         "systemd-analyze verify failed:\n{complaints}"
@@ -134,21 +120,17 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "cohort-broken.service",
         &unit.replace("KillMode=mixed", "KillMode=sometimes"),
     );
-    let v = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&broken)
-        .output()
-        .expect("systemd-analyze");
+    let v = verify(&broken);
     assert!(
-        text(&v.stderr).contains("cohort-broken.service"),
+        v.stderr.contains("cohort-broken.service"),
         "a bad KillMode is reported"
     );
 }
 
 #[test]
 fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
-    let home = TempDir::new("startup-home");
-    let root = TempDir::new("startup-root");
+    let home = open_dir("startup-home");
+    let root = open_dir("startup-root");
     let r = root.path();
     for d in ["etc/systemd/system", "etc/init.d", "Library/LaunchDaemons"] {
         std::fs::create_dir_all(r.join(d)).unwrap();
@@ -164,16 +146,12 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
     ];
     for (init, rel, mode) in cases {
         let out = cohort(home.path(), Some(r), &["startup", init, "-u", "root"]);
-        assert!(out.status.success(), "{init}: {}", text(&out.stderr));
+        assert!(out.status.success(), "{init}: {}", out.stderr);
         let path = r.join(rel);
         let meta = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{init}: {} missing: {e}", path.display()));
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{init} unit mode");
-        assert!(
-            text(&out.stdout).contains("not enabling"),
-            "{}",
-            text(&out.stdout)
-        );
+        assert!(out.stdout.contains("not enabling"), "{}", out.stdout);
         let body = std::fs::read_to_string(&path).unwrap();
         assert!(body.contains("resurrect") && body.contains(&home.path().display().to_string()));
         match init {
@@ -181,7 +159,7 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
                 let ok = Command::new("sh").arg("-n").arg(&path).status().unwrap();
                 assert!(ok.success(), "the OpenRC script is valid sh");
             }
-            "launchd" if have("python3") => {
+            "launchd" => {
                 let ok = Command::new("python3")
                     .args(["-c", "import plistlib,sys; d=plistlib.load(open(sys.argv[1],'rb')); assert d['RunAtLoad'] and d['UserName']=='root'"])
                     .arg(&path)
@@ -192,7 +170,7 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
             _ => {}
         }
         let out = cohort(home.path(), Some(r), &["unstartup", init, "-u", "root"]);
-        assert!(out.status.success(), "{init}: {}", text(&out.stderr));
+        assert!(out.status.success(), "{init}: {}", out.stderr);
         assert!(
             !path.exists(),
             "{init}: unstartup removed {}",
@@ -200,22 +178,18 @@ fn startup_installs_and_unstartup_removes_each_unit_under_a_root() {
         );
         let out = cohort(home.path(), Some(r), &["unstartup", init, "-u", "root"]);
         assert!(!out.status.success());
-        assert!(
-            text(&out.stderr).contains("is not installed"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert!(out.stderr.contains("is not installed"), "{}", out.stderr);
     }
 }
 
 #[test]
 fn startup_detects_the_init_system_or_says_how_to_name_one() {
-    let home = TempDir::new("detect-home");
-    let root = TempDir::new("detect-root");
+    let home = open_dir("detect-home");
+    let root = open_dir("detect-root");
     let r = root.path();
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
     assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("error: no supported init system found"),
         "{err}"
@@ -229,23 +203,19 @@ fn startup_detects_the_init_system_or_says_how_to_name_one() {
     write(&r.join("sbin"), "openrc-run", "");
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
     assert!(
-        text(&out.stdout).starts_with("#!/sbin/openrc-run"),
+        out.stdout.starts_with("#!/sbin/openrc-run"),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
 
     std::fs::create_dir_all(r.join("run/systemd/system")).unwrap();
     let out = cohort(home.path(), Some(r), &["startup", "--print", "-u", "root"]);
-    assert!(
-        text(&out.stdout).contains("Type=notify"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(out.stdout.contains("Type=notify"), "{}", out.stderr);
 
     // Named, but its folder is not there: not installed on this machine.
     let out = cohort(home.path(), Some(r), &["startup", "systemd", "-u", "root"]);
     assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("error: systemd not found:")
             && err.contains("etc/systemd/system does not exist"),
@@ -259,19 +229,20 @@ fn startup_detects_the_init_system_or_says_how_to_name_one() {
         &["startup", "systemd", "--print", "-u", "no-such-user-xyz"],
     );
     assert!(
-        text(&out.stderr).contains("error: no user named \"no-such-user-xyz\""),
+        out.stderr
+            .contains("error: no user named \"no-such-user-xyz\""),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
 }
 
 #[test]
 fn startup_as_a_normal_user_prints_the_command_to_run_as_root() {
-    let home = TempDir::new("nobody-home");
+    let home = open_dir("nobody-home");
     let out = cohort_as_nobody(home.path(), None, &["startup", "systemd"]);
     assert!(!out.status.success());
-    let stdout = text(&out.stdout);
-    let err = text(&out.stderr);
+    let stdout = out.stdout;
+    let err = out.stderr;
     assert!(
         stdout.contains(&format!(
             "sudo env PATH=$PATH COHORT_HOME={} {BIN} startup systemd -u nobody --hp /nonexistent",
@@ -288,12 +259,12 @@ fn startup_as_a_normal_user_prints_the_command_to_run_as_root() {
 
 #[test]
 fn startup_into_a_folder_it_cannot_write_is_a_clear_error() {
-    let home = TempDir::new("ro-home");
-    let root = TempDir::new("ro-root");
+    let home = open_dir("ro-home");
+    let root = open_dir("ro-root");
     std::fs::create_dir_all(root.path().join("etc/systemd/system")).unwrap();
     let out = cohort_as_nobody(home.path(), Some(root.path()), &["startup", "systemd"]);
     assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("error: cannot write") && err.contains("Permission denied"),
         "{err}"

@@ -81,11 +81,8 @@ impl Client {
 
     async fn start_daemon(&self) -> Result<()> {
         self.home.ensure_dirs()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.daemon_log())
-            .with_context(|| {
+        let log =
+            crate::home::private::open_append(&self.home.daemon_log()).with_context(|| {
                 format!(
                     "cannot open {} (is COHORT_HOME writable?)",
                     self.home.daemon_log().display()

@@ -1,15 +1,17 @@
-//! Runs each CLI command: resolves what the user typed (scripts, config files, selectors) into API
-//! requests, sends them to the daemon and prints the result.
+//! Runs each CLI command: turns what the user typed into API requests (the specs of a `start` come
+//! from `config::start`; selectors, config files included, are resolved here), sends them to the
+//! daemon and prints the result.
 
 use super::render;
 use super::*;
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
-    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
+    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest, UpdateRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
-use crate::config::{resolve, AppSpec, ExecMode, Instances};
+use crate::config::start::{specs_for_start, StartSpecs};
+use crate::home::tail::tail_lines;
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
@@ -21,8 +23,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
     match command {
         Command::Start(args) => start(args, home).await,
         Command::Stop(t) => action(Action::Stop, t, home).await,
-        Command::Restart(t) => action(Action::Restart, t, home).await,
-        Command::Reload(t) => action(Action::Reload, t, home).await,
+        Command::Restart(r) => restart(Action::Restart, r, home).await,
+        Command::Reload(r) => restart(Action::Reload, r, home).await,
         Command::Delete(t) => action(Action::Delete, t, home).await,
         Command::Reset(t) => action(Action::Reset, t, home).await,
         Command::Scale(s) => scale(s, home).await,
@@ -36,8 +38,9 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Resurrect => resurrect(home).await,
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
-        Command::Update => update(home).await,
+        Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
+        Command::Access(a) => super::access::run(a, home).await,
         Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)
@@ -56,195 +59,12 @@ fn current_dir() -> Result<PathBuf> {
     std::env::current_dir().context("reading the current directory")
 }
 
-fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
-    v.as_deref()
-        .map(|s| {
-            crate::config::duration::parse_ms(s).map_err(|_| {
-                anyhow!("--{flag} {s:?}: expected milliseconds (a number, or 500ms, 10s, 2m)")
-            })
-        })
-        .transpose()
-}
-
-/// Applies the flags given on the command line over a spec.
-fn apply_flags(spec: &mut AppSpec, a: &StartArgs, cwd: &Path) -> Result<()> {
-    if let Some(i) = &a.instances {
-        spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
-        spec.exec_mode = ecosystem::default_mode(spec);
-    }
-    if let Some(m) = &a.exec_mode {
-        spec.exec_mode = match m.as_str() {
-            "fork" | "fork_mode" => ExecMode::Fork,
-            "cluster" | "cluster_mode" => ExecMode::Cluster,
-            other => bail!("--exec-mode {other:?}: expected fork or cluster"),
-        };
-    }
-    if a.time {
-        spec.time = true;
-    }
-    if a.no_autorestart {
-        spec.autorestart = false;
-    }
-    if let Some(n) = a.max_restarts {
-        spec.max_restarts = n;
-    }
-    if let Some(ms) = millis("min-uptime", &a.min_uptime)? {
-        spec.min_uptime_ms = ms;
-    }
-    if let Some(ms) = millis("restart-delay", &a.restart_delay)? {
-        spec.restart_delay_ms = ms;
-    }
-    if let Some(ms) = millis("exp-backoff-restart-delay", &a.exp_backoff_restart_delay)? {
-        spec.exp_backoff_restart_delay_ms = ms;
-    }
-    if let Some(ms) = millis("kill-timeout", &a.kill_timeout)? {
-        spec.kill_timeout_ms = ms;
-    }
-    if let Some(ms) = millis("listen-timeout", &a.listen_timeout)? {
-        spec.listen_timeout_ms = ms;
-    }
-    if let Some(sig) = &a.kill_signal {
-        crate::config::parse_signal(sig).map_err(|e| anyhow!("--kill-signal: {e}"))?;
-        spec.kill_signal = sig.clone();
-    }
-    if let Some(codes) = &a.stop_exit_codes {
-        spec.stop_exit_codes = codes
-            .split(',')
-            .map(|c| {
-                c.trim()
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|n| (0..=255).contains(n))
-                    .ok_or_else(|| anyhow!("--stop-exit-codes {codes:?}: expected exit codes 0-255, comma-separated"))
-            })
-            .collect::<Result<_>>()?;
-    }
-    if let Some(o) = &a.out {
-        spec.out_file = Some(cwd.join(o));
-    }
-    if let Some(e) = &a.err {
-        spec.error_file = Some(cwd.join(e));
-    }
-    if let Some(l) = &a.log_file {
-        spec.log_file = Some(cwd.join(l));
-    }
-    if a.merge_logs {
-        spec.merge_logs = true;
-    }
-    if let Some(f) = &a.log_date_format {
-        spec.log_date_format = Some(f.clone());
-        spec.time = true;
-    }
-    if a.wait_ready {
-        spec.wait_ready = true;
-    }
-    if a.shutdown_with_message {
-        spec.shutdown_with_message = true;
-    }
-    if let Some(p) = a.port {
-        if p == 0 {
-            bail!("--port 0: give the port the app should serve on (1-65535)");
-        }
-        spec.listen = vec![p.to_string()];
-        if a.exec_mode.is_none() {
-            spec.exec_mode = ExecMode::Cluster;
-        }
-    }
-    if !a.args.is_empty() {
-        spec.args.extend(a.args.iter().cloned());
-    }
-    Ok(())
-}
-
-/// Builds the app specs of a `start` (a script/command, or a config file) without contacting the daemon.
-pub(crate) fn specs_for_start(a: &StartArgs) -> Result<(Vec<AppSpec>, bool, Vec<String>)> {
-    let here = current_dir()?;
-    let base_env = cli_env();
-    if ecosystem::is_config_file(&a.target) {
-        let path = here.join(&a.target);
-        if !path.is_file() {
-            bail!("config file not found: {} (check the path)", a.target);
-        }
-        let only: Option<Vec<String>> = a
-            .only
-            .as_ref()
-            .map(|o| o.split(',').map(|s| s.trim().to_string()).collect());
-        let loaded = ecosystem::load(
-            &path,
-            &a.target,
-            &LoadOptions {
-                env_name: a.env.as_deref(),
-                base_env: &base_env,
-                only: only.as_deref(),
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
-        if a.name.is_some() && loaded.apps.len() > 1 {
-            bail!(
-                "--name applies to one app, and {} declares {} (use --only NAME to pick one)",
-                a.target,
-                loaded.apps.len()
-            );
-        }
-        let mut apps = loaded.apps;
-        for spec in &mut apps {
-            let cwd = spec.cwd.clone();
-            apply_flags(spec, a, &cwd)?;
-            if let Some(n) = &a.name {
-                spec.name = n.clone();
-            }
-        }
-        let warnings = loaded.warnings;
-        if apps.is_empty() {
-            bail!("{} declares no apps", a.target);
-        }
-        return Ok((apps, true, warnings));
-    }
-    if a.env.is_some() || a.only.is_some() {
-        bail!("--env and --only apply to config files, and {} is a script (put env_<name> blocks in an ecosystem file)", a.target);
-    }
-    let cwd = match &a.cwd {
-        Some(c) => {
-            let p = here.join(c);
-            if !p.is_dir() {
-                bail!("--cwd {c}: not a directory");
-            }
-            std::fs::canonicalize(&p).unwrap_or(p)
-        }
-        None => here,
-    };
-    let r = resolve::resolve(
-        &a.target,
-        a.interpreter.as_deref(),
-        &cwd,
-        base_env.get("PATH").map(String::as_str),
-    )
-    .map_err(|e| anyhow!(e))?;
-    let name = a.name.clone().unwrap_or_else(|| r.default_name.clone());
-    ecosystem::validate_name(&name).map_err(|e| anyhow!("--name: {e}"))?;
-    let mut spec = AppSpec::new(name, r.script, cwd.clone());
-    spec.interpreter = r.interpreter;
-    spec.args = r.args;
-    if let Some(na) = &a.node_args {
-        spec.interpreter_args =
-            shell_words::split(na).map_err(|e| anyhow!("--node-args {na:?}: {e}"))?;
-    }
-    spec.env = base_env;
-    apply_flags(&mut spec, a, &cwd)?;
-    Ok((vec![spec], false, Vec::new()))
-}
-
 async fn start(a: StartArgs, home: Home) -> Result<()> {
-    let (apps, restart_existing, mut warnings) = specs_for_start(&a)?;
-    for (given, flag) in [
-        (a.watch, "--watch"),
-        (a.max_memory_restart.is_some(), "--max-memory-restart"),
-        (a.cron.is_some(), "--cron"),
-    ] {
-        if given {
-            warnings.push(format!("{flag} is not supported by cohort yet; ignored"));
-        }
-    }
+    let StartSpecs {
+        apps,
+        from_config_file,
+        warnings,
+    } = specs_for_start(&a.options())?;
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -255,7 +75,7 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
             "/start",
             &StartRequest {
                 apps,
-                restart_existing,
+                restart_existing: from_config_file,
             },
         )
         .await?;
@@ -307,18 +127,64 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
     let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: act,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(act, sel))
         .await?;
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
         eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
+        print!("{}", render::table(&procs));
+    }
+    Ok(())
+}
+
+/// `restart` / `reload`: config files are read again (with `--env NAME`), `--update-env` sends
+/// this shell's environment.
+async fn restart(act: Action, r: RestartArgs, home: Home) -> Result<()> {
+    let mut sels = Vec::new();
+    let mut apps = Vec::new();
+    for target in &r.targets.target {
+        if ecosystem::is_config_file(target) {
+            let opts = crate::config::start::StartOptions {
+                target: target.clone(),
+                env: r.env.clone(),
+                ..Default::default()
+            };
+            let specs = specs_for_start(&opts)?;
+            for w in &specs.warnings {
+                eprintln!("warning: {w}");
+            }
+            sels.push(Selector::Names(
+                specs.apps.iter().map(|a| a.name.clone()).collect(),
+            ));
+            apps.extend(specs.apps);
+        } else {
+            if let Some(env) = &r.env {
+                bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
+            }
+            sels.push(selector(target)?);
+        }
+    }
+    let sel = if sels.len() == 1 {
+        sels.remove(0)
+    } else {
+        Selector::Many(sels)
+    };
+    let mut req = ActionRequest::new(act, sel);
+    req.apps = apps;
+    if r.update_env {
+        req.update_env = Some(cli_env());
+    }
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
+    if r.targets.json {
+        println!("{}", serde_json::to_string(&procs)?);
+    } else {
+        eprintln!(
+            "cohort: {} {}: done",
+            act.as_str(),
+            r.targets.target.join(" ")
+        );
         print!("{}", render::table(&procs));
     }
     Ok(())
@@ -399,42 +265,6 @@ async fn ls(json: bool, home: Home) -> Result<()> {
         write!(out, "{}", render::table(&procs))?;
     }
     Ok(())
-}
-
-/// The last `n` lines of a file (reads backwards from the end, so big logs cost little).
-pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    if n == 0 {
-        return Vec::new();
-    }
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let Ok(len) = f.seek(SeekFrom::End(0)) else {
-        return Vec::new();
-    };
-    let mut pos = len;
-    let mut buf: Vec<u8> = Vec::new();
-    const STEP: u64 = 64 * 1024;
-    while pos > 0 {
-        let start = pos.saturating_sub(STEP);
-        let mut chunk = vec![0u8; (pos - start) as usize];
-        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut chunk).is_err() {
-            break;
-        }
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        pos = start;
-        if buf.iter().filter(|c| **c == b'\n').count() > n {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
 }
 
 async fn logs(a: LogsArgs, home: Home) -> Result<()> {
@@ -529,13 +359,7 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
     };
     let client = Client::connect_or_start(home).await?;
     let _: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: Action::Flush,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(Action::Flush, sel))
         .await?;
     eprintln!("cohort: logs flushed");
     Ok(())
@@ -615,27 +439,59 @@ async fn ping(home: Home) -> Result<()> {
     Ok(())
 }
 
-async fn update(home: Home) -> Result<()> {
+async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         let client = Client::connect_or_start(home).await?;
         let p = client.ping().await?;
         println!("started daemon {} (pid {})", p.version, p.pid);
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> =
-        client.post("/save", &SaveRequest { force: true }).await;
-    if let Err(e) = &saved {
-        bail!("cannot save before the update: {e:#} (nothing was stopped)");
+    let binary = match args.binary {
+        Some(b) => b,
+        None => {
+            std::env::current_exe().context("finding this cohort binary (pass it with --binary)")?
+        }
+    };
+    let binary = std::fs::canonicalize(&binary)
+        .with_context(|| format!("finding {} (is it installed?)", binary.display()))?;
+    let before = client.ping().await?;
+    let sent = std::time::Instant::now();
+    // On success the daemon re-executes before it can answer: the connection just closes.
+    let asked: Result<serde_json::Value> = client
+        .post_long(
+            "/update",
+            &UpdateRequest {
+                binary: binary.to_string_lossy().into_owned(),
+            },
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(now) = client.ping().await {
+            if now.reexecs > before.reexecs || now.pid != before.pid {
+                let procs: Vec<ProcessInfo> = client.get("/processes").await.unwrap_or_default();
+                let running = procs.iter().filter(|p| p.pid.is_some()).count();
+                println!(
+                    "daemon updated in place: cohort {} → {} (pid {}); {running} processes kept running, none restarted",
+                    before.version, now.version, now.pid
+                );
+                return Ok(());
+            }
+            // A daemon image younger than the request went back to the previous binary.
+            let fresh = u128::from(now.uptime_ms) <= sent.elapsed().as_millis();
+            if let Some(why) = now.failed_update.filter(|_| asked.is_err() && fresh) {
+                bail!("cannot update the daemon in place: the new binary could not take over ({why}); the previous one runs again, with every app (see daemon.log)");
+            }
+            if let Err(e) = &asked {
+                bail!("cannot update the daemon in place: {e:#}");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not come back after the update ({}; see daemon.log in COHORT_HOME)",
+                asked.err().map(|e| format!("{e:#}")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    kill(home.clone()).await?;
-    let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
-    let p = client.ping().await?;
-    println!(
-        "daemon {} (pid {}) running; resurrected: {}",
-        p.version,
-        p.pid,
-        r.started.join(", ")
-    );
-    Ok(())
 }

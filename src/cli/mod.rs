@@ -1,7 +1,10 @@
 //! Command-line definitions (clap): PM2's verbs and flags, so habits carry over.
-//! `commands` runs them against the daemon; `render` prints the results.
+//! `commands` runs them against the daemon; `render` prints the results; `options` turns the flags
+//! of the commands other modules run (`run`, `startup`) into those modules' plain option structs.
 
+mod access;
 pub mod commands;
+mod options;
 pub mod render;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,10 +28,10 @@ pub enum Command {
     Start(StartArgs),
     /// Stop processes (kill_signal to the process group, then SIGKILL after kill_timeout).
     Stop(TargetArgs),
-    /// Stop then start processes again.
-    Restart(TargetArgs),
+    /// Stop then start processes again (a config file is read again; apps of it not running start).
+    Restart(RestartArgs),
     /// Replace processes one at a time with no downtime (cluster mode); a restart in fork mode.
-    Reload(TargetArgs),
+    Reload(RestartArgs),
     /// Stop processes and forget them.
     #[command(alias = "del")]
     Delete(TargetArgs),
@@ -59,8 +62,8 @@ pub enum Command {
     Kill,
     /// Check that the daemon answers (starts it if needed).
     Ping,
-    /// Restart the daemon with this version of cohort, keeping the apps (save, kill, resurrect).
-    Update,
+    /// Replace the daemon with this version of cohort in place: no app restarts, no socket closes.
+    Update(UpdateArgs),
     /// Run the daemon in the foreground (what the CLI starts in the background; for init systems).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -74,13 +77,15 @@ pub enum Command {
     Unstartup(StartupArgs),
     /// Run apps in the foreground with no background daemon (containers, PID 1; like pm2-runtime).
     Run(RunArgs),
+    /// Show or change who besides you (and root) may use this daemon: a group, full or read-only.
+    Access(AccessArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct StartupArgs {
     /// Init system (default: detected from the running system).
     #[arg(value_enum)]
-    pub init: Option<crate::startup::InitSystem>,
+    pub init: Option<InitArg>,
     /// User the daemon runs as (default: the current user).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
@@ -90,6 +95,14 @@ pub struct StartupArgs {
     /// Print the unit to stdout instead of installing it.
     #[arg(long)]
     pub print: bool,
+}
+
+/// The init systems `startup` knows (`startup::InitSystem`, as clap spells them).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitArg {
+    Systemd,
+    Openrc,
+    Launchd,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +121,26 @@ pub struct DaemonArgs {
     /// it starts one. Without it, that is an error (an init system must not think it started one).
     #[arg(long, hide = true)]
     pub if_absent: bool,
+    /// Print the binary's version and state format, then exit (the pre-flight of `cohort update`).
+    #[arg(long, hide = true)]
+    pub preflight: bool,
+    /// Take over from the daemon this process was re-executed from (`cohort update`): its state
+    /// is in this descriptor.
+    #[arg(long, hide = true)]
+    pub adopt_state_fd: Option<i32>,
+    /// With --adopt-state-fd: the previous binary, executed again if the take-over fails.
+    #[arg(long, hide = true)]
+    pub fallback_exe_fd: Option<i32>,
+    /// With --adopt-state-fd: this is the previous binary again, after the new one failed so.
+    #[arg(long, hide = true)]
+    pub failed_update: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// The binary the daemon re-executes (default: this one). For tests of the pre-flight.
+    #[arg(long, hide = true)]
+    pub binary: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -195,14 +228,17 @@ pub struct StartArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
-    /// PM2's --watch: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Restart (cluster: reload) when files under the working directory change.
+    #[arg(long)]
     pub watch: bool,
-    /// PM2's --max-memory-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Paths or globs the watch ignores (comma-separated; node_modules and .git always are).
+    #[arg(long, value_name = "GLOBS")]
+    pub ignore_watch: Option<String>,
+    /// Restart (cluster: reload) a process whose memory goes above this (150M, 1G, bytes).
+    #[arg(long, value_name = "SIZE")]
     pub max_memory_restart: Option<String>,
-    /// PM2's --cron / --cron-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true, alias = "cron-restart")]
+    /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
+    #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
     pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
@@ -217,6 +253,18 @@ pub struct TargetArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Give the processes the environment of this shell, merged over the app's (PM2's --update-env).
+    #[arg(long, short = 'a')]
+    pub update_env: bool,
+    /// With a config file: apply its env_<NAME> block.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -268,6 +316,19 @@ pub struct LogsArgs {
 pub struct EnvArgs {
     /// Process id.
     pub id: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct AccessArgs {
+    /// Let the members of this group (a name or a gid) use the daemon.
+    #[arg(long, value_name = "NAME", conflicts_with = "off")]
+    pub group: Option<String>,
+    /// With --group: members may only look (ls, describe, logs), not start or stop anything.
+    #[arg(long, requires = "group")]
+    pub read_only: bool,
+    /// Stop sharing: only you and root.
+    #[arg(long)]
+    pub off: bool,
 }
 
 #[derive(Args, Debug)]

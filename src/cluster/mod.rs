@@ -3,6 +3,7 @@
 //! steering, `node_ipc` speaks Node's IPC channel (cluster-worker emulation); the supervisor
 //! (src/daemon/supervisor/cluster.rs) drives them. See docs/cluster.md.
 
+pub mod holder;
 pub mod node_ipc;
 pub mod sockets;
 

@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// PM2 fields accepted but not implemented yet: each one used gets a warning, never silence.
 const NOT_YET: &[&str] = &[
-    "watch",
-    "ignore_watch",
     "watch_options",
-    "watch_delay",
-    "cron_restart",
-    "max_memory_restart",
     "source_map_support",
     "instance_var",
     "filter_env",
@@ -373,21 +368,8 @@ impl Fields<'_> {
     }
 }
 
-/// Checks an app name: used in file names and as a selector, so it can't look like an id or `all`.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name == "all" || name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "{name:?} can't be a name: it would read as a selector (`all` or an id)"
-        ));
-    }
-    if name.contains('/') || name.contains('\0') || name.chars().any(char::is_whitespace) {
-        return Err(format!("{name:?} can't be a name: no slashes or spaces"));
-    }
-    Ok(())
-}
+/// Checks an app name (kept here for its callers; the rule lives in `validate`).
+pub use super::validate::name as validate_name;
 
 const KNOWN: &[&str] = &[
     "name",
@@ -423,6 +405,12 @@ const KNOWN: &[&str] = &[
     "listen",
     "output",
     "error",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "cron_restart",
+    "cron",
+    "max_memory_restart",
 ];
 
 fn app_from_value(
@@ -596,6 +584,12 @@ fn app_from_value(
     if !spec.listen.is_empty() && f.get("exec_mode").is_none() {
         spec.exec_mode = ExecMode::Cluster;
     }
+    let triggers = super::triggers::from_fields(obj, &at_named, &cwd)?;
+    spec.watch = triggers.watch;
+    spec.cron_restart = triggers.cron_restart;
+    spec.max_memory_restart = triggers.max_memory_restart;
+    // The rules a dump is held to as well (resurrect runs the same check).
+    super::validate::app(&spec, &at_named)?;
     Ok(spec)
 }
 
@@ -617,6 +611,7 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
     app.kill_signal = "SIGTERM".into();
     app.kill_timeout_ms = 5000;
     app.balancer = Some(value.clone());
+    super::validate::app(&app, at)?;
     Ok(app)
 }
 
@@ -657,7 +652,7 @@ mod tests {
     #[test]
     fn not_yet_fields_warn_once_each() {
         let env = BTreeMap::new();
-        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "watch": true, "cron_restart": "* * * * *"}]});
+        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "vizion": true, "pmx": false, "watch": false}]});
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);

@@ -1,10 +1,15 @@
 //! App specifications: what the CLI resolves from flags and ecosystem files and sends to the daemon,
 //! and what `save` writes to dump.json. Defaults follow PM2's so habits carry over.
+//! `start` turns a start's options into specs, `ecosystem` reads config files, `resolve` finds
+//! scripts and interpreters.
 
 pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
+pub mod start;
+pub mod triggers;
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,8 +52,12 @@ impl Instances {
         }
         match t.parse::<i64>() {
             Ok(0) => Ok(Instances::Max),
-            Ok(n) if n > 0 && n <= 4096 => Ok(Instances::Count(n as u32)),
-            Ok(n) if (-4096..0).contains(&n) => Ok(Instances::MaxMinus((-n) as u32)),
+            Ok(n) if n > 0 && n <= i64::from(validate::MAX_INSTANCES) => {
+                Ok(Instances::Count(n as u32))
+            }
+            Ok(n) if (-i64::from(validate::MAX_INSTANCES)..0).contains(&n) => {
+                Ok(Instances::MaxMinus((-n) as u32))
+            }
             _ => Err(format!(
                 "expected a number or \"max\", got {}",
                 serde_json::Value::String(text.to_string())
@@ -110,6 +119,15 @@ pub struct AppSpec {
     /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<serde_json::Value>,
+    /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<triggers::WatchSpec>,
+    /// Restart (cluster: reload) on this cron schedule (5 fields, or 6 with seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
 }
 
 impl AppSpec {
@@ -145,6 +163,9 @@ impl AppSpec {
             shutdown_with_message: false,
             listen: Vec::new(),
             balancer: None,
+            watch: None,
+            cron_restart: None,
+            max_memory_restart: None,
         }
     }
 

@@ -7,9 +7,9 @@
 //! the supervisor's reaper waits for every child (`waitpid(-1)`), so orphans of any origin are reaped.
 //! `--health ADDR` serves `/healthz` and `/readyz` for Kubernetes probes and load balancers.
 
-use super::supervisor::{self, Handle, Msg};
+use super::supervisor::{self, Handle};
 use crate::api::{LogLine, ProcessDetail, ProcessInfo, Selector, StartRequest, Status};
-use crate::cli::RunArgs;
+use crate::config::start::{specs_for_start, StartOptions};
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -21,8 +21,19 @@ use tokio::sync::Notify;
 /// How often the foreground loop checks whether every app is gone for good.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// What `cohort run` was asked for.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The apps, as for `cohort start`.
+    pub start: StartOptions,
+    /// Serve /healthz and /readyz over HTTP on this address.
+    pub health: Option<String>,
+    /// Print log lines as raw JSON objects instead of `name|instance | line`.
+    pub json: bool,
+}
+
 /// Runs apps in the foreground until they are all gone; returns the exit code.
-pub fn run(args: RunArgs, home: Home) -> i32 {
+pub fn run(args: RunOptions, home: Home) -> i32 {
     match run_inner(args, home) {
         Ok(code) => code,
         Err(e) => {
@@ -32,11 +43,11 @@ pub fn run(args: RunArgs, home: Home) -> i32 {
     }
 }
 
-fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
+fn run_inner(args: RunOptions, home: Home) -> Result<i32> {
     let started = Instant::now();
     // Everything the user typed is checked before anything starts.
-    let (apps, _, warnings) = crate::cli::commands::specs_for_start(&args.start)?;
-    for w in &warnings {
+    let specs = specs_for_start(&args.start)?;
+    for w in &specs.warnings {
         eprintln!("warning: {w}");
     }
     let health = args
@@ -59,8 +70,7 @@ fn run_inner(args: RunArgs, home: Home) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let json = args.start.json;
-    let result = rt.block_on(serve(home.clone(), apps, health, json, started));
+    let result = rt.block_on(serve(home.clone(), specs.apps, health, args.json, started));
     let _ = std::fs::remove_file(home.socket());
     let _ = std::fs::remove_file(home.pid_file());
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -85,9 +95,14 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let _hup = signal(SignalKind::hangup()).context("ignoring SIGHUP")?;
 
-    let handle = supervisor::start(home.clone())?;
+    let (handle, supervision) = supervisor::start(home.clone())?;
+    let supervision = supervision.failed();
+    tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
-    let app = crate::api::server::router(handle.clone(), home.clone(), shutdown.clone());
+    let app = super::access::protect(
+        super::routes::router(handle.clone(), home.clone(), shutdown.clone()),
+        &home,
+    )?;
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -110,14 +125,9 @@ async fn serve(
 
     let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
     let started_apps: Result<Vec<ProcessInfo>, String> = handle
-        .call(|r| {
-            Msg::Start(
-                StartRequest {
-                    apps,
-                    restart_existing: false,
-                },
-                r,
-            )
+        .start(StartRequest {
+            apps,
+            restart_existing: false,
         })
         .await;
     if let Err(e) = started_apps {
@@ -146,6 +156,11 @@ async fn serve(
             _ = shutdown.notified() => {
                 // `cohort kill` from inside the container: the route already stopped every app.
                 break describe(&handle).await;
+            }
+            reason = &mut supervision => {
+                // Logged by the watcher: with no supervisor, the apps run unsupervised.
+                shutdown.notify_waiters();
+                bail!("{reason}");
             }
             _ = every.tick() => {
                 let d = describe(&handle).await;
@@ -176,7 +191,7 @@ async fn serve(
 
 async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
     let before = describe(handle).await;
-    if let Err(e) = handle.call(Msg::Shutdown).await {
+    if let Err(e) = handle.shutdown().await {
         eprintln!("cohort: {e}");
     }
     // What each app was doing when the signal came decides the code: an app that had already
@@ -198,10 +213,7 @@ async fn stop_all(handle: &Handle) -> Vec<ProcessDetail> {
 }
 
 async fn describe(handle: &Handle) -> Vec<ProcessDetail> {
-    handle
-        .call(|r| Msg::Describe(Selector::All, r))
-        .await
-        .unwrap_or_default()
+    handle.describe(Selector::All).await.unwrap_or_default()
 }
 
 /// Stopped or errored with no restart coming (a restart passes through `stopping` or `waiting_restart`).
@@ -273,7 +285,7 @@ fn health_router(handle: Handle) -> axum::Router {
             get(move || {
                 let handle = handle.clone();
                 async move {
-                    match handle.call(Msg::List).await {
+                    match handle.list().await {
                         Ok(procs) => {
                             let not_ready: Vec<String> = procs
                                 .iter()

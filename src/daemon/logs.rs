@@ -94,14 +94,15 @@ pub struct LogFile {
 impl LogFile {
     pub fn open(path: &Path) -> Result<Arc<LogFile>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::home::private::DIR_MODE)
+                .create(dir)
                 .with_context(|| format!("creating log folder {}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening log file {}", path.display()))?;
+        // 0600, and never through a link planted at its name (or, in COHORT_HOME, at logs/).
+        let file = crate::home::private::open_append(path)?;
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -173,8 +174,18 @@ impl Sink {
     }
 }
 
+/// The bytes of a pipe read but not yet written (a line without its newline yet). Shared with the
+/// supervisor so an in-place re-exec (daemon::handover) carries a half-read line to the next
+/// daemon instead of losing it; the pump only touches it between two awaits.
+pub type Carry = Arc<Mutex<Vec<u8>>>;
+
 /// Reads a pipe to its end, writing whole lines to `sink`.
 pub async fn pump(fd: OwnedFd, sink: Sink) {
+    pump_carried(fd, sink, Carry::default()).await
+}
+
+/// [`pump`], starting with (and keeping its unfinished line in) `carry`.
+pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
     let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => p,
         Err(e) => {
@@ -182,7 +193,6 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             return;
         }
     };
-    let mut pending: Vec<u8> = Vec::new();
     loop {
         if pipe.readable().await.is_err() {
             break;
@@ -192,6 +202,7 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             match pipe.try_read(&mut buf) {
                 Ok(0) => true,
                 Ok(n) => {
+                    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
                     take_lines(&buf[..n], &mut pending, &sink);
                     false
                 }
@@ -204,9 +215,11 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             break;
         }
     }
+    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
     if !pending.is_empty() {
         pending.push(b'\n');
         sink.emit(&pending);
+        pending.clear();
     }
 }
 
@@ -238,7 +251,7 @@ fn take_lines(chunk: &[u8], pending: &mut Vec<u8>, sink: &Sink) {
 
 /// Empties a log file in place (writers append, so they carry on at the new end).
 pub fn truncate(path: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new().write(true).open(path) {
+    match crate::home::private::open_existing(path) {
         Ok(f) => f
             .set_len(0)
             .with_context(|| format!("truncating {}", path.display())),
@@ -252,14 +265,76 @@ mod tests {
     use super::translate_moment;
 
     #[test]
-    fn moment_formats() {
-        assert_eq!(
-            translate_moment("YYYY-MM-DD HH:mm:ss Z"),
-            "%Y-%m-%d %H:%M:%S %:z"
-        );
-        assert_eq!(
-            translate_moment("YYYY-MM-DDTHH:mm:ss.SSS"),
-            "%Y-%m-%dT%H:%M:%S.%3f"
-        );
+    fn every_moment_token() {
+        // (moment token, chrono specifier): longer tokens win over their prefixes.
+        let cases = [
+            ("YYYY", "%Y"),
+            ("YY", "%y"),
+            ("MMMM", "%B"),
+            ("MMM", "%b"),
+            ("MM", "%m"),
+            ("DD", "%d"),
+            ("HH", "%H"),
+            ("hh", "%I"),
+            ("mm", "%M"),
+            ("ss", "%S"),
+            ("SSS", "%3f"),
+            ("ZZ", "%z"),
+            ("Z", "%:z"),
+            ("A", "%p"),
+            ("dddd", "%A"),
+            ("ddd", "%a"),
+        ];
+        for (moment, chrono) in cases {
+            assert_eq!(translate_moment(moment), chrono, "{moment}");
+        }
+    }
+
+    #[test]
+    fn other_text_passes_through_and_percent_is_escaped() {
+        let cases = [
+            ("", ""),
+            ("YYYY-MM-DD HH:mm:ss Z", "%Y-%m-%d %H:%M:%S %:z"),
+            ("YYYY-MM-DDTHH:mm:ss.SSS", "%Y-%m-%dT%H:%M:%S.%3f"),
+            // Single letters and runs that are not tokens stay as they are.
+            ("M D Y h s S a dd", "M D Y h s S a dd"),
+            // Longest match first, then the rest: YYY is YY then Y, SSSS is SSS then S.
+            ("YYY", "%yY"),
+            ("SSSS", "%3fS"),
+            // A literal % must not start a chrono specifier.
+            ("%", "%%"),
+            ("100% HH", "100%% %H"),
+            ("%Y", "%%Y"),
+            ("été à HH:mm", "été à %H:%M"),
+            // moment's [escapes] are not understood: tokens inside them are still translated.
+            ("[at] HH", "[at] %H"),
+        ];
+        for (moment, chrono) in cases {
+            assert_eq!(translate_moment(moment), chrono, "{moment:?}");
+        }
+    }
+
+    #[test]
+    fn translated_formats_print_what_moment_prints() {
+        let offset = chrono::FixedOffset::east_opt(9 * 3600 + 30 * 60).unwrap();
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 3, 5)
+            .and_then(|d| d.and_hms_milli_opt(14, 7, 9, 45))
+            .and_then(|t| t.and_local_timezone(offset).single())
+            .unwrap();
+        let cases = [
+            (
+                "YYYY-MM-DD HH:mm:ss.SSS Z",
+                "2024-03-05 14:07:09.045 +09:30",
+            ),
+            ("dddd ddd MMMM MMM YY ZZ", "Tuesday Tue March Mar 24 +0930"),
+            ("hh:mm A, 100%", "02:07 PM, 100%"),
+        ];
+        for (moment, want) in cases {
+            assert_eq!(
+                at.format(&translate_moment(moment)).to_string(),
+                want,
+                "{moment:?}"
+            );
+        }
     }
 }

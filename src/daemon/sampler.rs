@@ -43,14 +43,10 @@ impl Sampler {
     /// Reads `pid`; None when it is gone.
     pub fn sample(&mut self, pid: i32) -> Option<Sample> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name, which may itself contain spaces and parentheses.
-        let rest = &text[text.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-        // rest starts at field 3 (state): utime = 14, stime = 15, rss = 24 (1-based in proc(5)).
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        let rss: u64 = fields.get(21)?.parse().ok()?;
-        let total = utime + stime;
+        let ProcStat {
+            cpu_ticks: total,
+            rss_pages: rss,
+        } = parse_stat(&text)?;
         let now = Instant::now();
         let cpu = match self.last.insert(pid, (total, now)) {
             Some((prev, at)) => {
@@ -65,11 +61,107 @@ impl Sampler {
         };
         Some(Sample {
             cpu: (cpu * 10.0).round() / 10.0,
-            memory: rss * self.page_size,
+            memory: rss.saturating_mul(self.page_size),
         })
     }
 
     pub fn forget(&mut self, pid: i32) {
         self.last.remove(&pid);
+    }
+}
+
+/// What one reading of `/proc/<pid>/stat` gives: CPU time so far and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+    /// Resident set size, in pages.
+    rss_pages: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`; None when it is cut short or garbled.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    // Fields after the command name, which may itself contain spaces and parentheses: the name
+    // ends at the last ')'.
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // rest starts at field 3 (state): utime = 14, stime = 15, rss = 24 (1-based in proc(5)).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let rss: u64 = fields.get(21)?.parse().ok()?;
+    Some(ProcStat {
+        cpu_ticks: utime.saturating_add(stime),
+        rss_pages: rss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_stat, ProcStat};
+
+    /// A /proc/<pid>/stat line with this command name, utime 150, stime 25 and rss 3000 pages.
+    fn stat_line(comm: &str) -> String {
+        format!(
+            "4242 ({comm}) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 25 0 0 20 0 11 0 \
+             987654 123456789 3000 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0 0 0 0\n"
+        )
+    }
+
+    #[test]
+    fn command_names_of_any_shape() {
+        let want = Some(ProcStat {
+            cpu_ticks: 175,
+            rss_pages: 3000,
+        });
+        for comm in [
+            "node",
+            "node server.js",
+            "a) b",
+            "(sd-pam)",
+            "x) S 1 2 3 (",
+            ")",
+            "",
+            "名前",
+        ] {
+            assert_eq!(parse_stat(&stat_line(comm)), want, "comm {comm:?}");
+        }
+    }
+
+    #[test]
+    fn short_or_garbled_lines_give_nothing() {
+        let full = stat_line("node");
+        let cases = [
+            "",
+            "4242",
+            "4242 (node",
+            "4242 (node)",
+            "4242 (node) ",
+            "4242 (node)é",
+            "4242 (node) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150",
+            // stime is not a number.
+            "4242 (node) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 xx 0 0 20 0 11 0 987654 123456789 3000",
+            // rss is negative.
+            "4242 (node) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 25 0 0 20 0 11 0 987654 123456789 -3",
+            // cut just before rss.
+            &full[..full.find(" 3000").unwrap()],
+        ];
+        for text in cases {
+            assert_eq!(parse_stat(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn huge_counters_saturate_instead_of_overflowing() {
+        let text = format!(
+            "1 (x) S 1 1 1 0 -1 0 0 0 0 0 {max} {max} 0 0 20 0 1 0 1 1 {max}",
+            max = u64::MAX
+        );
+        assert_eq!(
+            parse_stat(&text),
+            Some(ProcStat {
+                cpu_ticks: u64::MAX,
+                rss_pages: u64::MAX,
+            })
+        );
     }
 }

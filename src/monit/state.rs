@@ -197,6 +197,7 @@ mod tests {
             memory: 0,
             mode: "fork".into(),
             unstable_restarts: 0,
+            restart_reason: None,
         }
     }
 

@@ -7,12 +7,12 @@
 
 mod units;
 
-use crate::cli::StartupArgs;
+use crate::config::AppSpec;
 use crate::home::Home;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitSystem {
     Systemd,
     Openrc,
@@ -27,6 +27,19 @@ impl InitSystem {
             InitSystem::Launchd => "launchd",
         }
     }
+}
+
+/// What `cohort startup` / `unstartup` was asked for.
+#[derive(Debug, Default)]
+pub struct StartupOptions {
+    /// Init system (default: detected from the running system).
+    pub init: Option<InitSystem>,
+    /// User the daemon runs as (default: the current user).
+    pub user: Option<String>,
+    /// That user's home directory (default: from the user database).
+    pub home: Option<String>,
+    /// Print the unit to stdout instead of installing it.
+    pub print: bool,
 }
 
 /// Everything a unit needs to know.
@@ -99,7 +112,7 @@ fn current_user() -> Result<nix::unistd::User> {
         .context("cannot find the current user in the user database (name one with --user)")
 }
 
-fn plan(args: &StartupArgs, home: &Home, root: &Path) -> Result<Plan> {
+fn plan(args: &StartupOptions, home: &Home, root: &Path) -> Result<Plan> {
     let init = match args.init {
         Some(i) => i,
         None => detect(root)?,
@@ -159,7 +172,7 @@ fn plan(args: &StartupArgs, home: &Home, root: &Path) -> Result<Plan> {
 /// Long enough for the daemon's graceful stop: the slowest saved app's kill_timeout plus a margin,
 /// never under 30 s.
 fn stop_timeout_s(cohort_home: &Path) -> u64 {
-    let slowest_ms = crate::daemon::persist::read(&cohort_home.join("dump.json"))
+    let slowest_ms = crate::home::dump::read::<AppSpec>(&cohort_home.join("dump.json"))
         .map(|d| {
             d.apps
                 .iter()
@@ -172,7 +185,7 @@ fn stop_timeout_s(cohort_home: &Path) -> u64 {
 }
 
 /// The command to run as root, as PM2 prints it.
-fn sudo_command(args: &StartupArgs, plan: &Plan, verb: &str) -> String {
+fn sudo_command(args: &StartupOptions, plan: &Plan, verb: &str) -> String {
     let cohort_home = match std::env::var_os("COHORT_HOME") {
         Some(h) => format!(" COHORT_HOME={}", shell_words::quote(&h.to_string_lossy())),
         None => String::new(),
@@ -205,12 +218,12 @@ fn permission_error(e: std::io::Error, what: &str, path: &Path, sudo: &str) -> a
 }
 
 /// `cohort startup`: returns the exit code.
-pub fn install(args: StartupArgs, home: Home) -> i32 {
+pub fn install(args: StartupOptions, home: Home) -> i32 {
     report(install_inner(&args, &home))
 }
 
 /// `cohort unstartup`: returns the exit code.
-pub fn uninstall(args: StartupArgs, home: Home) -> i32 {
+pub fn uninstall(args: StartupOptions, home: Home) -> i32 {
     report(uninstall_inner(&args, &home))
 }
 
@@ -224,7 +237,7 @@ fn report(r: Result<()>) -> i32 {
     }
 }
 
-fn install_inner(args: &StartupArgs, home: &Home) -> Result<()> {
+fn install_inner(args: &StartupOptions, home: &Home) -> Result<()> {
     let (root, prefixed) = root();
     let plan = plan(args, home, &root)?;
     let text = units::render(&plan);
@@ -276,7 +289,12 @@ fn prepare_cohort_home(plan: &Plan) {
     if plan.cohort_home.exists() || !is_root() {
         return;
     }
-    if std::fs::create_dir_all(&plan.cohort_home).is_ok() {
+    use std::os::unix::fs::DirBuilderExt;
+    let created = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(crate::home::private::DIR_MODE)
+        .create(&plan.cohort_home);
+    if created.is_ok() {
         if let Ok(Some(u)) = nix::unistd::User::from_name(&plan.user) {
             let _ = nix::unistd::chown(&plan.cohort_home, Some(u.uid), Some(u.gid));
         }
@@ -349,7 +367,7 @@ fn enable(plan: &Plan, root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn uninstall_inner(args: &StartupArgs, home: &Home) -> Result<()> {
+fn uninstall_inner(args: &StartupOptions, home: &Home) -> Result<()> {
     let (root, prefixed) = root();
     let plan = plan(args, home, &root)?;
     let sudo = sudo_command(args, &plan, "unstartup");

@@ -2,10 +2,10 @@
 //! with `app:NAME` upstreams resolved to the ports that app's workers listen on, and an admin
 //! address on loopback so `describe` can show per-upstream state.
 
-use super::{Msg, Supervisor, Want};
+use super::table::Want;
+use super::{Event, Supervisor};
 use crate::api::Status;
 use serde_json::Value;
-use std::time::Duration;
 
 impl Supervisor {
     /// `["balance", "--spec-json", …]` for balancer `name`, or `Ok(None)` when an `app:NAME`
@@ -98,10 +98,7 @@ impl Supervisor {
         if p.pid.is_none() {
             p.status = Status::Launching;
         }
-        let (gen, me) = (p.gen, self.tx.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = me.send(Msg::SpawnRetry { id, gen, keep_old });
-        });
+        let gen = p.gen;
+        self.after(200, Event::SpawnRetry { id, gen, keep_old });
     }
 }

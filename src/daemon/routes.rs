@@ -1,10 +1,12 @@
-//! The daemon's side of the control API: HTTP routes that turn requests into supervisor messages.
-//! Served on the Unix socket (mode 0600); every route answers JSON, errors as `{"error": "…"}`.
+//! The daemon's side of the control API: HTTP routes that turn requests into calls on the
+//! supervisor's handle. Served on the Unix socket (mode 0600); every route answers JSON, errors as
+//! `{"error": "…"}`. The request and response types live in `api`.
 
-use super::{
-    ActionRequest, ErrorReply, Ping, SaveRequest, Selector, StartRequest, VERSION, VERSION_HEADER,
+use super::supervisor::Handle;
+use crate::api::{
+    ActionRequest, ErrorReply, Ping, SaveRequest, ScaleRequest, Selector, StartRequest,
+    UpdateRequest, VERSION, VERSION_HEADER,
 };
-use crate::daemon::supervisor::{Handle, Msg};
 use crate::home::Home;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -47,14 +49,15 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
         .route("/save", post(save))
         .route("/resurrect", post(resurrect))
         .route("/kill", post(kill))
+        .route("/update", post(update))
         .layer(axum::middleware::from_fn(check_version))
         .with_state(ctx)
 }
 
-/// A CLI of another version is refused (except ping and kill, so it can always recover).
+/// A CLI of another version is refused (except ping, kill and update, so it can always recover).
 async fn check_version(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path != "/ping" && path != "/kill" {
+    if path != "/ping" && path != "/kill" && path != "/update" {
         if let Some(v) = req
             .headers()
             .get(VERSION_HEADER)
@@ -90,61 +93,92 @@ async fn ping(State(ctx): State<Ctx>) -> Response {
         pid: std::process::id(),
         home: ctx.home.root.to_string_lossy().into_owned(),
         uptime_ms: ctx.started.elapsed().as_millis() as u64,
+        reexecs: ctx.sup.reexecs,
+        failed_update: ctx.sup.failed_update.clone(),
     })
     .into_response()
 }
 
 async fn processes(State(ctx): State<Ctx>) -> Response {
-    answer(ctx.sup.call(Msg::List).await)
+    answer(ctx.sup.list().await)
 }
 
 async fn start(State(ctx): State<Ctx>, Json(req): Json<StartRequest>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Start(req, r)).await)
+    answer(ctx.sup.start(req).await)
 }
 
 async fn action(State(ctx): State<Ctx>, Json(req): Json<ActionRequest>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Act(req, r)).await)
+    answer(ctx.sup.act(req).await)
 }
 
-async fn scale(State(ctx): State<Ctx>, Json(req): Json<super::ScaleRequest>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Scale(req, r)).await)
+async fn scale(State(ctx): State<Ctx>, Json(req): Json<ScaleRequest>) -> Response {
+    answer(ctx.sup.scale(req).await)
 }
 
 async fn describe(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Describe(sel, r)).await)
+    answer(ctx.sup.describe(sel).await)
 }
 
 async fn log_files(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
-    answer(ctx.sup.call(|r| Msg::LogFiles(sel, r)).await)
+    answer(ctx.sup.log_files(sel).await)
 }
 
 async fn env(State(ctx): State<Ctx>, Json(id): Json<u32>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Env(id, r)).await)
+    answer(ctx.sup.env(id).await)
 }
 
 async fn history(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
-    answer(ctx.sup.call(|r| Msg::History(sel, r)).await)
+    answer(ctx.sup.history(sel).await)
 }
 
 async fn save(State(ctx): State<Ctx>, Json(req): Json<SaveRequest>) -> Response {
-    answer(ctx.sup.call(|r| Msg::Save(req.force, r)).await)
+    answer(ctx.sup.save(req.force).await)
 }
 
 async fn resurrect(State(ctx): State<Ctx>) -> Response {
-    answer(ctx.sup.call(Msg::Resurrect).await)
+    answer(ctx.sup.resurrect().await)
 }
 
 async fn kill(State(ctx): State<Ctx>) -> Response {
-    let r = ctx.sup.call(Msg::Shutdown).await;
+    let r = ctx.sup.shutdown().await;
     let stop = ctx.shutdown.clone();
     tokio::spawn(async move { stop.notify_waiters() });
     answer(r.map(|()| serde_json::json!({"stopped": true, "pid": std::process::id()})))
 }
 
+/// `cohort update`: the new binary's pre-flight, then the daemon re-executes itself with it
+/// (waiting while a process starts, stops or reloads). On success no answer comes: the
+/// connection closes with the old image and the CLI asks the new daemon (`ping`).
+async fn update(State(ctx): State<Ctx>, Json(req): Json<UpdateRequest>) -> Response {
+    let binary = std::path::PathBuf::from(&req.binary);
+    if let Err(e) = super::handover::preflight(&binary).await {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the new binary failed its pre-flight: {e:#} (the daemon keeps running with its apps)"),
+        );
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match ctx.sup.reexec(binary.clone()).await {
+            Ok(busy) if Instant::now() < deadline => {
+                let _ = busy;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(busy) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("cannot update now: {busy} (try again once it settled)"),
+                )
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+}
+
 /// Streams new log lines of the selected processes as newline-delimited JSON until the client leaves.
 async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Response {
     // Validate the selector now (unknown names are an error, not an empty stream).
-    let files = match ctx.sup.call(|r| Msg::LogFiles(sel.clone(), r)).await {
+    let files = match ctx.sup.log_files(sel.clone()).await {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

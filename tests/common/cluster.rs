@@ -1,0 +1,92 @@
+//! Cluster-mode helpers on top of `Cohort`: fixtures of tests/fixtures/cluster, waits on
+//! `ls --json` until N workers are online, and "every worker answers" checks.
+
+use crate::common::home::{fixture, Cohort};
+use crate::common::http::{get, wait_serving};
+use crate::common::poll::wait_until;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Absolute path of a file in tests/fixtures/cluster.
+pub fn cluster_fixture(name: &str) -> String {
+    fixture(&format!("cluster/{name}"))
+}
+
+/// (instance, pid) of the running processes of app `name`, sorted by instance.
+pub fn instances(c: &Cohort, name: &str) -> Vec<(u32, i32)> {
+    let mut v: Vec<(u32, i32)> = c
+        .procs(name)
+        .iter()
+        .filter_map(|p| Some((p["instance"].as_u64()? as u32, p["pid"].as_i64()? as i32)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until app `name` has exactly `n` processes, all online with a pid; returns
+/// (instance, pid) sorted by instance.
+pub fn wait_online(c: &Cohort, name: &str, n: usize, timeout: Duration) -> Vec<(u32, i32)> {
+    let mut last = Vec::new();
+    let ok = wait_until(timeout, || {
+        last = c.procs(name);
+        last.len() == n
+            && last
+                .iter()
+                .all(|p| p["status"] == "online" && p["pid"].as_i64().is_some())
+    });
+    assert!(
+        ok,
+        "{name} did not get {n} online processes within {timeout:?}: {last:?}"
+    );
+    instances(c, name)
+}
+
+/// Sends requests on new connections until every pid in `pids` has answered (at most `max`
+/// answered requests, 10 s); fails the test otherwise. For "the new workers serve" checks.
+pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
+    let mut seen = HashMap::<i32, usize>::new();
+    let mut answered = 0;
+    let ok = wait_until(Duration::from_secs(10), || {
+        while answered < max {
+            if pids.iter().all(|p| seen.contains_key(p)) {
+                return true;
+            }
+            match get(port, "/") {
+                Ok(r) => {
+                    answered += 1;
+                    if let Some(pid) = r.pid() {
+                        *seen.entry(pid).or_default() += 1;
+                    }
+                }
+                Err(_) => return false, // not serving yet: poll again
+            }
+        }
+        pids.iter().all(|p| seen.contains_key(p))
+    });
+    assert!(
+        ok,
+        "not every one of {pids:?} answered ({answered} answers): {seen:?}"
+    );
+}
+
+/// Starts `script` as app `name` with `-i n` and PORT=`port` (plus `extra` flags); waits until
+/// every worker answers. Returns (instance, pid) by instance.
+pub fn start_cluster(
+    c: &Cohort,
+    name: &str,
+    script: &str,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+) -> Vec<(u32, i32)> {
+    let n_s = n.to_string();
+    let mut args = vec!["start", script, "--name", name, "-i", &n_s];
+    args.extend_from_slice(extra);
+    let o = c.cmd_env(&args, &[("PORT", &port.to_string())]);
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    let procs = wait_online(c, name, n, Duration::from_secs(10));
+    wait_serving(port, Duration::from_secs(10));
+    let pids: Vec<i32> = procs.iter().map(|p| p.1).collect();
+    wait_all_answer(port, &pids, 500);
+    procs
+}
