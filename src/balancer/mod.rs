@@ -243,8 +243,11 @@ pub fn run_foreground(args: BalanceArgs) -> i32 {
     }
 }
 
+/// An upstream as the balancer starts with it: label, address, weight, own connection cap.
+type Member = (String, SocketAddr, u32, Option<usize>);
+
 /// Resolves each upstream to one socket address.
-fn resolve_upstreams(s: &Settings) -> Result<Vec<(String, SocketAddr, u32, Option<usize>)>> {
+fn resolve_upstreams(s: &Settings) -> Result<Vec<Member>> {
     s.upstreams
         .iter()
         .enumerate()

@@ -430,7 +430,11 @@ mod tests {
                 true,
                 (Down, false, Retry, Some(Answer::Failed)),
             ),
-            (Failure::Busy, true, (Nothing, false, GiveUp, Some(Busy))),
+            (
+                Failure::Busy,
+                true,
+                (Nothing, false, GiveUp, Some(Answer::Busy)),
+            ),
         ];
         for (f, replayable, (mark, forget, then, answer)) in table {
             let want = Decision {
