@@ -16,15 +16,19 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::conn::{checkin, checkout, Sender, UpBody};
+use super::conn::{checkin, checkout_idle, connect_http, Checkout, Sender, UpBody};
 use super::log;
 use super::policy::{self, Attempts, Failure};
-use super::pool::{ActiveGuard, Pool};
+use super::pool::{ActiveGuard, IdleKind, Pool, Slot};
+use super::reqbody::AheadError;
 use super::shared::Shared;
 use super::strategy::{cookie_value, ip_key};
+
+/// Request bodies up to this size are read whole before an upstream is picked (as the HTTP/1
+/// path does).
+const BUFFERED_BODY: usize = 16 * 1024;
 use crate::config::balancer::{HashKey, Strategy};
 
 /// The per-connection service.
@@ -34,7 +38,14 @@ pub struct Proxy {
     pub client: SocketAddr,
     /// The client's IP as a header value, made once per connection.
     pub client_ip: HeaderValue,
+    /// This connection's places in the queue for upstream connections ([`QUEUE_SHARE`]).
+    pub queue_share: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most of one HTTP/2 connection's streams that wait in the queue for an upstream connection at
+/// once; its other streams wait behind them, so the queue stays short and FIFO across clients
+/// (an HTTP/1 client has one request at a time anyway).
+pub const QUEUE_SHARE: usize = 4;
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Response<ProxyBody>;
@@ -128,7 +139,9 @@ impl Drop for ProxyBody {
         let complete = self.ended || self.is_end_stream();
         if let Some((i, sender)) = fin.sender.take() {
             if complete {
-                checkin(&fin.pool.upstreams[i].idle, sender);
+                let keep = fin.pool.may_pool(i);
+                checkin(&fin.pool.upstreams[i].idle, sender, keep);
+                fin.pool.pooled(i, IdleKind::Senders);
             }
         }
         if let Some(l) = fin.log.take() {
@@ -188,13 +201,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A pooled connection handed over to a request that waited for one.
+fn co_reused(sender: Sender) -> Checkout {
+    Checkout {
+        sender,
+        reused: true,
+    }
+}
+
 /// A bodiless request rebuilt from a saved head, to try again on another upstream.
-fn resend(
-    m: &Method,
-    u: &http::Uri,
-    h: &http::HeaderMap,
-) -> Request<Either<Incoming, Empty<Bytes>>> {
-    let mut r = Request::new(Either::Right(Empty::new()));
+fn resend(m: &Method, u: &http::Uri, h: &http::HeaderMap) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::empty());
     *r.method_mut() = m.clone();
     *r.uri_mut() = u.clone();
     *r.headers_mut() = h.clone();
@@ -334,10 +351,17 @@ impl Proxy {
         );
 
         let body_empty = body.is_end_stream();
-        let up_body: UpBody = if body_empty {
-            Either::Right(Empty::new())
-        } else {
-            Either::Left(body)
+        // Small bodies are read whole before an upstream is picked (bodiless ones cost nothing).
+        let up_body = match UpBody::read_ahead(body, BUFFERED_BODY, s.idle_timeout).await {
+            Ok(b) => b,
+            Err(AheadError::Stalled) => {
+                let text = "408 Request Timeout: the request body stalled\n";
+                return self.error(log, StatusCode::REQUEST_TIMEOUT, text);
+            }
+            Err(AheadError::Gone) => {
+                let text = "400 Bad Request: the request body broke off\n";
+                return self.error(log, StatusCode::BAD_REQUEST, text);
+            }
         };
         let replayable = policy::is_replayable(
             policy::is_idempotent(parts.method.as_str()),
@@ -372,20 +396,41 @@ impl Proxy {
                 }
             }
             let upstream = &pool.upstreams[idx];
-            let mut co = match checkout(
-                &upstream.idle,
-                upstream.addr,
-                s.connect_timeout,
-                s.upstream_idle,
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(_) => {
-                    if attempts.failed(pool, idx, Failure::ConnectFailed) {
-                        upreq = Some(req);
-                    }
-                    continue;
+            let mut co = match checkout_idle(&upstream.idle, s.upstream_idle, false).await {
+                Some(c) => c,
+                None => {
+                    // A connection handed over while waiting is taken as it is (a pooled sender
+                    // that is not ready yet is skipped: the slot wait goes on).
+                    let take = || {
+                        let (sender, _) = upstream.idle.pop_any_ready()?;
+                        Some(sender)
+                    };
+                    let permit = match pool
+                        .conn_permit(idx, IdleKind::Senders, Some(&self.queue_share), take)
+                        .await
+                    {
+                        Err(_) => {
+                            attempts.failed(pool, idx, Failure::Busy);
+                            break;
+                        }
+                        Ok(Slot::Idle(sender)) => co_reused(sender),
+                        Ok(Slot::New(permit)) => {
+                            match connect_http(upstream.addr, s.connect_timeout, Some(permit)).await
+                            {
+                                Ok(sender) => Checkout {
+                                    sender,
+                                    reused: false,
+                                },
+                                Err(_) => {
+                                    if attempts.failed(pool, idx, Failure::ConnectFailed) {
+                                        upreq = Some(req);
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    permit
                 }
             };
             let sent =

@@ -5,9 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::{Either, Empty};
 use tokio::sync::watch;
 
 use super::conn::{connect_http, connect_tcp, UpBody};
@@ -42,8 +40,8 @@ async fn check(pool: &Pool, i: usize, h: &Health, http: bool) -> bool {
         _ => return connect_tcp(u.addr, h.timeout).await.is_ok(),
     };
     let attempt = async {
-        let mut sender = connect_http(u.addr, h.timeout).await.ok()?;
-        let body: UpBody = Either::Right(Empty::<Bytes>::new());
+        let mut sender = connect_http(u.addr, h.timeout, None).await.ok()?;
+        let body = UpBody::empty();
         let req = Request::get(path.as_str())
             .header(header::HOST, u.label.as_str())
             .header(header::USER_AGENT, "cohort-health-check")

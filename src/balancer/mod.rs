@@ -12,13 +12,17 @@
 
 mod admin;
 mod conn;
+#[doc(hidden)]
+pub mod fuzz;
 mod h1;
 mod h2;
 mod health;
 mod listen;
 mod log;
+mod perip;
 mod policy;
 mod pool;
+mod reqbody;
 mod server;
 mod shared;
 mod strategy;
@@ -35,6 +39,10 @@ use crate::config::balancer::{
     self as spec, BalancerSpec, DurationSpec, HealthSpec, Mode, Settings, Target, TlsSpec,
     UpstreamEntry,
 };
+
+/// How often the balancer checks for freed heap memory to give back, and how much must lie free.
+const MEMORY_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const MEMORY_TRIM_ABOVE: u64 = 8 << 20;
 
 /// Arguments of `cohort balance`.
 #[derive(clap::Args, Debug, Default, Clone, PartialEq)]
@@ -109,9 +117,24 @@ pub struct BalanceArgs {
     /// Largest request head accepted, 431 beyond (default 16384).
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Client connections served at once (default 10000).
+    /// Client connections served at once, HTTP/1, HTTP/2 and TCP alike (default 10000).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connections open to each upstream (NGINX's max_conns; an upstream's own "max_conns=N" wins).
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// Connections open to all upstreams together (default 1024).
+    #[arg(long, value_name = "N")]
+    pub max_upstream_conns: Option<usize>,
+    /// Client connections from one IP address at once (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_ip: Option<usize>,
+    /// Requests waiting for an upstream connection at once when the caps are reached (default 10000).
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// How long a request waits for an upstream connection, 503 after (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub queue_timeout: Option<String>,
     /// Serve GET /status (JSON counters) on this address, e.g. 127.0.0.1:9001.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
@@ -173,6 +196,7 @@ impl BalanceArgs {
                 upstream_idle: None,
                 down: d(&self.down_time),
                 drain: d(&self.drain_timeout),
+                queue: d(&self.queue_timeout),
             },
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(c), Some(k)) => Some(TlsSpec {
@@ -184,6 +208,10 @@ impl BalanceArgs {
             limits: spec::LimitsSpec {
                 max_header_bytes: self.max_header_bytes,
                 max_connections: self.max_connections,
+                max_upstream_conns: self.max_upstream_conns,
+                max_conns: self.max_conns,
+                queue: self.queue,
+                max_conns_per_ip: self.max_conns_per_ip,
             },
             admin: self.admin.clone(),
             access_log: self.no_access_log.then_some(false),
@@ -216,8 +244,11 @@ pub fn run_foreground(args: BalanceArgs) -> i32 {
     }
 }
 
+/// An upstream as the balancer starts with it: label, address, weight, own connection cap.
+type Member = (String, SocketAddr, u32, Option<usize>);
+
 /// Resolves each upstream to one socket address.
-fn resolve_upstreams(s: &Settings) -> Result<Vec<(String, SocketAddr, u32)>> {
+fn resolve_upstreams(s: &Settings) -> Result<Vec<Member>> {
     s.upstreams
         .iter()
         .enumerate()
@@ -231,7 +262,7 @@ fn resolve_upstreams(s: &Settings) -> Result<Vec<(String, SocketAddr, u32)>> {
                     .with_context(|| format!("upstreams[{i}]: cannot resolve {a} (check the host name)"))?
                     .next()
                     .ok_or_else(|| anyhow!("upstreams[{i}]: {a} resolves to no address (check the host name)"))?;
-                Ok((a.clone(), addr, u.weight))
+                Ok((a.clone(), addr, u.weight, u.max_conns))
             }
         })
         .collect()
@@ -301,16 +332,25 @@ fn run(settings: Settings) -> Result<()> {
     let labels: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
     let weights: Vec<u32> = members.iter().map(|m| m.2).collect();
     let selector = strategy::Selector::new(settings.strategy, &weights, &labels);
-    let pool = Arc::new(pool::Pool::new(
+    let caps = pool::CapSettings {
+        per_upstream: members.iter().map(|m| m.3).collect(),
+        total: settings.max_upstream_conns,
+        queue: settings.queue,
+        queue_timeout: settings.queue_timeout,
+    };
+    let members = members.into_iter().map(|m| (m.0, m.1, m.2)).collect();
+    let pool = pool::Pool::new(
         members,
         selector,
         settings.down_for,
         settings.health.is_some(),
         workers,
-    ));
+    )
+    .with_caps(caps);
     let shared = Arc::new(shared::Shared {
         https: tls.is_some(),
-        pool,
+        pool: Arc::new(pool),
+        per_ip: settings.max_conns_per_ip.map(perip::PerIp::new),
         settings,
     });
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
@@ -394,6 +434,14 @@ fn run(settings: Settings) -> Result<()> {
             s.strategy,
             shared.pool.upstreams.len()
         );
+        // Memory freed after a burst goes back to the system (glibc keeps it in its arenas).
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(MEMORY_TRIM_EVERY);
+            loop {
+                tick.tick().await;
+                crate::sys::memory::trim_if_worth(MEMORY_TRIM_ABOVE);
+            }
+        });
         // A manager that asked (NOTIFY_SOCKET) hears READY=1; one that cannot be reached changes nothing.
         let _ = crate::sys::sd_notify::ready();
         tokio::select! {

@@ -45,6 +45,9 @@ pub enum Failure {
     TimedOut,
     /// The upstream failed (reset, closed, garbage) before a complete response head.
     Failed { reused: bool },
+    /// The connection caps were reached and no slot came free within `timeouts.queue` (or the
+    /// queue was full): nothing was sent.
+    Busy,
 }
 
 /// What a failure does to the upstream's state.
@@ -74,6 +77,7 @@ pub enum Answer {
     Unavailable,
     Failed,
     Timeout,
+    Busy,
 }
 
 impl Answer {
@@ -81,6 +85,7 @@ impl Answer {
         match self {
             Answer::Unavailable | Answer::Failed => 502,
             Answer::Timeout => 504,
+            Answer::Busy => 503,
         }
     }
 
@@ -90,6 +95,7 @@ impl Answer {
             Answer::Unavailable => "502 Bad Gateway: no upstream available\n",
             Answer::Failed => "502 Bad Gateway: the upstream failed\n",
             Answer::Timeout => "504 Gateway Timeout: the upstream did not answer in time\n",
+            Answer::Busy => "503 Service Unavailable: every upstream connection is busy\n",
         }
     }
 }
@@ -143,6 +149,8 @@ pub fn decide(failure: Failure, replayable: bool) -> Decision {
             Then::Retry,
             Some(Answer::Failed),
         ),
+        // The request already waited its turn (NGINX Plus answers a queue timeout at once too).
+        Failure::Busy => d(Mark::Nothing, false, Then::GiveUp, Some(Answer::Busy)),
     }
 }
 
@@ -421,6 +429,11 @@ mod tests {
                 Failure::Failed { reused: false },
                 true,
                 (Down, false, Retry, Some(Answer::Failed)),
+            ),
+            (
+                Failure::Busy,
+                true,
+                (Nothing, false, GiveUp, Some(Answer::Busy)),
             ),
         ];
         for (f, replayable, (mark, forget, then, answer)) in table {

@@ -2,12 +2,25 @@
 //! connection task, the health checker and the admin endpoint. Counters are atomics so the request
 //! path never takes a lock for them. Connecting and pooling connections is `conn.rs` (an upstream
 //! only holds its idle lists); choosing one is `strategy.rs`.
+//!
+//! The connection caps live here too (NGINX's `max_conns` per upstream, and one for all upstreams
+//! together): opening a connection takes a [`ConnPermit`]; at a cap, idle connections are closed
+//! to make room, and otherwise the request waits in a bounded queue for `timeouts.queue` (NGINX
+//! Plus `queue`, HAProxy `timeout queue`), then gets 503. A waiting request takes a connection
+//! to its upstream that another request has just finished with (handed over through the idle
+//! pool), or a new one once a slot is free; connections to upstreams nobody waits for are closed
+//! instead of pooled while the queue is not empty, so their slots go to the queue.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::{IdleConns, Sender};
+use tokio::sync::{Notify, Semaphore};
+
+use super::conn::{ConnPermit, IdleConns, Sender, Stream};
 use super::strategy::{Members, Selector};
 use super::worker;
 
@@ -33,7 +46,14 @@ pub struct Upstream {
     /// Idle keep-alive connections of the HTTP/2 path (hyper's client).
     pub idle: IdleConns<Sender>,
     /// Idle keep-alive connections of the HTTP/1 path (raw sockets).
-    pub idle_streams: IdleConns<tokio::net::TcpStream>,
+    pub idle_streams: IdleConns<Stream>,
+    /// Its own connection cap (`max_conns=N`), if any.
+    cap: Option<Arc<Semaphore>>,
+    /// Requests waiting for a connection to it.
+    waiting: AtomicUsize,
+    /// Wakes one of them when a connection to it goes back to an idle pool: one per pool (the
+    /// HTTP/1 path's raw sockets, the HTTP/2 path's senders), so a wake-up always finds its kind.
+    handoff: [Notify; 2],
 }
 
 #[repr(align(64))]
@@ -72,6 +92,61 @@ pub struct Pool {
     epoch: Instant,
     down_for: Duration,
     active_checks: bool,
+    caps: Caps,
+}
+
+/// The balancer-wide connection cap and the queue of requests waiting for a connection.
+struct Caps {
+    total: Arc<Semaphore>,
+    /// Requests waiting now (for any upstream), at most `queue`.
+    waiting: AtomicUsize,
+    queue: usize,
+    timeout: Duration,
+}
+
+/// The connection caps of a balancer, as configured.
+pub struct CapSettings {
+    /// Per upstream, in order: its own cap, if any.
+    pub per_upstream: Vec<Option<usize>>,
+    pub total: usize,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+}
+
+/// Which idle pool a connection goes back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleKind {
+    /// The HTTP/1 path's raw sockets (`idle_streams`).
+    Streams = 0,
+    /// The HTTP/2 path's senders (`idle`).
+    Senders = 1,
+}
+
+/// What a request waiting at a cap got.
+pub enum Slot<T> {
+    /// Leave to open a new connection.
+    New(ConnPermit),
+    /// A pooled connection another request finished with.
+    Idle(T),
+}
+
+/// No connection slot came free for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The queue was full.
+    QueueFull,
+    /// It waited `timeouts.queue` in the queue.
+    TimedOut,
+}
+
+/// Takes a request out of the queue counts when it stops waiting (served or not).
+struct Waiting<'a>(&'a AtomicUsize, &'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+        self.1.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Pool {
@@ -96,6 +171,9 @@ impl Pool {
                 check_fail_streak: AtomicU32::new(0),
                 idle: IdleConns::new(workers),
                 idle_streams: IdleConns::new(workers),
+                cap: None,
+                waiting: AtomicUsize::new(0),
+                handoff: [Notify::new(), Notify::new()],
             })
             .collect();
         Pool {
@@ -104,6 +182,141 @@ impl Pool {
             epoch: Instant::now(),
             down_for,
             active_checks,
+            caps: Caps {
+                total: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                waiting: AtomicUsize::new(0),
+                queue: usize::MAX,
+                timeout: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// Sets the connection caps (without them, connections are not limited).
+    pub fn with_caps(mut self, c: CapSettings) -> Pool {
+        for (u, cap) in self.upstreams.iter_mut().zip(c.per_upstream) {
+            u.cap = cap.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
+        }
+        self.caps = Caps {
+            total: Arc::new(Semaphore::new(c.total.min(Semaphore::MAX_PERMITS))),
+            waiting: AtomicUsize::new(0),
+            queue: c.queue,
+            timeout: c.queue_timeout,
+        };
+        self
+    }
+
+    /// A connection to upstream `i` for a request that found none idle: leave to open one at
+    /// once under the caps; otherwise idle connections holding the slots it needs are closed, and
+    /// failing that the request waits in the queue (bounded, `timeouts.queue`) for a slot or for a
+    /// connection to `i` handed over (`take_idle`, which looks in every worker's idle list).
+    pub async fn conn_permit<T>(
+        &self,
+        i: usize,
+        kind: IdleKind,
+        share: Option<&Semaphore>,
+        mut take_idle: impl FnMut() -> Option<T>,
+    ) -> Result<Slot<T>, Busy> {
+        let u = &self.upstreams[i];
+        if let Some(p) = self.try_permit(u) {
+            return Ok(Slot::New(p));
+        }
+        // Idle connections hold slots: close some (this upstream's for its own cap, any for the
+        // total) and try again.
+        self.make_room(i);
+        if let Some(p) = self.try_permit(u) {
+            return Ok(Slot::New(p));
+        }
+        let deadline = tokio::time::Instant::now() + self.caps.timeout;
+        // A client connection with many requests (HTTP/2) waits for its share of the queue first.
+        let _share = match share {
+            None => None,
+            Some(s) => match tokio::time::timeout_at(deadline, s.acquire()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => return Err(Busy::TimedOut),
+            },
+        };
+        if self.caps.waiting.fetch_add(1, Relaxed) >= self.caps.queue {
+            self.caps.waiting.fetch_sub(1, Relaxed);
+            return Err(Busy::QueueFull);
+        }
+        u.waiting.fetch_add(1, Relaxed);
+        let _waiting = Waiting(&self.caps.waiting, &u.waiting);
+        let wait = async {
+            let upstream = match &u.cap {
+                Some(s) => Some(s.clone().acquire_owned().await.ok()?),
+                None => None,
+            };
+            let total = self.caps.total.clone().acquire_owned().await.ok()?;
+            Some(ConnPermit {
+                _upstream: upstream,
+                _total: total,
+            })
+        };
+        let handed_over = async {
+            let mut wait = std::pin::pin!(wait);
+            loop {
+                let notified = u.handoff[kind as usize].notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(c) = take_idle() {
+                    return Some(Slot::Idle(c));
+                }
+                tokio::select! {
+                    p = &mut wait => return p.map(Slot::New),
+                    _ = notified => {}
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, handed_over).await {
+            Ok(Some(s)) => Ok(s),
+            _ => Err(Busy::TimedOut),
+        }
+    }
+
+    /// Whether a connection to upstream `i` whose exchange ended goes back to the idle pool (and
+    /// to a request waiting for it); false while requests wait for slots of other upstreams.
+    #[inline]
+    pub fn may_pool(&self, i: usize) -> bool {
+        if self.caps.waiting.load(Relaxed) == 0 {
+            return true;
+        }
+        self.upstreams[i].waiting.load(Relaxed) > 0
+    }
+
+    /// After a connection to `i` went back to the idle pool of `kind`: wakes one request waiting
+    /// for one (FIFO; waking them all would have thousands race for one connection).
+    #[inline]
+    pub fn pooled(&self, i: usize, kind: IdleKind) {
+        let u = &self.upstreams[i];
+        if u.waiting.load(Relaxed) > 0 {
+            u.handoff[kind as usize].notify_one();
+        }
+    }
+
+    fn try_permit(&self, u: &Upstream) -> Option<ConnPermit> {
+        let upstream = match &u.cap {
+            Some(s) => Some(s.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        let total = self.caps.total.clone().try_acquire_owned().ok()?;
+        Some(ConnPermit {
+            _upstream: upstream,
+            _total: total,
+        })
+    }
+
+    /// Closes an idle connection whose slot upstream `i` needs.
+    fn make_room(&self, i: usize) {
+        let u = &self.upstreams[i];
+        if u.cap.as_ref().is_some_and(|s| s.available_permits() == 0) {
+            let _ = u.idle_streams.evict_one() || u.idle.evict_one();
+        }
+        if self.caps.total.available_permits() == 0 {
+            for o in self.upstreams.iter() {
+                if o.idle_streams.evict_one() || o.idle.evict_one() {
+                    return;
+                }
+            }
         }
     }
 

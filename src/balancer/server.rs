@@ -13,11 +13,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use super::h1::{self, DRAIN_GRACE};
 use super::h2::Proxy;
-use super::shared::{DrainToken, Shared};
+use super::shared::{Admission, DrainToken, Shared};
+
+/// Most HTTP/2 streams one client connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// HTTP/2 settings derived from the spec.
 pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
@@ -26,9 +29,32 @@ pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(s.max_header_bytes as u32)
+        // Streams in flight per client connection (NGINX's http2_max_concurrent_streams is 128).
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .keep_alive_interval(Some(s.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
     b
+}
+
+/// The answer to a client over `max_conns_per_ip` (plain HTTP; TLS clients are just closed).
+const PER_IP_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 46\r\nconnection: close\r\n\r\n503 Service Unavailable: too many connections\n";
+
+/// Answers a client over `max_conns_per_ip` with a 503 and closes, reading what it sent for a
+/// moment first (closing with unread bytes would reset the connection before the answer is read).
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(PER_IP_REFUSAL).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Serves clients until `shutdown` turns true; every connection holds a clone of `drain`.
@@ -60,6 +86,19 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let ip_slot = match &shared.per_ip {
+            None => None,
+            Some(t) => match t.enter(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Over max_conns_per_ip: a 503 where the protocol allows, as NGINX's limit_conn.
+                    if tls.is_none() {
+                        tokio::spawn(refuse(stream));
+                    }
+                    continue;
+                }
+            },
+        };
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
@@ -71,12 +110,16 @@ pub async fn accept_loop(
             shutdown: shutdown.clone(),
             drain: drain.clone(),
         };
+        let admission = Admission {
+            _permit: permit,
+            _ip: ip_slot,
+        };
         tokio::spawn(serve_conn(
             stream,
             conn,
             tls.clone(),
             builder.clone(),
-            permit,
+            admission,
         ));
     }
 }
@@ -115,7 +158,7 @@ async fn serve_conn(
     conn: h1::Conn,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
 ) {
     // HTTP/1.x is served by the h1 path; HTTP/2 (ALPN h2, or a connection that opens with the
     // HTTP/2 preface: h2c prior knowledge) goes to hyper, with the bytes already read.
@@ -161,6 +204,7 @@ async fn serve_h2<S>(
         client: peer,
         client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown")),
+        queue_share: Arc::new(Semaphore::new(super::h2::QUEUE_SHARE)),
     };
     let stream = Prefixed {
         read,

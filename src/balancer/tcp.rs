@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use super::conn::connect_tcp;
 use super::log;
-use super::pool::ActiveGuard;
-use super::shared::{DrainToken, Shared};
+use super::pool::{ActiveGuard, IdleKind, Slot};
+use super::shared::{Admission, DrainToken, Shared};
 use super::strategy::ip_key;
 
 /// Accepts clients until `shutdown` turns true; open tunnels keep `drain` alive.
@@ -39,12 +39,30 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let ip_slot = match &shared.per_ip {
+                    None => None,
+                    Some(t) => match t.enter(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        // Over max_conns_per_ip: closed at once.
+                        None => continue,
+                    },
+                };
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                     _ = shutdown.changed() => break,
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tunnel(stream, peer, shared.clone(), permit, drain.clone()));
+                let admission = Admission {
+                    _permit: permit,
+                    _ip: ip_slot,
+                };
+                tokio::spawn(tunnel(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    admission,
+                    drain.clone(),
+                ));
             }
             Err(e) => {
                 eprintln!("balancer: accept failed: {e}");
@@ -58,7 +76,7 @@ async fn tunnel(
     mut client: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
     _drain: DrainToken,
 ) {
     let start = Instant::now();
@@ -69,15 +87,22 @@ async fn tunnel(
     let mut chosen = None;
     while let Some(i) = pool.pick(key, &tried) {
         tried.push(i);
+        // The upstream connection caps hold in TCP mode too; a full queue ends the attempt.
+        let Ok(Slot::New(permit)) = pool
+            .conn_permit(i, IdleKind::Streams, None, || None::<()>)
+            .await
+        else {
+            break;
+        };
         match connect_tcp(pool.upstreams[i].addr, s.connect_timeout).await {
             Ok(up) => {
-                chosen = Some((i, up));
+                chosen = Some((i, up, permit));
                 break;
             }
             Err(_) => pool.mark_failed(i),
         }
     }
-    let Some((i, mut upstream)) = chosen else {
+    let Some((i, mut upstream, _permit)) = chosen else {
         // Nothing to connect to: closing at once is the TCP way of saying 502.
         if s.access_log {
             log::write(log::Entry {

@@ -63,6 +63,9 @@ pub enum UpstreamEntry {
         address: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         weight: Option<u32>,
+        /// Most connections open to this upstream at once (NGINX's `max_conns`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_conns: Option<usize>,
     },
 }
 
@@ -110,6 +113,10 @@ pub struct TimeoutsSpec {
     /// On SIGTERM/SIGINT, how long to wait for in-flight requests (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<DurationSpec>,
+    /// How long a request waits for an upstream connection when the caps are reached, 503 after
+    /// (NGINX Plus `queue ... timeout=`, HAProxy `timeout queue`; default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<DurationSpec>,
 }
 
 /// TLS termination (HTTP mode): PEM certificate chain and private key files.
@@ -130,6 +137,19 @@ pub struct LimitsSpec {
     /// Client connections served at once (default 10000); further clients wait in the backlog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Connections open to all upstreams together (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upstream_conns: Option<usize>,
+    /// Connections open to each upstream that sets no `max_conns` of its own (default: no cap
+    /// beyond `max_upstream_conns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns: Option<usize>,
+    /// Requests that may wait for an upstream connection at once (default 10000); more get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
+    /// Client connections from one IP address at once (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conns_per_ip: Option<usize>,
 }
 
 /// A duration as written: milliseconds or a string with a unit.
@@ -188,6 +208,8 @@ pub enum Target {
 pub struct UpstreamTarget {
     pub target: Target,
     pub weight: u32,
+    /// Most connections open to it at once (`max_conns=N`); `None`: only the total cap.
+    pub max_conns: Option<usize>,
 }
 
 /// Active health check, typed.
@@ -221,6 +243,13 @@ pub struct Settings {
     pub tls: Option<TlsSpec>,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Connections open to all upstreams together.
+    pub max_upstream_conns: usize,
+    /// Requests that may wait for an upstream connection at once.
+    pub queue: usize,
+    pub queue_timeout: Duration,
+    /// Client connections per IP address (`None`: no limit).
+    pub max_conns_per_ip: Option<usize>,
     pub admin: Option<String>,
     pub access_log: bool,
     pub workers: usize,
@@ -228,29 +257,37 @@ pub struct Settings {
 
 /// Parses one upstream entry (`"host:port"`, `"host:port weight=N"`, `"app:NAME"`, or the object form).
 pub fn parse_upstream(entry: &UpstreamEntry) -> Result<UpstreamTarget, String> {
-    let (addr, weight) = match entry {
-        UpstreamEntry::Object { address, weight } => {
-            (address.trim().to_string(), weight.unwrap_or(1))
-        }
+    let (addr, weight, max_conns) = match entry {
+        UpstreamEntry::Object {
+            address,
+            weight,
+            max_conns,
+        } => (address.trim().to_string(), weight.unwrap_or(1), *max_conns),
         UpstreamEntry::Text(s) => {
             let mut parts = s.split_whitespace();
             let addr = parts.next().unwrap_or("").to_string();
             let mut weight = 1;
+            let mut max_conns = None;
             for p in parts {
-                match p.strip_prefix("weight=").map(str::parse::<u32>) {
-                    Some(Ok(w)) => weight = w,
-                    _ => {
-                        return Err(format!(
-                            "unexpected {p:?} in {s:?} (write \"host:port weight=N\")"
-                        ))
-                    }
+                let bad = || {
+                    format!("unexpected {p:?} in {s:?} (write \"host:port weight=N max_conns=N\")")
+                };
+                if let Some(w) = p.strip_prefix("weight=") {
+                    weight = w.parse::<u32>().map_err(|_| bad())?;
+                } else if let Some(m) = p.strip_prefix("max_conns=") {
+                    max_conns = Some(m.parse::<usize>().map_err(|_| bad())?);
+                } else {
+                    return Err(bad());
                 }
             }
-            (addr, weight)
+            (addr, weight, max_conns)
         }
     };
     if !(1..=1000).contains(&weight) {
         return Err(format!("weight must be between 1 and 1000; got {weight}"));
+    }
+    if max_conns == Some(0) {
+        return Err("max_conns must be at least 1 (leave it out for no cap)".into());
     }
     if let Some(app) = addr.strip_prefix("app:") {
         if app.is_empty() {
@@ -259,12 +296,14 @@ pub fn parse_upstream(entry: &UpstreamEntry) -> Result<UpstreamTarget, String> {
         return Ok(UpstreamTarget {
             target: Target::App(app.to_string()),
             weight,
+            max_conns,
         });
     }
     check_host_port(&addr)?;
     Ok(UpstreamTarget {
         target: Target::Addr(addr),
         weight,
+        max_conns,
     })
 }
 
@@ -344,9 +383,17 @@ impl BalancerSpec {
                 "upstreams: at least one upstream is needed (e.g. \"127.0.0.1:3000\")".into(),
             );
         }
+        let default_cap = match self.limits.max_conns {
+            Some(0) => {
+                return Err("limits.max_conns: must be at least 1 (leave it out for no cap)".into())
+            }
+            c => c,
+        };
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for (i, u) in self.upstreams.iter().enumerate() {
-            upstreams.push(parse_upstream(u).map_err(|e| format!("upstreams[{i}]: {e}"))?);
+            let mut u = parse_upstream(u).map_err(|e| format!("upstreams[{i}]: {e}"))?;
+            u.max_conns = u.max_conns.or(default_cap);
+            upstreams.push(u);
         }
         let health = match &self.health {
             None => None,
@@ -389,6 +436,16 @@ impl BalancerSpec {
         let max_connections = self.limits.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
             return Err("limits.max_connections: must be at least 1".into());
+        }
+        let max_upstream_conns = self.limits.max_upstream_conns.unwrap_or(1024);
+        if max_upstream_conns == 0 {
+            return Err("limits.max_upstream_conns: must be at least 1".into());
+        }
+        let queue = self.limits.queue.unwrap_or(10_000);
+        if self.limits.max_conns_per_ip == Some(0) {
+            return Err(
+                "limits.max_conns_per_ip: must be at least 1 (leave it out for no limit)".into(),
+            );
         }
         if let Some(tls) = &self.tls {
             if mode == Mode::Tcp {
@@ -433,6 +490,10 @@ impl BalancerSpec {
             tls: self.tls.clone(),
             max_header_bytes,
             max_connections,
+            max_upstream_conns,
+            queue,
+            queue_timeout: dur("timeouts.queue", &t.queue, 10_000)?,
+            max_conns_per_ip: self.limits.max_conns_per_ip,
             admin: self.admin.clone(),
             access_log: self.access_log.unwrap_or(true),
             workers,
@@ -522,6 +583,59 @@ mod tests {
         for (json, prefix) in cases {
             let e = spec(json).validate().unwrap_err();
             assert!(e.starts_with(prefix), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_caps_in_nginx_words() {
+        let s = spec(
+            r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000 max_conns=64",
+                "127.0.0.1:3001 weight=2 max_conns=8", {"address":"127.0.0.1:3002","max_conns":5},
+                "127.0.0.1:3003"],"limits":{"max_conns":100,"max_upstream_conns":200,
+                "max_conns_per_ip":10},"timeouts":{"queue":"2s"}}"#,
+        )
+        .resolve()
+        .unwrap();
+        let caps: Vec<_> = s.upstreams.iter().map(|u| u.max_conns).collect();
+        assert_eq!(caps, [Some(64), Some(8), Some(5), Some(100)]);
+        assert_eq!(s.upstreams[1].weight, 2);
+        assert_eq!(s.max_upstream_conns, 200);
+        assert_eq!(s.max_conns_per_ip, Some(10));
+        assert_eq!(s.queue_timeout, Duration::from_secs(2));
+        let d = spec(r#"{"listen":"0.0.0.0:8080","upstreams":["127.0.0.1:3000"]}"#)
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            (
+                d.upstreams[0].max_conns,
+                d.max_upstream_conns,
+                d.max_conns_per_ip,
+                d.queue
+            ),
+            (None, 1024, None, 10_000)
+        );
+        let bad = [
+            (r#"["a:1 max_conns=0"]"#, "upstreams[0]: max_conns"),
+            (r#"["a:1 max_conns=x"]"#, "upstreams[0]: unexpected"),
+            (r#"["a:1 maxconns=1"]"#, "upstreams[0]: unexpected"),
+        ];
+        for (ups, prefix) in bad {
+            let e = spec(&format!(r#"{{"listen":"1.2.3.4:1","upstreams":{ups}}}"#))
+                .validate()
+                .unwrap_err();
+            assert!(e.starts_with(prefix), "{ups}: {e}");
+        }
+        for limits in [
+            r#"{"max_upstream_conns":0}"#,
+            r#"{"max_conns":0}"#,
+            r#"{"max_conns_per_ip":0}"#,
+        ] {
+            let e = spec(&format!(
+                r#"{{"listen":"1.2.3.4:1","upstreams":["a:1"],"limits":{limits}}}"#
+            ))
+            .validate()
+            .unwrap_err();
+            assert!(e.starts_with("limits."), "{limits}: {e}");
         }
     }
 

@@ -13,6 +13,57 @@ use super::codec::Framing;
 /// Read size for bodies.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Request bodies up to this size are read whole before an upstream is picked (NGINX's
+/// `proxy_request_buffering` for small bodies): a client that never finishes one never holds an
+/// upstream connection. Larger bodies stream.
+pub const BUFFERED_BODY: usize = READ_CHUNK;
+
+/// How reading a small body ahead ended, when not with the body read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AheadError {
+    Gone,
+    Stalled,
+    Framing,
+}
+
+/// Reads a request body framed by `framing` into `buf` (which may hold its start) while it is at
+/// most [`BUFFERED_BODY`] bytes; returns with the body whole in `buf`, or once it is known to be
+/// larger (the rest then streams). Bodiless requests return at once.
+pub async fn read_ahead<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    framing: Framing,
+    idle: Duration,
+) -> Result<(), AheadError> {
+    let mut dec = Chunked::default();
+    let mut scanned = 0;
+    loop {
+        match framing {
+            Framing::Length(n) if n <= BUFFERED_BODY as u64 => {
+                if buf.len() as u64 >= n {
+                    return Ok(());
+                }
+                buf.reserve(n as usize - buf.len());
+            }
+            Framing::Chunked => {
+                scanned += dec
+                    .feed(&buf[scanned..], None)
+                    .map_err(|_| AheadError::Framing)?;
+                if dec.done() || buf.len() >= BUFFERED_BODY {
+                    return Ok(());
+                }
+                buf.reserve(BUFFERED_BODY - buf.len());
+            }
+            _ => return Ok(()),
+        }
+        match within(idle, src.read_buf(buf)).await {
+            None => return Err(AheadError::Stalled),
+            Some(Ok(0)) | Some(Err(_)) => return Err(AheadError::Gone),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 /// Which side of a copy failed.
 #[derive(Debug)]
 pub enum CopyError {
@@ -20,6 +71,9 @@ pub enum CopyError {
     Write,
     /// No byte to read for `timeouts.idle`.
     Stalled,
+    /// The chunked framing of the body is broken (a 400 from a client, a 502 from an upstream
+    /// while the response head is still unsent).
+    Framing,
 }
 
 /// Writes `head` (if not yet sent) together with `data` in one write.
@@ -108,7 +162,7 @@ where
             Framing::Chunked => {
                 decoded.clear();
                 let out = dechunk.then_some(&mut decoded);
-                let n = dec.feed(buf, out).map_err(|_| CopyError::Read)?;
+                let n = dec.feed(buf, out).map_err(|_| CopyError::Framing)?;
                 (n, dec.done())
             }
             Framing::UntilClose => (buf.len(), false),

@@ -108,10 +108,12 @@ impl Chunked {
                 CState::DataLf => self.expect(b, b'\n', CState::Size)?,
                 CState::TrailerStart => {
                     self.line = 0;
-                    self.state = if b == b'\r' {
-                        CState::EndLf
-                    } else {
-                        CState::TrailerLine
+                    self.state = match b {
+                        b'\r' => CState::EndLf,
+                        // A bare LF would end the body for a lenient parser and start a trailer
+                        // line for a strict one: the mismatch smuggling needs.
+                        b'\n' => return Err(()),
+                        _ => CState::TrailerLine,
                     };
                 }
                 CState::TrailerLine => self.line_byte(b, CState::TrailerLf)?,
@@ -183,6 +185,12 @@ mod tests {
             ("size then garbage", b"3x\r\nabc\r\n"),
             ("extension line too long", long_ext.as_bytes()),
             ("trailer line too long", long_trailer.as_bytes()),
+            (
+                "bare LF starts the trailer section",
+                b"0\r\n\nGET / HTTP/1.1\r\n\r\n",
+            ),
+            ("bare LF after a trailer", b"0\r\nx: 1\r\n\n\r\n"),
+            ("bare LF ends the trailer section", b"0\r\n\n"),
         ];
         for (what, input) in table {
             assert!(scan(input).is_err(), "{what}: {input:?} accepted");

@@ -8,6 +8,7 @@
 //!   HTTP/1.0 (400); with Content-Length too, Transfer-Encoding wins, Content-Length is dropped
 //!   and the connection closes after the response;
 //! - Content-Length is digits only; repeated, its values must agree (else 400);
+//! - an HTTP/1.1 request without Host (origin-form target), or any request with two, is a 400;
 //! - obs-fold, spaces before the colon and other malformed heads are a 400 (httparse's strict
 //!   mode); CONNECT is a 405; a request line naming HTTP/2 or later is a 505.
 //!
@@ -181,6 +182,10 @@ pub fn parse_request(
             RequestHeader::Forward => !conn.names(n),
             RequestHeader::Drop | RequestHeader::XForwardedProto => false,
             RequestHeader::Host => {
+                // RFC 9112 section 3.2: more than one Host is a 400 (which one would the app see?).
+                if has_host_header {
+                    return Err(Refuse(400, "400 Bad Request: more than one Host header\n"));
+                }
                 has_host_header = true;
                 if authority.is_none() {
                     host = Some(h.value);
@@ -238,6 +243,11 @@ pub fn parse_request(
             out.extend_from_slice(h.value);
             out.extend_from_slice(b"\r\n");
         }
+    }
+    // RFC 9112 section 3.2: an HTTP/1.1 request needs a Host (an absolute-form target's authority
+    // stands in for it, as NGINX accepts).
+    if !http10 && !has_host_header && authority.is_none() {
+        return Err(Refuse(400, "400 Bad Request: missing Host header\n"));
     }
     if let (Some(a), false) = (authority, has_host_header) {
         out.extend_from_slice(b"host: ");
@@ -347,6 +357,11 @@ pub fn parse_response(
         Err(_) => return Err(()),
     };
     let status = resp.code.unwrap_or(502);
+    // RFC 9110 section 15: 100-599. httparse takes any three digits ("001" is 1), which would be
+    // written on as an invalid status line (found by fuzzing).
+    if !(100..=599).contains(&status) {
+        return Err(());
+    }
     if (100..200).contains(&status) && status != 101 {
         return Ok(Some(Parsed::Interim(len)));
     }

@@ -16,7 +16,7 @@
 //! behind NGINX. Here a request costs two reads, two writes and one pass over the header bytes.
 
 mod body;
-mod chunked;
+pub(super) mod chunked;
 pub(super) mod codec;
 mod proxy;
 

@@ -16,14 +16,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
-use super::super::conn::{checkin_stream, checkout_stream};
+use super::super::conn::{checkin_stream, checkout_stream, connect_tcp, Stream};
 use super::super::log;
 use super::super::policy::{self, Attempts, Failure};
-use super::super::pool::Active;
+use super::super::pool::{Active, IdleKind, Slot};
 use super::super::shared::{DrainToken, Shared};
 use super::super::strategy::ip_key;
 use super::super::tcp;
-use super::body::{copy_body, write_within, CopyError, READ_CHUNK};
+use super::body::{copy_body, read_ahead, write_within, AheadError, CopyError, READ_CHUNK};
 use super::codec::{self, Framing, HashSource, Parsed, Refuse, ReqInfo, RequestRules, RespInfo};
 use crate::config::balancer::{HashKey, Strategy};
 
@@ -34,6 +34,9 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 
 /// Largest response head accepted from an upstream (more is a 502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most interim (1xx) responses passed on for one request; an upstream that sends more gets a 502
+/// (a flood of 103s is no answer).
+const MAX_INTERIM: usize = 10;
 /// The HTTP/2 connection preface starts with this: such a connection goes to hyper.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
@@ -147,13 +150,15 @@ enum Next {
 /// The outcome of one attempt on one upstream.
 enum Attempt {
     /// A response head arrived (parsed into the out buffer); the upstream connection is returned.
-    Response(TcpStream, RespInfo),
+    Response(Stream, RespInfo),
     /// The upstream failed; what that means is the policy's (`policy::Failure`).
     Failed(Failure),
     /// The client went away while its body was being forwarded.
     ClientGone,
     /// The client stopped sending its body (408, as NGINX's `client_body_timeout`).
     ClientStalled,
+    /// The client's chunked body is malformed (400).
+    ClientBadBody,
 }
 
 struct State {
@@ -322,6 +327,13 @@ impl State {
                 return Next::Close;
             }
         }
+        // Small bodies are read whole before an upstream is picked.
+        match read_ahead(client, &mut self.buf, info.body, s.idle_timeout).await {
+            Ok(()) => {}
+            Err(AheadError::Gone) => return Next::Close,
+            Err(AheadError::Stalled) => return self.refuse_body(client, &info, 408, start).await,
+            Err(AheadError::Framing) => return self.refuse_body(client, &info, 400, start).await,
+        }
         let head_end = self.out.len();
         let replayable =
             policy::is_replayable(info.idempotent, info.body != Framing::None, info.upgrade);
@@ -355,15 +367,10 @@ impl State {
                 }
                 Attempt::ClientGone => return Next::Close,
                 Attempt::ClientStalled => {
-                    let _ = self
-                        .reply(
-                            client,
-                            408,
-                            "408 Request Timeout: the request body stalled\n",
-                            false,
-                        )
-                        .await;
-                    return Next::Close;
+                    return self.refuse_body(client, &info, 408, start).await;
+                }
+                Attempt::ClientBadBody => {
+                    return self.refuse_body(client, &info, 400, start).await;
                 }
             }
         }
@@ -376,6 +383,24 @@ impl State {
             Ok(()) if keep => Next::KeepAlive,
             _ => Next::Close,
         }
+    }
+
+    /// Answers a request whose body stalled (408) or is malformed (400), and closes.
+    async fn refuse_body<S: AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut S,
+        info: &ReqInfo,
+        code: u16,
+        start: Instant,
+    ) -> Next {
+        let text = if code == 408 {
+            "408 Request Timeout: the request body stalled\n"
+        } else {
+            "400 Bad Request: malformed chunked body\n"
+        };
+        self.log(info, None, code, text.len() as u64, start);
+        let _ = self.reply(client, code, text, false).await;
+        Next::Close
     }
 
     /// One try on upstream `idx`: connect (or reuse), send the head and body, read the response head.
@@ -391,17 +416,24 @@ impl State {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let s = &shared.settings;
-        let upstream = &shared.pool.upstreams[idx];
-        let checkout = checkout_stream(
-            &upstream.idle_streams,
-            upstream.addr,
-            s.connect_timeout,
-            s.upstream_idle,
-            now,
-        );
-        let (mut up, reused) = match checkout.await {
-            Ok(c) => c,
-            Err(_) => return Attempt::Failed(Failure::ConnectFailed),
+        let pool = &shared.pool;
+        let upstream = &pool.upstreams[idx];
+        let idle = &upstream.idle_streams;
+        let ((mut up, permit), reused) = match checkout_stream(idle, s.upstream_idle, now, false) {
+            Some(c) => (c, true),
+            None => {
+                let take = || checkout_stream(idle, s.upstream_idle, Instant::now(), true);
+                match pool.conn_permit(idx, IdleKind::Streams, None, take).await {
+                    Err(_) => return Attempt::Failed(Failure::Busy),
+                    Ok(Slot::Idle(c)) => (c, true),
+                    Ok(Slot::New(permit)) => {
+                        match connect_tcp(upstream.addr, s.connect_timeout).await {
+                            Ok(stream) => ((stream, permit), false),
+                            Err(_) => return Attempt::Failed(Failure::ConnectFailed),
+                        }
+                    }
+                }
+            }
         };
         self.up_buf.clear();
         // Small bodies already read go out with the head, in one write.
@@ -436,6 +468,7 @@ impl State {
                 Ok(_) => {}
                 Err(CopyError::Read) => return Attempt::ClientGone,
                 Err(CopyError::Stalled) => return Attempt::ClientStalled,
+                Err(CopyError::Framing) => return Attempt::ClientBadBody,
                 // The upstream may have answered early (413, say) and closed: read that answer.
                 Err(CopyError::Write) => body_failed = true,
             }
@@ -447,6 +480,7 @@ impl State {
             TokioInstant::now()
         };
         self.up_timer.as_mut().reset(sent_at + s.upstream_timeout);
+        let mut interim = 0;
         loop {
             let got = tokio::select! {
                 biased;
@@ -471,9 +505,13 @@ impl State {
                 match codec::parse_response(&self.up_buf, &mut self.out, info, draining) {
                     Ok(Some(Parsed::Final(resp, len))) => {
                         self.up_buf.advance(len);
-                        return Attempt::Response(up, resp);
+                        return Attempt::Response((up, permit), resp);
+                    }
+                    Ok(Some(Parsed::Interim(_))) if interim == MAX_INTERIM => {
+                        return Attempt::Failed(Failure::Failed { reused })
                     }
                     Ok(Some(Parsed::Interim(len))) => {
+                        interim += 1;
                         if !info.http10 && client.write_all(&self.up_buf[..len]).await.is_err() {
                             return Attempt::ClientGone;
                         }
@@ -496,7 +534,7 @@ impl State {
         client: &mut S,
         info: &ReqInfo,
         idx: usize,
-        mut up: TcpStream,
+        (mut up, permit): Stream,
         resp: RespInfo,
         guard: Active<'_>,
         start: Instant,
@@ -521,7 +559,9 @@ impl State {
             self.out.extend_from_slice(&self.up_buf);
             self.up_buf.clear();
             if resp.reusable {
-                checkin_stream(&pool.upstreams[idx].idle_streams, up, start);
+                let keep = pool.may_pool(idx);
+                checkin_stream(&pool.upstreams[idx].idle_streams, (up, permit), start, keep);
+                pool.pooled(idx, IdleKind::Streams);
             }
             drop(guard);
             let sent = write_within(client, &self.out, idle).await;
@@ -548,6 +588,16 @@ impl State {
             idle,
         )
         .await;
+        if let (Err(CopyError::Framing), false) = (&result, self.out.is_empty()) {
+            // The upstream's chunked framing broke before anything went to the client: a 502.
+            self.out.clear();
+            drop(guard);
+            pool.count_error(idx);
+            let text = policy::Answer::Failed.text();
+            self.log(info, Some(idx), 502, text.len() as u64, start);
+            let _ = self.reply(client, 502, text, false).await;
+            return Next::Close;
+        }
         let bytes = match &result {
             Ok(n) => *n,
             Err(_) => 0,
@@ -557,7 +607,9 @@ impl State {
         match result {
             Ok(_) => {
                 if resp.reusable && self.up_buf.is_empty() {
-                    checkin_stream(&pool.upstreams[idx].idle_streams, up, start);
+                    let keep = pool.may_pool(idx);
+                    checkin_stream(&pool.upstreams[idx].idle_streams, (up, permit), start, keep);
+                    pool.pooled(idx, IdleKind::Streams);
                 }
                 if resp.client_keep_alive {
                     Next::KeepAlive
@@ -565,7 +617,7 @@ impl State {
                     Next::Close
                 }
             }
-            Err(CopyError::Read) | Err(CopyError::Stalled) => {
+            Err(CopyError::Read) | Err(CopyError::Stalled) | Err(CopyError::Framing) => {
                 // The upstream broke off or went silent mid-body: the client cannot be told but by
                 // a close.
                 pool.count_error(idx);

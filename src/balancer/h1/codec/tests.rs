@@ -87,6 +87,11 @@ fn request_framing_and_smuggling_cases() {
         ("HTTP/1.0 closes", "GET / HTTP/1.0\r\n\r\n", Ok(None, false)),
         ("HTTP/1.0 keep-alive", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(None, true)),
         ("Connection: close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Ok(None, false)),
+        ("HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", Refused(400)),
+        ("two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refused(400)),
+        ("two Host headers, same value", "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", Refused(400)),
+        ("two Host headers in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Refused(400)),
+        ("absolute form needs no Host", "GET http://a/ HTTP/1.1\r\n\r\n", Ok(None, true)),
     ];
     for (what, raw, want) in table {
         assert_eq!(&verdict(raw), want, "{what}");
@@ -451,5 +456,24 @@ fn switching_protocols_is_a_tunnel_only_when_asked() {
     match response(&get, raw, false) {
         Ok(Some(Parsed::Final(info, _))) => assert_eq!(info.body, Framing::None),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn status_codes_outside_100_to_599_are_broken_responses() {
+    let req = request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    for raw in [
+        "HTTP/1.1 001 X\r\n\r\n",
+        "HTTP/1.1 099 X\r\n\r\n",
+        "HTTP/1.1 600 X\r\n\r\n",
+    ] {
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_response(raw.as_bytes(), &mut out, &req, || false),
+            Err(()),
+            "{raw}"
+        );
     }
 }

@@ -1,0 +1,6 @@
+//! libFuzzer entry for cohort::balancer::fuzz::request_head (see that module for the invariants).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    cohort::balancer::fuzz::request_head(data);
+});
