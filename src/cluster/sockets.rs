@@ -3,8 +3,10 @@
 //! Every worker *slot* of an app gets its own `SO_REUSEPORT` socket per TCP listen address, so the
 //! kernel spreads new connections over the slots (Node's own cluster shares one accept queue, which
 //! splits load unevenly). The daemon never accepts on these sockets: it only keeps them open, so a
-//! worker that dies or reloads never closes the port, and connections queued on its slot wait there
-//! for the replacement worker.
+//! worker that dies or reloads never closes the port. Connections queued on a dead worker's slot
+//! move to a live slot when the kernel can migrate them (`net.ipv4.tcp_migrate_req`, see
+//! [`super::migrate`] and [`SocketGroup::hand_over_queue`]); otherwise they wait there for the
+//! replacement worker.
 //!
 //! Steering: a classic BPF program attached with `SO_ATTACH_REUSEPORT_CBPF` picks a random *live*
 //! slot for each new connection, so a slot whose worker is dead or stopping gets no new connections
@@ -54,11 +56,23 @@ impl std::fmt::Display for ListenAddr {
 #[derive(Default)]
 pub struct SocketTable {
     groups: HashMap<String, SocketGroup>,
+    /// Whether the first TCP socket applies the daemon's `tcp_migrate_req` decision
+    /// ([`super::migrate::prepare`]); off in unit tests, which must not change the host.
+    prepare_migration: bool,
 }
 
 impl SocketTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The daemon's table: its first TCP socket turns `net.ipv4.tcp_migrate_req` on where the
+    /// daemon may (once; see [`super::migrate`]).
+    pub fn for_daemon() -> Self {
+        Self {
+            prepare_migration: true,
+            ..Self::default()
+        }
     }
 
     /// The group of `app`, created empty on first use.
@@ -82,7 +96,23 @@ impl SocketTable {
                 ));
             }
         }
+        if self.prepare_migration && matches!(addr, ListenAddr::Tcp { .. }) {
+            self.prepare_migration = false;
+            if let Some(line) = super::migrate::prepare() {
+                eprintln!("{line}");
+            }
+        }
         self.group(app).socket_for(slot, addr)
+    }
+
+    /// The worker of `app`'s `slot` is gone: when the kernel migrates queued connections, moves
+    /// those queued on the slot to the live slots now ([`SocketGroup::hand_over_queue`]).
+    /// Returns whether it did.
+    pub fn hand_over_queue(&mut self, app: &str, slot: usize) -> io::Result<bool> {
+        match self.groups.get_mut(app) {
+            Some(g) if super::migrate::enabled() => g.hand_over_queue(slot),
+            _ => Ok(false),
+        }
     }
 
     /// Closes every socket of `app` and forgets it.
@@ -228,6 +258,47 @@ impl SocketGroup {
             }
         }
         self.reattach()
+    }
+
+    /// Moves the connections queued on `slot`'s TCP sockets to the live slots, for a slot that is
+    /// not live and whose sockets nobody else accepts on (its worker is gone). Needs
+    /// `net.ipv4.tcp_migrate_req` (else the kernel resets them: the caller checks). Does nothing
+    /// and returns false when no other slot is live (the queue then waits for the replacement).
+    ///
+    /// `shutdown(SHUT_RD)` on a listening socket moves it out of the reuseport group and
+    /// migrates its queue (`tcp_disconnect` → `inet_csk_listen_stop` → `reuseport_migrate_sock`,
+    /// which, with a classic BPF program attached, picks a listener by hash among the group's
+    /// listening sockets) even if some other process still holds a copy of the fd, so the kernel's
+    /// array stays in step with our mirror of its order. The slot's next
+    /// [`SocketGroup::socket_for`] binds a fresh socket for the replacement worker.
+    pub fn hand_over_queue(&mut self, slot: usize) -> io::Result<bool> {
+        if self.live.get(&slot).copied().unwrap_or(false)
+            || !self.live.iter().any(|(s, live)| *s != slot && *live)
+        {
+            return Ok(false);
+        }
+        let mut moved = false;
+        let mut first_err = None;
+        for l in &mut self.listeners {
+            if let ListenerKind::Tcp { socks, order, .. } = &mut l.kind {
+                let Some(sock) = socks.remove(&slot) else {
+                    continue;
+                };
+                if let Err(e) = sock.shutdown(std::net::Shutdown::Read) {
+                    first_err.get_or_insert(e);
+                }
+                drop(sock);
+                if let Some(idx) = order.iter().position(|s| *s == slot) {
+                    order.swap_remove(idx);
+                }
+                moved = true;
+            }
+        }
+        self.reattach()?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
     }
 
     /// Current accept-queue length of `slot`'s socket for `addr` (TCP only; `TCP_INFO`'s
@@ -582,6 +653,95 @@ mod tests {
         let _d = connect_n(port, 30);
         assert_eq!(queues(&g, &addr, &[1, 2], 80), vec![30, 50]);
         Ok(())
+    }
+
+    /// Runs `f` on a thread of its own in a fresh network namespace (loopback up) with
+    /// `tcp_migrate_req` on, so the host's setting is never touched. Needs root.
+    fn in_private_netns_with_migration(f: impl FnOnce() -> io::Result<()> + Send + 'static) {
+        let outcome = std::thread::spawn(move || -> io::Result<()> {
+            // SAFETY: unshare only changes this thread's namespace (CLONE_NEWNET is per task).
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::other(format!(
+                    "unshare(CLONE_NEWNET): {e} (run the tests as root)"
+                )));
+            }
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .map_err(|e| {
+                    io::Error::other(format!("ip link set lo up: {e} (install iproute2)"))
+                })?;
+            if !up.success() {
+                return Err(io::Error::other("ip link set lo up failed"));
+            }
+            std::fs::write(crate::cluster::migrate::SYSCTL_PATH, b"1")?;
+            assert!(crate::cluster::migrate::enabled());
+            f()
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    #[test]
+    fn a_dead_slots_queue_moves_to_a_live_slot() {
+        in_private_netns_with_migration(|| {
+            let addr = lo(0);
+            let mut t = SocketTable::new();
+            for s in 0..3 {
+                t.socket_for("a", s, &addr)?;
+            }
+            let g = t.group("a");
+            let port = g.local_addr(&addr).map(|a| a.port()).unwrap_or(0);
+            // Everything new goes to slot 1, which then "dies" with 20 connections queued.
+            g.set_live(1, true)?;
+            let clients = connect_n(port, 20);
+            assert_eq!(queues(g, &addr, &[0, 1, 2], 20), vec![0, 20, 0]);
+            // A copy of the fd elsewhere (a lingering child of the dead worker) must not matter.
+            let lingering = g.socket_for(1, &addr)?.try_clone_to_owned()?;
+            g.set_live(1, false)?;
+            // No live slot: nothing moves (the queue waits for the replacement).
+            assert!(!g.hand_over_queue(1)?);
+            g.set_live(0, true)?;
+            g.set_live(2, true)?;
+            assert!(g.hand_over_queue(1)?);
+            // The kernel picks by hash among the listening sockets left (both live here; a slot
+            // that is down but open would get its share too, see docs/cluster.md).
+            let q = queues(g, &addr, &[0, 2], 20);
+            assert_eq!(q.iter().sum::<u32>(), 20, "{q:?}");
+            // The live slots' workers accept them, and they work.
+            let mut accepted = Vec::new();
+            for s in [0, 2] {
+                let l = std::net::TcpListener::from(g.socket_for(s, &addr)?.try_clone_to_owned()?);
+                while let Ok((c, _)) = l.accept() {
+                    accepted.push(c);
+                }
+            }
+            assert_eq!(accepted.len(), 20);
+            for s in &mut accepted {
+                s.set_nonblocking(false)?;
+                s.write_all(b"x")?;
+            }
+            for mut c in clients {
+                c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut b = [0u8; 1];
+                assert_eq!(c.read(&mut b)?, 1);
+            }
+            drop(lingering);
+            // The replacement gets a fresh socket, and steering still matches the kernel's array.
+            t.socket_for("a", 1, &addr)?;
+            let g = t.group("a");
+            g.set_live(1, true)?;
+            g.set_live(0, false)?;
+            g.set_live(2, false)?;
+            let _late = connect_n(port, 30);
+            assert_eq!(queues(g, &addr, &[0, 1, 2], 30), vec![0, 30, 0]);
+            Ok(())
+        });
     }
 
     #[test]

@@ -203,7 +203,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         sampler: Sampler::new(),
         cpus: crate::sys::cpus::usable(),
         shutting_down: false,
-        sockets: SocketTable::new(),
+        sockets: SocketTable::for_daemon(),
         next_worker: 0,
         reloads: VecDeque::new(),
         shim,
