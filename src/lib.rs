@@ -1,9 +1,9 @@
 //! cohort: a production process manager, cluster runner and load balancer in one binary.
 //!
 //! The library holds every module so that the binary (`main.rs`), integration tests and fuzz targets
-//! reach the same code. Dependencies point one way, down this list (see docs/design.md):
-//! `cli` → `monit`, `startup` → `api` (types, client) → `daemon` → `cluster`, `balancer` → `config` → `home`
-//! → `sys` (OS helpers).
+//! reach the same code. Dependencies point one way (docs/design.md, "Layers"): `cli` → `monit`,
+//! `startup`, `daemon`, `balancer`; `daemon` → `api` (types, client), `cluster`, `sys`; `balancer` →
+//! `sys`; `api`, `startup`, `balancer` → `config` → `home`.
 
 pub mod api;
 pub mod balancer;

@@ -12,7 +12,17 @@ fn main() {
     let code = match cli.command {
         Command::Balance(args) => balancer::run_foreground(args),
         command => with_home(|home| match command {
-            Command::Daemon(args) => daemon::run(home, args.if_absent),
+            Command::Daemon(args) if args.preflight => {
+                println!("{}", daemon::handover::preflight_line());
+                0
+            }
+            Command::Daemon(args) => daemon::run(
+                home,
+                args.if_absent,
+                args.adopt_state_fd,
+                args.fallback_exe_fd,
+                args.failed_update,
+            ),
             Command::Run(args) => daemon::foreground::run(args.into(), home),
             Command::Startup(args) => startup::install(args.into(), home),
             Command::Unstartup(args) => startup::uninstall(args.into(), home),

@@ -206,6 +206,18 @@ pub struct Ping {
     pub pid: u32,
     pub home: String,
     pub uptime_ms: u64,
+    /// How many times this daemon was updated in place (`cohort update`).
+    #[serde(default)]
+    pub reexecs: u32,
+    /// Why the last `cohort update` failed after the exec (the previous binary took over again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<String>,
+}
+
+/// `cohort update`: the binary the daemon re-executes itself with (the CLI's own).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct UpdateRequest {
+    pub binary: String,
 }
 
 /// Every error reply: what went wrong and how to fix it; the CLI prints `error: <message>`.

@@ -7,7 +7,7 @@ use super::*;
 use crate::api::client::Client;
 use crate::api::{
     Action, ActionRequest, LogFiles, LogLine, Ping, ProcessDetail, ProcessInfo, ResurrectReply,
-    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest,
+    SaveReply, SaveRequest, ScaleRequest, Selector, StartRequest, UpdateRequest,
 };
 use crate::config::ecosystem::{self, LoadOptions};
 use crate::config::start::{specs_for_start, StartSpecs};
@@ -38,7 +38,7 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Resurrect => resurrect(home).await,
         Command::Kill => kill(home).await,
         Command::Ping => ping(home).await,
-        Command::Update => update(home).await,
+        Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
         Command::Access(a) => super::access::run(a, home).await,
         Command::Daemon(_)
@@ -408,27 +408,59 @@ async fn ping(home: Home) -> Result<()> {
     Ok(())
 }
 
-async fn update(home: Home) -> Result<()> {
+async fn update(home: Home, args: UpdateArgs) -> Result<()> {
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         let client = Client::connect_or_start(home).await?;
         let p = client.ping().await?;
         println!("started daemon {} (pid {})", p.version, p.pid);
         return Ok(());
     };
-    let saved: std::result::Result<SaveReply, _> =
-        client.post("/save", &SaveRequest { force: true }).await;
-    if let Err(e) = &saved {
-        bail!("cannot save before the update: {e:#} (nothing was stopped)");
+    let binary = match args.binary {
+        Some(b) => b,
+        None => {
+            std::env::current_exe().context("finding this cohort binary (pass it with --binary)")?
+        }
+    };
+    let binary = std::fs::canonicalize(&binary)
+        .with_context(|| format!("finding {} (is it installed?)", binary.display()))?;
+    let before = client.ping().await?;
+    let sent = std::time::Instant::now();
+    // On success the daemon re-executes before it can answer: the connection just closes.
+    let asked: Result<serde_json::Value> = client
+        .post_long(
+            "/update",
+            &UpdateRequest {
+                binary: binary.to_string_lossy().into_owned(),
+            },
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(now) = client.ping().await {
+            if now.reexecs > before.reexecs || now.pid != before.pid {
+                let procs: Vec<ProcessInfo> = client.get("/processes").await.unwrap_or_default();
+                let running = procs.iter().filter(|p| p.pid.is_some()).count();
+                println!(
+                    "daemon updated in place: cohort {} → {} (pid {}); {running} processes kept running, none restarted",
+                    before.version, now.version, now.pid
+                );
+                return Ok(());
+            }
+            // A daemon image younger than the request went back to the previous binary.
+            let fresh = u128::from(now.uptime_ms) <= sent.elapsed().as_millis();
+            if let Some(why) = now.failed_update.filter(|_| asked.is_err() && fresh) {
+                bail!("cannot update the daemon in place: the new binary could not take over ({why}); the previous one runs again, with every app (see daemon.log)");
+            }
+            if let Err(e) = &asked {
+                bail!("cannot update the daemon in place: {e:#}");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the daemon did not come back after the update ({}; see daemon.log in COHORT_HOME)",
+                asked.err().map(|e| format!("{e:#}")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    kill(home.clone()).await?;
-    let client = Client::connect_or_start(home).await?;
-    let r: ResurrectReply = client.post_long("/resurrect", &()).await?;
-    let p = client.ping().await?;
-    println!(
-        "daemon {} (pid {}) running; resurrected: {}",
-        p.version,
-        p.pid,
-        r.started.join(", ")
-    );
-    Ok(())
 }

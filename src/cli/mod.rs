@@ -62,8 +62,8 @@ pub enum Command {
     Kill,
     /// Check that the daemon answers (starts it if needed).
     Ping,
-    /// Restart the daemon with this version of cohort, keeping the apps (save, kill, resurrect).
-    Update,
+    /// Replace the daemon with this version of cohort in place: no app restarts, no socket closes.
+    Update(UpdateArgs),
     /// Run the daemon in the foreground (what the CLI starts in the background; for init systems).
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -121,6 +121,26 @@ pub struct DaemonArgs {
     /// it starts one. Without it, that is an error (an init system must not think it started one).
     #[arg(long, hide = true)]
     pub if_absent: bool,
+    /// Print the binary's version and state format, then exit (the pre-flight of `cohort update`).
+    #[arg(long, hide = true)]
+    pub preflight: bool,
+    /// Take over from the daemon this process was re-executed from (`cohort update`): its state
+    /// is in this descriptor.
+    #[arg(long, hide = true)]
+    pub adopt_state_fd: Option<i32>,
+    /// With --adopt-state-fd: the previous binary, executed again if the take-over fails.
+    #[arg(long, hide = true)]
+    pub fallback_exe_fd: Option<i32>,
+    /// With --adopt-state-fd: this is the previous binary again, after the new one failed so.
+    #[arg(long, hide = true)]
+    pub failed_update: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// The binary the daemon re-executes (default: this one). For tests of the pre-flight.
+    #[arg(long, hide = true)]
+    pub binary: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -22,7 +22,7 @@
 //! we fold into the key like the primary does; an absent field reads `undefined` there too).
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -171,6 +171,29 @@ impl NodeChannel {
             buf: Vec::new(),
         };
         Ok((chan, theirs.into()))
+    }
+
+    /// Our end of a channel inherited from an earlier daemon (an in-place re-exec); needs a
+    /// running tokio runtime. A message the earlier daemon had read half of is lost.
+    pub fn adopt(ours: OwnedFd) -> io::Result<NodeChannel> {
+        let ours = std::os::unix::net::UnixStream::from(ours);
+        ours.set_nonblocking(true)?;
+        let (read, write) = UnixStream::from_std(ours)?.into_split();
+        Ok(NodeChannel {
+            read,
+            sender: NodeSender {
+                write: Arc::new(tokio::sync::Mutex::new(write)),
+                seq: Arc::new(AtomicU64::new(0)),
+            },
+            buf: Vec::new(),
+        })
+    }
+
+    /// A duplicate of our end's descriptor (close-on-exec), kept so the channel can be handed to
+    /// the next daemon.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        let stream: &UnixStream = self.read.as_ref();
+        stream.as_fd().try_clone_to_owned()
     }
 
     /// A writer for this channel.

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 const BACKLOG: i32 = 511;
 
 /// Where an app listens.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
     /// TCP. `ip: None` means what Node's `listen(port)` without a host means: `[::]` dual-stack,
     /// falling back to `0.0.0.0` when IPv6 is unavailable. `port: 0` lets the first slot's bind pick
@@ -120,6 +120,109 @@ impl SocketTable {
         if let Some(mut g) = self.groups.remove(app) {
             g.close_all();
         }
+    }
+}
+
+/// The sockets of one app as descriptor numbers, to hand to the next daemon across an in-place
+/// re-exec (daemon::handover): the descriptors stay open, steering programs stay attached.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HeldGroup {
+    pub app: String,
+    pub listeners: Vec<HeldListener>,
+    pub live: Vec<(usize, bool)>,
+}
+
+/// One listen address of a [`HeldGroup`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HeldListener {
+    pub requested: ListenAddr,
+    /// TCP: the bound address, the socket of each slot, the kernel's reuseport order.
+    pub bound: Option<SocketAddr>,
+    pub socks: Vec<(usize, RawFd)>,
+    pub order: Vec<usize>,
+    /// Unix: the path and the one socket.
+    pub unix: Option<(PathBuf, RawFd)>,
+}
+
+impl SocketTable {
+    /// Every socket of every app, by descriptor number (they stay owned by this table).
+    pub fn held(&self) -> Vec<HeldGroup> {
+        self.groups
+            .iter()
+            .map(|(app, g)| HeldGroup {
+                app: app.clone(),
+                listeners: g
+                    .listeners
+                    .iter()
+                    .map(|l| match &l.kind {
+                        ListenerKind::Tcp {
+                            bound,
+                            socks,
+                            order,
+                        } => HeldListener {
+                            requested: l.requested.clone(),
+                            bound: *bound,
+                            socks: socks.iter().map(|(s, k)| (*s, k.as_raw_fd())).collect(),
+                            order: order.clone(),
+                            unix: None,
+                        },
+                        ListenerKind::Unix { path, sock } => HeldListener {
+                            requested: l.requested.clone(),
+                            bound: None,
+                            socks: Vec::new(),
+                            order: Vec::new(),
+                            unix: Some((path.clone(), sock.as_raw_fd())),
+                        },
+                    })
+                    .collect(),
+                live: g.live.iter().map(|(s, l)| (*s, *l)).collect(),
+            })
+            .collect()
+    }
+
+    /// Rebuilds a table from the descriptors an earlier daemon held (see [`SocketTable::held`]).
+    ///
+    /// # Safety
+    /// Every descriptor named in `groups` must be open, be the socket it describes, and be owned
+    /// by nothing else in this process: the table takes ownership and closes them.
+    pub unsafe fn adopt(groups: Vec<HeldGroup>) -> SocketTable {
+        use std::os::fd::FromRawFd;
+        let mut table = SocketTable::new();
+        for g in groups {
+            let listeners = g
+                .listeners
+                .into_iter()
+                .map(|l| {
+                    let kind = match l.unix {
+                        Some((path, fd)) => ListenerKind::Unix {
+                            path,
+                            sock: Socket::from_raw_fd(fd),
+                        },
+                        None => ListenerKind::Tcp {
+                            bound: l.bound,
+                            socks: l
+                                .socks
+                                .into_iter()
+                                .map(|(slot, fd)| (slot, Socket::from_raw_fd(fd)))
+                                .collect(),
+                            order: l.order,
+                        },
+                    };
+                    Listener {
+                        requested: l.requested,
+                        kind,
+                    }
+                })
+                .collect();
+            table.groups.insert(
+                g.app,
+                SocketGroup {
+                    listeners,
+                    live: g.live.into_iter().collect(),
+                },
+            );
+        }
+        table
     }
 }
 

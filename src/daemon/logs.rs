@@ -174,8 +174,18 @@ impl Sink {
     }
 }
 
+/// The bytes of a pipe read but not yet written (a line without its newline yet). Shared with the
+/// supervisor so an in-place re-exec (daemon::handover) carries a half-read line to the next
+/// daemon instead of losing it; the pump only touches it between two awaits.
+pub type Carry = Arc<Mutex<Vec<u8>>>;
+
 /// Reads a pipe to its end, writing whole lines to `sink`.
 pub async fn pump(fd: OwnedFd, sink: Sink) {
+    pump_carried(fd, sink, Carry::default()).await
+}
+
+/// [`pump`], starting with (and keeping its unfinished line in) `carry`.
+pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
     let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => p,
         Err(e) => {
@@ -183,7 +193,6 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             return;
         }
     };
-    let mut pending: Vec<u8> = Vec::new();
     loop {
         if pipe.readable().await.is_err() {
             break;
@@ -193,6 +202,7 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             match pipe.try_read(&mut buf) {
                 Ok(0) => true,
                 Ok(n) => {
+                    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
                     take_lines(&buf[..n], &mut pending, &sink);
                     false
                 }
@@ -205,9 +215,11 @@ pub async fn pump(fd: OwnedFd, sink: Sink) {
             break;
         }
     }
+    let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
     if !pending.is_empty() {
         pending.push(b'\n');
         sink.emit(&pending);
+        pending.clear();
     }
 }
 

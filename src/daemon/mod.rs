@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod foreground;
+pub mod handover;
 pub mod logs;
 pub mod notify;
 pub mod reaper;
@@ -27,9 +28,21 @@ pub fn now_ms() -> u64 {
 
 /// Runs the daemon until `cohort kill` or SIGTERM/SIGINT; returns the exit code.
 /// With `if_absent`, a daemon already running for the home is success (the CLI's auto-start racing
-/// another CLI); otherwise it is an error.
-pub fn run(home: Home, if_absent: bool) -> i32 {
-    match run_inner(home, if_absent) {
+/// another CLI); otherwise it is an error. With `adopt_state_fd`, this process is a daemon that
+/// just re-executed itself in place (`cohort update`): it takes over the state in that memfd, or
+/// executes the previous binary (`fallback_exe_fd`) again if it cannot.
+pub fn run(
+    home: Home,
+    if_absent: bool,
+    adopt_state_fd: Option<i32>,
+    fallback_exe_fd: Option<i32>,
+    failed_update: Option<String>,
+) -> i32 {
+    let result = match adopt_state_fd {
+        Some(fd) => run_adopted(home, fd, fallback_exe_fd, failed_update),
+        None => run_inner(home, if_absent),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -40,7 +53,42 @@ pub fn run(home: Home, if_absent: bool) -> i32 {
 
 /// Held while a daemon core runs: the lock that makes it the only one for its COHORT_HOME.
 pub struct Claim {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Claim {
+    /// The lock file's descriptor (kept open across an in-place update, so the lock never lapses).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.lock.as_raw_fd()
+    }
+}
+
+/// Takes `home` again after an in-place update, from the lock descriptor the earlier image held
+/// (the same open file, so the lock was never released).
+fn claim_adopted(home: &Home, lock_fd: std::os::fd::RawFd) -> Result<Claim> {
+    use std::os::fd::FromRawFd;
+    handover::set_cloexec(lock_fd, true).context("taking back the lock descriptor")?;
+    // SAFETY: the earlier image kept this descriptor open for us; nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(lock_fd) };
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(file, e)| {
+            // Left open: closing it would release the lock a fallback still needs.
+            std::mem::forget(file);
+            e
+        })
+        .context("re-taking the daemon lock after the update")?;
+    crate::home::private::set_daemon_home(&home.root);
+    std::io::Write::write_all(
+        &mut crate::home::private::open_truncate(&home.pid_file())?,
+        std::process::id().to_string().as_bytes(),
+    )
+    .context("writing daemon.pid")?;
+    // SAFETY: prctl with these arguments has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    Ok(Claim { lock })
 }
 
 /// Takes `home` for a daemon core: its lock file, its pid file, and the child-subreaper flag (so
@@ -66,7 +114,7 @@ pub fn claim_home(home: &Home) -> Result<Option<Claim>> {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    Ok(Some(Claim { _lock: lock }))
+    Ok(Some(Claim { lock }))
 }
 
 /// Binds COHORT_HOME/cohort.sock with mode 0600 from the first instant (a umask during bind, so
@@ -84,8 +132,20 @@ pub fn bind_api_socket(home: &Home) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// The control socket the earlier image listened on (connections queued meanwhile are served).
+fn adopt_api_socket(fd: std::os::fd::RawFd) -> Result<tokio::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    handover::set_cloexec(fd, true).context("taking back the control socket")?;
+    // SAFETY: the earlier image kept this descriptor open for us; nothing else owns it.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    std_listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(std_listener))
+        .context("adopting the control socket")
+}
+
 fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
-    let Some(_claim) = claim_home(&home)? else {
+    let Some(claim) = claim_home(&home)? else {
         if if_absent {
             eprintln!(
                 "cohort: a daemon already runs for {}; leaving it be",
@@ -99,32 +159,109 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
             std::fs::read_to_string(home.pid_file()).unwrap_or_default().trim()
         );
     };
+    let boot = supervisor::Boot {
+        fds: Some(supervisor::DaemonFds {
+            lock: claim.lock_fd(),
+            api: -1,
+        }),
+        ..Default::default()
+    };
+    serve_until_stopped(home, claim, boot)
+}
+
+/// The daemon after an in-place update: the same pid, with the tables, sockets, pipes and
+/// channels of the image it replaced.
+fn run_adopted(
+    home: Home,
+    state_fd: i32,
+    fallback_exe_fd: Option<i32>,
+    failed_update: Option<String>,
+) -> Result<i32> {
+    let taken = (|| {
+        if fallback_exe_fd.is_some() && std::env::var_os("COHORT_TEST_FAIL_TAKEOVER").is_some() {
+            anyhow::bail!("COHORT_TEST_FAIL_TAKEOVER is set (a test of the fallback)");
+        }
+        let state = supervisor::State::parse(&handover::read_state_fd(state_fd)?)?;
+        let claim = claim_adopted(&home, state.daemon.lock)?;
+        Ok((state, claim))
+    })();
+    let (state, claim) = match (taken, fallback_exe_fd) {
+        (Ok(taken), _) => taken,
+        (Err(e), Some(previous)) => {
+            eprintln!(
+                "cohort: cannot take over in place: {e:#}; going back to the previous binary"
+            );
+            let err = handover::exec_back(previous, state_fd, &format!("{e:#}"));
+            anyhow::bail!("cannot go back to the previous binary either: {err} (the apps run on unsupervised)");
+        }
+        (Err(e), None) => return Err(e),
+    };
+    if let Some(fd) = fallback_exe_fd {
+        // SAFETY: handed to us by the previous image; nothing else owns it.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+    // SAFETY: the state memfd is ours; it is read and no longer needed.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(state_fd) });
+    if let Some(why) = &failed_update {
+        eprintln!(
+            "cohort: the update in place failed ({why}); the previous binary took over again"
+        );
+    }
+    let boot = supervisor::Boot {
+        fds: Some(state.daemon),
+        // Going back to the previous binary is no update.
+        reexecs: state.reexecs + u32::from(failed_update.is_none()),
+        failed_update,
+        adopted: Some(state),
+    };
+    serve_until_stopped(home, claim, boot)
+}
+
+fn serve_until_stopped(home: Home, _claim: Claim, boot: supervisor::Boot) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(serve(home.clone()));
+    let result = rt.block_on(serve(home.clone(), boot));
     let _ = std::fs::remove_file(home.socket());
     let _ = std::fs::remove_file(home.pid_file());
     rt.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| 0)
 }
 
-async fn serve(home: Home) -> Result<()> {
-    let listener = bind_api_socket(&home)?;
-
-    let (handle, supervision) = supervisor::start(home.clone())?;
+async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
+    let listener = match boot.fds.filter(|f| boot.adopted.is_some() && f.api >= 0) {
+        Some(fds) => adopt_api_socket(fds.api)?,
+        None => bind_api_socket(&home)?,
+    };
+    if let Some(fds) = boot.fds.as_mut() {
+        use std::os::fd::AsRawFd;
+        fds.api = listener.as_raw_fd();
+    }
+    let adopted = boot
+        .adopted
+        .as_ref()
+        .map(|s| (s.version.clone(), s.running()));
+    let reexecs = boot.reexecs;
+    let (handle, supervision) = supervisor::start_with(home.clone(), boot)?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
     let app = access::protect(
         routes::router(handle.clone(), home.clone(), shutdown.clone()),
         &home,
     )?;
-    eprintln!(
-        "cohort: daemon {} started (pid {}) for {}",
-        crate::api::VERSION,
-        std::process::id(),
-        home.root.display()
-    );
+    match adopted {
+        None => eprintln!(
+            "cohort: daemon {} started (pid {}) for {}",
+            crate::api::VERSION,
+            std::process::id(),
+            home.root.display()
+        ),
+        Some((from, running)) => eprintln!(
+            "cohort: daemon {} took over in place from {from} (pid {}, update #{reexecs}): {running} processes adopted, none restarted",
+            crate::api::VERSION,
+            std::process::id(),
+        ),
+    }
     if let Err(e) = crate::sys::sd_notify::ready() {
         eprintln!("cohort: cannot notify systemd: {e}");
     }

@@ -4,8 +4,8 @@
 
 use super::supervisor::Handle;
 use crate::api::{
-    ActionRequest, ErrorReply, Ping, SaveRequest, ScaleRequest, Selector, StartRequest, VERSION,
-    VERSION_HEADER,
+    ActionRequest, ErrorReply, Ping, SaveRequest, ScaleRequest, Selector, StartRequest,
+    UpdateRequest, VERSION, VERSION_HEADER,
 };
 use crate::home::Home;
 use axum::body::Body;
@@ -49,14 +49,15 @@ pub fn router(sup: Handle, home: Home, shutdown: Arc<Notify>) -> Router {
         .route("/save", post(save))
         .route("/resurrect", post(resurrect))
         .route("/kill", post(kill))
+        .route("/update", post(update))
         .layer(axum::middleware::from_fn(check_version))
         .with_state(ctx)
 }
 
-/// A CLI of another version is refused (except ping and kill, so it can always recover).
+/// A CLI of another version is refused (except ping, kill and update, so it can always recover).
 async fn check_version(req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path != "/ping" && path != "/kill" {
+    if path != "/ping" && path != "/kill" && path != "/update" {
         if let Some(v) = req
             .headers()
             .get(VERSION_HEADER)
@@ -92,6 +93,8 @@ async fn ping(State(ctx): State<Ctx>) -> Response {
         pid: std::process::id(),
         home: ctx.home.root.to_string_lossy().into_owned(),
         uptime_ms: ctx.started.elapsed().as_millis() as u64,
+        reexecs: ctx.sup.reexecs,
+        failed_update: ctx.sup.failed_update.clone(),
     })
     .into_response()
 }
@@ -141,6 +144,35 @@ async fn kill(State(ctx): State<Ctx>) -> Response {
     let stop = ctx.shutdown.clone();
     tokio::spawn(async move { stop.notify_waiters() });
     answer(r.map(|()| serde_json::json!({"stopped": true, "pid": std::process::id()})))
+}
+
+/// `cohort update`: the new binary's pre-flight, then the daemon re-executes itself with it
+/// (waiting while a process starts, stops or reloads). On success no answer comes: the
+/// connection closes with the old image and the CLI asks the new daemon (`ping`).
+async fn update(State(ctx): State<Ctx>, Json(req): Json<UpdateRequest>) -> Response {
+    let binary = std::path::PathBuf::from(&req.binary);
+    if let Err(e) = super::handover::preflight(&binary).await {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the new binary failed its pre-flight: {e:#} (the daemon keeps running with its apps)"),
+        );
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match ctx.sup.reexec(binary.clone()).await {
+            Ok(busy) if Instant::now() < deadline => {
+                let _ = busy;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(busy) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("cannot update now: {busy} (try again once it settled)"),
+                )
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
 }
 
 /// Streams new log lines of the selected processes as newline-delimited JSON until the client leaves.

@@ -29,6 +29,9 @@ pub(super) enum Request {
     Resurrect(Reply<ResurrectReply>),
     /// Stop every app (for `kill` and daemon shutdown); answers once all have exited.
     Shutdown(Reply<()>),
+    /// Replace the daemon in place with this binary (`cohort update`): answers `Ok(why)` when
+    /// busy, `Err` when it failed; on success nothing answers (the process is the new daemon).
+    Reexec(std::path::PathBuf, Reply<String>),
     /// Panics inside the actor (tests of the panic path only).
     #[cfg(test)]
     Panic(Reply<()>),
@@ -49,6 +52,7 @@ impl Request {
             Request::Save(..) => "save",
             Request::Resurrect(_) => "resurrect",
             Request::Shutdown(_) => "shutdown",
+            Request::Reexec(..) => "update in place",
             #[cfg(test)]
             Request::Panic(_) => "panic (test)",
         }
@@ -61,11 +65,20 @@ pub struct Handle {
     tx: mpsc::UnboundedSender<Request>,
     /// Every log line of every process, as it is written (for `logs --follow` and `cohort run`).
     pub hub: LogHub,
+    /// How many times this daemon was updated in place (`ping` says it).
+    pub reexecs: u32,
+    /// Why the last update in place failed after the exec (the previous binary took over again).
+    pub failed_update: Option<String>,
 }
 
 impl Handle {
-    pub(super) fn new(tx: mpsc::UnboundedSender<Request>, hub: LogHub) -> Handle {
-        Handle { tx, hub }
+    pub(super) fn new(tx: mpsc::UnboundedSender<Request>, hub: LogHub, reexecs: u32) -> Handle {
+        Handle {
+            tx,
+            hub,
+            reexecs,
+            failed_update: None,
+        }
     }
 
     /// Every process, in id order.
@@ -119,6 +132,13 @@ impl Handle {
     /// Stops every app; answers once all have exited. Nothing starts afterwards.
     pub async fn shutdown(&self) -> Result<(), String> {
         self.call(Request::Shutdown).await
+    }
+
+    /// `cohort update`: replaces this daemon with `binary` without stopping any app. `Ok(why)`:
+    /// busy now (a process is starting, stopping or reloading), try again shortly; `Err`: the exec
+    /// failed and this daemon goes on. On success the call never returns (this process is gone).
+    pub async fn reexec(&self, binary: std::path::PathBuf) -> Result<String, String> {
+        self.call(|r| Request::Reexec(binary, r)).await
     }
 
     #[cfg(test)]

@@ -4,18 +4,19 @@
 //! tables, its output pumped to the logs, its IPC channel read, and its readiness awaited.
 //! A process that cannot start is `errored`, with the reason in its error log and daemon.log.
 
+use super::snapshot::HeldIo;
 use super::table::{fire_ready, notify, Retiring, Want};
 use super::{slots, Event, Supervisor};
 use crate::api::Status;
 use crate::cluster::node_ipc::{channel_env, cluster_worker_env, NodeChannel};
 use crate::cluster::sockets::ListenAddr;
 use crate::config::{AppSpec, ExecMode};
-use crate::daemon::logs::{self, LogFile, Sink, Stamp};
+use crate::daemon::logs::{self, Carry, LogFile, Sink, Stamp};
 use crate::daemon::spawn;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// What a process inherits beside stdio.
@@ -29,7 +30,7 @@ struct Inherited {
 }
 
 /// The log files a process writes to.
-struct Logs {
+pub(super) struct Logs {
     out: Arc<LogFile>,
     err: Arc<LogFile>,
     combined: Option<Arc<LogFile>>,
@@ -206,8 +207,42 @@ impl Supervisor {
         p.started_at = Some(crate::daemon::now_ms());
         p.cpu = 0.0;
         p.memory = 0;
-        let (gen, instance) = (p.gen, p.instance);
+        let gen = p.gen;
         self.by_pid.insert(pid, id);
+        self.attach_io(
+            id,
+            pid,
+            spec,
+            &logs,
+            (child.stdout, child.stderr),
+            channel,
+            Default::default(),
+        );
+        // Readiness: Node cluster workers say when they listen, wait_ready apps send
+        // 'ready'; others are ready once started (a socket-activated worker's socket already
+        // queues connections). listen_timeout bounds the wait, as in PM2.
+        if spec.wait_ready || (spec.exec_mode == ExecMode::Cluster && spec.is_node()) {
+            self.after(spec.listen_timeout_ms, Event::ReadyTimeout { id, gen });
+        } else {
+            self.mark_ready(id, pid);
+        }
+    }
+
+    /// Pumps the output of process `id` (pid `pid`) to its logs, starting with `carried` (the
+    /// unfinished lines of stdout and stderr an earlier daemon handed over), and reads its IPC
+    /// channel. Duplicates of these descriptors are held (`held`) for an in-place update.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attach_io(
+        &mut self,
+        id: u32,
+        pid: i32,
+        spec: &AppSpec,
+        logs: &Logs,
+        (stdout, stderr): (OwnedFd, OwnedFd),
+        channel: Option<NodeChannel>,
+        carried: [Vec<u8>; 2],
+    ) {
+        let instance = self.procs.get(&id).map(|p| p.instance).unwrap_or(0);
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let stamp = spec
             .time
@@ -222,8 +257,41 @@ impl Supervisor {
             stamp: stamp.clone(),
             hub: self.hub.clone(),
         };
-        tokio::spawn(logs::pump(child.stdout, sink("out", logs.out.clone())));
-        tokio::spawn(logs::pump(child.stderr, sink("err", logs.err.clone())));
+        let [out_pending, err_pending] = carried;
+        let out_carry: Carry = Arc::new(Mutex::new(out_pending));
+        let err_carry: Carry = Arc::new(Mutex::new(err_pending));
+        let held = (|| -> std::io::Result<HeldIo> {
+            Ok(HeldIo {
+                stdout: stdout.try_clone()?,
+                stderr: stderr.try_clone()?,
+                out_carry: out_carry.clone(),
+                err_carry: err_carry.clone(),
+                channel: channel
+                    .as_ref()
+                    .map(NodeChannel::try_clone_fd)
+                    .transpose()?,
+            })
+        })();
+        match held {
+            Ok(held) => {
+                self.held.insert(pid, held);
+            }
+            // Only an in-place update needs them (and says so); the process runs on.
+            Err(e) => eprintln!(
+                "cohort: cannot hold the output of {}:{instance} for an update in place: {e}",
+                spec.name
+            ),
+        }
+        tokio::spawn(logs::pump_carried(
+            stdout,
+            sink("out", logs.out.clone()),
+            out_carry,
+        ));
+        tokio::spawn(logs::pump_carried(
+            stderr,
+            sink("err", logs.err.clone()),
+            err_carry,
+        ));
         if let Some(mut chan) = channel {
             let tx = self.events.clone();
             tokio::spawn(async move {
@@ -233,14 +301,6 @@ impl Supervisor {
                     }
                 }
             });
-        }
-        // Readiness: Node cluster workers say when they listen, wait_ready apps send
-        // 'ready'; others are ready once started (a socket-activated worker's socket already
-        // queues connections). listen_timeout bounds the wait, as in PM2.
-        if spec.wait_ready || (spec.exec_mode == ExecMode::Cluster && spec.is_node()) {
-            self.after(spec.listen_timeout_ms, Event::ReadyTimeout { id, gen });
-        } else {
-            self.mark_ready(id, pid);
         }
     }
 
@@ -280,7 +340,7 @@ impl Supervisor {
 }
 
 /// Opens (creating) the out, err and combined log files; out and err may be one file.
-fn open_logs(out: &Path, err: &Path, combined: Option<&Path>) -> anyhow::Result<Logs> {
+pub(super) fn open_logs(out: &Path, err: &Path, combined: Option<&Path>) -> anyhow::Result<Logs> {
     let out_file = LogFile::open(out)?;
     let err_file = if err == out {
         out_file.clone()

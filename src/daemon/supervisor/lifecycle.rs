@@ -139,6 +139,7 @@ impl Supervisor {
 
     /// A child exited (from the reaper).
     pub(super) fn on_exit(&mut self, exit: Exit) {
+        self.held.remove(&exit.pid);
         let Some(id) = self.by_pid.remove(&exit.pid) else {
             return; // an orphan we adopted as subreaper, or a failed exec already reaped
         };

@@ -12,7 +12,8 @@
 //! - `policy.rs`: the restart policy, a pure function;
 //! - `reload.rs`: zero-downtime reload, one slot at a time;
 //! - `slots.rs`: cluster slots (sockets held per worker), Node messages, readiness, draining;
-//! - `balancers.rs`: balancers as supervised apps.
+//! - `balancers.rs`: balancers as supervised apps;
+//! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -26,9 +27,11 @@ mod lifecycle;
 mod policy;
 mod reload;
 mod slots;
+mod snapshot;
 mod table;
 
 pub use handle::Handle;
+pub use snapshot::{Boot, DaemonFds, State};
 
 use super::logs::{self, LogHub};
 use super::reaper::Exit;
@@ -137,6 +140,12 @@ pub struct Supervisor {
     reloads: VecDeque<reload::ReloadJob>,
     /// Where the Node preload (drain on shutdown) was written.
     shim: PathBuf,
+    /// The I/O descriptors of every running process, by pid, kept for an in-place update.
+    held: HashMap<i32, snapshot::HeldIo>,
+    /// The daemon's own descriptors, when it can be updated in place.
+    daemon_fds: Option<DaemonFds>,
+    /// How many times this daemon was updated in place.
+    reexecs: u32,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -155,13 +164,19 @@ impl Watch {
 
 /// Starts the supervisor task and its helpers (reaper, notify socket, sampling ticks).
 pub fn start(home: Home) -> anyhow::Result<(Handle, Watch)> {
-    let (handle, task) = spawn_actor(home, true)?;
+    start_with(home, Boot::default())
+}
+
+/// [`start`], for a daemon that can be updated in place, or that takes over from the one it
+/// replaced (`boot.adopted`).
+pub fn start_with(home: Home, boot: Boot) -> anyhow::Result<(Handle, Watch)> {
+    let (handle, task) = spawn_actor(home, true, boot)?;
     Ok((handle, watch(task)))
 }
 
 /// Starts the actor's task. `helpers` starts the reaper (which reaps every child of this process),
 /// the notify socket and the sampling ticks; unit tests go without them.
-fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<()>)> {
+fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle, JoinHandle<()>)> {
     use anyhow::Context;
     let shim = home.shim_dir().join("node.cjs");
     crate::home::private::private_subdir(&home.shim_dir())
@@ -192,7 +207,7 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
             }
         });
     }
-    let sup = Supervisor {
+    let mut sup = Supervisor {
         home,
         events: events_tx,
         apps: BTreeMap::new(),
@@ -207,9 +222,17 @@ fn spawn_actor(home: Home, helpers: bool) -> anyhow::Result<(Handle, JoinHandle<
         next_worker: 0,
         reloads: VecDeque::new(),
         shim,
+        held: HashMap::new(),
+        daemon_fds: boot.fds,
+        reexecs: boot.reexecs,
     };
+    if let Some(state) = boot.adopted {
+        sup.restore(state);
+    }
     let task = tokio::spawn(sup.run(requests, events));
-    Ok((Handle::new(requests_tx, hub), task))
+    let mut handle = Handle::new(requests_tx, hub, boot.reexecs);
+    handle.failed_update = boot.failed_update;
+    Ok((handle, task))
 }
 
 /// Watches the actor's task: an abnormal end is logged (daemon.log) and reported to the Watch.
@@ -255,6 +278,14 @@ impl Supervisor {
                 },
                 Some(ev) = events.recv() => Msg::Event(ev),
             };
+            // An update in place needs the event queue (to handle what is already queued).
+            let msg = match msg {
+                Msg::Request(Request::Reexec(binary, reply)) => {
+                    self.reexec(binary, reply, &mut events);
+                    continue;
+                }
+                msg => msg,
+            };
             let kind = match &msg {
                 Msg::Request(r) => r.kind(),
                 Msg::Event(e) => e.kind(),
@@ -299,6 +330,9 @@ impl Supervisor {
                 let _ = reply.send(self.resurrect());
             }
             Request::Shutdown(reply) => self.shutdown(reply),
+            Request::Reexec(_, reply) => {
+                let _ = reply.send(Err("an update in place is handled by the loop".into()));
+            }
             #[cfg(test)]
             Request::Panic(_reply) => panic!("a test asked the supervisor to panic"),
         }
@@ -376,7 +410,8 @@ mod tests {
     async fn a_panic_in_one_message_leaves_the_actor_running() {
         // Without the reaper: it would reap the children of other tests running in this process.
         let (_dir, home) = home();
-        let (handle, task) = spawn_actor(home, false).expect("starting the supervisor");
+        let (handle, task) =
+            spawn_actor(home, false, Boot::default()).expect("starting the supervisor");
         let watch = watch(task);
         let err = handle
             .panic_for_test()
@@ -393,7 +428,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_actor_ends_when_every_handle_is_dropped() {
         let (_dir, home) = home();
-        let (handle, task) = spawn_actor(home, false).expect("starting the supervisor");
+        let (handle, task) =
+            spawn_actor(home, false, Boot::default()).expect("starting the supervisor");
         let other = handle.clone();
         drop(handle);
         assert_eq!(other.list().await.map(|l| l.len()), Ok(0));
