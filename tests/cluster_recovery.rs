@@ -127,7 +127,12 @@ fn a_dead_workers_queue_is_answered_by_the_live_worker_at_once() {
             log.contains("set net.ipv4.tcp_migrate_req=1"),
             "daemon.log does not say it changed the setting: {log}"
         );
-        let slowest = out.responses.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        let slowest = out
+            .responses
+            .iter()
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or_default();
         eprintln!(
             "{} of {CONNECTIONS} requests were queued on the killed worker; the slowest answer came {:?} after the kill",
             out.queued_on_victim, slowest

@@ -123,6 +123,10 @@ fn write_on(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::sockets::tests::{connect_n, lo, queues};
+    use crate::cluster::sockets::SocketTable;
+    use std::io::{Read, Write};
+    use std::time::Duration;
 
     #[test]
     fn permission_from_the_environment() {
@@ -180,5 +184,94 @@ mod tests {
                 "{setting:?} {permission:?}"
             );
         }
+    }
+
+    /// Runs `f` on a thread of its own in a fresh network namespace (loopback up) with
+    /// `tcp_migrate_req` on, so the host's setting is never touched. Needs root.
+    fn in_private_netns_with_migration(f: impl FnOnce() -> io::Result<()> + Send + 'static) {
+        let outcome = std::thread::spawn(move || -> io::Result<()> {
+            // SAFETY: unshare only changes this thread's namespace (CLONE_NEWNET is per task).
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::other(format!(
+                    "unshare(CLONE_NEWNET): {e} (run the tests as root)"
+                )));
+            }
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .map_err(|e| {
+                    io::Error::other(format!("ip link set lo up: {e} (install iproute2)"))
+                })?;
+            if !up.success() {
+                return Err(io::Error::other("ip link set lo up failed"));
+            }
+            std::fs::write(SYSCTL_PATH, b"1")?;
+            assert!(enabled());
+            f()
+        })
+        .join();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    #[test]
+    fn a_dead_slots_queue_moves_to_a_live_slot() {
+        in_private_netns_with_migration(|| {
+            let addr = lo(0);
+            let mut t = SocketTable::new();
+            for s in 0..3 {
+                t.socket_for("a", s, &addr)?;
+            }
+            let g = t.group("a");
+            let port = g.local_addr(&addr).map(|a| a.port()).unwrap_or(0);
+            // Everything new goes to slot 1, which then "dies" with 20 connections queued.
+            g.set_live(1, true)?;
+            let clients = connect_n(port, 20);
+            assert_eq!(queues(g, &addr, &[0, 1, 2], 20), vec![0, 20, 0]);
+            // A copy of the fd elsewhere (a lingering child of the dead worker) must not matter.
+            let lingering = g.socket_for(1, &addr)?.try_clone_to_owned()?;
+            g.set_live(1, false)?;
+            // No live slot: nothing moves (the queue waits for the replacement).
+            assert!(!g.hand_over_queue(1)?);
+            g.set_live(0, true)?;
+            g.set_live(2, true)?;
+            assert!(g.hand_over_queue(1)?);
+            // The kernel picks by hash among the listening sockets left (both live here; a slot
+            // that is down but open would get its share too, see docs/cluster.md).
+            let q = queues(g, &addr, &[0, 2], 20);
+            assert_eq!(q.iter().sum::<u32>(), 20, "{q:?}");
+            // The live slots' workers accept them, and they work.
+            let mut accepted = Vec::new();
+            for s in [0, 2] {
+                let l = std::net::TcpListener::from(g.socket_for(s, &addr)?.try_clone_to_owned()?);
+                while let Ok((c, _)) = l.accept() {
+                    accepted.push(c);
+                }
+            }
+            assert_eq!(accepted.len(), 20);
+            for s in &mut accepted {
+                s.set_nonblocking(false)?;
+                s.write_all(b"x")?;
+            }
+            for mut c in clients {
+                c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut b = [0u8; 1];
+                assert_eq!(c.read(&mut b)?, 1);
+            }
+            drop(lingering);
+            // The replacement gets a fresh socket, and steering still matches the kernel's array.
+            t.socket_for("a", 1, &addr)?;
+            let g = t.group("a");
+            g.set_live(1, true)?;
+            g.set_live(0, false)?;
+            g.set_live(2, false)?;
+            let _late = connect_n(port, 30);
+            assert_eq!(queues(g, &addr, &[0, 1, 2], 30), vec![0, 30, 0]);
+            Ok(())
+        });
     }
 }
