@@ -44,6 +44,7 @@ fn has_answer(s: &TcpStream) -> bool {
 }
 
 struct Outcome {
+    port: u16,
     victim: i32,
     survivor: i32,
     /// How many requests were queued on the stopped victim's socket when it was killed.
@@ -52,7 +53,8 @@ struct Outcome {
     responses: Vec<(Response, Duration)>,
 }
 
-/// Starts a `-i 2` app (daemon started with `daemon_env`), stops worker 0 until connections
+/// Starts a `-i 2` app (daemon started with `daemon_env`; the harness's default is
+/// `COHORT_TCP_MIGRATE_REQ=never`), stops worker 0 until connections
 /// queue on its socket, kills it, and reads every response.
 fn kill_a_worker_with_a_queue(c: &Cohort, daemon_env: &[(&str, &str)]) -> Outcome {
     // The first command starts the daemon: it gets `daemon_env`.
@@ -105,6 +107,7 @@ fn kill_a_worker_with_a_queue(c: &Cohort, daemon_env: &[(&str, &str)]) -> Outcom
         })
         .collect();
     Outcome {
+        port,
         victim,
         survivor,
         queued_on_victim,
@@ -116,7 +119,7 @@ fn kill_a_worker_with_a_queue(c: &Cohort, daemon_env: &[(&str, &str)]) -> Outcom
 fn a_dead_workers_queue_is_answered_by_the_live_worker_at_once() {
     in_private_netns(|| {
         let c = Cohort::new();
-        let out = kill_a_worker_with_a_queue(&c, &[]);
+        let out = kill_a_worker_with_a_queue(&c, &[("COHORT_TCP_MIGRATE_REQ", "auto")]);
         assert_eq!(
             sysctl("net/ipv4/tcp_migrate_req").as_deref(),
             Some("1"),
@@ -156,6 +159,8 @@ fn a_dead_workers_queue_is_answered_by_the_live_worker_at_once() {
         let now = wait_online(&c, "rec", 2, T);
         let replacement = now.iter().find(|(i, _)| *i == 0).map(|p| p.1).unwrap_or(0);
         assert_ne!(replacement, out.victim);
+        // On the fresh socket of its slot, steered to like any other.
+        wait_all_answer(out.port, &[replacement, out.survivor], 500);
     });
 }
 
