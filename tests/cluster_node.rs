@@ -224,7 +224,15 @@ fn a_second_app_on_the_same_port_gets_eaddrinuse() {
         ],
         &[("PORT", &port.to_string())],
     );
-    assert!(o.success(), "{}", o.stderr);
+    // start says so: it exits non-zero naming the address and the app that holds it.
+    assert!(!o.success(), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "cannot listen on port {port}: already held by app 'first'"
+        )),
+        "{}",
+        o.stderr
+    );
     let err = c.log_path("second", 0, "err");
     let ok = wait_until(T, || {
         std::fs::read_to_string(&err).is_ok_and(|t| t.contains("EADDRINUSE"))

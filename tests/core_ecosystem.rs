@@ -135,7 +135,7 @@ fn unsupported_fields_warn_once_each() {
     c.write(
         "ecosystem.config.js",
         &format!(
-            "module.exports = {{ apps: [{{ name: 'w', script: {:?}, watch: true, max_memory_restart: '200M' }}] }};\n",
+            "module.exports = {{ apps: [{{ name: 'w', script: {:?}, watch_options: {{ usePolling: true }}, source_map_support: true, watch: false }}] }};\n",
             hold()
         ),
     );
@@ -146,7 +146,10 @@ fn unsupported_fields_warn_once_each() {
         .filter(|l| l.starts_with("warning:"))
         .collect();
     assert_eq!(
-        warnings.iter().filter(|l| l.contains(".watch")).count(),
+        warnings
+            .iter()
+            .filter(|l| l.contains(".watch_options"))
+            .count(),
         1,
         "{}",
         o.stderr
@@ -154,7 +157,7 @@ fn unsupported_fields_warn_once_each() {
     assert_eq!(
         warnings
             .iter()
-            .filter(|l| l.contains(".max_memory_restart"))
+            .filter(|l| l.contains(".source_map_support"))
             .count(),
         1,
         "{}",

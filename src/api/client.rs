@@ -146,6 +146,27 @@ impl Client {
         self.request("GET", path, None).await
     }
 
+    /// A GET whose answer is text (`/metrics`), not JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let fut = async {
+            let resp = self.send("GET", path, None).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| anyhow!("reading the daemon's reply: {e}"))?
+                .to_bytes();
+            if !status.is_success() {
+                decode::<serde_json::Value>(status, &bytes)?;
+            }
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| self.not_responding())?
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let body = serde_json::to_vec(body).context("encoding the request")?;
         self.request("POST", path, Some(body)).await

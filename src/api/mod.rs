@@ -2,9 +2,11 @@
 //! HTTP-over-Unix-socket client (`client`). The daemon's routes live in `daemon::routes`.
 
 pub mod client;
+pub mod web;
 
 use crate::config::AppSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Header carrying the CLI's version; the daemon refuses a different one (except on ping and kill).
 pub const VERSION_HEADER: &str = "x-cohort-version";
@@ -83,6 +85,46 @@ pub struct ProcessInfo {
     pub mode: String,
     #[serde(default)]
     pub unstable_restarts: u32,
+    /// `restarts` split by reason (`crash`, `manual`, `reload`); reasons with no restart are absent.
+    #[serde(default)]
+    pub restart_reasons: BTreeMap<String, u32>,
+    /// Why the process last restarted (null if it never did).
+    #[serde(default)]
+    pub restart_reason: Option<RestartReason>,
+}
+
+/// Why a process restarted (`restart_reason` in `ls --json`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// It ended on its own and the restart policy started it again.
+    Crash,
+    /// Its memory went above max_memory_restart.
+    Memory,
+    /// cron_restart's schedule.
+    Cron,
+    /// A watched file changed.
+    Watch,
+    /// `restart` (or a config file started again).
+    Manual,
+    /// `reload`.
+    Reload,
+    /// A failing liveness probe.
+    Probe,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Memory => "memory",
+            RestartReason::Cron => "cron",
+            RestartReason::Watch => "watch",
+            RestartReason::Manual => "manual",
+            RestartReason::Reload => "reload",
+            RestartReason::Probe => "probe",
+        }
+    }
 }
 
 /// `describe`: the row plus how the process is run and where its logs go.
@@ -113,6 +155,14 @@ pub struct ProcessDetail {
     /// For a balancer: where its `GET /status` answers (per-upstream state and counters).
     #[serde(default)]
     pub balancer_admin: Option<String>,
+    /// What is watched (empty: no watch).
+    #[serde(default)]
+    pub watch: Vec<String>,
+    #[serde(default)]
+    pub cron_restart: Option<String>,
+    /// Bytes.
+    #[serde(default)]
+    pub max_memory_restart: Option<u64>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.
@@ -174,6 +224,26 @@ impl Action {
 pub struct ActionRequest {
     pub action: Action,
     pub selector: Selector,
+    /// `restart|reload --update-env`: the caller's environment, merged over the apps' env
+    /// (the caller's values win, as PM2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_env: Option<BTreeMap<String, String>>,
+    /// `restart|reload CONFIG`: the config file read again; its apps take these specs first
+    /// (those not running start), as PM2's startOrRestart / startOrReload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppSpec>,
+}
+
+impl ActionRequest {
+    /// A plain action on a selection (no environment update, no new specs).
+    pub fn new(action: Action, selector: Selector) -> ActionRequest {
+        ActionRequest {
+            action,
+            selector,
+            update_env: None,
+            apps: Vec::new(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

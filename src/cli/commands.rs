@@ -23,8 +23,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
     match command {
         Command::Start(args) => start(args, home).await,
         Command::Stop(t) => action(Action::Stop, t, home).await,
-        Command::Restart(t) => action(Action::Restart, t, home).await,
-        Command::Reload(t) => action(Action::Reload, t, home).await,
+        Command::Restart(r) => restart(Action::Restart, r, home).await,
+        Command::Reload(r) => restart(Action::Reload, r, home).await,
         Command::Delete(t) => action(Action::Delete, t, home).await,
         Command::Reset(t) => action(Action::Reset, t, home).await,
         Command::Scale(s) => scale(s, home).await,
@@ -41,6 +41,8 @@ pub async fn run(command: Command, home: Home) -> Result<()> {
         Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
         Command::Access(a) => super::access::run(a, home).await,
+        Command::Metrics => super::observe::metrics(home).await,
+        Command::Web(a) => super::observe::web(a, home).await,
         Command::Daemon(_)
         | Command::Balance(_)
         | Command::Startup(_)
@@ -63,17 +65,9 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
     let StartSpecs {
         apps,
         from_config_file,
-        mut warnings,
+        warnings,
+        web,
     } = specs_for_start(&a.options())?;
-    for (given, flag) in [
-        (a.watch, "--watch"),
-        (a.max_memory_restart.is_some(), "--max-memory-restart"),
-        (a.cron.is_some(), "--cron"),
-    ] {
-        if given {
-            warnings.push(format!("{flag} is not supported by cohort yet; ignored"));
-        }
-    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -88,6 +82,9 @@ async fn start(a: StartArgs, home: Home) -> Result<()> {
             },
         )
         .await?;
+    if let Some(w) = &web {
+        super::observe::apply_config(&client, w).await?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
@@ -136,18 +133,64 @@ async fn action(act: Action, t: TargetArgs, home: Home) -> Result<()> {
     let sel = selectors(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let procs: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: act,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(act, sel))
         .await?;
     if t.json {
         println!("{}", serde_json::to_string(&procs)?);
     } else {
         eprintln!("cohort: {} {}: done", act.as_str(), t.target.join(" "));
+        print!("{}", render::table(&procs));
+    }
+    Ok(())
+}
+
+/// `restart` / `reload`: config files are read again (with `--env NAME`), `--update-env` sends
+/// this shell's environment.
+async fn restart(act: Action, r: RestartArgs, home: Home) -> Result<()> {
+    let mut sels = Vec::new();
+    let mut apps = Vec::new();
+    for target in &r.targets.target {
+        if ecosystem::is_config_file(target) {
+            let opts = crate::config::start::StartOptions {
+                target: target.clone(),
+                env: r.env.clone(),
+                ..Default::default()
+            };
+            let specs = specs_for_start(&opts)?;
+            for w in &specs.warnings {
+                eprintln!("warning: {w}");
+            }
+            sels.push(Selector::Names(
+                specs.apps.iter().map(|a| a.name.clone()).collect(),
+            ));
+            apps.extend(specs.apps);
+        } else {
+            if let Some(env) = &r.env {
+                bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
+            }
+            sels.push(selector(target)?);
+        }
+    }
+    let sel = if sels.len() == 1 {
+        sels.remove(0)
+    } else {
+        Selector::Many(sels)
+    };
+    let mut req = ActionRequest::new(act, sel);
+    req.apps = apps;
+    if r.update_env {
+        req.update_env = Some(cli_env());
+    }
+    let client = Client::connect_or_start(home).await?;
+    let procs: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
+    if r.targets.json {
+        println!("{}", serde_json::to_string(&procs)?);
+    } else {
+        eprintln!(
+            "cohort: {} {}: done",
+            act.as_str(),
+            r.targets.target.join(" ")
+        );
         print!("{}", render::table(&procs));
     }
     Ok(())
@@ -265,11 +308,23 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
                 if !wanted || !seen.insert(path.clone()) {
                     continue;
                 }
-                if !a.raw {
+                if !a.raw && !a.json {
                     writeln!(out, "── {} ({kind}) last {} lines ──", path, a.lines)?;
                 }
                 for line in tail_lines(Path::new(path), a.lines) {
-                    writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    if a.json {
+                        let l = LogLine {
+                            id: f.id,
+                            name: f.name.clone(),
+                            instance: f.instance,
+                            stream: kind.to_string(),
+                            line,
+                            at: 0,
+                        };
+                        writeln!(out, "{}", serde_json::to_string(&l)?)?;
+                    } else {
+                        writeln!(out, "{}{}", prefix(&f.name, f.instance), line)?;
+                    }
                 }
             }
         }
@@ -293,6 +348,12 @@ async fn logs(a: LogsArgs, home: Home) -> Result<()> {
             };
             // "cohort" lines are the daemon's own notes (lines skipped): always shown.
             if (l.stream == "out" && !want_out) || (l.stream == "err" && !want_err) {
+                continue;
+            }
+            if a.json {
+                if writeln!(out, "{}", serde_json::to_string(&l)?).is_err() {
+                    return Ok(());
+                }
                 continue;
             }
             let ts = if a.timestamp {
@@ -322,13 +383,7 @@ async fn flush(t: OptionalTarget, home: Home) -> Result<()> {
     };
     let client = Client::connect_or_start(home).await?;
     let _: Vec<ProcessInfo> = client
-        .post_long(
-            "/action",
-            &ActionRequest {
-                action: Action::Flush,
-                selector: sel,
-            },
-        )
+        .post_long("/action", &ActionRequest::new(Action::Flush, sel))
         .await?;
     eprintln!("cohort: logs flushed");
     Ok(())

@@ -4,6 +4,7 @@
 
 mod access;
 pub mod commands;
+mod observe;
 mod options;
 pub mod render;
 
@@ -28,10 +29,10 @@ pub enum Command {
     Start(StartArgs),
     /// Stop processes (kill_signal to the process group, then SIGKILL after kill_timeout).
     Stop(TargetArgs),
-    /// Stop then start processes again.
-    Restart(TargetArgs),
+    /// Stop then start processes again (a config file is read again; apps of it not running start).
+    Restart(RestartArgs),
     /// Replace processes one at a time with no downtime (cluster mode); a restart in fork mode.
-    Reload(TargetArgs),
+    Reload(RestartArgs),
     /// Stop processes and forget them.
     #[command(alias = "del")]
     Delete(TargetArgs),
@@ -79,6 +80,40 @@ pub enum Command {
     Run(RunArgs),
     /// Show or change who besides you (and root) may use this daemon: a group, full or read-only.
     Access(AccessArgs),
+    /// Print the daemon's Prometheus metrics (what GET /metrics answers).
+    Metrics,
+    /// Serve the web dashboard, the API and /metrics on a TCP address; alone, print its state.
+    Web(WebArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("full").args(["token", "token_file"]).multiple(false)))]
+#[command(group(clap::ArgGroup::new("read").args(["read_only_token", "read_only_token_file"]).multiple(false)))]
+pub struct WebArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9615 (kept across daemon restarts).
+    #[arg(long, value_name = "ADDR", conflicts_with = "off")]
+    pub listen: Option<String>,
+    /// The token that grants everything (Authorization: Bearer, or the login page).
+    #[arg(long, requires = "listen")]
+    pub token: Option<String>,
+    /// Read the token from this file (its first line, trimmed).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub token_file: Option<String>,
+    /// A token that may only look (lists, charts, logs, metrics), not act.
+    #[arg(long, requires = "listen")]
+    pub read_only_token: Option<String>,
+    /// Read the read-only token from this file.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub read_only_token_file: Option<String>,
+    /// Serve /metrics without a token (for Prometheus scrape configs).
+    #[arg(long, requires = "listen")]
+    pub public_metrics: bool,
+    /// Turn the listener off.
+    #[arg(long)]
+    pub off: bool,
+    /// Print the state as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +245,9 @@ pub struct StartArgs {
     /// Moment-style date format for --time (e.g. "YYYY-MM-DD HH:mm:ss").
     #[arg(long)]
     pub log_date_format: Option<String>,
+    /// `json`: write each log line as a JSON object (message, timestamp, type, process_id, app_name).
+    #[arg(long, value_name = "TYPE")]
+    pub log_type: Option<String>,
     /// The app is online only once it sends process.send('ready').
     #[arg(long)]
     pub wait_ready: bool,
@@ -228,14 +266,17 @@ pub struct StartArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
-    /// PM2's --watch: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Restart (cluster: reload) when files under the working directory change.
+    #[arg(long)]
     pub watch: bool,
-    /// PM2's --max-memory-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true)]
+    /// Paths or globs the watch ignores (comma-separated; node_modules and .git always are).
+    #[arg(long, value_name = "GLOBS")]
+    pub ignore_watch: Option<String>,
+    /// Restart (cluster: reload) a process whose memory goes above this (150M, 1G, bytes).
+    #[arg(long, value_name = "SIZE")]
     pub max_memory_restart: Option<String>,
-    /// PM2's --cron / --cron-restart: not supported yet (accepted with a warning).
-    #[arg(long, hide = true, alias = "cron-restart")]
+    /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
+    #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
     pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
@@ -250,6 +291,18 @@ pub struct TargetArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Give the processes the environment of this shell, merged over the app's (PM2's --update-env).
+    #[arg(long, short = 'a')]
+    pub update_env: bool,
+    /// With a config file: apply its env_<NAME> block.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -295,6 +348,10 @@ pub struct LogsArgs {
     /// Lines only, without the `name|instance` prefix.
     #[arg(long)]
     pub raw: bool,
+    /// One JSON object per line: {"id", "name", "instance", "stream", "line", "at"} (at: Unix ms
+    /// when the daemon read it; 0 for lines from the files).
+    #[arg(long, conflicts_with_all = ["raw", "timestamp"])]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@ use crate::daemon::foreground::RunOptions;
 use crate::startup::{InitSystem, StartupOptions};
 
 impl StartArgs {
-    /// The options that shape the app specs (`--json` and the unsupported PM2 flags are the CLI's).
+    /// The options that shape the app specs (`--json` is the CLI's).
     pub fn options(&self) -> StartOptions {
         StartOptions {
             target: self.target.clone(),
@@ -33,11 +33,16 @@ impl StartArgs {
             log_file: self.log_file.clone(),
             merge_logs: self.merge_logs,
             log_date_format: self.log_date_format.clone(),
+            log_type: self.log_type.clone(),
             wait_ready: self.wait_ready,
             listen_timeout: self.listen_timeout.clone(),
             shutdown_with_message: self.shutdown_with_message,
             port: self.port,
             exec_mode: self.exec_mode.clone(),
+            watch: self.watch,
+            ignore_watch: self.ignore_watch.clone(),
+            max_memory_restart: self.max_memory_restart.clone(),
+            cron_restart: self.cron.clone(),
             args: self.args.clone(),
         }
     }

@@ -156,6 +156,30 @@ pub fn detail(d: &ProcessDetail) -> String {
         ("restarts", i.restarts.to_string()),
         ("unstable restarts", i.unstable_restarts.to_string()),
         (
+            "restart reason",
+            i.restart_reason
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "watch",
+            if d.watch.is_empty() {
+                "off".into()
+            } else {
+                d.watch.join(", ")
+            },
+        ),
+        (
+            "cron restart",
+            d.cron_restart.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "max memory",
+            d.max_memory_restart
+                .map(|b| format!("{:.1} MB", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
             "uptime",
             if i.status == Status::Online {
                 duration(i.uptime_ms)

@@ -4,6 +4,7 @@
 //! `node_ipc` speaks Node's IPC channel (cluster-worker emulation); the supervisor
 //! (src/daemon/supervisor/slots.rs) drives them. See docs/cluster.md.
 
+pub mod holder;
 pub mod migrate;
 pub mod node_ipc;
 pub mod sockets;

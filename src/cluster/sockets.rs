@@ -467,6 +467,8 @@ impl SocketGroup {
     fn conflicts_with(&self, addr: &ListenAddr) -> bool {
         self.listeners.iter().any(|l| match (&l.kind, addr) {
             (ListenerKind::Unix { path, .. }, ListenAddr::Unix(p)) => path == p,
+            // A listener none of whose slots is open (its app stopped or errored) holds nothing.
+            (ListenerKind::Tcp { socks, .. }, _) if socks.is_empty() => false,
             (ListenerKind::Tcp { bound, .. }, ListenAddr::Tcp { ip, port }) => {
                 let (held_ip, held_port) = match (bound, &l.requested) {
                     (Some(b), _) => (Some(b.ip()), b.port()),

@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// PM2 fields accepted but not implemented yet: each one used gets a warning, never silence.
 const NOT_YET: &[&str] = &[
-    "watch",
-    "ignore_watch",
     "watch_options",
-    "watch_delay",
-    "cron_restart",
-    "max_memory_restart",
     "source_map_support",
     "instance_var",
     "filter_env",
@@ -48,6 +43,8 @@ const NOT_YET: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub apps: Vec<AppSpec>,
+    /// The `[web]` table: the web listener to turn on with these apps.
+    pub web: Option<super::web::WebConfig>,
     pub warnings: Vec<String>,
 }
 
@@ -169,7 +166,7 @@ pub fn from_value(
         }
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apps" | "balancers" | "deploy") {
+        if !matches!(key.as_str(), "apps" | "balancers" | "deploy" | "web") {
             loaded
                 .warnings
                 .push(format!("{file}: unknown top-level field {key:?} ignored"));
@@ -179,6 +176,9 @@ pub fn from_value(
         loaded.warnings.push(format!(
             "{file}: \"deploy\" is not supported by cohort; ignored"
         ));
+    }
+    if let Some(w) = obj.get("web") {
+        loaded.web = Some(super::web::from_value(w, &format!("{file}: web"), dir)?);
     }
     let apps = match obj.get("apps") {
         None if obj.contains_key("balancers") => Vec::new(),
@@ -403,6 +403,7 @@ const KNOWN: &[&str] = &[
     "combine_logs",
     "time",
     "log_date_format",
+    "log_type",
     "wait_ready",
     "listen_timeout",
     "shutdown_with_message",
@@ -410,6 +411,12 @@ const KNOWN: &[&str] = &[
     "listen",
     "output",
     "error",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
+    "cron_restart",
+    "cron",
+    "max_memory_restart",
 ];
 
 fn app_from_value(
@@ -563,6 +570,9 @@ fn app_from_value(
         .unwrap_or(false);
     spec.time = f.bool("time")?.unwrap_or(false);
     spec.log_date_format = f.string("log_date_format")?;
+    if let Some(t) = f.string("log_type")? {
+        spec.log_type = super::LogType::parse(&t).map_err(|e| format!("{at}.log_type: {e}"))?;
+    }
     if spec.log_date_format.is_some() {
         spec.time = true;
     }
@@ -583,6 +593,10 @@ fn app_from_value(
     if !spec.listen.is_empty() && f.get("exec_mode").is_none() {
         spec.exec_mode = ExecMode::Cluster;
     }
+    let triggers = super::triggers::from_fields(obj, &at_named, &cwd)?;
+    spec.watch = triggers.watch;
+    spec.cron_restart = triggers.cron_restart;
+    spec.max_memory_restart = triggers.max_memory_restart;
     // The rules a dump is held to as well (resurrect runs the same check).
     super::validate::app(&spec, &at_named)?;
     Ok(spec)
@@ -647,7 +661,7 @@ mod tests {
     #[test]
     fn not_yet_fields_warn_once_each() {
         let env = BTreeMap::new();
-        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "watch": true, "cron_restart": "* * * * *"}]});
+        let v: Value = serde_json::json!({"apps": [{"name": "a", "script": "/bin/sleep 1", "vizion": true, "pmx": false, "watch": false}]});
         let l = from_value(&v, "c.json", Path::new("/"), &opts(&env)).unwrap();
         assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
         assert_eq!(l.apps[0].args, vec!["1"]);

@@ -8,11 +8,36 @@ pub mod duration;
 pub mod ecosystem;
 pub mod resolve;
 pub mod start;
+pub mod triggers;
 pub mod validate;
+pub mod web;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// How log lines are written: as the app printed them (optionally time-stamped), or as JSON
+/// objects (`{"message", "timestamp", "type", "process_id", "app_name"}`, PM2's fields).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogType {
+    #[default]
+    Raw,
+    Json,
+}
+
+impl LogType {
+    /// `json` or `raw` (what `--log-type` and `log_type` accept).
+    pub fn parse(text: &str) -> Result<LogType, String> {
+        match text {
+            "json" => Ok(LogType::Json),
+            "raw" | "" => Ok(LogType::Raw),
+            other => Err(format!(
+                "{other:?} is not a log type (use \"json\", or leave it out)"
+            )),
+        }
+    }
+}
 
 /// How an app's processes are run.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +132,9 @@ pub struct AppSpec {
     pub merge_logs: bool,
     pub time: bool,
     pub log_date_format: Option<String>,
+    /// `log_type = "json"` (PM2's name): each line is written as a JSON object for log shippers.
+    #[serde(default)]
+    pub log_type: LogType,
     pub wait_ready: bool,
     pub listen_timeout_ms: u64,
     pub shutdown_with_message: bool,
@@ -118,6 +146,15 @@ pub struct AppSpec {
     /// `cohort balance --spec-json …` with `app:NAME` upstreams resolved, on the socket it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<serde_json::Value>,
+    /// Restart (cluster: reload) when files change (PM2's watch, ignore_watch, watch_delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<triggers::WatchSpec>,
+    /// Restart (cluster: reload) on this cron schedule (5 fields, or 6 with seconds first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
 }
 
 impl AppSpec {
@@ -148,11 +185,15 @@ impl AppSpec {
             merge_logs: false,
             time: false,
             log_date_format: None,
+            log_type: LogType::Raw,
             wait_ready: false,
             listen_timeout_ms: 3000,
             shutdown_with_message: false,
             listen: Vec::new(),
             balancer: None,
+            watch: None,
+            cron_restart: None,
+            max_memory_restart: None,
         }
     }
 

@@ -38,11 +38,21 @@ pub struct StartOptions {
     pub log_file: Option<String>,
     pub merge_logs: bool,
     pub log_date_format: Option<String>,
+    /// `--log-type json`.
+    pub log_type: Option<String>,
     pub wait_ready: bool,
     pub listen_timeout: Option<String>,
     pub shutdown_with_message: bool,
     pub port: Option<u16>,
     pub exec_mode: Option<String>,
+    /// `--watch`: restart when files under the app's cwd change.
+    pub watch: bool,
+    /// `--ignore-watch`: globs, comma-separated.
+    pub ignore_watch: Option<String>,
+    /// `--max-memory-restart`: 150M, 1G, bytes.
+    pub max_memory_restart: Option<String>,
+    /// `--cron-restart`: a cron pattern.
+    pub cron_restart: Option<String>,
     /// Arguments passed to the script.
     pub args: Vec<String>,
 }
@@ -55,6 +65,8 @@ pub struct StartSpecs {
     pub from_config_file: bool,
     /// What the config file asked for that cohort ignores.
     pub warnings: Vec<String>,
+    /// The config file's `[web]` table.
+    pub web: Option<super::web::WebConfig>,
 }
 
 /// Builds the app specs of a start, relative to the current directory and with the current
@@ -103,6 +115,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
             apps,
             from_config_file: true,
             warnings: loaded.warnings,
+            web: loaded.web,
         });
     }
     if a.env.is_some() || a.only.is_some() {
@@ -140,6 +153,7 @@ pub fn specs_for_start(a: &StartOptions) -> Result<StartSpecs> {
         apps: vec![spec],
         from_config_file: false,
         warnings: Vec::new(),
+        web: None,
     })
 }
 
@@ -218,6 +232,9 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     if a.merge_logs {
         spec.merge_logs = true;
     }
+    if let Some(t) = &a.log_type {
+        spec.log_type = super::LogType::parse(t).map_err(|e| anyhow!("--log-type: {e}"))?;
+    }
     if let Some(f) = &a.log_date_format {
         spec.log_date_format = Some(f.clone());
         spec.time = true;
@@ -239,6 +256,38 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     }
     if !a.args.is_empty() {
         spec.args.extend(a.args.iter().cloned());
+    }
+    apply_triggers(spec, a, cwd)
+}
+
+/// `--watch`, `--ignore-watch`, `--max-memory-restart`, `--cron-restart` over a spec.
+fn apply_triggers(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()> {
+    use super::triggers;
+    let ignore: Vec<String> = a
+        .ignore_watch
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    triggers::check_globs(&ignore).map_err(|e| anyhow!("--ignore-watch: {e}"))?;
+    if a.watch && spec.watch.is_none() {
+        spec.watch = Some(triggers::WatchSpec {
+            paths: vec![cwd.to_path_buf()],
+            ignore: Vec::new(),
+            delay_ms: triggers::DEFAULT_WATCH_DELAY_MS,
+        });
+    }
+    if let Some(w) = &mut spec.watch {
+        w.ignore.extend(ignore);
+    }
+    if let Some(m) = &a.max_memory_restart {
+        spec.max_memory_restart =
+            Some(triggers::parse_memory(m).map_err(|e| anyhow!("--max-memory-restart {e}"))?);
+    }
+    if let Some(c) = &a.cron_restart {
+        triggers::parse_cron(c).map_err(|e| anyhow!("--cron-restart {e}"))?;
+        spec.cron_restart = Some(c.trim().to_string());
     }
     Ok(())
 }

@@ -71,6 +71,12 @@ pub fn app(spec: &AppSpec, at: &str) -> Result<(), String> {
             "{at}.env: {k:?} is not a valid environment variable"
         ));
     }
+    if let Some(c) = &spec.cron_restart {
+        super::triggers::parse_cron(c).map_err(|e| format!("{at}.cron_restart: {e}"))?;
+    }
+    if let Some(w) = &spec.watch {
+        super::triggers::check_globs(&w.ignore).map_err(|e| format!("{at}.ignore_watch: {e}"))?;
+    }
     if let Some(value) = &spec.balancer {
         let b: super::balancer::BalancerSpec =
             serde_json::from_value(value.clone()).map_err(|e| format!("{at}.balancer: {e}"))?;

@@ -80,12 +80,14 @@ const READ_ROUTES: &[(&str, &str)] = &[
     ("POST", "/logs/files"),
     ("POST", "/logs/stream"),
     ("POST", "/history"),
+    ("GET", "/metrics"),
+    ("GET", "/web"),
     // Values hidden from read-only peers (`HIDDEN_VALUES`).
     ("POST", "/env"),
 ];
 
 /// The routes only the owner (or root) may call.
-const OWNER_ROUTES: &[(&str, &str)] = &[("POST", "/access")];
+const OWNER_ROUTES: &[(&str, &str)] = &[("POST", "/access"), ("POST", "/web")];
 
 /// Read routes whose answer is an object of secrets: read-only peers get the keys, not the values.
 const HIDDEN_VALUES: &[&str] = &["/env"];

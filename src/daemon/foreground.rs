@@ -70,7 +70,21 @@ fn run_inner(args: RunOptions, home: Home) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(serve(home.clone(), specs.apps, health, args.json, started));
+    // A `[web]` table: tokens read and hashed now, the listener started with the core.
+    let web = specs
+        .web
+        .as_ref()
+        .map(crate::api::web::WebSettings::from_config)
+        .transpose()
+        .map_err(|e| anyhow!("[web]: {e}"))?;
+    let result = rt.block_on(serve(
+        home.clone(),
+        specs.apps,
+        health,
+        args.json,
+        started,
+        web,
+    ));
     let _ = std::fs::remove_file(home.socket());
     let _ = std::fs::remove_file(home.pid_file());
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -83,6 +97,7 @@ async fn serve(
     health: Option<std::net::SocketAddr>,
     json: bool,
     started: Instant,
+    web_settings: Option<crate::api::web::WebSettings>,
 ) -> Result<i32> {
     let listener = super::bind_api_socket(&home)?;
     let health_listener = match health {
@@ -99,10 +114,18 @@ async fn serve(
     let supervision = supervision.failed();
     tokio::pin!(supervision);
     let shutdown = Arc::new(Notify::new());
-    let app = super::access::protect(
-        super::routes::router(handle.clone(), home.clone(), shutdown.clone()),
-        &home,
-    )?;
+    let api = super::routes::router(handle.clone(), home.clone(), shutdown.clone());
+    let web = super::web::Web::new(handle.clone(), home.clone(), api.clone());
+    let app = super::access::protect(api.merge(super::web::control_routes(web.clone())), &home)?;
+    match web_settings {
+        Some(s) => {
+            let st = web.apply(s).await.map_err(|e| anyhow!("[web]: {e}"))?;
+            if let Some(b) = st.bound {
+                eprintln!("cohort: web listener on http://{b}/");
+            }
+        }
+        None => web.restore().await,
+    }
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

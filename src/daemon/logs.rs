@@ -12,8 +12,37 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+
+/// Lines written to log files, lines a failing write lost, lines slow followers skipped (for
+/// /metrics); one relaxed add per chunk of lines, not per line.
+static LINES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+static LINES_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static LINES_FOLLOWER_LAG: AtomicU64 = AtomicU64::new(0);
+
+/// The log pipeline's counters since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounters {
+    pub written: u64,
+    pub write_errors: u64,
+    pub follower_lag: u64,
+}
+
+/// The counters now.
+pub fn counters() -> LogCounters {
+    LogCounters {
+        written: LINES_WRITTEN.load(Relaxed),
+        write_errors: LINES_WRITE_ERRORS.load(Relaxed),
+        follower_lag: LINES_FOLLOWER_LAG.load(Relaxed),
+    }
+}
+
+/// A live follower fell behind and skipped `n` lines (they are still in the files).
+pub fn count_follower_lag(n: u64) {
+    LINES_FOLLOWER_LAG.fetch_add(n, Relaxed);
+}
 
 /// A single line longer than this is written out in pieces rather than held in memory.
 const MAX_PENDING: usize = 1 << 20;
@@ -109,7 +138,8 @@ impl LogFile {
         }))
     }
 
-    pub fn write_all(&self, bytes: &[u8]) {
+    /// Appends `bytes`; false when the write failed (said in daemon.log).
+    pub fn write_all(&self, bytes: &[u8]) -> bool {
         let mut f = match self.file.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
@@ -118,7 +148,9 @@ impl LogFile {
         // in daemon.log), but still reaches live followers.
         if let Err(e) = f.write_all(bytes) {
             eprintln!("cohort: cannot write {}: {e}", self.path.display());
+            return false;
         }
+        true
     }
 }
 
@@ -132,6 +164,8 @@ pub struct Sink {
     /// `log_file`: out and err together.
     pub combined: Option<Arc<LogFile>>,
     pub stamp: Option<Stamp>,
+    /// `log_type = "json"`: one JSON object per line in the files.
+    pub json: bool,
     pub hub: LogHub,
 }
 
@@ -139,6 +173,10 @@ impl Sink {
     fn emit(&self, lines: &[u8]) {
         let stamped;
         let bytes = match &self.stamp {
+            _ if self.json => {
+                stamped = json_lines(lines, self);
+                &stamped
+            }
             None => lines,
             Some(stamp) => {
                 let prefix = format!("{}: ", stamp.now());
@@ -151,9 +189,14 @@ impl Sink {
                 &stamped
             }
         };
-        self.file.write_all(bytes);
+        let count = bytes.iter().filter(|c| **c == b'\n').count() as u64;
+        if self.file.write_all(bytes) {
+            LINES_WRITTEN.fetch_add(count, Relaxed);
+        } else {
+            LINES_WRITE_ERRORS.fetch_add(count, Relaxed);
+        }
         if let Some(c) = &self.combined {
-            c.write_all(bytes);
+            let _ = c.write_all(bytes);
         }
         if self.hub.receiver_count() > 0 {
             let at = crate::daemon::now_ms();
@@ -172,6 +215,32 @@ impl Sink {
             }
         }
     }
+}
+
+/// Whole lines as PM2's JSON log objects, one per line: `{"message", "timestamp", "type",
+/// "process_id", "app_name"}` (timestamp in `log_date_format` when set, else RFC 3339).
+fn json_lines(lines: &[u8], sink: &Sink) -> Vec<u8> {
+    let timestamp = match &sink.stamp {
+        Some(stamp) => stamp.now(),
+        None => chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+    };
+    let mut out = Vec::with_capacity(lines.len() + 128);
+    for line in lines.split(|c| *c == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let obj = serde_json::json!({
+            "message": String::from_utf8_lossy(line),
+            "timestamp": timestamp,
+            "type": sink.stream,
+            "process_id": sink.id,
+            "app_name": &*sink.name,
+        });
+        if serde_json::to_writer(&mut out, &obj).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// The bytes of a pipe read but not yet written (a line without its newline yet). Shared with the

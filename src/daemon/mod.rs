@@ -6,12 +6,14 @@ pub mod access;
 pub mod foreground;
 pub mod handover;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod reaper;
 pub mod routes;
 pub mod sampler;
 pub mod spawn;
 pub mod supervisor;
+pub mod web;
 
 use crate::home::Home;
 use anyhow::{Context, Result};
@@ -245,10 +247,10 @@ async fn serve(home: Home, mut boot: supervisor::Boot) -> Result<()> {
     let reexecs = boot.reexecs;
     let (handle, supervision) = supervisor::start_with(home.clone(), boot)?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
-    let app = access::protect(
-        routes::router(handle.clone(), home.clone(), shutdown.clone()),
-        &home,
-    )?;
+    let api = routes::router(handle.clone(), home.clone(), shutdown.clone());
+    let web = web::Web::new(handle.clone(), home.clone(), api.clone());
+    let app = access::protect(api.merge(web::control_routes(web.clone())), &home)?;
+    web.restore().await;
     match adopted {
         None => eprintln!(
             "cohort: daemon {} started (pid {}) for {}",

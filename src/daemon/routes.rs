@@ -204,6 +204,7 @@ async fn log_stream(State(ctx): State<Ctx>, Json(sel): Json<Selector>) -> Respon
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    crate::daemon::logs::count_follower_lag(n);
                     let note = format!("{{\"id\":0,\"name\":\"cohort\",\"instance\":0,\"stream\":\"cohort\",\"line\":\"[{n} lines skipped: the follower was too slow; they are in the log files]\",\"at\":0}}\n");
                     return Some((Ok(bytes::Bytes::from(note)), (rx, wanted)));
                 }

@@ -157,10 +157,7 @@ pub async fn run(home: Home) -> Result<()> {
                 let client = client.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let req = ActionRequest {
-                        action,
-                        selector: Selector::Id(id),
-                    };
+                    let req = ActionRequest::new(action, Selector::Id(id));
                     let r: Result<Vec<ProcessInfo>> = client.post("/action", &req).await;
                     let msg = match r {
                         Ok(_) => format!("{} {label}: done", action.as_str()),

@@ -197,6 +197,8 @@ mod tests {
             memory: 0,
             mode: "fork".into(),
             unstable_restarts: 0,
+            restart_reasons: Default::default(),
+            restart_reason: None,
         }
     }
 

@@ -17,8 +17,16 @@ use tokio::sync::oneshot;
 impl Supervisor {
     /// `start`: answers once every new process is ready (or gone), or at once with why nothing started.
     pub(super) fn start_apps(&mut self, req: StartRequest, reply: Reply<Vec<ProcessInfo>>) {
+        let names: Vec<String> = req.apps.iter().map(|s| s.name.clone()).collect();
         match self.checked_start(req) {
-            Ok(waits) => self.reply_when_done(waits, reply),
+            Ok(waits) => {
+                let ids = names
+                    .iter()
+                    .filter_map(|n| self.apps.get(n))
+                    .flat_map(|a| a.procs.iter().copied())
+                    .collect();
+                self.reply_checked(waits, ids, reply)
+            }
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -50,7 +58,9 @@ impl Supervisor {
         let mut waits = Vec::new();
         for spec in req.apps {
             let name = spec.name.clone();
-            if self.apps.contains_key(&spec.name) {
+            if let Some(app) = self.apps.get(&spec.name) {
+                let ids = app.procs.clone();
+                self.begin_start(&ids);
                 waits.extend(self.replace_and_restart(spec));
             } else {
                 let count = spec.instances.resolve(self.cpus);
@@ -125,6 +135,17 @@ impl Supervisor {
 
     /// stop / restart / reload / delete / reset / flush on the selected processes.
     pub(super) fn act(&mut self, req: ActionRequest, reply: Reply<Vec<ProcessInfo>>) {
+        let restarting = matches!(req.action, Action::Restart | Action::Reload);
+        let mut applied = super::update::Applied::default();
+        if restarting && !req.apps.is_empty() {
+            match self.apply_config(req.apps) {
+                Ok(a) => applied = a,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let ids = match self.select(&req.selector) {
             Ok(ids) if ids.is_empty() => {
                 let _ = reply.send(Err(
@@ -138,6 +159,18 @@ impl Supervisor {
                 return;
             }
         };
+        // Processes a config just started (or is removing) are not restarted on top of that.
+        let ids: Vec<u32> = ids
+            .into_iter()
+            .filter(|id| !applied.started.contains(id))
+            .filter(|id| self.procs.get(id).is_some_and(|p| p.want != Want::Delete) || !restarting)
+            .collect();
+        if let (true, Some(env)) = (restarting, &req.update_env) {
+            self.update_env(&ids, env);
+        }
+        if restarting {
+            self.begin_start(&ids);
+        }
         if matches!(req.action, Action::Stop | Action::Delete) {
             // Everything selected is going away: none of it counts as serving for the others.
             for id in &ids {
@@ -160,6 +193,7 @@ impl Supervisor {
                 Action::Reset => {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.restarts = 0;
+                        p.restart_reasons.clear();
                         p.run.unstable = 0;
                     }
                 }
@@ -178,8 +212,23 @@ impl Supervisor {
                 }
             }
         }
+        let started = applied.started;
+        waits.extend(applied.waits);
         if req.action == Action::Reload {
-            self.reload(ids, reply);
+            if started.is_empty() {
+                self.reload(ids, reply);
+            } else {
+                // Answer once both the reload and the apps the config started are done.
+                let (tx, rx) = oneshot::channel();
+                self.reload(ids, tx);
+                self.reply_checked(waits, started, reply_after(rx, reply));
+            }
+            return;
+        }
+        if restarting {
+            let mut all = ids;
+            all.extend(started);
+            self.reply_checked(waits, all, reply);
             return;
         }
         self.reply_when_done(waits, reply);
@@ -225,8 +274,21 @@ impl Supervisor {
         if let Some(app) = self.apps.get_mut(&name) {
             app.spec.instances = Instances::Count(target);
         }
+        let before: Vec<u32> = self
+            .apps
+            .get(&name)
+            .map(|a| a.procs.clone())
+            .unwrap_or_default();
         let waits = self.resize(&name, target);
-        self.reply_when_done(waits, reply);
+        let added: Vec<u32> = self
+            .apps
+            .get(&name)
+            .map(|a| a.procs.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        self.reply_checked(waits, added, reply);
     }
     /// Stops every app (for `kill` and daemon shutdown); answers once all have exited. Nothing
     /// restarts or starts afterwards.
@@ -313,4 +375,25 @@ impl Supervisor {
         }
         Ok(reply)
     }
+}
+
+/// A reply that first waits for another answer (`first`): an error there wins, else `reply`'s own
+/// answer is sent.
+fn reply_after(
+    first: oneshot::Receiver<Result<Vec<ProcessInfo>, String>>,
+    reply: Reply<Vec<ProcessInfo>>,
+) -> Reply<Vec<ProcessInfo>> {
+    let (tx, rx) = oneshot::channel::<Result<Vec<ProcessInfo>, String>>();
+    tokio::spawn(async move {
+        let first = first.await;
+        let second = rx.await;
+        let answer = match (first, second) {
+            (Ok(Err(e)), Ok(Err(f))) => Err(format!("{e}; {f}")),
+            (Ok(Err(e)), _) => Err(e),
+            (_, Ok(r)) => r,
+            (_, Err(_)) => Err("the supervisor dropped the request".into()),
+        };
+        let _ = reply.send(answer);
+    });
+    tx
 }

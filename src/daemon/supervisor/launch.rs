@@ -149,7 +149,7 @@ impl Supervisor {
                 .sockets
                 .socket_for(&spec.name, slot, &addr)
                 .and_then(|fd| fd.try_clone_to_owned())
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!(crate::cluster::holder::cannot_listen(&addr, &e)))?;
             fds.push(fd);
             names.push(match addr {
                 ListenAddr::Unix(_) => "unix".to_string(),
@@ -255,6 +255,7 @@ impl Supervisor {
             file,
             combined: logs.combined.clone(),
             stamp: stamp.clone(),
+            json: spec.log_type == crate::config::LogType::Json,
             hub: self.hub.clone(),
         };
         let [out_pending, err_pending] = carried;
@@ -316,6 +317,7 @@ impl Supervisor {
         if let Ok(f) = LogFile::open(&p.err) {
             f.write_all(format!("{msg}\n").as_bytes());
         }
+        super::outcome::could_not_start(p, why);
         if !(keep_old && p.pid.is_some()) {
             p.gen += 1;
             p.status = Status::Errored;

@@ -6,7 +6,7 @@
 use super::policy::{self, Decision, Ended, Rules};
 use super::table::{notify, Want};
 use super::{Event, Supervisor};
-use crate::api::Status;
+use crate::api::{RestartReason, Status};
 use crate::cluster::node_ipc::NodeSender;
 use crate::config::AppSpec;
 use crate::daemon::reaper::Exit;
@@ -98,8 +98,19 @@ impl Supervisor {
 
     /// A restart the user asked for: the crash counters start over.
     pub(super) fn restart(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        self.restart_for(id, RestartReason::Manual)
+    }
+
+    /// A restart for `reason` (the user, a watch, cron, the memory limit): the crash counters
+    /// start over.
+    pub(super) fn restart_for(
+        &mut self,
+        id: u32,
+        reason: RestartReason,
+    ) -> Option<oneshot::Receiver<()>> {
         if let Some(p) = self.procs.get_mut(&id) {
             p.run = policy::RunState::default();
+            p.pending_reason = Some(reason);
         }
         self.stop(id, Want::Restart)
     }
@@ -112,9 +123,14 @@ impl Supervisor {
 
     /// Counts one restart of process `id` (what `restarts` in `ls` shows): the only place the
     /// count grows (`reset` sets it back to 0). A reload counts when the new worker is ready.
+    /// The reason is the one given by whoever asked for the restart (`pending_reason`); none
+    /// means the restart policy restarts a crashed process.
     pub(super) fn record_restart(&mut self, id: u32) {
         if let Some(p) = self.procs.get_mut(&id) {
             p.restarts += 1;
+            let reason = p.pending_reason.take().unwrap_or(RestartReason::Crash);
+            p.restart_reason = Some(reason);
+            *p.restart_reasons.entry(reason.as_str().into()).or_default() += 1;
         }
     }
 
@@ -158,6 +174,9 @@ impl Supervisor {
         p.channel = None;
         super::table::fire_ready(p);
         let was_ready = std::mem::replace(&mut p.ready, false);
+        if !was_ready && p.want == Want::Run {
+            super::outcome::exited_before_ready(p, &exit);
+        }
         p.gen += 1;
         p.last_exit_code = exit.code;
         p.last_signal = exit.signal.map(signal_name);
@@ -185,7 +204,11 @@ impl Supervisor {
                     notify(p);
                 }
             }
-            Want::Run => self.on_crash(id, exit, uptime),
+            Want::Run => {
+                // Ended on its own: whatever restart was asked before is moot.
+                p.pending_reason = None;
+                self.on_crash(id, exit, uptime)
+            }
         }
     }
 

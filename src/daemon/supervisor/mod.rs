@@ -14,6 +14,9 @@
 //! - `slots.rs`: cluster slots (sockets held per worker), Node messages, readiness, draining;
 //! - `balancers.rs`: balancers as supervised apps;
 //! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
+//! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
+//! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
+//! - `outcome.rs`: answers that say which started processes failed before they were ready.
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -24,11 +27,14 @@ mod commands;
 mod handle;
 mod launch;
 mod lifecycle;
+mod outcome;
 mod policy;
 mod reload;
 mod slots;
 mod snapshot;
 mod table;
+mod triggers;
+mod update;
 
 pub use handle::Handle;
 pub use snapshot::{Boot, DaemonFds, State};
@@ -36,7 +42,7 @@ pub use snapshot::{Boot, DaemonFds, State};
 use super::logs::{self, LogHub};
 use super::reaper::Exit;
 use super::sampler::Sampler;
-use crate::api::ProcessInfo;
+use crate::api::{ProcessInfo, RestartReason};
 use crate::cluster::node_ipc::NodeMessage;
 use crate::cluster::sockets::SocketTable;
 use crate::home::Home;
@@ -93,6 +99,21 @@ enum Event {
     },
     /// What a request waited for is done: answer it with the process list.
     AnswerList(Reply<Vec<ProcessInfo>>),
+    /// A watch or cron task of an app fired (`token`: the arming it belongs to).
+    Trigger {
+        app: String,
+        token: u64,
+        reason: RestartReason,
+    },
+    /// Time to check the memory of processes with a limit.
+    MemoryTick,
+    /// What a start/restart/reload/scale waited for is done: wait for readiness once more if
+    /// needed (`rounds` left), then answer, saying which processes failed.
+    Settle {
+        ids: Vec<u32>,
+        reply: Reply<Vec<ProcessInfo>>,
+        rounds: u8,
+    },
 }
 
 impl Event {
@@ -110,6 +131,9 @@ impl Event {
             Event::NotifyReady(_) => "a READY=1 notification",
             Event::SpawnRetry { .. } => "a spawn retry",
             Event::AnswerList(_) => "a deferred answer",
+            Event::Trigger { .. } => "a watch or cron trigger",
+            Event::MemoryTick => "a memory check",
+            Event::Settle { .. } => "a deferred checked answer",
         }
     }
 }
@@ -146,6 +170,8 @@ pub struct Supervisor {
     daemon_fds: Option<DaemonFds>,
     /// How many times this daemon was updated in place.
     reexecs: u32,
+    /// Armed watches, cron schedules and the memory tick.
+    triggers: triggers::Triggers,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -225,6 +251,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         held: HashMap::new(),
         daemon_fds: boot.fds,
         reexecs: boot.reexecs,
+        triggers: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -290,9 +317,13 @@ impl Supervisor {
                 Msg::Request(r) => r.kind(),
                 Msg::Event(e) => e.kind(),
             };
-            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| match msg {
-                Msg::Request(req) => self.on_request(req),
-                Msg::Event(ev) => self.on_event(ev),
+            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                match msg {
+                    Msg::Request(req) => self.on_request(req),
+                    Msg::Event(ev) => self.on_event(ev),
+                }
+                // Watches and cron schedules follow the specs, whatever changed them.
+                self.sync_triggers();
             }));
             if let Err(panic) = handled {
                 eprintln!(
@@ -368,6 +399,9 @@ impl Supervisor {
             Event::AnswerList(reply) => {
                 let _ = reply.send(Ok(self.list()));
             }
+            Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
+            Event::MemoryTick => self.check_memory(),
+            Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
         }
     }
 

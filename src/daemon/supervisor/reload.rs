@@ -1,13 +1,13 @@
 //! Zero-downtime reload: cluster processes are replaced one slot at a time (a new worker joins the
 //! slot's socket; once it is ready the old one is asked to stop and drains), fork-mode processes
 //! restart. One reload runs at a time; later requests wait their turn. A new worker that dies
-//! before it is ready leaves the old one serving.
+//! before it is ready leaves the old one serving; a reload always answers, saying what failed.
 
 use super::handle::Reply;
 use super::lifecycle::stop_process;
 use super::table::{Retiring, Want};
 use super::{Event, Supervisor};
-use crate::api::{ProcessInfo, Status};
+use crate::api::{ProcessInfo, RestartReason, Status};
 use crate::daemon::reaper::Exit;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -25,6 +25,10 @@ pub(super) struct ReloadJob {
     /// Fork-mode processes of the same request, restarted in place.
     restarts: Vec<oneshot::Receiver<()>>,
     reply: Option<Reply<Vec<ProcessInfo>>>,
+    /// Why (recorded as each process's restart reason).
+    reason: RestartReason,
+    /// Fork-mode processes of the job (their failures are reported too).
+    fork_ids: Vec<u32>,
 }
 
 impl Supervisor {
@@ -66,9 +70,23 @@ impl Supervisor {
     /// `reload`: cluster processes are replaced one at a time (new worker up and listening on the
     /// same slot socket, then the old one drains); fork-mode processes are restarted.
     pub(super) fn reload(&mut self, ids: Vec<u32>, reply: Reply<Vec<ProcessInfo>>) {
+        self.reload_for(ids, RestartReason::Reload, reply);
+    }
+
+    /// `reload` for `reason` (a user's reload, a watch, cron, the memory limit).
+    pub(super) fn reload_for(
+        &mut self,
+        ids: Vec<u32>,
+        reason: RestartReason,
+        reply: Reply<Vec<ProcessInfo>>,
+    ) {
+        self.begin_start(&ids);
         let (cluster, fork): (Vec<u32>, Vec<u32>) =
             ids.into_iter().partition(|id| self.is_cluster(*id));
-        let restarts = fork.into_iter().filter_map(|id| self.restart(id)).collect();
+        let restarts = fork
+            .iter()
+            .filter_map(|id| self.restart_for(*id, reason))
+            .collect();
         self.reloads.push_back(ReloadJob {
             queue: cluster.iter().copied().collect(),
             current: None,
@@ -76,6 +94,8 @@ impl Supervisor {
             errors: Vec::new(),
             restarts,
             reply: Some(reply),
+            reason,
+            fork_ids: fork,
         });
         if self.reloads.len() == 1 {
             self.reload_next();
@@ -109,8 +129,15 @@ impl Supervisor {
                 }
                 continue;
             }
-            if let Some(job) = self.reloads.front_mut() {
-                job.current = Some(id);
+            let reason = match self.reloads.front_mut() {
+                Some(job) => {
+                    job.current = Some(id);
+                    job.reason
+                }
+                None => RestartReason::Reload,
+            };
+            if let Some(p) = self.procs.get_mut(&id) {
+                p.pending_reason = Some(reason);
             }
             if !self.spawn_worker(id, true) {
                 let name = self
@@ -139,6 +166,7 @@ impl Supervisor {
         if p.want != Want::Run {
             return false;
         }
+        p.pending_reason = None;
         let Some(Retiring {
             pid,
             channel,
@@ -147,6 +175,20 @@ impl Supervisor {
             ..
         }) = p.retiring.pop()
         else {
+            // The old worker is gone too (it crashed meanwhile): nothing is left to keep
+            // serving. The reload moves on (and answers); the restart policy handles this exit.
+            let msg = format!(
+                "{}:{}: the new worker {} before it was ready, and the old one had already exited",
+                p.app,
+                p.instance,
+                exit_text(&exit)
+            );
+            eprintln!("cohort: reload: {msg}");
+            if let Some(job) = self.reloads.front_mut() {
+                job.errors.push(msg);
+                job.current = None;
+            }
+            self.reload_next();
             return false;
         };
         p.pid = Some(pid);
@@ -155,11 +197,7 @@ impl Supervisor {
         p.started_at = started_at;
         p.ready = true;
         p.status = Status::Online;
-        let how = match (exit.code, exit.signal) {
-            (Some(c), _) => format!("exited with code {c}"),
-            (_, Some(s)) => format!("was killed by signal {s}"),
-            _ => "exited".into(),
-        };
+        let how = exit_text(&exit);
         let msg = format!(
             "{}:{}: the new worker {how} before it was ready; the old one (pid {pid}) keeps serving",
             p.app, p.instance
@@ -195,7 +233,9 @@ impl Supervisor {
         if let Some(reply) = job.reply.take() {
             let waits = std::mem::take(&mut job.restarts);
             if job.errors.is_empty() {
-                self.reply_when_done(waits, reply);
+                let mut ids = std::mem::take(&mut job.ids);
+                ids.extend(job.fork_ids.iter().copied());
+                self.reply_checked(waits, ids, reply);
             } else {
                 let errors = job.errors;
                 tokio::spawn(async move {
@@ -225,11 +265,27 @@ impl Supervisor {
         self.reload_next();
     }
 
+    /// Whether a reload is about to replace, or is replacing, process `id`.
+    pub(super) fn reloading(&self, id: u32) -> bool {
+        self.reloads
+            .iter()
+            .any(|j| j.current == Some(id) || j.queue.contains(&id))
+    }
+
     /// A worker replaced by a reload did not exit within kill_timeout: SIGKILL.
     pub(super) fn retire_timeout(&mut self, pid: i32) {
         if self.by_pid.contains_key(&pid) {
             eprintln!("cohort: replaced worker (pid {pid}) did not stop in time; sending SIGKILL");
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
         }
+    }
+}
+
+/// "exited with code 1", "was killed by signal 9".
+fn exit_text(exit: &Exit) -> String {
+    match (exit.code, exit.signal) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (_, Some(s)) => format!("was killed by signal {s}"),
+        _ => "exited".into(),
     }
 }

@@ -158,16 +158,21 @@ impl Supervisor {
                 };
                 let Some(sender) = sender else { return };
                 let (app, slot) = (p.app.clone(), p.instance as usize);
-                let sock = q
-                    .listen_addr()
-                    .map_err(std::io::Error::from_raw_os_error)
-                    .and_then(|addr| {
-                        self.sockets
-                            .socket_for(&app, slot, &addr)
-                            .and_then(|fd| fd.try_clone_to_owned())
-                    });
+                let addr = q.listen_addr().map_err(std::io::Error::from_raw_os_error);
+                let sock = addr.as_ref().map_err(clone_err).and_then(|addr| {
+                    self.sockets
+                        .socket_for(&app, slot, addr)
+                        .and_then(|fd| fd.try_clone_to_owned())
+                });
                 if let Err(e) = &sock {
-                    eprintln!("cohort: {app}:{slot} cannot listen on {}: {e}", q.key());
+                    let why = match &addr {
+                        Ok(addr) => crate::cluster::holder::cannot_listen(addr, e),
+                        Err(_) => format!("cannot listen on {}: {e}", q.key()),
+                    };
+                    eprintln!("cohort: {app}:{slot} {why}");
+                    if let Some(p) = self.procs.get_mut(&id).filter(|_| current) {
+                        super::outcome::could_not_start(p, &why);
+                    }
                 }
                 tokio::spawn(async move {
                     let fd = sock.as_ref().map(|fd| fd.as_fd()).map_err(|e| {
@@ -204,5 +209,13 @@ impl Supervisor {
             self.set_live(id, true);
         }
         self.reload_worker_ready(id);
+    }
+}
+
+/// A copy of an I/O error (its OS code, or its kind and text).
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }

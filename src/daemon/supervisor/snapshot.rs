@@ -91,6 +91,12 @@ struct ProcState {
     pid: Option<i32>,
     want: Want,
     restarts: u32,
+    /// Why it last restarted (`restart_reason`); absent in states from before it existed.
+    #[serde(default)]
+    restart_reason: Option<crate::api::RestartReason>,
+    /// `restarts` by reason, for /metrics; absent in states from before it existed.
+    #[serde(default)]
+    restart_reasons: std::collections::BTreeMap<String, u32>,
     unstable: u32,
     backoff_ms: u64,
     created_at: u64,
@@ -192,6 +198,8 @@ impl Supervisor {
                 pid: p.pid,
                 want: p.want,
                 restarts: p.restarts,
+                restart_reason: p.restart_reason,
+                restart_reasons: p.restart_reasons.clone(),
                 unstable: p.run.unstable,
                 backoff_ms: p.run.backoff_ms,
                 created_at: p.created_at,
@@ -328,6 +336,8 @@ impl Supervisor {
                 self.after(after.max(10), Event::RestartDue { id, gen });
             }
         }
+        // Watches, cron schedules and the memory check did not cross the exec: arm them again.
+        self.sync_triggers();
     }
 
     fn restored_proc(&self, s: &ProcState) -> Proc {
@@ -340,6 +350,11 @@ impl Supervisor {
             pid: s.pid,
             want: s.want,
             restarts: s.restarts,
+            restart_reason: s.restart_reason,
+            restart_reasons: s.restart_reasons.clone(),
+            // A restart asked for before the exec and not yet begun counts as a crash if it comes.
+            pending_reason: None,
+            start_failure: None,
             run: super::policy::RunState {
                 unstable: s.unstable,
                 backoff_ms: s.backoff_ms,

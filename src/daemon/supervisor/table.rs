@@ -3,7 +3,7 @@
 //! describe, log files, env, history).
 
 use super::Supervisor;
-use crate::api::{History, LogFiles, ProcessDetail, ProcessInfo, Selector, Status};
+use crate::api::{History, LogFiles, ProcessDetail, ProcessInfo, RestartReason, Selector, Status};
 use crate::cluster::node_ipc::NodeSender;
 use crate::config::AppSpec;
 use std::collections::{BTreeMap, VecDeque};
@@ -45,6 +45,8 @@ pub(super) struct Proc {
     pub(super) pid: Option<i32>,
     pub(super) want: Want,
     pub(super) restarts: u32,
+    /// `restarts` by reason (crash, manual, reload), for /metrics.
+    pub(super) restart_reasons: BTreeMap<String, u32>,
     /// What the restart policy remembers of the last runs (crash counter, backoff).
     pub(super) run: super::policy::RunState,
     pub(super) created_at: u64,
@@ -72,6 +74,12 @@ pub(super) struct Proc {
     pub(super) out: PathBuf,
     pub(super) err: PathBuf,
     pub(super) combined: Option<PathBuf>,
+    /// Why the last restart happened (recorded by `record_restart`).
+    pub(super) restart_reason: Option<RestartReason>,
+    /// Why the next restart happens (set by whoever asks for it, taken by `record_restart`).
+    pub(super) pending_reason: Option<RestartReason>,
+    /// Why the current start failed (before the process was ready), for honest answers.
+    pub(super) start_failure: Option<String>,
 }
 
 impl Supervisor {
@@ -102,6 +110,8 @@ impl Supervisor {
             memory: if p.pid.is_some() { p.memory } else { 0 },
             mode,
             unstable_restarts: p.run.unstable,
+            restart_reasons: p.restart_reasons.clone(),
+            restart_reason: p.restart_reason,
         }
     }
 
@@ -137,6 +147,14 @@ impl Supervisor {
             kill_signal: spec.kill_signal.clone(),
             listen: spec.listen.clone(),
             balancer_admin: p.admin.clone(),
+            watch: spec
+                .watch
+                .iter()
+                .flat_map(|w| &w.paths)
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            cron_restart: spec.cron_restart.clone(),
+            max_memory_restart: spec.max_memory_restart,
         })
     }
 
@@ -252,6 +270,7 @@ impl Supervisor {
                 pid: None,
                 want: Want::Stop,
                 restarts: 0,
+                restart_reasons: BTreeMap::new(),
                 run: Default::default(),
                 created_at: crate::daemon::now_ms(),
                 started_at: None,
@@ -271,6 +290,9 @@ impl Supervisor {
                 out,
                 err,
                 combined,
+                restart_reason: None,
+                pending_reason: None,
+                start_failure: None,
             },
         );
         if let Some(app) = self.apps.get_mut(name) {
