@@ -99,9 +99,17 @@ def scenario_cluster(reg, root, P):
     for c in live:
         wrk.run(c["t"].port, P.warm_s)
         c["rounds"] = []
+        c["rounds_close"] = []
     for r in range(P.rounds):
         for c in live:
             t = c["t"]
+            # New connection per request: every accept is on the path (Node's master accepts and
+            # passes each one to a worker; cohort's workers accept on their own sockets).
+            res = wrk.run(t.port, P.load_s, conns=64, close=True)
+            res.pop("raw", None)
+            c["rounds_close"].append(res)
+            log(f"  cluster r{r + 1} {c['label']} (Connection: close): {res['rps']} req/s "
+                f"p99 {res['p99_ms']} ms failed {res['failed']}")
             before = t.counts()
             res = wrk.run(t.port, P.load_s, conns=64)
             time.sleep(0.35)  # let the workers flush their counters
@@ -120,10 +128,16 @@ def scenario_cluster(reg, root, P):
             n = max(len(x["shares"]) for x in rs)
             c["median"]["shares"] = [med([x["shares"][i] if i < len(x["shares"]) else 0 for x in rs])
                                      for i in range(n)]
+        rc = c.get("rounds_close", [])
+        for k in ("rps", "p50_ms", "p99_ms", "failed"):
+            c.setdefault("median", {})[k + "_close"] = med([x[k] for x in rc]) if rc else None
         c.pop("t", None)
     return {"configs": configs,
             "ratio": ratio(configs, "cohort", "rr", "rps"),
-            "command": f"wrk -t1 -c64 -d{P.load_s}s --latency http://127.0.0.1:PORT/"}
+            "ratio_close": ratio(configs, "cohort", "rr", "rps_close"),
+            "ratio_close_pm2": ratio(configs, "cohort", "pm2", "rps_close"),
+            "command": f"wrk -t1 -c64 -d{P.load_s}s --latency http://127.0.0.1:PORT/",
+            "command_close": f"wrk -t1 -c64 -d{P.load_s}s --latency -H 'Connection: close' http://127.0.0.1:PORT/"}
 
 
 def ratio(configs, a, b, field):
@@ -256,6 +270,15 @@ def probe_new_worker(port, old, stop, out):
         time.sleep(0.005)
 
 
+def read_sysctl(path):
+    """A sysctl as this process's network namespace sees it (None if absent)."""
+    try:
+        with open("/proc/sys/" + path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def event_run(t, P, action, conns=32, close=False):
     """wrk for P.event_s seconds; `action()` at t=1s; returns wrk result + what action returned."""
     bg = wrk.Background(t.port, P.event_s, conns=conns, close=close)
@@ -312,6 +335,8 @@ def scenario_recovery(reg, root, P):
         c["median"] = {k: med([x[k] for x in rs]) for k in ("recovery_ms", "failed", "max_ms", "rps", "probe_failures")} if rs else {}
         c.pop("t", None)
     return {"configs": configs, "ratio": ratio(configs, "cohort", "node", "recovery_ms"),
+            "ratio_max": ratio(configs, "cohort", "node", "max_ms"),
+            "tcp_migrate_req": read_sysctl("net/ipv4/tcp_migrate_req"),
             "command": f"wrk -t1 -c32 -d{P.event_s}s --latency; kill -9 of one worker at t=1s; "
                        "fresh-connection probe every 5 ms until a new pid answers"}
 

@@ -117,6 +117,22 @@ def write(results, out_dir):
               "", "![cluster req/s](charts/cluster_rps.svg)", ""]
         bar_chart(os.path.join(charts, "cluster_rps.svg"), "Cluster: hello world, wrk -t1 -c64", "req/s",
                   _rows(s["configs"], "rps"))
+        if s.get("command_close"):
+            L += ["### New connection per request", "",
+                  f"Load: `{s['command_close']}`: every request opens a connection, so accepting is on the path "
+                  "(Node's cluster primary accepts and passes each connection to a worker; PM2 runs Node's cluster; "
+                  "cohort's workers accept on their own sockets).", "",
+                  "| config | req/s | p50 ms | p99 ms | failed |", "|---|---:|---:|---:|---:|"]
+            for c in s["configs"]:
+                md = c.get("median", {})
+                L.append(_row(c, [fmt(md.get("rps_close")), fmt(md.get("p50_ms_close"), 2),
+                                  fmt(md.get("p99_ms_close"), 2), fmt(md.get("failed_close"))]))
+            L += ["", f"**cohort / Node cluster rr (req/s, new connections): "
+                  f"{fmt(s.get('ratio_close'), 3) if s.get('ratio_close') else 'not yet'}; cohort / pm2: "
+                  f"{fmt(s.get('ratio_close_pm2'), 3) if s.get('ratio_close_pm2') else 'not yet'}**", "",
+                  "![cluster req/s, new connections](charts/cluster_rps_close.svg)", ""]
+            bar_chart(os.path.join(charts, "cluster_rps_close.svg"),
+                      "Cluster: hello world, new connection per request", "req/s", _rows(s["configs"], "rps_close"))
     if "balancer" in S:
         s = S["balancer"]
         L += ["## 2. Balancer in front of 2 Node backends", "", f"Load: `{s.get('command', '')}`.", ""] + error("balancer")
@@ -155,7 +171,10 @@ def write(results, out_dir):
             L.append(_row(c, [fmt(md.get("recovery_ms")), fmt(md.get("failed")), fmt(md.get("max_ms")),
                               fmt(md.get("rps")), fmt(md.get("probe_failures"))]))
         L += ["", f"**cohort / Node cluster (time to a new serving worker): "
-              f"{fmt(s.get('ratio'), 3) if s.get('ratio') else 'not yet'}**", "",
+              f"{fmt(s.get('ratio'), 3) if s.get('ratio') else 'not yet'}; "
+              f"longest request: {fmt(s.get('ratio_max'), 3) if s.get('ratio_max') else 'not yet'}**", "",
+              f"`net.ipv4.tcp_migrate_req` after the run: {s.get('tcp_migrate_req')} (with 1, cohort moves the "
+              "connections queued on the killed worker's socket to the live worker at once; see docs/cluster.md).", "",
               "![recovery](charts/recovery_ms.svg)", ""]
         bar_chart(os.path.join(charts, "recovery_ms.svg"), "Time until a new worker serves after kill -9", "ms",
                   _rows(s["configs"], "recovery_ms"), True)

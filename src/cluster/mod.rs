@@ -1,9 +1,11 @@
 //! Cluster mode: N workers of one app share its listening sockets, which the daemon binds and
 //! holds (it is never in the request path). `sockets` owns the sockets and the kernel-level
-//! steering, `node_ipc` speaks Node's IPC channel (cluster-worker emulation); the supervisor
-//! (src/daemon/supervisor/cluster.rs) drives them. See docs/cluster.md.
+//! steering, `migrate` the `tcp_migrate_req` decision (a dead worker's queue moves to a live one),
+//! `node_ipc` speaks Node's IPC channel (cluster-worker emulation); the supervisor
+//! (src/daemon/supervisor/slots.rs) drives them. See docs/cluster.md.
 
 pub mod holder;
+pub mod migrate;
 pub mod node_ipc;
 pub mod sockets;
 

@@ -3,8 +3,10 @@
 //! Every worker *slot* of an app gets its own `SO_REUSEPORT` socket per TCP listen address, so the
 //! kernel spreads new connections over the slots (Node's own cluster shares one accept queue, which
 //! splits load unevenly). The daemon never accepts on these sockets: it only keeps them open, so a
-//! worker that dies or reloads never closes the port, and connections queued on its slot wait there
-//! for the replacement worker.
+//! worker that dies or reloads never closes the port. Connections queued on a dead worker's slot
+//! move to a live slot when the kernel can migrate them (`net.ipv4.tcp_migrate_req`, see
+//! [`super::migrate`] and [`SocketGroup::hand_over_queue`]); otherwise they wait there for the
+//! replacement worker.
 //!
 //! Steering: a classic BPF program attached with `SO_ATTACH_REUSEPORT_CBPF` picks a random *live*
 //! slot for each new connection, so a slot whose worker is dead or stopping gets no new connections
@@ -54,11 +56,23 @@ impl std::fmt::Display for ListenAddr {
 #[derive(Default)]
 pub struct SocketTable {
     groups: HashMap<String, SocketGroup>,
+    /// Whether the first TCP socket applies the daemon's `tcp_migrate_req` decision
+    /// ([`super::migrate::prepare`]); off in unit tests, which must not change the host.
+    prepare_migration: bool,
 }
 
 impl SocketTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The daemon's table: its first TCP socket turns `net.ipv4.tcp_migrate_req` on where the
+    /// daemon may (once; see [`super::migrate`]).
+    pub fn for_daemon() -> Self {
+        Self {
+            prepare_migration: true,
+            ..Self::default()
+        }
     }
 
     /// The group of `app`, created empty on first use.
@@ -82,7 +96,23 @@ impl SocketTable {
                 ));
             }
         }
+        if self.prepare_migration && matches!(addr, ListenAddr::Tcp { .. }) {
+            self.prepare_migration = false;
+            if let Some(line) = super::migrate::prepare() {
+                eprintln!("{line}");
+            }
+        }
         self.group(app).socket_for(slot, addr)
+    }
+
+    /// The worker of `app`'s `slot` is gone: when the kernel migrates queued connections, moves
+    /// those queued on the slot to the live slots now ([`SocketGroup::hand_over_queue`]).
+    /// Returns whether it did.
+    pub fn hand_over_queue(&mut self, app: &str, slot: usize) -> io::Result<bool> {
+        match self.groups.get_mut(app) {
+            Some(g) if super::migrate::enabled() => g.hand_over_queue(slot),
+            _ => Ok(false),
+        }
     }
 
     /// Closes every socket of `app` and forgets it.
@@ -333,6 +363,47 @@ impl SocketGroup {
         self.reattach()
     }
 
+    /// Moves the connections queued on `slot`'s TCP sockets to the live slots, for a slot that is
+    /// not live and whose sockets nobody else accepts on (its worker is gone). Needs
+    /// `net.ipv4.tcp_migrate_req` (else the kernel resets them: the caller checks). Does nothing
+    /// and returns false when no other slot is live (the queue then waits for the replacement).
+    ///
+    /// `shutdown(SHUT_RD)` on a listening socket moves it out of the reuseport group and
+    /// migrates its queue (`tcp_disconnect` → `inet_csk_listen_stop` → `reuseport_migrate_sock`,
+    /// which, with a classic BPF program attached, picks a listener by hash among the group's
+    /// listening sockets) even if some other process still holds a copy of the fd, so the kernel's
+    /// array stays in step with our mirror of its order. The slot's next
+    /// [`SocketGroup::socket_for`] binds a fresh socket for the replacement worker.
+    pub fn hand_over_queue(&mut self, slot: usize) -> io::Result<bool> {
+        if self.live.get(&slot).copied().unwrap_or(false)
+            || !self.live.iter().any(|(s, live)| *s != slot && *live)
+        {
+            return Ok(false);
+        }
+        let mut moved = false;
+        let mut first_err = None;
+        for l in &mut self.listeners {
+            if let ListenerKind::Tcp { socks, order, .. } = &mut l.kind {
+                let Some(sock) = socks.remove(&slot) else {
+                    continue;
+                };
+                if let Err(e) = sock.shutdown(std::net::Shutdown::Read) {
+                    first_err.get_or_insert(e);
+                }
+                drop(sock);
+                if let Some(idx) = order.iter().position(|s| *s == slot) {
+                    order.swap_remove(idx);
+                }
+                moved = true;
+            }
+        }
+        self.reattach()?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
+    }
+
     /// Current accept-queue length of `slot`'s socket for `addr` (TCP only; `TCP_INFO`'s
     /// `tcpi_unacked` on a listening socket is `sk_ack_backlog`).
     pub fn accept_queue_len(&self, slot: usize, addr: &ListenAddr) -> io::Result<u32> {
@@ -559,7 +630,7 @@ fn attach_steering(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpStream;
@@ -572,7 +643,7 @@ mod tests {
             .unwrap_or(0)
     }
 
-    fn lo(port: u16) -> ListenAddr {
+    pub(crate) fn lo(port: u16) -> ListenAddr {
         ListenAddr::Tcp {
             ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             port,
@@ -580,7 +651,12 @@ mod tests {
     }
 
     /// Waits until the queues of `slots` add up to `total`; returns them.
-    fn queues(g: &SocketGroup, addr: &ListenAddr, slots: &[usize], total: u32) -> Vec<u32> {
+    pub(crate) fn queues(
+        g: &SocketGroup,
+        addr: &ListenAddr,
+        slots: &[usize],
+        total: u32,
+    ) -> Vec<u32> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let q: Vec<u32> = slots
@@ -594,7 +670,7 @@ mod tests {
         }
     }
 
-    fn connect_n(port: u16, n: usize) -> Vec<TcpStream> {
+    pub(crate) fn connect_n(port: u16, n: usize) -> Vec<TcpStream> {
         (0..n)
             .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connection refused"))
             .collect()

@@ -133,8 +133,11 @@ impl Cohort {
     }
 
     /// Gives any command this cohort's environment: COHORT_HOME, the work folder, stdin closed.
+    /// The daemon leaves `net.ipv4.tcp_migrate_req` alone (a root daemon would turn it on in the
+    /// host's namespace); tests/cluster_recovery.rs asks for `auto` in a private namespace.
     pub fn configure(&self, c: &mut Command) {
         c.env("COHORT_HOME", &self.home)
+            .env("COHORT_TCP_MIGRATE_REQ", "never")
             .env_remove("COHORT_CLIENT_TIMEOUT_MS")
             .current_dir(&self.work)
             .stdin(Stdio::null());

@@ -8,6 +8,7 @@
 //! - [`load`]: a bounded load generator counting ok / failed / refused requests.
 //! - [`cluster`]: cluster-mode waits on `ls --json`.
 //! - [`deps`]: what scripts/setup installs (tools, npm packages); a test fails naming what is missing.
+//! - [`netns`]: run a test in a private network namespace (per-namespace sysctls stay out of the host).
 #![allow(dead_code, unused_imports)]
 
 pub mod cleanup;
@@ -16,6 +17,7 @@ pub mod deps;
 pub mod home;
 pub mod http;
 pub mod load;
+pub mod netns;
 pub mod poll;
 pub mod ports;
 
@@ -25,5 +27,6 @@ pub use deps::*;
 pub use home::*;
 pub use http::*;
 pub use load::*;
+pub use netns::*;
 pub use poll::*;
 pub use ports::*;

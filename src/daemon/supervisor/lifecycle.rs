@@ -193,9 +193,7 @@ impl Supervisor {
             .started
             .map(|t| t.elapsed().as_millis() as u64)
             .unwrap_or(0);
-        if self.is_cluster(id) {
-            self.set_live(id, false);
-        }
+        self.vacate_slot(id);
         if !was_ready && self.reload_failed(id, exit) {
             return;
         }

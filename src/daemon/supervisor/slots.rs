@@ -62,6 +62,25 @@ impl Supervisor {
         }
     }
 
+    /// The current worker of process `id` is gone (crashed, killed, stopped): its slot gets no new
+    /// connection, and the connections already queued on it move to a live slot now when the
+    /// kernel can migrate them (`tcp_migrate_req`), instead of waiting for the replacement. Not
+    /// while an older worker of the slot (a reload's) still holds the slot's socket.
+    pub(super) fn vacate_slot(&mut self, id: u32) {
+        if !self.is_cluster(id) {
+            return;
+        }
+        self.set_live(id, false);
+        let Some(p) = self.procs.get(&id) else { return };
+        if !p.retiring.is_empty() {
+            return;
+        }
+        let (app, slot) = (p.app.clone(), p.instance as usize);
+        if let Err(e) = self.sockets.hand_over_queue(&app, slot) {
+            eprintln!("cohort: moving the queue of {app}:{slot} to a live worker: {e}");
+        }
+    }
+
     /// Whether another process of `id`'s app runs and is meant to go on running.
     pub(super) fn others_serving(&self, id: u32) -> bool {
         let Some(p) = self.procs.get(&id) else {
