@@ -46,6 +46,7 @@ impl Sampler {
         let ProcStat {
             cpu_ticks: total,
             rss_pages: rss,
+            ..
         } = parse_stat(&text)?;
         let now = Instant::now();
         let cpu = match self.last.insert(pid, (total, now)) {
@@ -70,28 +71,33 @@ impl Sampler {
     }
 }
 
-/// What one reading of `/proc/<pid>/stat` gives: CPU time so far and resident memory.
+/// What one reading of `/proc/<pid>/stat` gives, in the kernel's units (the sampler and the
+/// daemon's own `process_*` metrics read the same fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
+pub(crate) struct ProcStat {
     /// utime + stime, in clock ticks.
-    cpu_ticks: u64,
+    pub cpu_ticks: u64,
+    /// When the process started, in clock ticks after boot.
+    pub start_ticks: u64,
+    /// Virtual memory size, in bytes.
+    pub vsize_bytes: u64,
     /// Resident set size, in pages.
-    rss_pages: u64,
+    pub rss_pages: u64,
 }
 
 /// Parses the text of `/proc/<pid>/stat`; None when it is cut short or garbled.
-fn parse_stat(text: &str) -> Option<ProcStat> {
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     // Fields after the command name, which may itself contain spaces and parentheses: the name
     // ends at the last ')'.
     let rest = text.get(text.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // rest starts at field 3 (state): utime = 14, stime = 15, rss = 24 (1-based in proc(5)).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let rss: u64 = fields.get(21)?.parse().ok()?;
+    // rest starts at field 3 of proc(5): utime 14, stime 15, starttime 22, vsize 23, rss 24.
+    let num = |i: usize| -> Option<u64> { fields.get(i)?.parse().ok() };
     Some(ProcStat {
-        cpu_ticks: utime.saturating_add(stime),
-        rss_pages: rss,
+        cpu_ticks: num(11)?.saturating_add(num(12)?),
+        start_ticks: num(19)?,
+        vsize_bytes: num(20)?,
+        rss_pages: num(21)?,
     })
 }
 
@@ -111,6 +117,8 @@ mod tests {
     fn command_names_of_any_shape() {
         let want = Some(ProcStat {
             cpu_ticks: 175,
+            start_ticks: 987654,
+            vsize_bytes: 123456789,
             rss_pages: 3000,
         });
         for comm in [
@@ -160,6 +168,8 @@ mod tests {
             parse_stat(&text),
             Some(ProcStat {
                 cpu_ticks: u64::MAX,
+                start_ticks: 1,
+                vsize_bytes: 1,
                 rss_pages: u64::MAX,
             })
         );

@@ -186,6 +186,12 @@ impl LogFile {
     /// and retention to the background worker. On failure, writes go on to the current file and
     /// no rotation is tried for a while.
     fn rotate(&self, inner: &mut Inner, now: u64) {
+        // Only regular files rotate: a log sent to /dev/null (PM2's "NULL"), a FIFO or a device is
+        // never renamed.
+        if !inner.file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            inner.rotate_after_ms = u64::MAX;
+            return;
+        }
         let stamp = chrono::Local::now()
             .format(&super::translate_moment(&inner.rotation.date_format))
             .to_string()

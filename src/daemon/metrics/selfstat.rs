@@ -3,30 +3,7 @@
 //! descriptor limit from getrlimit.
 
 use super::DaemonStats;
-
-/// What `/proc/self/stat` gives, in the kernel's units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    cpu_ticks: u64,
-    start_ticks: u64,
-    vsize_bytes: u64,
-    rss_pages: u64,
-}
-
-/// Parses `/proc/<pid>/stat`; None when it is cut short or garbled.
-fn parse_stat(text: &str) -> Option<Stat> {
-    // The command name may contain spaces and parentheses: it ends at the last ')'.
-    let rest = text.get(text.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // rest starts at field 3 of proc(5): utime 14, stime 15, starttime 22, vsize 23, rss 24.
-    let num = |i: usize| -> Option<u64> { f.get(i)?.parse().ok() };
-    Some(Stat {
-        cpu_ticks: num(11)?.saturating_add(num(12)?),
-        start_ticks: num(19)?,
-        vsize_bytes: num(20)?,
-        rss_pages: num(21)?,
-    })
-}
+use crate::daemon::sampler::parse_stat;
 
 /// `btime` of `/proc/stat`: when the machine booted, in seconds since the epoch.
 fn parse_boot_time(text: &str) -> Option<u64> {
@@ -83,30 +60,6 @@ pub fn read() -> DaemonStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(comm: &str) -> String {
-        // utime 150, stime 25, starttime 987654, vsize 123456789, rss 3000.
-        format!(
-            "4242 ({comm}) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 25 0 0 20 0 11 0 \
-             987654 123456789 3000 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0 0 0 0\n"
-        )
-    }
-
-    #[test]
-    fn stat_fields() {
-        let want = Some(Stat {
-            cpu_ticks: 175,
-            start_ticks: 987654,
-            vsize_bytes: 123456789,
-            rss_pages: 3000,
-        });
-        for comm in ["cohort", "a) b (c", ""] {
-            assert_eq!(parse_stat(&line(comm)), want, "{comm:?}");
-        }
-        for bad in ["", "1 (x)", "1 (x) S 1 2 3", &line("x")[..60]] {
-            assert_eq!(parse_stat(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn boot_time() {
