@@ -174,7 +174,9 @@ fn a_leaking_cluster_app_is_reloaded_with_no_failed_request() {
         2,
         &["--max-memory-restart", "120M"],
     );
-    let load = Load::start(port, Mode::KeepAlive, 2);
+    // New connections, so both replacements are seen serving (two keep-alive clients can both sit on
+    // one worker).
+    let load = Load::start(port, Mode::NewConn, 2);
     load.wait_more(50, T);
     let started = Instant::now();
     // Both workers pass the limit and are reloaded, one slot at a time.
