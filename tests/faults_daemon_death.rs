@@ -63,16 +63,7 @@ fn pipes_held(pid: i32) -> usize {
 #[test]
 fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
     let c = Cohort::new();
-    let web = free_port();
-    start_cluster(&c, "web", &cluster_fixture("http_app.js"), web, 2, &[]);
-    let logger = free_port();
-    let o = c.cmd_env(
-        &["start", &fixture("numbered_server.js"), "--name", "logger"],
-        &[("PORT", &logger.to_string())],
-    );
-    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
-    wait_serving(logger, T);
-    c.wait_log("logger", "out", "n 10 half-written", T);
+    let (web, logger) = start_web_and_logger(&c, T);
     let before = pids(&c);
     for pid in before.values() {
         c.track(*pid as i32);

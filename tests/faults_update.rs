@@ -45,21 +45,6 @@ fn numbered(log: &str) -> Vec<u64> {
     out
 }
 
-/// Starts the `-i 2` cluster app `web` and the logging fork app `logger`; returns their ports.
-fn start_apps(c: &Cohort) -> (u16, u16) {
-    let web = free_port();
-    start_cluster(c, "web", &cluster_fixture("http_app.js"), web, 2, &[]);
-    let logger = free_port();
-    let o = c.cmd_env(
-        &["start", &fixture("numbered_server.js"), "--name", "logger"],
-        &[("PORT", &logger.to_string())],
-    );
-    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
-    wait_serving(logger, T);
-    c.wait_log("logger", "out", "n 10 half-written", T);
-    (web, logger)
-}
-
 /// How many times a daemon took over in place (daemon.log says it once per update; the daemon
 /// still answers `ping`).
 fn daemon_reexecs(c: &Cohort) -> u64 {
@@ -74,7 +59,7 @@ fn daemon_reexecs(c: &Cohort) -> u64 {
 #[test]
 fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
     let c = Cohort::new();
-    let (web, logger) = start_apps(&c);
+    let (web, logger) = start_web_and_logger(&c, T);
     let daemon = c.daemon_pid().expect("a daemon runs");
     let before = pids_and_restarts(&c);
     let cluster_load = Load::start(web, Mode::NewConn, 2);
@@ -159,7 +144,7 @@ fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
 #[test]
 fn a_binary_failing_its_preflight_leaves_the_daemon_running() {
     let c = Cohort::new();
-    let (web, _) = start_apps(&c);
+    let (web, _) = start_web_and_logger(&c, T);
     let daemon = c.daemon_pid().expect("a daemon runs");
     let before = pids_and_restarts(&c);
     let bad = c.write(

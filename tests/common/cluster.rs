@@ -90,3 +90,22 @@ pub fn start_cluster(
     wait_all_answer(port, &pids, 500);
     procs
 }
+
+/// Starts the `-i 2` cluster app `web` (http_app.js) and the fork app `logger` (numbered_server.js,
+/// which serves HTTP and logs numbered lines written in two pieces) on free ports, waits until both
+/// serve and the logger has logged; returns (web port, logger port). The setup of the daemon-fault
+/// tests (in-place update, daemon death).
+#[allow(dead_code)]
+pub fn start_web_and_logger(c: &Cohort, timeout: Duration) -> (u16, u16) {
+    let web = crate::common::ports::free_port();
+    start_cluster(c, "web", &cluster_fixture("http_app.js"), web, 2, &[]);
+    let logger = crate::common::ports::free_port();
+    let o = c.cmd_env(
+        &["start", &fixture("numbered_server.js"), "--name", "logger"],
+        &[("PORT", &logger.to_string())],
+    );
+    assert!(o.success(), "start failed: {}{}", o.stdout, o.stderr);
+    wait_serving(logger, timeout);
+    c.wait_log("logger", "out", "n 10 half-written", timeout);
+    (web, logger)
+}
