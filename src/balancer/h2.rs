@@ -301,6 +301,7 @@ impl Proxy {
         status: StatusCode,
         text: &'static str,
     ) -> Response<ProxyBody> {
+        self.shared.pool.stats.response(status.as_u16());
         let mut body = ProxyBody::fixed(text);
         if let Some(mut l) = log {
             l.status = status.as_u16();
@@ -390,6 +391,12 @@ impl Proxy {
                 break;
             };
             let guard = ActiveGuard::new(pool.clone(), idx);
+            // The first attempt's clock is the request's.
+            let attempt_start = if attempts.is_retry() {
+                Instant::now()
+            } else {
+                start
+            };
             if needs_host {
                 if let Ok(h) = HeaderValue::from_str(&pool.upstreams[idx].label) {
                     req.headers_mut().insert(header::HOST, h);
@@ -457,6 +464,9 @@ impl Proxy {
                     }
                 },
                 Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    upstream.stats.response(status, attempt_start.elapsed());
+                    pool.stats.response(status);
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
                         l.status = resp.status().as_u16();

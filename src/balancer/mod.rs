@@ -25,6 +25,7 @@ mod pool;
 mod reqbody;
 mod server;
 mod shared;
+mod stats;
 mod strategy;
 mod tcp;
 mod worker;

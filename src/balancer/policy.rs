@@ -212,12 +212,20 @@ impl Attempts {
     }
 
     /// Applies the policy to a failure of `idx` (the last upstream picked); true: try again.
+    /// Counted in the upstream's figures: a connect error, and a retry when another attempt follows.
     pub fn failed(&mut self, pool: &Pool, idx: usize, failure: Failure) -> bool {
         let d = decide(failure, self.replayable);
         match d.mark {
             Mark::Nothing => {}
             Mark::Error => pool.count_error(idx),
             Mark::Down => pool.mark_failed(idx),
+        }
+        let stats = &pool.upstreams[idx].stats;
+        if matches!(
+            failure,
+            Failure::ConnectFailed | Failure::NotSent { reused: false }
+        ) {
+            stats.connect_failed();
         }
         if d.forget {
             self.ntried -= usize::from(self.last_remembered);
@@ -226,7 +234,11 @@ impl Attempts {
         if let Some(a) = d.answer {
             self.failure = Some((idx, a));
         }
-        self.then(d.then)
+        let again = self.then(d.then);
+        if again {
+            stats.retried();
+        }
+        again
     }
 
     fn then(&mut self, then: Then) -> bool {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use super::conn::{ConnPermit, IdleConns, Sender, Stream};
+use super::stats::{self, BalancerStats, UpstreamStats};
 use super::strategy::{Members, Selector};
 use super::worker;
 
@@ -36,6 +37,8 @@ pub struct Upstream {
     shards: Box<[Shard]>,
     /// Failed attempts: connect errors, timeouts, broken responses.
     pub errors: AtomicU64,
+    /// Responses by class, response times, retries, connect errors, queueing (`stats.rs`).
+    pub stats: UpstreamStats,
     /// Active health state: false once `fall` checks failed, or after a passive failure when active
     /// checks are on (they bring it back after `rise` successes).
     healthy: AtomicBool,
@@ -88,6 +91,8 @@ impl Upstream {
 /// All upstreams of one balancer plus the selection strategy.
 pub struct Pool {
     pub upstreams: Vec<Upstream>,
+    /// Responses the balancer sent to its clients, by class.
+    pub stats: BalancerStats,
     pub selector: Selector,
     epoch: Instant,
     down_for: Duration,
@@ -165,6 +170,7 @@ impl Pool {
                 weight,
                 shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
                 errors: AtomicU64::new(0),
+                stats: UpstreamStats::new(workers),
                 healthy: AtomicBool::new(true),
                 down_until_ms: AtomicU64::new(0),
                 check_ok_streak: AtomicU32::new(0),
@@ -178,6 +184,7 @@ impl Pool {
             .collect();
         Pool {
             upstreams,
+            stats: BalancerStats::new(workers),
             selector,
             epoch: Instant::now(),
             down_for,
@@ -240,6 +247,7 @@ impl Pool {
             return Err(Busy::QueueFull);
         }
         u.waiting.fetch_add(1, Relaxed);
+        u.stats.queued();
         let _waiting = Waiting(&self.caps.waiting, &u.waiting);
         let wait = async {
             let upstream = match &u.cap {
@@ -398,14 +406,23 @@ impl Pool {
             .enumerate()
             .map(|(i, u)| {
                 let state = if self.is_up(i) { "up" } else { "down" };
+                let errors = u.errors.load(Relaxed);
+                let connect_errors = u.stats.connect_errors();
                 serde_json::json!({
                     "address": u.label,
                     "resolved": u.addr.to_string(),
                     "weight": u.weight,
                     "state": state,
                     "requests": u.requests(),
-                    "errors": u.errors.load(Relaxed),
+                    "errors": errors,
+                    "connect_errors": connect_errors,
+                    "response_errors": errors.saturating_sub(connect_errors),
+                    "retries": u.stats.retries(),
                     "active": u.active(),
+                    "queued": u.waiting.load(Relaxed),
+                    "queued_total": u.stats.queued_total(),
+                    "responses": classes_json(u.stats.responses()),
+                    "response_time": histogram_json(&u.stats.histogram()),
                 })
             })
             .collect();
@@ -416,9 +433,43 @@ impl Pool {
             "mode": mode,
             "strategy": strategy,
             "uptime_ms": self.now_ms(),
+            "queued": self.caps.waiting.load(Relaxed),
+            "responses": classes_json(self.stats.responses()),
             "upstreams": ups,
         })
     }
+}
+
+/// `{"1xx": n, …, "other": n}`.
+fn classes_json(counts: [u64; 6]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = stats::CLASSES
+        .iter()
+        .zip(counts)
+        .map(|(c, n)| (c.to_string(), n.into()))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// The histogram as Prometheus shows it: cumulative counts per upper bound (seconds; the last,
+/// `+Inf`, is `count`), the sum in seconds, and the p50/p99 estimated from the buckets.
+fn histogram_json(h: &stats::Histogram) -> serde_json::Value {
+    let mut running = 0u64;
+    let cumulative: Vec<u64> = h.buckets[..stats::BUCKETS_US.len()]
+        .iter()
+        .map(|n| {
+            running += n;
+            running
+        })
+        .collect();
+    let le: Vec<f64> = stats::BUCKETS_US.iter().map(|b| *b as f64 / 1e6).collect();
+    serde_json::json!({
+        "le": le,
+        "buckets": cumulative,
+        "count": h.count(),
+        "sum_seconds": h.sum_us as f64 / 1e6,
+        "p50_seconds": stats::quantile(&stats::BUCKETS_US, &h.buckets, 0.5),
+        "p99_seconds": stats::quantile(&stats::BUCKETS_US, &h.buckets, 0.99),
+    })
 }
 
 impl Members for Pool {

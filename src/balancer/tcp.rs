@@ -86,6 +86,10 @@ async fn tunnel(
     let mut tried = Vec::new();
     let mut chosen = None;
     while let Some(i) = pool.pick(key, &tried) {
+        // Another upstream after a failed connect: a retry of the one before.
+        if let Some(&failed) = tried.last() {
+            pool.upstreams[failed].stats.retried();
+        }
         tried.push(i);
         // The upstream connection caps hold in TCP mode too; a full queue ends the attempt.
         let Ok(Slot::New(permit)) = pool
@@ -99,7 +103,10 @@ async fn tunnel(
                 chosen = Some((i, up, permit));
                 break;
             }
-            Err(_) => pool.mark_failed(i),
+            Err(_) => {
+                pool.mark_failed(i);
+                pool.upstreams[i].stats.connect_failed();
+            }
         }
     }
     let Some((i, mut upstream, _permit)) = chosen else {

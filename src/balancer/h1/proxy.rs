@@ -263,6 +263,7 @@ impl State {
         text: &'static str,
         started: TokioInstant,
     ) {
+        self.c.shared.pool.stats.response(code);
         if self.c.shared.settings.access_log {
             let line = codec::refused_log_line(&self.buf);
             log::write(log::Entry {
@@ -356,6 +357,7 @@ impl State {
             };
             match self.attempt(client, &info, idx, now, shared).await {
                 Attempt::Response(up, resp) => {
+                    pool.upstreams[idx].stats.response(resp.status, now.elapsed());
                     return self
                         .respond(client, &info, idx, up, resp, guard, start, shared)
                         .await;
@@ -627,7 +629,8 @@ impl State {
         }
     }
 
-    /// The access log line of a routed request (`upstream`: the last one tried, if any).
+    /// Counts the response sent to the client and writes the access log line of a routed
+    /// request (`upstream`: the last one tried, if any).
     fn log(
         &self,
         info: &ReqInfo,
@@ -636,6 +639,7 @@ impl State {
         bytes: u64,
         start: Instant,
     ) {
+        self.c.shared.pool.stats.response(status);
         if let Some(line) = &info.log_line {
             let pool = &self.c.shared.pool;
             log::write(log::Entry {
