@@ -357,7 +357,9 @@ impl State {
             };
             match self.attempt(client, &info, idx, now, shared).await {
                 Attempt::Response(up, resp) => {
-                    pool.upstreams[idx].stats.response(resp.status, now.elapsed());
+                    pool.upstreams[idx]
+                        .stats
+                        .response(resp.status, now.elapsed());
                     return self
                         .respond(client, &info, idx, up, resp, guard, start, shared)
                         .await;

@@ -8,12 +8,14 @@
 
 pub mod balancers;
 pub mod render;
+mod render_balancers;
 pub mod selfstat;
 
 use crate::api::{ProcessInfo, Selector};
 pub use crate::daemon::logs::LogCounters;
 use crate::daemon::supervisor::Handle;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,8 +31,9 @@ pub struct DaemonStats {
     pub start_time_seconds: u64,
 }
 
-/// One upstream as a balancer's `/status` reports it (fields of docs/balancer.md).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// One upstream as a balancer's `/status` reports it (fields of docs/balancer.md; those a balancer
+/// of an older version does not report read as zero).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpstreamStatus {
     pub address: String,
     pub state: String,
@@ -39,15 +42,45 @@ pub struct UpstreamStatus {
     #[serde(default)]
     pub errors: u64,
     #[serde(default)]
+    pub connect_errors: u64,
+    #[serde(default)]
+    pub response_errors: u64,
+    #[serde(default)]
+    pub retries: u64,
+    #[serde(default)]
     pub active: u64,
     #[serde(default)]
+    pub queued: u64,
+    #[serde(default)]
+    pub queued_total: u64,
+    #[serde(default)]
     pub weight: u64,
+    /// Responses received by status class (`1xx` … `5xx`, `other`).
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub response_time: Option<HistogramStatus>,
+}
+
+/// A response-time histogram: cumulative counts per upper bound in seconds (`+Inf` is `count`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HistogramStatus {
+    pub le: Vec<f64>,
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
 }
 
 /// The part of a balancer's `/status` the metrics use.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BalancerStatus {
     pub upstreams: Vec<UpstreamStatus>,
+    /// Requests waiting for a connection now (every upstream).
+    #[serde(default)]
+    pub queued: u64,
+    /// Responses sent to clients by status class, the balancer's own answers included.
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
 }
 
 /// One balancer process and what its admin endpoint answered (None: it did not, in time).

@@ -9,7 +9,7 @@
 //! number of an app is `app_instance`: Prometheus sets `instance` to the scrape target itself (a
 //! scraped `instance` would be renamed `exported_instance`).
 
-use super::{BalancerScrape, DaemonStats, LogCounters, Snapshot};
+use super::{DaemonStats, LogCounters, Snapshot};
 use crate::api::{ProcessInfo, Status};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,22 +23,27 @@ pub fn render(s: &Snapshot) -> String {
     logs(&mut out, &s.logs);
     apps(&mut out, s.processes);
     processes(&mut out, s.processes);
-    balancers(&mut out, &s.balancers);
+    super::render_balancers::balancers(&mut out, &s.balancers);
     out.text
 }
 
 /// The text being built; writes to a String cannot fail.
-struct Out {
-    text: String,
+pub(super) struct Out {
+    pub(super) text: String,
 }
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(super) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
     /// One sample: `name{labels} value`.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    pub(super) fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -353,79 +358,9 @@ fn restart_reasons(p: &ProcessInfo) -> Vec<(&str, u32)> {
     v
 }
 
-fn balancers(out: &mut Out, bals: &[BalancerScrape]) {
-    out.family(
-        "cohort_balancer_up",
-        "gauge",
-        "1 when a balancer's admin endpoint answered this scrape, 0 when it did not.",
-    );
-    for b in bals {
-        out.sample(
-            "cohort_balancer_up",
-            &[
-                ("balancer", &b.name),
-                ("app_instance", &b.instance.to_string()),
-            ],
-            u8::from(b.status.is_some()),
-        );
-    }
-    let families: [(&str, &str, &str); 5] = [
-        (
-            "cohort_balancer_upstream_up",
-            "gauge",
-            "1 when an upstream may receive traffic (health checks pass and no passive failure is being served out), else 0.",
-        ),
-        (
-            "cohort_balancer_upstream_requests_total",
-            "counter",
-            "Requests (HTTP) or connections (TCP) a balancer sent to an upstream.",
-        ),
-        (
-            "cohort_balancer_upstream_errors_total",
-            "counter",
-            "Failed attempts to an upstream (connect errors, timeouts, broken responses); each one is retried on another upstream when the request allows it.",
-        ),
-        (
-            "cohort_balancer_upstream_active",
-            "gauge",
-            "Requests or tunnels in flight to an upstream.",
-        ),
-        (
-            "cohort_balancer_upstream_weight",
-            "gauge",
-            "An upstream's weight.",
-        ),
-    ];
-    for (k, (name, kind, help)) in families.iter().enumerate() {
-        out.family(name, kind, help);
-        for b in bals {
-            let Some(st) = &b.status else { continue };
-            let inst = b.instance.to_string();
-            for u in &st.upstreams {
-                let v = match k {
-                    0 => u64::from(u.state == "up"),
-                    1 => u.requests,
-                    2 => u.errors,
-                    3 => u.active,
-                    _ => u.weight,
-                };
-                out.sample(
-                    name,
-                    &[
-                        ("balancer", &b.name),
-                        ("app_instance", &inst),
-                        ("upstream", &u.address),
-                    ],
-                    v,
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::super::{BalancerStatus, UpstreamStatus};
+pub(super) mod tests {
+    use super::super::BalancerScrape;
     use super::*;
 
     fn proc(id: u32, name: &str, instance: u32, pid: Option<i32>, status: Status) -> ProcessInfo {
@@ -446,7 +381,10 @@ mod tests {
         }
     }
 
-    fn snapshot(processes: Vec<ProcessInfo>, balancers: Vec<BalancerScrape>) -> String {
+    pub(in crate::daemon::metrics) fn snapshot(
+        processes: Vec<ProcessInfo>,
+        balancers: Vec<BalancerScrape>,
+    ) -> String {
         render(&Snapshot {
             version: "0.1.0",
             processes: &processes,
@@ -467,7 +405,7 @@ mod tests {
         })
     }
 
-    fn lines(text: &str) -> Vec<&str> {
+    pub(in crate::daemon::metrics) fn lines(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
@@ -569,48 +507,6 @@ mod tests {
             "cohort_log_lines_written_total 7",
             r#"cohort_log_lines_dropped_total{reason="write_error"} 1"#,
             r#"cohort_log_lines_dropped_total{reason="follower_lag"} 2"#,
-        ] {
-            assert!(got.contains(&w), "missing {w}\n{text}");
-        }
-    }
-
-    #[test]
-    fn balancer_series() {
-        let up = |address: &str, state: &str| UpstreamStatus {
-            address: address.into(),
-            state: state.into(),
-            requests: 10,
-            errors: 2,
-            active: 1,
-            weight: 3,
-        };
-        let text = snapshot(
-            vec![],
-            vec![
-                BalancerScrape {
-                    name: "front".into(),
-                    instance: 0,
-                    status: Some(BalancerStatus {
-                        upstreams: vec![up("127.0.0.1:3001", "up"), up("127.0.0.1:3002", "down")],
-                    }),
-                },
-                BalancerScrape {
-                    name: "gone".into(),
-                    instance: 0,
-                    status: None,
-                },
-            ],
-        );
-        let got = lines(&text);
-        for w in [
-            r#"cohort_balancer_up{balancer="front",app_instance="0"} 1"#,
-            r#"cohort_balancer_up{balancer="gone",app_instance="0"} 0"#,
-            r#"cohort_balancer_upstream_up{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 1"#,
-            r#"cohort_balancer_upstream_up{balancer="front",app_instance="0",upstream="127.0.0.1:3002"} 0"#,
-            r#"cohort_balancer_upstream_requests_total{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 10"#,
-            r#"cohort_balancer_upstream_errors_total{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 2"#,
-            r#"cohort_balancer_upstream_active{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 1"#,
-            r#"cohort_balancer_upstream_weight{balancer="front",app_instance="0",upstream="127.0.0.1:3001"} 3"#,
         ] {
             assert!(got.contains(&w), "missing {w}\n{text}");
         }
