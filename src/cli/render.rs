@@ -221,9 +221,19 @@ pub fn detail(d: &ProcessDetail) -> String {
     out
 }
 
-/// A balancer's upstreams from its `/status` JSON: state and counters per upstream.
+/// A balancer's upstreams from its `/status` JSON: the responses it sent by status class, then
+/// state, counters, responses by class and response times (p50/p99 estimated from the histogram)
+/// per upstream.
 pub fn upstreams(status: &serde_json::Value) -> String {
-    let mut out = String::from("  upstreams\n");
+    let mut out = String::new();
+    if let Some(r) = status.get("responses") {
+        out.push_str(&format!(
+            "  responses   {}   queued {}\n",
+            classes(r),
+            num(status, "queued")
+        ));
+    }
+    out.push_str("  upstreams\n");
     let empty = Vec::new();
     let list = status
         .get("upstreams")
@@ -244,6 +254,44 @@ pub fn upstreams(status: &serde_json::Value) -> String {
             field("errors"),
             field("active"),
         ));
+        let Some(r) = u.get("responses") else {
+            continue; // a balancer of an older version
+        };
+        let t = u.get("response_time");
+        let q = |k: &str| match t.and_then(|t| t.get(k)).and_then(|v| v.as_f64()) {
+            Some(s) => format!("{:.1} ms", s * 1000.0),
+            None => "-".to_string(),
+        };
+        out.push_str(&format!(
+            "      {}   p50 {} p99 {}   queued {} (total {})   retries {}   connect errors {}\n",
+            classes(r),
+            q("p50_seconds"),
+            q("p99_seconds"),
+            num(u, "queued"),
+            num(u, "queued_total"),
+            num(u, "retries"),
+            num(u, "connect_errors"),
+        ));
     }
     out
+}
+
+/// `2xx 10  5xx 2`: the status classes with a count, or `no responses`.
+fn classes(r: &serde_json::Value) -> String {
+    let parts: Vec<String> = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+        .iter()
+        .filter_map(|c| {
+            let n = r.get(*c)?.as_u64()?;
+            (n > 0).then(|| format!("{c} {n}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "no responses".to_string()
+    } else {
+        parts.join("  ")
+    }
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k).and_then(|n| n.as_u64()).unwrap_or(0)
 }

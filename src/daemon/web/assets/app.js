@@ -226,6 +226,17 @@ function openLog(id) {
 
 // ----- balancers -----
 
+// "2xx 10 · 5xx 2": the status classes that have responses.
+function classes(r) {
+  const parts = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"].filter((c) => r[c] > 0).map((c) => `${c} ${r[c]}`);
+  return parts.length ? parts.join(" · ") : "none";
+}
+
+// Seconds (from the histogram's estimate) as milliseconds, or "-".
+function ms(s) {
+  return typeof s === "number" ? `${(s * 1000).toFixed(1)} ms` : "-";
+}
+
 function renderBalancers(list) {
   $("#balancers-section").hidden = list.length === 0;
   const root = $("#balancers");
@@ -237,13 +248,23 @@ function renderBalancers(list) {
     const st = b.status;
     h.textContent = `${b.name}:${b.instance}` + (st ? ` — ${st.mode}, ${st.strategy}, listening on ${st.listen}` : " — not answering");
     div.appendChild(h);
+    if (st && st.responses) {
+      const p = document.createElement("p");
+      p.className = "classes";
+      p.textContent = `responses ${classes(st.responses)} · queued ${st.queued || 0}`;
+      div.appendChild(p);
+    }
     if (st) {
       const t = document.createElement("table");
-      t.innerHTML = "<thead><tr><th>upstream</th><th>state</th><th class=num>requests</th><th class=num>errors</th><th class=num>active</th><th class=num>weight</th></tr></thead>";
+      t.innerHTML = "<thead><tr><th>upstream</th><th>state</th><th class=num>requests</th><th>responses</th><th class=num>p50</th><th class=num>p99</th><th class=num>errors</th><th class=num>retries</th><th class=num>active</th><th class=num>queued</th><th class=num>weight</th></tr></thead>";
       const tb = document.createElement("tbody");
       for (const u of st.upstreams) {
         const tr = document.createElement("tr");
-        for (const [v, cls] of [[u.address, ""], [u.state, u.state], [u.requests, "num"], [u.errors, "num"], [u.active, "num"], [u.weight, "num"]]) {
+        const rt = u.response_time || {};
+        const cells = [[u.address, ""], [u.state, u.state], [u.requests, "num"], [u.responses ? classes(u.responses) : "", ""],
+          [ms(rt.p50_seconds), "num"], [ms(rt.p99_seconds), "num"], [u.errors, "num"], [u.retries ?? "", "num"],
+          [u.active, "num"], [u.queued ?? "", "num"], [u.weight, "num"]];
+        for (const [v, cls] of cells) {
           const td = document.createElement("td");
           td.textContent = v;
           if (cls) td.className = cls;
