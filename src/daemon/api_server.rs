@@ -1,5 +1,6 @@
-//! Serving the control API on the daemon's socket with bounds, so no client — buggy or hostile,
-//! even the owner's own — can take the daemon's file descriptors or memory:
+//! Serving the control API on the daemon's socket, and the web listener (`web/`) on TCP, with the
+//! same bounds, so no client — buggy or hostile, even the owner's own — can take the daemon's file
+//! descriptors or memory (each listener has its own table):
 //! - **connections**: at most [`MAX_CONNECTIONS`] at once. A new one beyond that that has sent its
 //!   request evicts the oldest connection that has not sent a byte yet (an idle one), so a CLI is
 //!   served while thousands of idle connections are open; one that has sent nothing yet waits a
@@ -21,9 +22,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 
 /// Connections served at once.
@@ -39,6 +42,39 @@ const PROBATION_TICK: Duration = Duration::from_millis(10);
 const PROBATION_MAX: usize = 64;
 /// After this many connections at once, memory is given back once they are gone.
 const TRIM_AFTER: usize = 64;
+
+/// A listening socket served with these bounds.
+pub trait Listen: Send + 'static {
+    type Stream: Peekable;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+/// A connection whose first byte can be waited for and peeked without reading it.
+pub trait Peekable: AsyncRead + AsyncWrite + AsRawFd + Send + Sync + Unpin + 'static {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn try_read_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R>;
+}
+
+macro_rules! listen_impl {
+    ($listener:ty, $stream:ty) => {
+        impl Listen for $listener {
+            type Stream = $stream;
+            async fn accept(&self) -> std::io::Result<$stream> {
+                <$listener>::accept(self).await.map(|(s, _)| s)
+            }
+        }
+        impl Peekable for $stream {
+            async fn readable(&self) -> std::io::Result<()> {
+                <$stream>::readable(self).await
+            }
+            fn try_read_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+                self.try_io(tokio::io::Interest::READABLE, f)
+            }
+        }
+    };
+}
+listen_impl!(UnixListener, UnixStream);
+listen_impl!(TcpListener, TcpStream);
 
 /// The connections being served: idle ones (no byte yet, evictable, oldest first) and busy ones.
 #[derive(Default)]
@@ -94,10 +130,10 @@ impl Registry {
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish (the
 /// caller bounds how long it waits for this future). Every request carries
 /// `ConnectInfo(connect_info(&stream))` of its connection (the peer's credentials).
-pub async fn serve<C>(
-    listener: UnixListener,
+pub async fn serve<L: Listen, C>(
+    listener: L,
     app: Router,
-    connect_info: fn(&UnixStream) -> C,
+    connect_info: fn(&L::Stream) -> C,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     C: Clone + Send + Sync + 'static,
@@ -106,7 +142,7 @@ pub async fn serve<C>(
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let admit = |stream: UnixStream| {
+    let admit = |stream: L::Stream| {
         let admitted = lock(&registry).admit(MAX_CONNECTIONS);
         let Some((id, evicted)) = admitted else {
             return; // every connection is busy: closed at once, the client may retry
@@ -128,7 +164,7 @@ pub async fn serve<C>(
     // With the table full, a new connection that has not sent its request yet waits here, on
     // probation (no task, no buffers), and gets in once it has; a flood of idle ones is closed
     // at the cost of an accept, a peek and a close each, so a CLI behind it is reached quickly.
-    let mut probation: VecDeque<(UnixStream, Instant)> = VecDeque::new();
+    let mut probation: VecDeque<(L::Stream, Instant)> = VecDeque::new();
     let mut checked = Instant::now();
     tokio::pin!(shutdown);
     let mut accept_failing = false;
@@ -144,7 +180,7 @@ pub async fn serve<C>(
             _ = &mut shutdown => break,
             _ = tick => None,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     accept_failing = false;
                     Some(stream)
                 }
@@ -209,8 +245,8 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 }
 
 /// Serves one connection: waits (cheaply) for its first byte, then hands it to hyper.
-async fn connection<C: Clone + Send + Sync + 'static>(
-    stream: UnixStream,
+async fn connection<S: Peekable, C: Clone + Send + Sync + 'static>(
+    stream: S,
     app: Router,
     info: ConnectInfo<C>,
     conn: Conn,
@@ -254,8 +290,7 @@ enum Peek {
 }
 
 /// Looks at `stream`'s first byte without reading it or waiting.
-fn peek(stream: &UnixStream) -> Peek {
-    use std::os::fd::AsRawFd;
+fn peek(stream: &impl AsRawFd) -> Peek {
     let mut byte = 0u8;
     // SAFETY: recv writes at most one byte into `byte`.
     let n = unsafe {
@@ -277,11 +312,10 @@ fn peek(stream: &UnixStream) -> Peek {
 }
 
 /// Waits until `stream` has a byte to read (or its peer closed it), without reading it.
-async fn first_byte(stream: &UnixStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+async fn first_byte(stream: &impl Peekable) -> std::io::Result<()> {
     loop {
         stream.readable().await?;
-        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+        let peeked = stream.try_read_io(|| {
             let mut byte = 0u8;
             // SAFETY: recv writes at most one byte into `byte`.
             let n = unsafe {

@@ -1,5 +1,6 @@
 //! The web listener: the daemon's API router served on a TCP address behind a token, plus
-//! `/metrics`, the dashboard and its live streams. Off by default; `cohort web` (or a `[web]`
+//! `/metrics`, the dashboard and its live streams, with the control socket's bounds
+//! (`api_server.rs`: header timeout, body cap, connection cap, memory given back). Off by default; `cohort web` (or a `[web]`
 //! table) turns it on in the running daemon through the Unix socket's `POST /web`. The settings
 //! (token digests only) are kept in COHORT_HOME/web.json (0600) and restored when a daemon starts.
 //!
@@ -185,20 +186,23 @@ impl Web {
             api: self.api.clone(),
         });
         let mut until = stop_rx;
-        tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = until.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(e) = served {
-                crate::report!("cohort: web listener stopped: {e}");
-            }
-        });
+        // The control socket's bounds: header time, body size, connection count, memory given
+        // back after a burst.
+        let stopped = async move {
+            let _ = until.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::daemon::api_server::serve(
+            listener, router, peer_addr, stopped,
+        ));
         let mut c = self.current();
         c.stop = Some(stop_tx);
         c.bound = bound;
     }
+}
+
+/// A TCP client's address, as the requests of its connection carry it (`ConnectInfo`).
+fn peer_addr(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+    stream.peer_addr().ok()
 }
 
 /// COHORT_HOME/web.json.
