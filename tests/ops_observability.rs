@@ -654,3 +654,95 @@ fn web_table_in_a_config_file() {
         200
     );
 }
+
+/// Raises this test process's soft open-files limit to the hard one; returns the hard limit.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_max
+}
+
+#[test]
+fn web_listener_is_bounded_like_the_control_socket() {
+    const IDLE: usize = 2_000;
+    let hard = raise_nofile();
+    assert!(
+        hard >= IDLE as u64 + 200,
+        "this test holds {IDLE} sockets: it needs a hard open-files limit of at least {} (have {hard}; raise it with `ulimit -Hn`)",
+        IDLE + 200
+    );
+    let c = Cohort::new();
+    let port = app_and_web(&c, "bounded", &[]);
+    assert_eq!(
+        http(port, "GET", "/metrics", &[("Authorization", &bearer())], "").0,
+        200
+    );
+    let daemon = c.daemon_pid().expect("daemon.pid");
+
+    // 2,000 idle connections (more than the listener's cap of 1,024) do not stop it answering.
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("idle connection {i} failed: {e}"),
+        }
+    }
+    let asked = std::time::Instant::now();
+    let (code, body) = http(
+        port,
+        "GET",
+        "/processes",
+        &[("Authorization", &bearer())],
+        "",
+    );
+    let took = asked.elapsed();
+    assert!(code == 200 && body.contains("bounded"), "{code} {body}");
+    assert!(
+        took < Duration::from_secs(2),
+        "an authenticated request took {took:?} behind {IDLE} idle connections"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{daemon}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        fds < 1024 + 64 + 128,
+        "the daemon holds {fds} descriptors with {IDLE} idle web connections"
+    );
+    drop(idle);
+
+    // A client that starts a header and stalls is dropped after the header timeout (10 s).
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .expect("sending half a header");
+    slow.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let started = std::time::Instant::now();
+    let closed = wait_until(Duration::from_secs(20), || {
+        let mut buf = [0u8; 512];
+        match slow.read(&mut buf) {
+            Ok(_) => true, // 0 (closed) or an error answer: either way it is over
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    });
+    let after = started.elapsed();
+    assert!(closed, "a stalled header was kept open for {after:?}");
+    assert!(
+        after >= Duration::from_secs(5),
+        "dropped after {after:?}: sooner than the header timeout"
+    );
+    // And the listener still answers.
+    assert_eq!(
+        http(port, "GET", "/metrics", &[("Authorization", &bearer())], "").0,
+        200
+    );
+}
