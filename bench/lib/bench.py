@@ -171,6 +171,16 @@ def scenario_balancer(reg, root, P):
          "start": lambda port: start_cohort_balancer(reg, root, "cohortl4", port, backends, ["--mode", "tcp"])},
     ]
 
+    if P.baseline:
+        # Another cohort binary (e.g. the commit before a change), measured interleaved with this
+        # one under the same load: the change's cost, side by side.
+        configs.insert(configs.index(next(c for c in configs if c["key"] == "cohort")) + 1,
+                       {"key": "cohort_baseline", "label": f"cohort balance, baseline ({P.baseline_label})",
+                        "start": lambda port: start_cohort_balancer(reg, root, "cohortbase", port, backends,
+                                                                    binary=P.baseline)})
+    if P.configs:
+        configs = [c for c in configs if c["key"] in P.configs]
+
     def starter(c):
         c["port"] = procs.free_port()
         c["pid"] = c["start"](c["port"])
@@ -181,7 +191,8 @@ def scenario_balancer(reg, root, P):
         wrk.run(c["port"], P.warm_s)
         c["rounds"] = []
     for r in range(P.rounds):
-        for c in live:
+        # Alternate the order every round, so neither of two configs always runs right after a third.
+        for c in (live if r % 2 == 0 else live[::-1]):
             cpu0, t0 = procs.tree_cpu_seconds(c["pid"]), time.monotonic()
             res = wrk.run(c["port"], P.load_s, conns=64)
             cpu1, t1 = procs.tree_cpu_seconds(c["pid"]), time.monotonic()
@@ -196,8 +207,16 @@ def scenario_balancer(reg, root, P):
         c["median"] = {k: med([x[k] for x in rs]) for k in
                        ("rps", "p50_ms", "p99_ms", "failed", "proxy_cores", "proxy_us_per_req")} if rs else {}
         c.pop("start", None)
-    return {"configs": configs, "ratio": ratio(configs, "cohort", "nginx", "rps"),
-            "command": f"wrk -t1 -c64 -d{P.load_s}s --latency http://127.0.0.1:PROXY/ (2 node backends)"}
+    out = {"configs": configs, "ratio": ratio(configs, "cohort", "nginx", "rps"),
+           "command": f"wrk -t1 -c64 -d{P.load_s}s --latency http://127.0.0.1:PROXY/ (2 node backends)"}
+    if P.baseline:
+        out["ratio_baseline"] = ratio(configs, "cohort", "cohort_baseline", "rps")
+        out["ratio_baseline_us"] = ratio(configs, "cohort", "cohort_baseline", "proxy_us_per_req")
+        # Each round's ratio (the two ran back to back in it): the spread the median hides.
+        a, b = (next((c for c in configs if c["key"] == k), {}) for k in ("cohort", "cohort_baseline"))
+        out["ratio_baseline_rounds"] = [round(x["rps"] / y["rps"], 3) for x, y in
+                                        zip(a.get("rounds", []), b.get("rounds", [])) if x["rps"] and y["rps"]]
+    return out
 
 
 # --- 3. footprint -------------------------------------------------------------------------------
@@ -531,6 +550,11 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(SCENARIOS))
     ap.add_argument("--rounds", type=int, default=0, help="rounds per scenario (default 3 quick, 5 full)")
     ap.add_argument("--out", default=BENCH, help="where RESULTS.md, results.json, charts/ go")
+    ap.add_argument("--baseline", default=os.environ.get("COHORT_BASELINE_BIN", ""),
+                    help="balancer scenario: another cohort binary measured interleaved with COHORT_BIN "
+                         "(label: COHORT_BASELINE_LABEL)")
+    ap.add_argument("--configs", default="",
+                    help="balancer scenario: comma-separated config keys to run (e.g. cohort,cohort_baseline)")
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s] or SCENARIOS
     for s in only:
@@ -539,6 +563,11 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("error: wrk not found (run bench/run as root so it can apt-get install wrk)")
     P = Params(args.quick, args.rounds)
+    if args.baseline and not os.access(args.baseline, os.X_OK):
+        sys.exit(f"error: --baseline {args.baseline}: not an executable file")
+    P.baseline = os.path.abspath(args.baseline) if args.baseline else ""
+    P.baseline_label = os.environ.get("COHORT_BASELINE_LABEL") or os.path.basename(args.baseline)
+    P.configs = [k for k in args.configs.split(",") if k]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_root = os.path.join(BENCH, "work", time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     os.makedirs(run_root)

@@ -144,6 +144,10 @@ def write(results, out_dir):
                               fmt(md.get("proxy_cores"), 2), fmt(md.get("proxy_us_per_req"), 1), fmt(md.get("failed"))]))
         L += ["", f"**cohort balance / NGINX auto (req/s): {fmt(s.get('ratio'), 3) if s.get('ratio') else 'not yet'}**",
               "", "![balancer req/s](charts/balancer_rps.svg)", ""]
+        if s.get("ratio_baseline"):
+            L += [f"**cohort balance / its baseline (req/s): {fmt(s['ratio_baseline'], 3)}; "
+                  f"CPU µs/request: {fmt(s.get('ratio_baseline_us'), 3)}** (per round: "
+                  f"{', '.join(fmt(x, 3) for x in s.get('ratio_baseline_rounds', []))})", ""]
         bar_chart(os.path.join(charts, "balancer_rps.svg"), "Balancer: 2 node backends, wrk -t1 -c64", "req/s",
                   _rows(s["configs"], "rps"))
     if "footprint" in S:

@@ -374,8 +374,8 @@ backend b
     return p.pid
 
 
-def start_cohort_balancer(reg, root, key, port, backends, extra=()):
-    binary = os.environ.get("COHORT_BIN", "")
+def start_cohort_balancer(reg, root, key, port, backends, extra=(), binary=None):
+    binary = binary or os.environ.get("COHORT_BIN", "")
     if not binary or not os.access(binary, os.X_OK):
         raise NotYet("no cohort binary")
     if "balance" not in cohort_commands(binary):
