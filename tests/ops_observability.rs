@@ -727,7 +727,8 @@ fn web_listener_is_bounded_like_the_control_socket() {
     let closed = wait_until(Duration::from_secs(20), || {
         let mut buf = [0u8; 512];
         match slow.read(&mut buf) {
-            Ok(_) => true, // 0 (closed) or an error answer: either way it is over
+            Ok(0) => true,  // closed
+            Ok(_) => false, // an answer (408): read on until the close
             Err(e) => !matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
