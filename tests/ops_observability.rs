@@ -427,6 +427,22 @@ fn chromium_dashboard_login_live_memory_restart_and_logs() {
     let port = app_and_web(&c, "web-app", &[]);
     // Two more rows, so the screenshot shows a list.
     c.ok(&["start", &fixture("hold.js"), "--name", "worker", "-i", "2"]);
+    // A balancer before a Node backend, with 200s and 503s through it, for the balancer panel.
+    let (backend, edge) = (free_port(), free_port());
+    let config = c.write(
+        "edge.toml",
+        &format!(
+            "[[apps]]\nname = \"api\"\nscript = \"{}\"\nargs = [\"{backend}\", \"api\"]\n\n[[balancers]]\nname = \"edge\"\nlisten = \"127.0.0.1:{edge}\"\nupstreams = [\"127.0.0.1:{backend}\"]\naccess_log = false\nworkers = 1\n",
+            fixture("backend.js")
+        ),
+    );
+    c.ok(&["start", config.to_str().expect("utf-8 path")]);
+    wait_serving(backend, Duration::from_secs(15));
+    wait_serving(edge, Duration::from_secs(15));
+    for path in ["/a", "/b", "/c", "/code?n=503"] {
+        let r = get(edge, path).unwrap_or_else(|e| panic!("{path} through the balancer: {e}"));
+        assert!(r.status == 200 || r.status == 503, "{path}: {}", r.head);
+    }
     let base = format!("http://127.0.0.1:{port}");
     let devtools = free_port();
     let profile = c.work.join("chromium-profile");
@@ -488,6 +504,17 @@ fn chromium_dashboard_login_live_memory_restart_and_logs() {
         "no row with pid {pid} and memory in MB: {}",
         cdp.eval("document.querySelector('#procs').innerText")
     );
+
+    // The balancer panel: responses by status class and the estimated response times.
+    let panel = "(() => { const t = document.querySelector('#balancers').innerText; return t.includes('edge:0') && t.includes('5xx 1') && / ms/.test(t); })()";
+    assert!(
+        wait_js(&mut cdp, panel, 15),
+        "no status classes or response times in the balancer panel: {}",
+        cdp.eval("document.querySelector('#balancers').innerText")
+    );
+    cdp.eval("document.querySelector('#balancers-section').scrollIntoView(); true");
+    cdp.screenshot(&artefact("dashboard-balancer.png"));
+    cdp.eval("window.scrollTo(0, 0); true");
 
     // Select it: charts and the log tail open; a new line shows within a second of being printed.
     cdp.eval(&format!("{row}.click(); true"));
