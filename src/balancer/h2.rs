@@ -301,7 +301,7 @@ impl Proxy {
         status: StatusCode,
         text: &'static str,
     ) -> Response<ProxyBody> {
-        self.shared.pool.stats.response(status.as_u16());
+        self.shared.pool.stats.own_answer(status.as_u16());
         let mut body = ProxyBody::fixed(text);
         if let Some(mut l) = log {
             l.status = status.as_u16();
@@ -466,7 +466,6 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     upstream.stats.response(status, attempt_start.elapsed());
-                    pool.stats.response(status);
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(idx);
                         l.status = resp.status().as_u16();

@@ -184,7 +184,7 @@ impl Pool {
             .collect();
         Pool {
             upstreams,
-            stats: BalancerStats::new(workers),
+            stats: BalancerStats::default(),
             selector,
             epoch: Instant::now(),
             down_for,
@@ -434,9 +434,22 @@ impl Pool {
             "strategy": strategy,
             "uptime_ms": self.now_ms(),
             "queued": self.caps.waiting.load(Relaxed),
-            "responses": classes_json(self.stats.responses()),
+            "responses": classes_json(self.client_responses()),
             "upstreams": ups,
         })
+    }
+}
+
+impl Pool {
+    /// Responses sent to clients by class: every upstream's, plus the balancer's own answers.
+    pub fn client_responses(&self) -> [u64; 6] {
+        let mut total = self.stats.own_answers();
+        for u in &self.upstreams {
+            for (t, n) in total.iter_mut().zip(u.stats.responses()) {
+                *t += n;
+            }
+        }
+        total
     }
 }
 

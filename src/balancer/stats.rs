@@ -3,10 +3,10 @@
 //! histogram per upstream, retries, connection and response errors, and how many requests had to
 //! wait in the connection-cap queue. Read by the admin `/status`.
 //!
-//! The request path only adds to relaxed atomics of the current worker's shard (one per worker
-//! runtime, cache-line aligned, summed when read): no lock, no allocation, no line that two
-//! workers write on every request. Rare events (errors, retries, queueing) are plain shared
-//! atomics. Classifying a status and bucketing a duration are pure, table-tested functions.
+//! The request path reads the clock once and adds to three relaxed atomics of the current
+//! worker's shard of its upstream (one shard per worker runtime, cache-line aligned, summed when
+//! read): no lock, no allocation, no line that two workers write on every request. Rare events
+//! (the balancer's own answers, errors, retries, queueing) are plain shared atomics. Classifying a status and bucketing a duration are pure, table-tested functions.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -50,20 +50,16 @@ pub fn bucket_of(micros: u64) -> usize {
 
 #[repr(align(64))]
 #[derive(Default)]
-struct ClassShard {
-    responses: [AtomicU64; 6],
-}
-
-#[repr(align(64))]
-#[derive(Default)]
 struct TimeShard {
     responses: [AtomicU64; 6],
     buckets: [AtomicU64; NBUCKETS],
     sum_us: AtomicU64,
 }
 
+/// The current worker's shard (the runtimes are numbered from 0, one shard each; no division).
+#[inline]
 fn shard<T>(shards: &[T]) -> &T {
-    &shards[worker::current() % shards.len()]
+    shards.get(worker::current()).unwrap_or(&shards[0])
 }
 
 fn sum_classes<'a>(it: impl Iterator<Item = &'a [AtomicU64; 6]>) -> [u64; 6] {
@@ -76,28 +72,25 @@ fn sum_classes<'a>(it: impl Iterator<Item = &'a [AtomicU64; 6]>) -> [u64; 6] {
     out
 }
 
-/// Responses the balancer sent to its clients, by class: the upstreams' answers and its own
-/// (502/503/504 when no upstream answered, 400/408/431 for refused requests).
+/// The balancer's own answers by class (502/503/504 when no upstream answered, 400/408/431 for
+/// refused requests). What the balancer sent its clients is these plus its upstreams' responses:
+/// a proxied response is counted once, under its upstream, so the request path adds to one shard
+/// only. (The one response counted twice: an upstream's whose chunked body broke before anything
+/// reached the client, which the client gets as a 502 — under its upstream's class and here.)
+#[derive(Default)]
 pub struct BalancerStats {
-    shards: Box<[ClassShard]>,
+    own: [AtomicU64; 6],
 }
 
 impl BalancerStats {
-    pub fn new(workers: usize) -> BalancerStats {
-        BalancerStats {
-            shards: (0..workers.max(1)).map(|_| ClassShard::default()).collect(),
-        }
+    /// Counts one answer of the balancer's own.
+    pub fn own_answer(&self, status: u16) {
+        self.own[class_of(status)].fetch_add(1, Relaxed);
     }
 
-    /// Counts one response sent to a client.
-    #[inline]
-    pub fn response(&self, status: u16) {
-        shard(&self.shards).responses[class_of(status)].fetch_add(1, Relaxed);
-    }
-
-    /// Responses by class (in the order of [`CLASSES`]).
-    pub fn responses(&self) -> [u64; 6] {
-        sum_classes(self.shards.iter().map(|s| &s.responses))
+    /// Its own answers by class (in the order of [`CLASSES`]).
+    pub fn own_answers(&self) -> [u64; 6] {
+        sum_classes(std::iter::once(&self.own))
     }
 }
 

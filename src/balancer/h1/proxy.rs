@@ -263,7 +263,7 @@ impl State {
         text: &'static str,
         started: TokioInstant,
     ) {
-        self.c.shared.pool.stats.response(code);
+        self.c.shared.pool.stats.own_answer(code);
         if self.c.shared.settings.access_log {
             let line = codec::refused_log_line(&self.buf);
             log::write(log::Entry {
@@ -382,6 +382,7 @@ impl State {
         let (code, text) = (answer.status(), answer.text());
         // A request body that was not (fully) read leaves the connection unusable.
         let keep = info.keep_alive && info.body == Framing::None && !self.draining();
+        pool.stats.own_answer(code);
         self.log(&info, upstream, code, text.len() as u64, start);
         match self.reply(client, code, text, keep).await {
             Ok(()) if keep => Next::KeepAlive,
@@ -402,6 +403,7 @@ impl State {
         } else {
             "400 Bad Request: malformed chunked body\n"
         };
+        self.c.shared.pool.stats.own_answer(code);
         self.log(info, None, code, text.len() as u64, start);
         let _ = self.reply(client, code, text, false).await;
         Next::Close
@@ -597,6 +599,7 @@ impl State {
             self.out.clear();
             drop(guard);
             pool.count_error(idx);
+            pool.stats.own_answer(502);
             let text = policy::Answer::Failed.text();
             self.log(info, Some(idx), 502, text.len() as u64, start);
             let _ = self.reply(client, 502, text, false).await;
@@ -631,8 +634,7 @@ impl State {
         }
     }
 
-    /// Counts the response sent to the client and writes the access log line of a routed
-    /// request (`upstream`: the last one tried, if any).
+    /// The access log line of a routed request (`upstream`: the last one tried, if any).
     fn log(
         &self,
         info: &ReqInfo,
@@ -641,7 +643,6 @@ impl State {
         bytes: u64,
         start: Instant,
     ) {
-        self.c.shared.pool.stats.response(status);
         if let Some(line) = &info.log_line {
             let pool = &self.c.shared.pool;
             log::write(log::Entry {
