@@ -91,6 +91,37 @@ pub struct ProcessInfo {
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,
+    /// The app's autoscaling (`instances = { min, max }`): bounds and the current count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleInfo>,
+}
+
+/// An autoscaled app's bounds, the count it wants now, and (in `describe`) its last decisions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AutoscaleInfo {
+    pub min: u32,
+    pub max: u32,
+    /// Workers the app should run now (the autoscaler's current count).
+    pub desired: u32,
+    pub scale_ups: u64,
+    pub scale_downs: u64,
+    /// The last decision's reason, with its inputs (`describe` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// The last scale events, oldest first (`describe` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ScaleEvent>,
+}
+
+/// One change of an autoscaled app's worker count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScaleEvent {
+    /// When (ms since the Unix epoch).
+    pub at: u64,
+    pub from: u32,
+    pub to: u32,
+    /// The policy's reason, with the inputs it saw.
+    pub reason: String,
 }
 
 /// Why a process restarted (`restart_reason` in `ls --json`).

@@ -328,6 +328,7 @@ mod tests {
             unstable_restarts: 0,
             restart_reason: None,
             restart_reasons: Default::default(),
+            autoscale: None,
         }
     }
 

@@ -218,6 +218,31 @@ pub fn detail(d: &ProcessDetail) -> String {
     for (k, v) in rows {
         out.push_str(&format!("  {k:<w$}  {v}\n"));
     }
+    if let Some(a) = &i.autoscale {
+        out.push_str(&autoscaling(a));
+    }
+    out
+}
+
+/// The autoscaling part of `describe`: bounds, the current count, what the policy thinks now and
+/// the last scale events.
+fn autoscaling(a: &crate::api::AutoscaleInfo) -> String {
+    let mut out = format!(
+        "  autoscale\n    min {}, max {}, desired {} (scale ups {}, scale downs {})\n",
+        a.min, a.max, a.desired, a.scale_ups, a.scale_downs
+    );
+    if let Some(now) = &a.now {
+        out.push_str(&format!("    now: {now}\n"));
+    }
+    for e in &a.events {
+        out.push_str(&format!(
+            "    {} {} → {}: {}\n",
+            when(e.at),
+            e.from,
+            e.to,
+            e.reason
+        ));
+    }
     out
 }
 

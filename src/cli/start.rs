@@ -215,6 +215,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
             unstable_restarts: 0,
             restart_reason: None,
             restart_reasons: Default::default(),
+            autoscale: None,
         },
         script: spec.script.clone(),
         args: Vec::new(),

@@ -75,6 +75,14 @@ impl SocketTable {
         }
     }
 
+    /// Every TCP address `app` listens on (none if it holds no socket).
+    pub fn tcp_addrs(&self, app: &str) -> Vec<SocketAddr> {
+        self.groups
+            .get(app)
+            .map(SocketGroup::tcp_addrs)
+            .unwrap_or_default()
+    }
+
     /// The group of `app`, created empty on first use.
     pub fn group(&mut self, app: &str) -> &mut SocketGroup {
         self.groups.entry(app.to_string()).or_default()

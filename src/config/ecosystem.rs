@@ -573,7 +573,16 @@ fn app_from_value(
             Value::String(s) => {
                 Instances::parse(s).map_err(|e| format!("{at_named}.instances: {e}"))?
             }
-            other => return Err(f.err("instances", "a number or \"max\"", other)),
+            Value::Object(table) => {
+                let a = super::autoscale::Autoscale::from_table(
+                    table,
+                    &format!("{at_named}.instances"),
+                )?;
+                let start = a.min;
+                spec.autoscale = Some(a);
+                start
+            }
+            other => return Err(f.err("instances", "a number, \"max\" or { min, max }", other)),
         };
     }
     spec.exec_mode = match f.string("exec_mode")?.as_deref() {
@@ -698,7 +707,7 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
 
 /// PM2's rule: several instances of a Node app run in cluster mode unless told otherwise.
 pub fn default_mode(spec: &AppSpec) -> ExecMode {
-    if spec.instances != Instances::Count(1) && spec.is_node() {
+    if (spec.instances != Instances::Count(1) || spec.autoscale.is_some()) && spec.is_node() {
         ExecMode::Cluster
     } else {
         ExecMode::Fork

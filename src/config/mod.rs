@@ -3,6 +3,7 @@
 //! `start` turns a start's options into specs, `ecosystem` validates config files (`read` parses
 //! their formats), `resolve` finds scripts and interpreters.
 
+pub mod autoscale;
 pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
@@ -169,6 +170,10 @@ pub struct AppSpec {
     /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_restart: Option<u64>,
+    /// `instances = { min, max, ... }`: the worker count follows the load between min and max
+    /// (cluster mode only); `instances` then holds the count to start with (min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<autoscale::Autoscale>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -215,6 +220,7 @@ impl AppSpec {
             watch: None,
             cron_restart: None,
             max_memory_restart: None,
+            autoscale: None,
         }
     }
 

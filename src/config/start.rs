@@ -188,7 +188,17 @@ fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
 /// Applies the options given on the command line over a spec; relative log paths are under `cwd`.
 fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()> {
     if let Some(i) = &a.instances {
-        spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+        match super::autoscale::Autoscale::from_range(i) {
+            Some(a) => {
+                let a = a.map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+                spec.instances = a.min;
+                spec.autoscale = Some(a);
+            }
+            None => {
+                spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+                spec.autoscale = None;
+            }
+        }
         spec.exec_mode = ecosystem::default_mode(spec);
     }
     if let Some(m) = &a.exec_mode {
@@ -277,6 +287,9 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     }
     if !a.args.is_empty() {
         spec.args.extend(a.args.iter().cloned());
+    }
+    if spec.autoscale.is_some() && spec.exec_mode != ExecMode::Cluster {
+        bail!("-i {}: autoscaling (MIN-MAX) needs cluster mode: workers added or removed share the app's port (use a Node app, or give --port; a fork app takes a fixed count)", a.instances.as_deref().unwrap_or("MIN-MAX"));
     }
     apply_triggers(spec, a, cwd)
 }

@@ -60,6 +60,19 @@ pub fn app(spec: &AppSpec, at: &str) -> Result<(), String> {
         }
         _ => {}
     }
+    if let Some(a) = &spec.autoscale {
+        a.check(&format!("{at}.instances"))?;
+        if spec.exec_mode != super::ExecMode::Cluster {
+            return Err(format!(
+                "{at}.instances: autoscaling (min/max) needs cluster mode: workers added or removed must share the app's port (set exec_mode = \"cluster\", or give port/listen; a fork app takes a fixed count)"
+            ));
+        }
+        if spec.balancer.is_some() {
+            return Err(format!(
+                "{at}.instances: a balancer is not autoscaled (give it a fixed count)"
+            ));
+        }
+    }
     super::parse_signal(&spec.kill_signal).map_err(|e| format!("{at}.kill_signal: {e}"))?;
     if let Some(code) = spec
         .stop_exit_codes

@@ -103,7 +103,7 @@ impl Supervisor {
     /// behaviour), growing or shrinking to the new instance count.
     fn replace_and_restart(&mut self, spec: AppSpec) -> Vec<oneshot::Receiver<()>> {
         let name = spec.name.clone();
-        let count = spec.instances.resolve(self.cpus);
+        let count = self.count_for(&spec);
         let Some(app) = self.apps.get_mut(&name) else {
             return Vec::new();
         };
@@ -315,6 +315,15 @@ impl Supervisor {
             }
         };
         let name = req.name.clone();
+        if let Some(a) = self.apps.get(&name).and_then(|a| a.spec.autoscale.as_ref()) {
+            let (min, max) = a.bounds(self.cpus);
+            if !(min..=max).contains(&target) {
+                let _ = reply.send(Err(format!(
+                    "scale {name} {t}: {name} is autoscaled between {min} and {max} workers; {target} is outside (give a count in that range, or change instances = {{ min, max }} in its config and start it again)"
+                )));
+                return;
+            }
+        }
         if let Some(app) = self.apps.get_mut(&name) {
             app.spec.instances = Instances::Count(target);
         }

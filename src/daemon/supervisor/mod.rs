@@ -22,6 +22,7 @@
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
 //! still ends abnormally, [`Watch::failed`] says so and the daemon exits non-zero.
 
+mod autoscale;
 mod balancers;
 mod commands;
 mod handle;
@@ -31,6 +32,7 @@ mod lifecycle;
 mod outcome;
 mod policy;
 mod reload;
+mod scale_policy;
 mod slots;
 mod snapshot;
 mod table;
@@ -110,6 +112,13 @@ enum Event {
     },
     /// Time to check the memory of processes with a limit.
     MemoryTick,
+    /// Time to measure autoscaled apps (and decide, at the end of their interval).
+    AutoscaleTick,
+    /// Requests in flight to an autoscaled app, from the cohort balancers in front of it.
+    InFlight {
+        app: String,
+        n: u32,
+    },
     /// What a start/restart/reload/scale waited for is done: wait for readiness once more if
     /// needed (`rounds` left), then answer, saying which processes failed.
     Settle {
@@ -136,6 +145,8 @@ impl Event {
             Event::AnswerList(_) => "a deferred answer",
             Event::Trigger { .. } => "a watch or cron trigger",
             Event::MemoryTick => "a memory check",
+            Event::AutoscaleTick => "an autoscaling tick",
+            Event::InFlight { .. } => "a balancer's in-flight count",
             Event::Settle { .. } => "a deferred checked answer",
         }
     }
@@ -184,6 +195,8 @@ pub struct Supervisor {
     triggers: triggers::Triggers,
     /// What the holder was last given.
     holder: holding::HolderSync,
+    /// Autoscaled apps' measurements, policy memory and scale events.
+    autoscale: autoscale::Autoscaler,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -270,6 +283,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         home,
         triggers: Default::default(),
         holder: Default::default(),
+        autoscale: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -346,6 +360,7 @@ impl Supervisor {
                 }
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
+                self.sync_autoscale();
             }));
             self.sync_holder();
             if let Err(panic) = handled {
@@ -436,6 +451,8 @@ impl Supervisor {
             }
             Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
             Event::MemoryTick => self.check_memory(),
+            Event::AutoscaleTick => self.autoscale_tick(),
+            Event::InFlight { app, n } => self.on_in_flight(&app, n),
             Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
         }
     }

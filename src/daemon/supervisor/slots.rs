@@ -42,6 +42,12 @@ pub fn check_spec(spec: &AppSpec) -> Result<(), String> {
             spec.name
         ));
     }
+    if spec.autoscale.is_some() && spec.exec_mode != ExecMode::Cluster {
+        return Err(format!(
+            "{}: autoscaling (instances = {{ min, max }}) needs cluster mode (set exec_mode = \"cluster\", or give a port; a fork app takes a fixed count)",
+            spec.name
+        ));
+    }
     Ok(())
 }
 

@@ -131,6 +131,7 @@ impl Supervisor {
             unstable_restarts: p.run.unstable,
             restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
+            autoscale: self.autoscale_info(&p.app, false),
         }
     }
 
@@ -141,8 +142,10 @@ impl Supervisor {
     fn detail(&self, id: u32) -> Option<ProcessDetail> {
         let p = self.procs.get(&id)?;
         let spec = &self.apps.get(&p.app)?.spec;
+        let mut info = self.info(p);
+        info.autoscale = self.autoscale_info(&p.app, true);
         Some(ProcessDetail {
-            info: self.info(p),
+            info,
             script: spec.script.clone(),
             args: spec.args.clone(),
             cwd: spec.cwd.to_string_lossy().into_owned(),

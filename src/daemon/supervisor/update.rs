@@ -47,7 +47,7 @@ impl Supervisor {
         let mut applied = Applied::default();
         for spec in specs {
             let name = spec.name.clone();
-            let count = spec.instances.resolve(self.cpus);
+            let count = self.count_for(&spec);
             let before: Vec<u32> = match self.apps.get_mut(&name) {
                 Some(app) => {
                     app.spec = spec;
