@@ -22,6 +22,10 @@ use tokio::task::AbortHandle;
 pub(super) const SAMPLE_MS: u64 = 250;
 /// Scale events kept per app for `describe`.
 const EVENTS_KEPT: usize = 10;
+/// How long the older workers get no new connections after a rebalance, so the clients whose
+/// keep-alive connection they closed reconnect to the new workers (SO_REUSEPORT's hash would
+/// send some back to the old ones; with few clients, all of them).
+const REBALANCE_STEER_MS: u64 = 500;
 /// A balancer's in-flight count older than this is not used.
 const IN_FLIGHT_FRESH_MS: u64 = 3_000;
 
@@ -43,6 +47,12 @@ struct AppScaling {
     now: String,
     ups: u64,
     downs: u64,
+    /// Workers added by the last scale up, and the share of connections to move to them once
+    /// they are all ready (see [`Supervisor::rebalance_when_ready`]).
+    rebalance: Option<(Vec<u32>, f64)>,
+    /// Older workers steered out of new connections while their closed keep-alive clients
+    /// reconnect (to the new workers), until when.
+    steered: Option<(Vec<u32>, Instant)>,
 }
 
 impl AppScaling {
@@ -58,6 +68,8 @@ impl AppScaling {
             now: String::new(),
             ups: 0,
             downs: 0,
+            rebalance: None,
+            steered: None,
         }
     }
 }
@@ -174,7 +186,111 @@ impl Supervisor {
                 }
             }
         }
+        self.rebalance_when_ready(name);
         ready.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The end of a rebalance's steering window: the older workers get new connections again
+    /// (those still ready and meant to run; a worker that went away meanwhile was steered by its
+    /// own path).
+    fn end_steering(&mut self, name: &str) {
+        let due = self
+            .autoscale
+            .apps
+            .get(name)
+            .and_then(|s| s.steered.as_ref())
+            .is_some_and(|(_, until)| Instant::now() >= *until);
+        if !due {
+            return;
+        }
+        let Some((ids, _)) = self
+            .autoscale
+            .apps
+            .get_mut(name)
+            .and_then(|s| s.steered.take())
+        else {
+            return;
+        };
+        for id in ids {
+            let back = self.procs.get(&id).is_some_and(|p| {
+                p.ready
+                    && p.want == Want::Run
+                    && p.status == Status::Online
+                    && p.retiring.is_empty()
+            }) && !self.reloading(id);
+            if back {
+                self.set_live(id, true);
+            }
+        }
+    }
+
+    /// Once the workers of the last scale up are all ready (or gone), asks the older Node workers
+    /// to close a share of their keep-alive connections after their next response (the preload
+    /// does it), so clients reconnect and spread over every worker: otherwise a keep-alive client
+    /// stays on the worker it first reached and new workers get only new connections.
+    fn rebalance_when_ready(&mut self, name: &str) {
+        self.end_steering(name);
+        let Some((added, share)) = self
+            .autoscale
+            .apps
+            .get(name)
+            .and_then(|s| s.rebalance.clone())
+        else {
+            return;
+        };
+        let waiting = added.iter().any(|id| {
+            self.procs
+                .get(id)
+                .is_some_and(|p| p.want == Want::Run && p.pid.is_some() && !p.ready)
+        });
+        if waiting {
+            return;
+        }
+        if let Some(s) = self.autoscale.apps.get_mut(name) {
+            s.rebalance = None;
+        }
+        let Some(app) = self.apps.get(name) else {
+            return;
+        };
+        let senders: Vec<_> = app
+            .procs
+            .iter()
+            .filter(|id| !added.contains(id))
+            .filter_map(|id| self.procs.get(id))
+            .filter(|p| p.want == Want::Run && p.ready)
+            .filter_map(|p| p.channel.clone())
+            .collect();
+        let old: Vec<u32> = app
+            .procs
+            .iter()
+            .filter(|id| !added.contains(id))
+            .filter_map(|id| self.procs.get(id))
+            .filter(|p| p.want == Want::Run && p.ready && p.channel.is_some())
+            .map(|p| p.id)
+            .collect();
+        let new_ready = added.iter().any(|id| {
+            self.procs
+                .get(id)
+                .is_some_and(|p| p.ready && p.want == Want::Run)
+        });
+        if new_ready && !old.is_empty() {
+            for id in &old {
+                self.set_live(*id, false);
+            }
+            if let Some(s) = self.autoscale.apps.get_mut(name) {
+                s.steered = Some((
+                    old,
+                    Instant::now() + Duration::from_millis(REBALANCE_STEER_MS),
+                ));
+            }
+        }
+        let msg = serde_json::json!({"cohort": "rebalance", "share": share});
+        for sender in senders {
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                let _ = sender.send_user(&msg).await;
+            });
+        }
     }
 
     /// The end of app `name`'s window: ask the policy, act, log, remember.
@@ -287,7 +403,26 @@ impl Supervisor {
         if let Some(app) = self.apps.get_mut(name) {
             app.spec.instances = crate::config::Instances::Count(target);
         }
+        let before: Vec<u32> = self
+            .apps
+            .get(name)
+            .map(|a| a.procs.clone())
+            .unwrap_or_default();
         let _ = self.resize(name, target);
+        if target > inputs.workers {
+            let added: Vec<u32> = self
+                .apps
+                .get(name)
+                .map(|a| a.procs.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| !before.contains(id))
+                .collect();
+            let share = f64::from(target - inputs.workers) / f64::from(target);
+            if let Some(s) = self.autoscale.apps.get_mut(name) {
+                s.rebalance = Some((added, share));
+            }
+        }
         self.poll_in_flight(name);
     }
 
