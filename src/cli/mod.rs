@@ -245,7 +245,8 @@ pub struct StartArgs {
     /// Arguments for the interpreter, e.g. "--max-old-space-size=512".
     #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
     pub node_args: Option<String>,
-    /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N.
+    /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N; MIN-MAX (1-max,
+    /// 2-8) autoscales a cluster app by load between MIN and MAX (docs/autoscaling.md).
     #[arg(long, short = 'i', allow_hyphen_values = true)]
     pub instances: Option<String>,
     /// Apply env_<NAME> from the config file.
