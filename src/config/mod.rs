@@ -7,6 +7,7 @@ pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
 pub mod log_rotate;
+pub mod probes;
 pub mod read;
 pub mod resolve;
 pub mod start;
@@ -169,6 +170,12 @@ pub struct AppSpec {
     /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_restart: Option<u64>,
+    /// Readiness probe: a process is not ready (gets no new connections) while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<probes::ProbeSpec>,
+    /// Liveness probe: a process that fails it is restarted (cluster: reloaded), reason `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<probes::ProbeSpec>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -215,6 +222,8 @@ impl AppSpec {
             watch: None,
             cron_restart: None,
             max_memory_restart: None,
+            readiness: None,
+            liveness: None,
         }
     }
 

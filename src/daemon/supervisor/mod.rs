@@ -16,7 +16,8 @@
 //! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
 //! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
 //! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
-//! - `outcome.rs`: answers that say which started processes failed before they were ready.
+//! - `outcome.rs`: answers that say which started processes failed before they were ready;
+//! - `probes.rs`: readiness and liveness probes (thresholds: `probe_policy.rs`, pure).
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -30,6 +31,8 @@ mod launch;
 mod lifecycle;
 mod outcome;
 mod policy;
+mod probe_policy;
+mod probes;
 mod reload;
 mod slots;
 mod snapshot;
@@ -117,6 +120,13 @@ enum Event {
         reply: Reply<Vec<ProcessInfo>>,
         rounds: u8,
     },
+    /// A readiness or liveness check of run `gen` of process `id` finished.
+    ProbeResult {
+        id: u32,
+        gen: u64,
+        kind: crate::config::probes::ProbeKind,
+        result: crate::api::ProbeResult,
+    },
 }
 
 impl Event {
@@ -137,6 +147,7 @@ impl Event {
             Event::Trigger { .. } => "a watch or cron trigger",
             Event::MemoryTick => "a memory check",
             Event::Settle { .. } => "a deferred checked answer",
+            Event::ProbeResult { .. } => "a probe result",
         }
     }
 }
@@ -184,6 +195,8 @@ pub struct Supervisor {
     triggers: triggers::Triggers,
     /// What the holder was last given.
     holder: holding::HolderSync,
+    /// The probe tasks of running processes.
+    probes: probes::Probes,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -270,6 +283,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         home,
         triggers: Default::default(),
         holder: Default::default(),
+        probes: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -346,6 +360,8 @@ impl Supervisor {
                 }
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
+                // Probe tasks follow the running processes.
+                self.sync_probes();
             }));
             self.sync_holder();
             if let Err(panic) = handled {
@@ -437,6 +453,12 @@ impl Supervisor {
             Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
             Event::MemoryTick => self.check_memory(),
             Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
+            Event::ProbeResult {
+                id,
+                gen,
+                kind,
+                result,
+            } => self.on_probe_result(id, gen, kind, result),
         }
     }
 
