@@ -14,15 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The first two bytes of the source address that steers a probe to a slot (127.77.0.0/16).
-pub const STEER_PREFIX: [u8; 2] = [127, 77];
-
-/// The loopback source address that steers a connection to cluster slot `slot`.
-pub fn steering_source(slot: u32) -> Option<Ipv4Addr> {
-    let s = u16::try_from(slot).ok()?;
-    let [hi, lo] = s.to_be_bytes();
-    Some(Ipv4Addr::new(STEER_PREFIX[0], STEER_PREFIX[1], hi, lo))
-}
+pub use crate::cluster::steering::probe_source as steering_source;
 
 /// What one process's probe checks, and how to reach it.
 pub struct Target {
