@@ -214,6 +214,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
             mode: spec.exec_mode.as_str().into(),
             unstable_restarts: 0,
             restart_reason: None,
+            ready: None,
             restart_reasons: Default::default(),
             autoscale: None,
         },
@@ -242,6 +243,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         watch: Vec::new(),
         cron_restart: None,
         max_memory_restart: None,
+        probes: Vec::new(),
     });
 }
 

@@ -380,6 +380,8 @@ const KNOWN: &[&str] = &[
     "watch_delay",
     "cron_restart",
     "max_memory_restart",
+    "readiness",
+    "liveness",
 ];
 
 /// PM2's aliases (its schema.json and `verifyConfs`): each names the canonical field it stands for.
@@ -678,6 +680,7 @@ fn app_from_value(
     spec.watch = triggers.watch;
     spec.cron_restart = triggers.cron_restart;
     spec.max_memory_restart = triggers.max_memory_restart;
+    (spec.readiness, spec.liveness) = super::probes::from_fields(obj, &at_named, &spec.name)?;
     // The rules a dump is held to as well (resurrect runs the same check).
     super::validate::app(&spec, &at_named)?;
     Ok(spec)

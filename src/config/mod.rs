@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod duration;
 pub mod ecosystem;
 pub mod log_rotate;
+pub mod probes;
 pub mod read;
 pub mod resolve;
 pub mod start;
@@ -174,6 +175,12 @@ pub struct AppSpec {
     /// (cluster mode only); `instances` then holds the count to start with (min).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<autoscale::Autoscale>,
+    /// Readiness probe: a process is not ready (gets no new connections) while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<probes::ProbeSpec>,
+    /// Liveness probe: a process that fails it is restarted (cluster: reloaded), reason `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<probes::ProbeSpec>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -221,6 +228,8 @@ impl AppSpec {
             cron_restart: None,
             max_memory_restart: None,
             autoscale: None,
+            readiness: None,
+            liveness: None,
         }
     }
 

@@ -200,6 +200,7 @@ mod tests {
             restart_reasons: Default::default(),
             restart_reason: None,
             autoscale: None,
+            ready: None,
         }
     }
 

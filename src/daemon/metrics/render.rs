@@ -489,6 +489,7 @@ mod tests {
             restart_reasons: BTreeMap::new(),
             restart_reason: None,
             autoscale: None,
+            ready: None,
         }
     }
 

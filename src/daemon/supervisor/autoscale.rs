@@ -165,7 +165,7 @@ impl Supervisor {
             .procs
             .iter()
             .filter_map(|id| self.procs.get(id))
-            .filter(|p| p.want == Want::Run && p.ready && p.status == Status::Online)
+            .filter(|p| p.want == Want::Run && self.proc_serving(p.id))
             .filter_map(|p| Some((p.id, p.pid?)))
             .collect();
         let queued: u32 = ready.iter().map(|(id, _)| self.queued(*id)).sum();
@@ -212,12 +212,12 @@ impl Supervisor {
             return;
         };
         for id in ids {
-            let back = self.procs.get(&id).is_some_and(|p| {
-                p.ready
-                    && p.want == Want::Run
-                    && p.status == Status::Online
-                    && p.retiring.is_empty()
-            }) && !self.reloading(id);
+            let back = self
+                .procs
+                .get(&id)
+                .is_some_and(|p| p.want == Want::Run && p.retiring.is_empty())
+                && self.proc_serving(id)
+                && !self.reloading(id);
             if back {
                 self.set_live(id, true);
             }
@@ -241,7 +241,8 @@ impl Supervisor {
         let waiting = added.iter().any(|id| {
             self.procs
                 .get(id)
-                .is_some_and(|p| p.want == Want::Run && p.pid.is_some() && !p.ready)
+                .is_some_and(|p| p.want == Want::Run && p.pid.is_some())
+                && !self.proc_serving(*id)
         });
         if waiting {
             return;
@@ -252,26 +253,21 @@ impl Supervisor {
         let Some(app) = self.apps.get(name) else {
             return;
         };
-        let senders: Vec<_> = app
-            .procs
-            .iter()
-            .filter(|id| !added.contains(id))
-            .filter_map(|id| self.procs.get(id))
-            .filter(|p| p.want == Want::Run && p.ready)
-            .filter_map(|p| p.channel.clone())
-            .collect();
         let old: Vec<u32> = app
             .procs
             .iter()
             .filter(|id| !added.contains(id))
             .filter_map(|id| self.procs.get(id))
-            .filter(|p| p.want == Want::Run && p.ready && p.channel.is_some())
+            .filter(|p| p.want == Want::Run && p.channel.is_some() && self.proc_serving(p.id))
             .map(|p| p.id)
             .collect();
+        let senders: Vec<_> = old
+            .iter()
+            .filter_map(|id| self.procs.get(id))
+            .filter_map(|p| p.channel.clone())
+            .collect();
         let new_ready = added.iter().any(|id| {
-            self.procs
-                .get(id)
-                .is_some_and(|p| p.ready && p.want == Want::Run)
+            self.procs.get(id).is_some_and(|p| p.want == Want::Run) && self.proc_serving(*id)
         });
         if new_ready && !old.is_empty() {
             for id in &old {
@@ -325,6 +321,12 @@ impl Supervisor {
         let busy_elsewhere = procs
             .iter()
             .any(|p| p.want == Want::Restart || self.reloading(p.id));
+        // Serving: online, signalled ready, readiness probe (if any) passing.
+        let serving: Vec<u32> = counted
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| self.proc_serving(*id))
+            .collect();
         let epoch = *self.autoscale.epoch.get_or_insert_with(Instant::now);
         let now_ms = epoch.elapsed().as_millis() as u64;
         let Some(state) = self.autoscale.apps.get_mut(name) else {
@@ -338,7 +340,7 @@ impl Supervisor {
         }
         let ready_pids: Vec<i32> = counted
             .iter()
-            .filter(|p| p.ready && p.status == Status::Online)
+            .filter(|p| serving.contains(&p.id))
             .filter_map(|p| p.pid)
             .collect();
         let busy: Vec<f64> = ready_pids
@@ -356,7 +358,7 @@ impl Supervisor {
             workers: counted.len() as u32,
             starting: counted
                 .iter()
-                .filter(|p| !(p.ready && p.status == Status::Online))
+                .filter(|p| p.pid.is_some() && (!p.ready || p.status == Status::Launching))
                 .count() as u32,
             draining: procs.iter().any(|p| p.want == Want::Delete),
             busy,

@@ -16,7 +16,8 @@
 //! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
 //! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
 //! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
-//! - `outcome.rs`: answers that say which started processes failed before they were ready.
+//! - `outcome.rs`: answers that say which started processes failed before they were ready;
+//! - `probes.rs`: readiness and liveness probes (thresholds: `probe_policy.rs`, pure).
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
@@ -31,6 +32,8 @@ mod launch;
 mod lifecycle;
 mod outcome;
 mod policy;
+mod probe_policy;
+mod probes;
 mod reload;
 mod scale_policy;
 mod slots;
@@ -126,6 +129,13 @@ enum Event {
         reply: Reply<Vec<ProcessInfo>>,
         rounds: u8,
     },
+    /// A readiness or liveness check of run `gen` of process `id` finished.
+    ProbeResult {
+        id: u32,
+        gen: u64,
+        kind: crate::config::probes::ProbeKind,
+        result: crate::api::ProbeResult,
+    },
 }
 
 impl Event {
@@ -148,6 +158,7 @@ impl Event {
             Event::AutoscaleTick => "an autoscaling tick",
             Event::InFlight { .. } => "a balancer's in-flight count",
             Event::Settle { .. } => "a deferred checked answer",
+            Event::ProbeResult { .. } => "a probe result",
         }
     }
 }
@@ -197,6 +208,8 @@ pub struct Supervisor {
     holder: holding::HolderSync,
     /// Autoscaled apps' measurements, policy memory and scale events.
     autoscale: autoscale::Autoscaler,
+    /// The probe tasks of running processes.
+    probes: probes::Probes,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -284,6 +297,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         triggers: Default::default(),
         holder: Default::default(),
         autoscale: Default::default(),
+        probes: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -361,6 +375,8 @@ impl Supervisor {
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
                 self.sync_autoscale();
+                // Probe tasks follow the running processes.
+                self.sync_probes();
             }));
             self.sync_holder();
             if let Err(panic) = handled {
@@ -454,6 +470,12 @@ impl Supervisor {
             Event::AutoscaleTick => self.autoscale_tick(),
             Event::InFlight { app, n } => self.on_in_flight(&app, n),
             Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
+            Event::ProbeResult {
+                id,
+                gen,
+                kind,
+                result,
+            } => self.on_probe_result(id, gen, kind, result),
         }
     }
 

@@ -82,6 +82,11 @@ pub(super) struct Proc {
     pub(super) pending_reason: Option<RestartReason>,
     /// Why the current start failed (before the process was ready), for honest answers.
     pub(super) start_failure: Option<String>,
+    /// The readiness probe's verdict for the current run: None when the app has no readiness
+    /// probe, `Some(false)` from the start of a run until it passes (Kubernetes).
+    pub(super) probe_ready: Option<bool>,
+    /// Each probe's counters and last result for the current run (`probes.rs`).
+    pub(super) probes: super::probes::ProcProbes,
 }
 
 impl Supervisor {
@@ -132,6 +137,7 @@ impl Supervisor {
             restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
             autoscale: self.autoscale_info(&p.app, false),
+            ready: self.ready_field(p),
         }
     }
 
@@ -179,6 +185,7 @@ impl Supervisor {
                 .collect(),
             cron_restart: spec.cron_restart.clone(),
             max_memory_restart: spec.max_memory_restart,
+            probes: self.probe_statuses(p),
         })
     }
 
@@ -331,6 +338,8 @@ impl Supervisor {
                 restart_reason: None,
                 pending_reason: None,
                 start_failure: None,
+                probe_ready: None,
+                probes: Default::default(),
             },
         );
         if let Some(app) = self.apps.get_mut(name) {
