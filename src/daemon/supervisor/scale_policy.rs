@@ -149,11 +149,9 @@ pub fn decide(k: &Knobs, i: &Inputs, m: &Memory) -> (Decision, String, Memory) {
         if let Some(ceiling) = k.max_memory {
             let per_worker = i.memory / u64::from(i.workers.max(1));
             let room = ceiling.saturating_sub(i.memory);
-            let fit = if per_worker == 0 {
-                n
-            } else {
-                (room / per_worker).min(u64::from(n)) as u32
-            };
+            let fit = room
+                .checked_div(per_worker)
+                .map_or(n, |k| k.min(u64::from(n)) as u32);
             if fit == 0 {
                 return (
                     Decision::Hold,
@@ -339,8 +337,10 @@ mod tests {
         backlog.queued = 12;
         let mut behind_balancer = at(10_000, 1, 5.0);
         behind_balancer.excess_in_flight = Some(10);
-        let mut cooling = Memory::default();
-        cooling.last_change_ms = Some(9_000);
+        let cooling = Memory {
+            last_change_ms: Some(9_000),
+            ..Memory::default()
+        };
         let mut draining = at(10_000, 2, 90.0);
         draining.draining = true;
         let cases: Vec<(&str, Inputs, Memory, Knobs, Decision)> = vec![
