@@ -1,5 +1,5 @@
 """The autoscale scenario: a step load (light -> heavy -> light) against the same CPU-bound app
-(hello.js spinning `burn_ms` per request) run by cohort three ways, measured interleaved:
+(hello.js spinning `burn_ms` per request to /burn; the light client asks for / which costs nothing) run by cohort three ways, measured interleaved:
 `instances = { min = 1, max = "max" }` (autoscaled), fixed `-i 1`, fixed `-i max`. Reports p99 and
 req/s during the heavy step, failed requests (wrk + a paced light client that runs throughout),
 the time from the step to a second serving worker, the time back to one worker after the step,
@@ -118,7 +118,7 @@ def scenario_autoscale(reg, root, P, start_configs, new_cohort, log):
                 t.start()
             time.sleep(1.0)                                   # light
             step = round(time.monotonic() - t0, 2)
-            res = wrk.run(c["port"], heavy_s, conns=HEAVY_CONNS)  # heavy
+            res = wrk.run(c["port"], heavy_s, conns=HEAVY_CONNS, path="/burn")  # heavy
             res.pop("raw", None)
             end = round(time.monotonic() - t0, 2)
             # Light again: for the autoscaled app, until it is back at one worker (bounded).
@@ -163,7 +163,7 @@ def scenario_autoscale(reg, root, P, start_configs, new_cohort, log):
             "ratio_p99_vs_1": r(auto, fixed1, "p99_ms"),
             "ratio_p99_vs_max": r(auto, fixedmax, "p99_ms"),
             "command": f"light: 1 keep-alive client at {LIGHT_RPS} req/s throughout; heavy step at t=1s: "
-                       f"wrk -t1 -c{HEAVY_CONNS} -d{heavy_s}s --latency; {BURN_MS} ms of CPU per request; "
+                       f"wrk -t1 -c{HEAVY_CONNS} -d{heavy_s}s --latency on /burn ({BURN_MS} ms of CPU per request); "
                        f"autoscaled app: instances = {{ min = 1, max = \"max\", scale_down_after = "
                        f"\"{SCALE_DOWN_AFTER_S}s\" }}, other knobs default"}
 

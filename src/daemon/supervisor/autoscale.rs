@@ -26,6 +26,8 @@ const EVENTS_KEPT: usize = 10;
 /// keep-alive connection they closed reconnect to the new workers (SO_REUSEPORT's hash would
 /// send some back to the old ones; with few clients, all of them).
 const REBALANCE_STEER_MS: u64 = 500;
+/// Hold lines in daemon.log: at most one per this many seconds per app (changes always log).
+const HOLD_LOG_EVERY_S: u64 = 10;
 /// A balancer's in-flight count older than this is not used.
 const IN_FLIGHT_FRESH_MS: u64 = 3_000;
 
@@ -41,8 +43,10 @@ struct AppScaling {
     in_flight: Option<(u32, Instant)>,
     /// The last scale events (newest last).
     events: VecDeque<ScaleEvent>,
-    /// The kind of the last hold logged (a new kind is logged once).
+    /// The kind of the last hold logged, and when (a new kind is logged, at most once per
+    /// [`HOLD_LOG_EVERY_S`]).
     last_hold: String,
+    last_hold_at: Option<Instant>,
     /// The last decision's reason (what the policy thinks now).
     now: String,
     ups: u64,
@@ -65,6 +69,7 @@ impl AppScaling {
             in_flight: None,
             events: VecDeque::new(),
             last_hold: String::new(),
+            last_hold_at: None,
             now: String::new(),
             ups: 0,
             downs: 0,
@@ -376,8 +381,12 @@ impl Supervisor {
                 let kind = reason.split(';').next().unwrap_or("").to_string();
                 // Numbers change every tick; the kind of hold is what is worth a line.
                 let kind_only: String = kind.chars().filter(|c| !c.is_ascii_digit()).collect();
-                if kind_only != state.last_hold {
+                let quiet = state
+                    .last_hold_at
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(HOLD_LOG_EVERY_S));
+                if kind_only != state.last_hold && quiet {
                     state.last_hold = kind_only;
+                    state.last_hold_at = Some(Instant::now());
                     crate::report!("cohort: autoscale {name}: {reason}");
                 }
                 self.poll_in_flight(name);

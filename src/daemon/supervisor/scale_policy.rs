@@ -228,7 +228,14 @@ pub fn decide(k: &Knobs, i: &Inputs, m: &Memory) -> (Decision, String, Memory) {
     if avg >= k.down_busy || waiting > 0 {
         m.below_since_ms = None;
     }
-    (Decision::Hold, format!("hold: in the band; {facts}"), m)
+    let why = if avg < k.down_busy && i.workers <= k.min {
+        format!("at min {}", k.min)
+    } else if avg < k.down_busy {
+        "under the band, but something waits or starts".to_string()
+    } else {
+        "in the band".to_string()
+    };
+    (Decision::Hold, format!("hold: {why}; {facts}"), m)
 }
 
 /// A scale-up of `n`; a worker removed less than `down_after` ago that had to come back raises
