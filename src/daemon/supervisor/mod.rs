@@ -120,6 +120,12 @@ enum Event {
         reply: Reply<Vec<ProcessInfo>>,
         rounds: u8,
     },
+    /// The start window of run `gen` of process `id` is over: if its readiness probe has not
+    /// passed, its start failed (it keeps running and being probed).
+    ReadinessDeadline {
+        id: u32,
+        gen: u64,
+    },
     /// A readiness or liveness check of run `gen` of process `id` finished.
     ProbeResult {
         id: u32,
@@ -148,6 +154,7 @@ impl Event {
             Event::MemoryTick => "a memory check",
             Event::Settle { .. } => "a deferred checked answer",
             Event::ProbeResult { .. } => "a probe result",
+            Event::ReadinessDeadline { .. } => "a readiness deadline",
         }
     }
 }
@@ -459,6 +466,7 @@ impl Supervisor {
                 kind,
                 result,
             } => self.on_probe_result(id, gen, kind, result),
+            Event::ReadinessDeadline { id, gen } => self.readiness_deadline(id, gen),
         }
     }
 
