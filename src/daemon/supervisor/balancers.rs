@@ -106,10 +106,14 @@ impl Supervisor {
     }
 }
 
+/// Per upstream address of a balancer: (its app is ready, how many times one of its processes
+/// stopped being ready).
+type UpstreamStates = BTreeMap<String, (bool, u64)>;
+
 /// Pushes an `app:NAME` upstream's readiness to one balancer process, in order: the latest
 /// wanted state is sent (retried while the balancer's admin endpoint is not up yet).
 pub(super) struct ReadyPusher {
-    wanted: tokio::sync::watch::Sender<BTreeMap<String, (bool, u64)>>,
+    wanted: tokio::sync::watch::Sender<UpstreamStates>,
     task: tokio::task::AbortHandle,
 }
 
@@ -145,8 +149,7 @@ impl Supervisor {
     /// Holds out of every balancer the `app:NAME` upstreams whose every process fails its
     /// readiness probe, and lets them back when one passes (docs/health.md, "Probes").
     pub(super) fn sync_balancer_readiness(&mut self) {
-        let mut wanted: HashMap<(u32, i32), (String, BTreeMap<String, (bool, u64)>)> =
-            HashMap::new();
+        let mut wanted: HashMap<(u32, i32), (String, UpstreamStates)> = HashMap::new();
         let balancer_apps: Vec<(String, Value)> = self
             .apps
             .values()
@@ -212,18 +215,14 @@ impl Supervisor {
     }
 
     /// The task that sends one balancer process its upstreams' readiness.
-    fn start_pusher(
-        &self,
-        admin: &str,
-        states: BTreeMap<String, (bool, u64)>,
-    ) -> Option<ReadyPusher> {
+    fn start_pusher(&self, admin: &str, states: UpstreamStates) -> Option<ReadyPusher> {
         let addr: std::net::SocketAddr = admin.parse().ok()?;
         let (_, token) = self.balancer_token_env()?;
         let (tx, mut rx) = tokio::sync::watch::channel(states);
         let task = tokio::spawn(async move {
             // What the balancer has now: nothing held (a new balancer starts with all up, and
             // its pool is new).
-            let mut sent: BTreeMap<String, (bool, u64)> = BTreeMap::new();
+            let mut sent = UpstreamStates::new();
             loop {
                 let now = rx.borrow_and_update().clone();
                 for (upstream, (ready, epoch)) in &now {
