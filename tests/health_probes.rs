@@ -477,4 +477,27 @@ access_log = false
         vec![ready_pid],
         "{seen:?}"
     );
+
+    // A reload is rolling: the next worker is replaced once the new one passed its probe, so
+    // the balancer always has a ready worker (no 503) and no request fails.
+    std::fs::remove_file(c.work.join("unready-0")).expect("removing unready-0");
+    wait_ready(&c, "api", 0, true, T);
+    let load = Load::start(edge, Mode::KeepAlive, 3);
+    load.wait_more(100, T);
+    let t0 = Instant::now();
+    c.ok(&["reload", "api"]);
+    eprintln!(
+        "balancer: rolling reload with readiness probes took {} ms",
+        t0.elapsed().as_millis()
+    );
+    let after = c.procs("api");
+    assert!(
+        after
+            .iter()
+            .all(|p| p["ready"] == true && p["restart_reason"] == "reload"),
+        "{after:?}"
+    );
+    load.wait_more(100, T);
+    load.finish()
+        .assert_no_failure("rolling reload behind a balancer");
 }

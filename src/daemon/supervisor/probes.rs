@@ -228,6 +228,7 @@ impl Supervisor {
             );
         }
         self.sync_balancer_readiness();
+        self.reload_probe_progress();
     }
 
     /// The task that checks process `id` (run `gen`, pid `pid`) with `spec` every interval.
