@@ -438,8 +438,13 @@ access_log = false
     c.ok(&["start", config.to_str().unwrap()]);
     wait_serving(edge, T);
     let pids: Vec<i32> = instances(&c, "api").iter().map(|p| p.1).collect();
-    // The balancer holds keep-alive connections to both workers.
-    wait_all_answer(edge, &pids, 500);
+    wait_all_answer(port, &pids, 500);
+    // Concurrent requests make the balancer open (and pool) connections to both workers.
+    let load = Load::start(edge, Mode::KeepAlive, 4);
+    load.wait_pid(pids[0], T);
+    load.wait_pid(pids[1], T);
+    load.finish()
+        .assert_no_failure("both workers through the balancer");
     // One worker not ready: the balancer drops its idle connections, new ones go to the other.
     c.write("unready-0", "");
     wait_ready(&c, "api", 0, false, T);
