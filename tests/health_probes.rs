@@ -227,6 +227,25 @@ liveness = {{ exec = "sleep 47.25", interval = "300ms", timeout = "150ms", failu
         (d[0]["probes"][1]["last"]["message"] == "exit 0: yes").then_some(())
     });
 
+    // A probe from the command line; a path without a port finds the port the process listens on.
+    let port2 = free_port();
+    let o = c.cmd_env(
+        &[
+            "start",
+            &app_js(),
+            "--name",
+            "flagged",
+            "--readiness-http",
+            "/ready",
+        ],
+        &[("PORT", &port2.to_string())],
+    );
+    assert!(o.success(), "{}{}", o.stdout, o.stderr);
+    let flagged = c.proc("flagged");
+    assert_eq!(flagged["ready"], true, "{flagged}");
+    let d: Value = serde_json::from_str(&c.ok(&["describe", "flagged", "--json"]).stdout).unwrap();
+    assert_eq!(d[0]["probes"][0]["last"]["message"], "HTTP 200", "{d}");
+
     // The exec probe fails: the fork app restarts, reason probe.
     let old = api["pid"].as_i64().unwrap_or_default();
     std::fs::remove_file(c.work.join("healthy")).expect("removing the health file");

@@ -19,6 +19,10 @@ use crate::daemon::probe::{self, Target};
 use std::collections::HashMap;
 use tokio::task::AbortHandle;
 
+/// How often a readiness probe checks until it first passes (when its interval is longer), so a
+/// start is not held a whole interval by a check made before the app listened.
+pub(super) const STARTING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A process's probe state for its current run.
 #[derive(Default)]
 pub(super) struct ProcProbes {
@@ -260,19 +264,21 @@ impl Supervisor {
             },
         };
         let (interval, timeout, delay) = (spec.interval, spec.timeout, spec.initial_delay);
+        let success_threshold = spec.success_threshold;
         let events = self.events.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let mut every = tokio::time::interval(interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut target = target;
+            // Readiness: until it first passes, check at most every STARTING_INTERVAL.
+            let mut starting = kind == ProbeKind::Readiness;
+            let mut streak = 0;
             loop {
-                every.tick().await;
-                let started = std::time::Instant::now();
+                let started = tokio::time::Instant::now();
                 let outcome = probe::run(&mut target, timeout).await;
+                let ok = outcome.is_ok();
                 let result = ProbeResult {
                     at: crate::daemon::now_ms(),
-                    ok: outcome.is_ok(),
+                    ok,
                     message: match outcome {
                         Ok(m) | Err(m) => m,
                     },
@@ -289,6 +295,15 @@ impl Supervisor {
                 {
                     return;
                 }
+                streak = if ok { streak + 1 } else { 0 };
+                if starting && streak >= success_threshold {
+                    starting = false;
+                }
+                let period = match starting {
+                    true => interval.min(STARTING_INTERVAL),
+                    false => interval,
+                };
+                tokio::time::sleep_until(started + period).await;
             }
         });
         Some(task.abort_handle())
