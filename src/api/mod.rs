@@ -169,6 +169,12 @@ pub struct ProcessDetail {
     /// Bytes.
     #[serde(default)]
     pub max_memory_restart: Option<u64>,
+    /// The app's dependencies with the condition each waits for: `redis (ready)`.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// While its start is held: what it waits for and where that stands.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.
