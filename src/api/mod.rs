@@ -91,6 +91,10 @@ pub struct ProcessInfo {
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,
+    /// Whether the process takes new work: online, signalled ready, and its readiness probe
+    /// passing. Null when the app has no readiness probe (docs/health.md, "Probes").
+    #[serde(default)]
+    pub ready: Option<bool>,
 }
 
 /// Why a process restarted (`restart_reason` in `ls --json`).
@@ -175,6 +179,34 @@ pub struct ProcessDetail {
     /// While its start is held: what it waits for and where that stands.
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The app's probes, each with its last result for this process.
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
+}
+
+/// One probe of a process, for `describe`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProbeStatus {
+    pub kind: crate::config::probes::ProbeKind,
+    pub spec: crate::config::probes::ProbeSpec,
+    /// `http GET :3000/health`, `tcp 127.0.0.1:6379`, `exec redis-cli ping`.
+    pub check: String,
+    /// The last result for the current run (None: not checked yet).
+    pub last: Option<ProbeResult>,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+}
+
+/// The result of one check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Unix milliseconds when it finished.
+    pub at: u64,
+    pub ok: bool,
+    /// What it saw: `HTTP 200`, `connected`, `exit 0`, or why it failed.
+    pub message: String,
+    /// How long the check took, in milliseconds.
+    pub took_ms: u64,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

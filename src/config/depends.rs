@@ -225,7 +225,7 @@ impl super::AppSpec {
     /// True when the app declares a readiness probe (a list-form `depends_on` entry then waits
     /// for `ready`, else for `started`).
     pub fn has_readiness_probe(&self) -> bool {
-        false
+        self.readiness.is_some()
     }
 }
 

@@ -391,6 +391,8 @@ const KNOWN: &[&str] = &[
     "max_memory_restart",
     "depends_on",
     "depends_timeout",
+    "readiness",
+    "liveness",
 ];
 
 /// PM2's aliases (its schema.json and `verifyConfs`): each names the canonical field it stands for.
@@ -682,6 +684,7 @@ fn app_from_value(
     spec.max_memory_restart = triggers.max_memory_restart;
     (spec.depends_on, spec.depends_timeout_ms) =
         super::depends::from_fields(obj, &spec.name, &at_named)?;
+    (spec.readiness, spec.liveness) = super::probes::from_fields(obj, &at_named, &spec.name)?;
     // The rules a dump is held to as well (resurrect runs the same check).
     super::validate::app(&spec, &at_named)?;
     Ok(spec)

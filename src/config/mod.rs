@@ -8,6 +8,7 @@ pub mod depends;
 pub mod duration;
 pub mod ecosystem;
 pub mod log_rotate;
+pub mod probes;
 pub mod read;
 pub mod resolve;
 pub mod start;
@@ -176,6 +177,12 @@ pub struct AppSpec {
     /// How long it waits for them (`depends_timeout`; None: [`depends::DEFAULT_TIMEOUT_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_timeout_ms: Option<u64>,
+    /// Readiness probe: a process is not ready (gets no new connections) while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<probes::ProbeSpec>,
+    /// Liveness probe: a process that fails it is restarted (cluster: reloaded), reason `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<probes::ProbeSpec>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -224,6 +231,8 @@ impl AppSpec {
             max_memory_restart: None,
             depends_on: Vec::new(),
             depends_timeout_ms: None,
+            readiness: None,
+            liveness: None,
         }
     }
 

@@ -443,6 +443,7 @@ mod tests {
             unstable_restarts: 0,
             restart_reasons: BTreeMap::new(),
             restart_reason: None,
+            ready: None,
         }
     }
 

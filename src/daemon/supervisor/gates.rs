@@ -296,22 +296,20 @@ impl Supervisor {
                 label: format!("{}:{}", p.app, p.instance),
                 status: p.status,
                 running: p.pid.is_some(),
-                serving: self.dependency_serving(*id),
+                serving: self.proc_serving(*id),
                 stopped_by_user: p.want == Want::Stop,
                 last_exit_code: p.last_exit_code,
                 last_signal: p.last_signal.clone(),
                 started_at: p.started_at,
                 held: self.is_held(*id),
-                probe: None,
+                probe: p
+                    .probes
+                    .last_readiness
+                    .as_ref()
+                    .filter(|r| !r.ok)
+                    .map(|r| r.message.clone()),
             })
             .collect()
-    }
-
-    /// "Ready" for a dependency: online, its readiness signal came.
-    fn dependency_serving(&self, id: u32) -> bool {
-        self.procs
-            .get(&id)
-            .is_some_and(|p| p.pid.is_some() && p.status == Status::Online && p.ready)
     }
 
     /// The condition app `waiter` waits for on dependency `d`.

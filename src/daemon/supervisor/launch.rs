@@ -209,6 +209,7 @@ impl Supervisor {
         }
         p.pid = Some(pid);
         p.ready = false;
+        super::probes::new_run(p, spec.readiness.is_some(), p.gen);
         p.channel = channel.as_ref().map(NodeChannel::sender);
         if !keep_old || p.status != Status::Online {
             p.status = if spec.wait_ready {

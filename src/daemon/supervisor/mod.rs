@@ -16,7 +16,8 @@
 //! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
 //! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
 //! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
-//! - `outcome.rs`: answers that say which started processes failed before they were ready.
+//! - `outcome.rs`: answers that say which started processes failed before they were ready;
+//! - `probes.rs`: readiness and liveness probes (thresholds: `probe_policy.rs`, pure);
 //! - `gates.rs`: starts held until their dependencies are met (depends_on), ordered stops.
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
@@ -32,6 +33,8 @@ mod launch;
 mod lifecycle;
 mod outcome;
 mod policy;
+mod probe_policy;
+mod probes;
 mod reload;
 mod slots;
 mod snapshot;
@@ -127,6 +130,13 @@ enum Event {
         kind: gates::StopKind,
         done: oneshot::Sender<()>,
     },
+    /// A readiness or liveness check of run `gen` of process `id` finished.
+    ProbeResult {
+        id: u32,
+        gen: u64,
+        kind: crate::config::probes::ProbeKind,
+        result: crate::api::ProbeResult,
+    },
 }
 
 impl Event {
@@ -149,6 +159,7 @@ impl Event {
             Event::Settle { .. } => "a deferred checked answer",
             Event::GateCheck => "a dependency deadline",
             Event::StopWave { .. } => "an ordered stop's next wave",
+            Event::ProbeResult { .. } => "a probe result",
         }
     }
 }
@@ -198,6 +209,8 @@ pub struct Supervisor {
     holder: holding::HolderSync,
     /// Starts held until their dependencies are met (depends_on).
     gates: gates::Gates,
+    /// The probe tasks of running processes.
+    probes: probes::Probes,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -285,6 +298,7 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         triggers: Default::default(),
         holder: Default::default(),
         gates: Default::default(),
+        probes: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -365,6 +379,8 @@ impl Supervisor {
                 self.sync_triggers();
                 // Held starts follow their dependencies (depends_on).
                 self.sync_gates();
+                // Probe tasks follow the running processes.
+                self.sync_probes();
             }));
             self.sync_holder();
             if let Err(panic) = handled {
@@ -458,6 +474,12 @@ impl Supervisor {
             Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
             Event::GateCheck => {} // the loop checks the gates after every message
             Event::StopWave { waves, kind, done } => self.stop_wave_due(waves, kind, done),
+            Event::ProbeResult {
+                id,
+                gen,
+                kind,
+                result,
+            } => self.on_probe_result(id, gen, kind, result),
         }
     }
 

@@ -206,7 +206,9 @@ impl Supervisor {
             p.status = Status::Online;
         }
         if self.is_cluster(id) {
-            self.set_live(id, true);
+            // With a readiness probe, new connections wait for it to pass too.
+            let live = self.slot_live(id);
+            self.set_live(id, live);
         }
         self.reload_worker_ready(id);
     }

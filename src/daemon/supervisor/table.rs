@@ -82,6 +82,11 @@ pub(super) struct Proc {
     pub(super) pending_reason: Option<RestartReason>,
     /// Why the current start failed (before the process was ready), for honest answers.
     pub(super) start_failure: Option<String>,
+    /// The readiness probe's verdict for the current run: None when the app has no readiness
+    /// probe, `Some(false)` from the start of a run until it passes (Kubernetes).
+    pub(super) probe_ready: Option<bool>,
+    /// Each probe's counters and last result for the current run (`probes.rs`).
+    pub(super) probes: super::probes::ProcProbes,
 }
 
 impl Supervisor {
@@ -131,6 +136,7 @@ impl Supervisor {
             unstable_restarts: p.run.unstable,
             restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
+            ready: self.ready_field(p),
         }
     }
 
@@ -182,6 +188,7 @@ impl Supervisor {
             } else {
                 None
             },
+            probes: self.probe_statuses(p),
         })
     }
 
@@ -335,6 +342,8 @@ impl Supervisor {
                 restart_reason: None,
                 pending_reason: None,
                 start_failure: None,
+                probe_ready: None,
+                probes: Default::default(),
             },
         );
         if let Some(app) = self.apps.get_mut(name) {
