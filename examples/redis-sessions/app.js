@@ -39,6 +39,15 @@ if (storeKind === 'redis') {
   store = new RedisStore({ client, prefix: 'sess:' });
 }
 
+// While Redis is away, say so at once (503), for new visitors too: a session that cannot be
+// stored is not a session. cohort's readiness probe (/health) takes the worker out meanwhile.
+app.use((req, res, next) => {
+  if (client && !client.isReady && req.path !== '/health') {
+    return res.status(503).json({ error: 'session store unavailable', pid: process.pid });
+  }
+  next();
+});
+
 app.use(
   session({
     store,

@@ -32,6 +32,9 @@ pub(super) struct Gate {
     timeout_ms: u64,
     /// Dependencies restarted together with this app: only their run begun after `since_ms` counts.
     fresh: BTreeSet<String>,
+    /// Processes of a restart that have not exited yet (an ordered stop may reach them later):
+    /// the gate waits for them to be held.
+    pending: BTreeSet<u32>,
 }
 
 /// Every gate, by app name.
@@ -229,6 +232,7 @@ impl Supervisor {
         let app = p.app.clone();
         self.arm_gate(&app, BTreeSet::new());
         if let Some(g) = self.gates.apps.get_mut(&app) {
+            g.pending.remove(&id);
             if !g.held.iter().any(|(h, _)| *h == id) {
                 g.held.push((id, restart));
             }
@@ -253,6 +257,7 @@ impl Supervisor {
                 deadline: Instant::now() + Duration::from_millis(timeout_ms),
                 timeout_ms,
                 fresh,
+                pending: BTreeSet::new(),
             },
         );
         // Wake the actor at the deadline (any message also checks the gates).
@@ -267,6 +272,11 @@ impl Supervisor {
             .filter_map(|id| self.procs.get(id).map(|p| p.app.clone()))
             .collect();
         for app in &apps {
+            let pending: BTreeSet<u32> = ids
+                .iter()
+                .copied()
+                .filter(|id| self.procs.get(id).is_some_and(|p| &p.app == app))
+                .collect();
             let Some(deps) = self.apps.get(app).map(|a| a.spec.depends_on.clone()) else {
                 continue;
             };
@@ -280,6 +290,9 @@ impl Supervisor {
                 .collect();
             self.gates.apps.remove(app);
             self.arm_gate(app, fresh);
+            if let Some(g) = self.gates.apps.get_mut(app) {
+                g.pending = pending;
+            }
         }
     }
 
@@ -386,18 +399,29 @@ impl Supervisor {
                 .collect(),
             None => return,
         };
-        let restarting = self.apps.get(app).is_some_and(|a| {
-            a.procs
+        // Processes of a restart not stopped yet (a later wave) or not exited yet.
+        let still_pending: BTreeSet<u32> = match self.gates.apps.get(app) {
+            Some(g) => g
+                .pending
                 .iter()
-                .any(|id| self.procs.get(id).is_some_and(|p| p.want == Want::Restart))
-        });
+                .copied()
+                .filter(|id| {
+                    self.procs.get(id).is_some_and(|p| {
+                        matches!(p.want, Want::Restart | Want::Run) && p.pid.is_some()
+                    })
+                })
+                .collect(),
+            None => return,
+        };
         let Some(gate) = self.gates.apps.get_mut(app) else {
             return;
         };
         gate.held = still_held;
+        gate.pending = still_pending;
         if gate.held.is_empty() {
-            // A gate armed for a restart waits for the processes to exit; else nothing is held.
-            if !restarting {
+            // A gate armed for a restart waits for its processes to exit (until the deadline);
+            // else nothing is held.
+            if gate.pending.is_empty() || Instant::now() >= gate.deadline {
                 self.gates.apps.remove(app);
             }
             return;
