@@ -38,6 +38,7 @@ fn example(c: &Cohort, config: &str, ports: &[(u16, u16)], edit: impl Fn(String)
         "package.json",
         "cohort.toml",
         "cohort-sticky.toml",
+        "ecosystem.config.js",
     ] {
         let mut text = std::fs::read_to_string(src.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         for (from, to) in ports {
@@ -255,6 +256,34 @@ fn redis_stack_starts_in_order_shares_sessions_heals_and_stops_in_reverse() {
         assert_eq!(p["status"], "stopped", "{p}");
     }
     assert!(!alive(new_redis_pid), "redis-server still runs after stop");
+}
+
+#[test]
+fn the_pm2_format_variant_runs_the_same_stack() {
+    let c = Cohort::new();
+    let (redis_port, api_port, edge_port) = (free_port(), free_port(), free_port());
+    example(
+        &c,
+        "ecosystem.config.js",
+        &[(6391, redis_port), (3100, api_port), (8100, edge_port)],
+        |t| t,
+    );
+    let o = c.ok(&["start", "ecosystem.config.js"]);
+    assert!(
+        o.stderr.contains("started redis, api, edge"),
+        "{}",
+        o.stderr
+    );
+    let api = describe(&c, "api");
+    assert_eq!(api.len(), 4);
+    assert_eq!(api[0]["depends_on"][0], "redis (ready)");
+    let ready = wait_until(T, || c.procs("api").iter().all(|a| a["ready"] == true));
+    assert!(ready, "{:?}", c.procs("api"));
+    let (r, sid) = visit(edge_port, None);
+    assert_eq!(r.json()["store"], "redis", "{r:?}");
+    let (r, _) = visit(edge_port, sid.as_deref());
+    assert_eq!(r.json()["views"], 2, "{r:?}");
+    c.ok(&["stop", "ecosystem.config.js"]);
 }
 
 #[test]

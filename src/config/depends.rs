@@ -632,6 +632,58 @@ mod tests {
     }
 
     #[test]
+    fn config_files_carry_depends_on() {
+        use crate::config::ecosystem::{from_value, LoadOptions};
+        let env = BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]);
+        let opts = LoadOptions {
+            env_name: None,
+            base_env: &env,
+            only: None,
+        };
+        // What TOML, JSON and PM2's JS all become before validation.
+        let v = json!({
+            "apps": [
+                {"name": "redis", "script": "/bin/sleep 60"},
+                {"name": "migrate", "script": "/bin/true"},
+                {"name": "api", "script": "/bin/sleep 60", "depends_timeout": "90s",
+                 "depends_on": {"redis": "healthy", "migrate": "completed_successfully"}},
+            ],
+            "balancers": [{"name": "edge", "listen": "127.0.0.1:8080", "upstreams": ["app:api"]}],
+        });
+        let l = from_value(&v, "c.json", std::path::Path::new("/"), &opts).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let app = |n: &str| l.apps.iter().find(|a| a.name == n).unwrap();
+        assert_eq!(app("api").depends_timeout_ms, Some(90_000));
+        assert_eq!(
+            app("api")
+                .depends_on
+                .iter()
+                .map(|d| (d.app.as_str(), d.condition))
+                .collect::<Vec<_>>(),
+            [
+                ("migrate", Some(Condition::CompletedSuccessfully)),
+                ("redis", Some(Condition::Ready))
+            ]
+        );
+        assert!(
+            !app("migrate").autorestart,
+            "a one-shot dependency runs once"
+        );
+        assert!(app("redis").autorestart);
+        let edge = &app("edge").depends_on;
+        assert_eq!(edge.len(), 1);
+        assert!(edge[0].implicit && edge[0].app == "api");
+        assert_eq!(edge[0].condition, Some(Condition::Started));
+        // Errors name the file, the app and the field.
+        let bad = json!({"apps": [{"name": "api", "script": "/bin/sleep 60", "depends_timeout": "soon", "depends_on": ["x"]}]});
+        let e = from_value(&bad, "c.json", std::path::Path::new("/"), &opts).unwrap_err();
+        assert!(
+            e.starts_with("c.json: apps[0].depends_timeout: expected a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn check_names_both_apps() {
         let redis = [Dependency {
             app: "redis".into(),
