@@ -570,3 +570,55 @@ depends_on = ["db"]
         );
     }
 }
+
+#[test]
+fn stopping_a_held_app_answers_the_start_waiting_for_it() {
+    let c = Cohort::new();
+    let f = config(
+        &c,
+        "stack.toml",
+        r#"
+[[apps]]
+name = "db"
+script = "sleep 600"
+readiness = { exec = "false", interval = "200ms", failure_threshold = 1 }
+
+[[apps]]
+name = "api"
+script = "sleep 600"
+depends_on = ["db"]
+depends_timeout = "10m"
+"#,
+    );
+    let mut start = c.command(&["start", &f]);
+    start
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = start.spawn().expect("cohort start");
+    c.track(child.id() as i32);
+    let held = wait_until(T, || {
+        c.home.join("cohort.sock").exists()
+            && c.cmd(&["ls", "--json"]).success()
+            && c.procs("api")
+                .first()
+                .is_some_and(|p| p["status"] == "launching")
+    });
+    assert!(held, "{:?}", c.ls_json());
+    let d = describe(&c, "api");
+    assert!(
+        d[0]["waiting_for"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("db to be ready (db:0 is online, not ready"),
+        "{d:?}"
+    );
+    c.ok(&["stop", "api"]);
+    let done = wait_until(T, || !matches!(child.try_wait(), Ok(None)));
+    if !done {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(done, "start still waits for an app the user stopped");
+    assert_eq!(c.proc("api")["status"], "stopped");
+    assert_eq!(c.proc("db")["status"], "online");
+}

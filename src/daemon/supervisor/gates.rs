@@ -416,8 +416,23 @@ impl Supervisor {
         let Some(gate) = self.gates.apps.get_mut(app) else {
             return;
         };
+        let dropped: Vec<u32> = gate
+            .held
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !still_held.iter().any(|(h, _)| h == id))
+            .collect();
         gate.held = still_held;
         gate.pending = still_pending;
+        // A held process the user stopped meanwhile: whoever waited for it to start is answered.
+        for id in dropped {
+            if let Some(p) = self.procs.get_mut(&id) {
+                fire_ready(p);
+            }
+        }
+        let Some(gate) = self.gates.apps.get_mut(app) else {
+            return;
+        };
         if gate.held.is_empty() {
             // A gate armed for a restart waits for its processes to exit (until the deadline);
             // else nothing is held.
