@@ -91,8 +91,9 @@ pub struct ProcessInfo {
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,
-    /// Whether the process takes new work: online, signalled ready, and its readiness probe
-    /// passing. Null when the app has no readiness probe (docs/health.md, "Probes").
+    /// Whether the process takes new work: online, signalled ready (listening, 'ready',
+    /// READY=1) and its readiness probe (if any) passing. Null for a stopped or errored process
+    /// (docs/health.md, "Probes").
     #[serde(default)]
     pub ready: Option<bool>,
 }

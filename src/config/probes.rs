@@ -104,6 +104,16 @@ impl ProbeCheck {
     }
 }
 
+/// A duration as users write it: `500ms`, `1.5s`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 || ms % 100 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
+    }
+}
+
 /// The fields a probe object may have.
 const FIELDS: &[&str] = &[
     "http",

@@ -59,6 +59,8 @@ impl Supervisor {
         let mut env = self.child_env(p);
         let (program, mut argv) = command_line(&spec);
         if let Some(b) = &spec.balancer {
+            // The token of its admin `PUT /ready` (app:NAME upstreams held out while not ready).
+            env.extend(self.balancer_token_env());
             match self.balancer_argv(&spec.name, b) {
                 Ok(Some(args)) => argv.extend(args),
                 Ok(None) => {
@@ -223,6 +225,12 @@ impl Supervisor {
         p.cpu = 0.0;
         p.memory = 0;
         let gen = p.gen;
+        if let Some(probe) = &spec.readiness {
+            self.after(
+                super::probes::start_window(probe).as_millis() as u64,
+                Event::ReadinessDeadline { id, gen },
+            );
+        }
         self.by_pid.insert(pid, id);
         self.attach_io(
             id,

@@ -130,6 +130,12 @@ enum Event {
         kind: gates::StopKind,
         done: oneshot::Sender<()>,
     },
+    /// The start window of run `gen` of process `id` is over: if its readiness probe has not
+    /// passed, its start failed (it keeps running and being probed).
+    ReadinessDeadline {
+        id: u32,
+        gen: u64,
+    },
     /// A readiness or liveness check of run `gen` of process `id` finished.
     ProbeResult {
         id: u32,
@@ -160,6 +166,7 @@ impl Event {
             Event::GateCheck => "a dependency deadline",
             Event::StopWave { .. } => "an ordered stop's next wave",
             Event::ProbeResult { .. } => "a probe result",
+            Event::ReadinessDeadline { .. } => "a readiness deadline",
         }
     }
 }
@@ -480,6 +487,7 @@ impl Supervisor {
                 kind,
                 result,
             } => self.on_probe_result(id, gen, kind, result),
+            Event::ReadinessDeadline { id, gen } => self.readiness_deadline(id, gen),
         }
     }
 

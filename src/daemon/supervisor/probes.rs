@@ -26,6 +26,8 @@ pub(super) struct ProcProbes {
     pub(super) liveness: ProbeCounters,
     pub(super) last_readiness: Option<ProbeResult>,
     pub(super) last_liveness: Option<ProbeResult>,
+    /// The run's start window is over without its readiness probe passing: `start` stops waiting.
+    pub(super) window_over: bool,
 }
 
 impl ProcProbes {
@@ -93,6 +95,8 @@ impl Drop for Armed {
 #[derive(Default)]
 pub(super) struct Probes {
     armed: HashMap<u32, Armed>,
+    /// Per balancer process (id, pid): the task telling it which `app:NAME` upstreams are ready.
+    pub(super) pushers: HashMap<(u32, i32), super::balancers::ReadyPusher>,
 }
 
 impl Supervisor {
@@ -112,9 +116,13 @@ impl Supervisor {
             .is_some_and(|p| p.pid.is_some() && p.ready && p.probe_ready != Some(false))
     }
 
-    /// `ready` of `ls --json`: null when the app has no readiness probe.
+    /// `ready` of `ls --json`: [`Supervisor::proc_serving`] for a process that runs or is meant
+    /// to; null for a stopped or errored one (there is nothing to be ready).
     pub(super) fn ready_field(&self, p: &Proc) -> Option<bool> {
-        p.probe_ready.map(|_| self.proc_serving(p.id))
+        match p.status {
+            Status::Stopped | Status::Errored => None,
+            _ => Some(self.proc_serving(p.id)),
+        }
     }
 
     /// The probes of process `p` for `describe`.
@@ -202,6 +210,7 @@ impl Supervisor {
                 },
             );
         }
+        self.sync_balancer_readiness();
     }
 
     /// The task that checks process `id` (run `gen`, pid `pid`) with `spec` every interval.
@@ -349,6 +358,38 @@ impl Supervisor {
         }
     }
 
+    /// The start window of process `id`'s run `gen` is over: if its readiness probe has not
+    /// passed, that is why its start failed (it keeps running and being probed, as a pod that
+    /// is not ready).
+    pub(super) fn readiness_deadline(&mut self, id: u32, gen: u64) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if p.gen != gen || p.pid.is_none() || p.probe_ready != Some(false) {
+            return;
+        }
+        let Some(spec) = self
+            .apps
+            .get(&p.app)
+            .and_then(|a| a.spec.readiness.as_ref())
+        else {
+            return;
+        };
+        let last = match &p.probes.last_readiness {
+            Some(r) => format!("last result: {}", r.message),
+            None => "it has not answered yet".to_string(),
+        };
+        let why = format!(
+            "readiness probe ({}) did not pass within {} ({last})",
+            spec.check.describe(),
+            crate::config::probes::show_duration(start_window(spec))
+        );
+        crate::report!("cohort: {}:{}: {why}; not ready", p.app, p.instance);
+        p.probes.window_over = true;
+        super::outcome::could_not_start(p, &why);
+        super::table::fire_ready(p);
+    }
+
     /// Readiness of process `id` changed: steer its slot, wake whoever waits for it.
     fn readiness_changed(&mut self, id: u32) {
         if self.is_cluster(id) {
@@ -383,4 +424,13 @@ impl Supervisor {
             f.write_all(line.as_bytes());
         }
     }
+}
+
+/// How long a start waits for a process's readiness probe to pass: its initial delay, then
+/// enough checks for the larger threshold, the last one up to its timeout (Kubernetes gives a
+/// starting pod `failureThreshold × periodSeconds` with a startup probe).
+pub(super) fn start_window(spec: &ProbeSpec) -> std::time::Duration {
+    spec.initial_delay
+        + spec.interval * spec.failure_threshold.max(spec.success_threshold)
+        + spec.timeout
 }
