@@ -16,7 +16,7 @@ module.exports = {
       exec_mode: 'cluster',
       depends_on: ['redis'],
       depends_timeout: '30s',
-      readiness: { http: '/health', port: 3100, interval: '500ms', timeout: '800ms', failure_threshold: 2 },
+      readiness: { http: '/health', port: 3100, initial_delay: '2s', interval: '1s', timeout: '1s', failure_threshold: 3 },
       env: { PORT: '3100', REDIS_URL: 'redis://127.0.0.1:6391', SESSION_STORE: 'redis' },
     },
   ],
