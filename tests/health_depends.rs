@@ -628,3 +628,61 @@ depends_timeout = "10m"
     assert_eq!(c.proc("api")["status"], "stopped");
     assert_eq!(c.proc("db")["status"], "online");
 }
+
+#[test]
+fn a_held_start_survives_the_daemons_death() {
+    let c = Cohort::new();
+    let flag = c.work.join("db-ready");
+    let f = config(
+        &c,
+        "stack.toml",
+        &format!(
+            r#"
+[[apps]]
+name = "db"
+script = "sleep 600"
+readiness = {{ exec = "test -f {}", interval = "200ms", failure_threshold = 1 }}
+
+[[apps]]
+name = "api"
+script = "sleep 600"
+depends_on = ["db"]
+depends_timeout = "10m"
+"#,
+            flag.display()
+        ),
+    );
+    // The start waits (db is not ready): let it run on its own.
+    let mut start = c.command(&["start", &f]);
+    start
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = start.spawn().expect("cohort start");
+    c.adopt(child);
+    let held = wait_until(T, || {
+        c.home.join("cohort.sock").exists()
+            && c.cmd(&["ls", "--json"]).success()
+            && c.procs("api")
+                .first()
+                .is_some_and(|p| p["status"] == "launching")
+    });
+    assert!(held, "{:?}", c.ls_json());
+    let db = c.pid("db");
+    // The holder has db's pipes (and so a state with api held), then the daemon dies.
+    let holder = poll("a holder holding db's pipes", T, || {
+        c.holders().first().copied().filter(|h| pipes_held(*h) >= 2)
+    });
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon to be gone", T, || {
+        (!alive(daemon)).then_some(())
+    });
+    // The next daemon adopts db and holds api again, until db is ready.
+    let api = c.proc("api");
+    assert_eq!(api["status"], "launching", "{api}");
+    assert!(api["pid"].is_null(), "{api}");
+    assert_eq!(c.proc("db")["pid"].as_i64(), Some(db as i64));
+    assert_eq!(c.holders(), vec![holder]);
+    std::fs::write(&flag, "").expect("flag");
+    c.wait_status("api", "online", T);
+}
