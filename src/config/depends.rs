@@ -202,11 +202,6 @@ pub fn from_fields(
             ))
         }
     };
-    if timeout.is_some() && deps.is_empty() {
-        return Err(format!(
-            "{at}.depends_timeout: set, but the app has no depends_on (add depends_on, or remove depends_timeout)"
-        ));
-    }
     Ok((deps, timeout))
 }
 
@@ -417,6 +412,15 @@ pub fn check_file(
     apps: &mut [super::AppSpec],
     explicit_autorestart: &BTreeSet<String>,
 ) -> Result<(), String> {
+    if let Some(a) = apps
+        .iter()
+        .find(|a| a.depends_timeout_ms.is_some() && a.depends_on.is_empty())
+    {
+        return Err(format!(
+            "app {:?} sets depends_timeout but depends on nothing (add depends_on, or remove depends_timeout)",
+            a.name
+        ));
+    }
     let g = graph(
         apps.iter()
             .map(|a| (a.name.as_str(), a.depends_on.as_slice())),
