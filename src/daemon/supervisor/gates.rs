@@ -288,10 +288,17 @@ impl Supervisor {
                 .filter(|d| apps.contains(&d.app))
                 .map(|d| d.app.clone())
                 .collect();
-            self.gates.apps.remove(app);
+            // Processes held already (instances this restart does not cover) stay held.
+            let held = self
+                .gates
+                .apps
+                .remove(app)
+                .map(|g| g.held)
+                .unwrap_or_default();
             self.arm_gate(app, fresh);
             if let Some(g) = self.gates.apps.get_mut(app) {
                 g.pending = pending;
+                g.held = held;
             }
         }
     }
