@@ -43,13 +43,16 @@ static READY_TOKEN: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::n
         .filter(|t| t.len() >= 16)
 });
 
-/// `PUT /ready?upstream=ADDR&ready=false`: the daemon holds out (or lets back) the upstreams at
-/// ADDR, an `app:NAME` whose every process fails its readiness probe (docs/health.md).
+/// `PUT /ready?upstream=ADDR&ready=false[&flush=1]`: the daemon holds out (or lets back) the
+/// upstreams at ADDR, an `app:NAME` whose every process fails its readiness probe; `flush` closes
+/// their idle keep-alive connections (a worker of it stopped being ready). docs/health.md.
 fn set_ready(shared: &Shared, query: &str) -> (StatusCode, String) {
     let mut upstream = None;
     let mut ready = None;
+    let mut flush = false;
     for pair in query.split('&') {
         match pair.split_once('=') {
+            Some(("flush", "true" | "1")) => flush = true,
             Some(("upstream", v)) => upstream = Some(v.replace("%3A", ":").replace("%3a", ":")),
             Some(("ready", "true" | "1")) => ready = Some(true),
             Some(("ready", "false" | "0")) => ready = Some(false),
@@ -62,7 +65,7 @@ fn set_ready(shared: &Shared, query: &str) -> (StatusCode, String) {
             r#"{"error":"expected ?upstream=HOST:PORT&ready=true|false"}"#.to_string(),
         );
     };
-    match shared.pool.set_held(&upstream, !ready) {
+    match shared.pool.set_held(&upstream, !ready, flush) {
         0 => (
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("no upstream {upstream}")}).to_string(),

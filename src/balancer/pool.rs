@@ -373,12 +373,18 @@ impl Pool {
         }
     }
 
-    /// Holds out (or lets back) the upstreams whose address or label is `addr`; how many matched.
-    pub fn set_held(&self, addr: &str, held: bool) -> usize {
+    /// Holds out (or lets back) the upstreams whose address or label is `addr`; with `flush`,
+    /// their idle keep-alive connections are closed too (one of them may lead to a worker that is
+    /// no longer ready: new connections are steered to ready ones). How many matched.
+    pub fn set_held(&self, addr: &str, held: bool, flush: bool) -> usize {
         let mut n = 0;
         for u in &self.upstreams {
             if u.label == addr || u.addr.to_string() == addr {
                 u.held.store(held, Relaxed);
+                if flush {
+                    u.idle.clear();
+                    u.idle_streams.clear();
+                }
                 n += 1;
             }
         }

@@ -106,10 +106,14 @@ impl Supervisor {
     }
 }
 
+/// Per upstream address of a balancer: (its app is ready, how many times one of its processes
+/// stopped being ready).
+type UpstreamStates = BTreeMap<String, (bool, u64)>;
+
 /// Pushes an `app:NAME` upstream's readiness to one balancer process, in order: the latest
 /// wanted state is sent (retried while the balancer's admin endpoint is not up yet).
 pub(super) struct ReadyPusher {
-    wanted: tokio::sync::watch::Sender<BTreeMap<String, bool>>,
+    wanted: tokio::sync::watch::Sender<UpstreamStates>,
     task: tokio::task::AbortHandle,
 }
 
@@ -145,7 +149,7 @@ impl Supervisor {
     /// Holds out of every balancer the `app:NAME` upstreams whose every process fails its
     /// readiness probe, and lets them back when one passes (docs/health.md, "Probes").
     pub(super) fn sync_balancer_readiness(&mut self) {
-        let mut wanted: HashMap<(u32, i32), (String, BTreeMap<String, bool>)> = HashMap::new();
+        let mut wanted: HashMap<(u32, i32), (String, UpstreamStates)> = HashMap::new();
         let balancer_apps: Vec<(String, Value)> = self
             .apps
             .values()
@@ -161,13 +165,15 @@ impl Supervisor {
                     continue;
                 }
                 let ready = target.procs.iter().any(|id| self.proc_serving(*id));
+                let epoch = self.probes.not_ready_epochs.get(&app).copied().unwrap_or(0);
                 for a in self.sockets.group(&app).tcp_addrs() {
                     let ip = if a.ip().is_unspecified() {
                         std::net::IpAddr::from([127, 0, 0, 1])
                     } else {
                         a.ip()
                     };
-                    states.insert(std::net::SocketAddr::new(ip, a.port()).to_string(), ready);
+                    let addr = std::net::SocketAddr::new(ip, a.port()).to_string();
+                    states.insert(addr, (ready, epoch));
                 }
             }
             if states.is_empty() {
@@ -209,20 +215,25 @@ impl Supervisor {
     }
 
     /// The task that sends one balancer process its upstreams' readiness.
-    fn start_pusher(&self, admin: &str, states: BTreeMap<String, bool>) -> Option<ReadyPusher> {
+    fn start_pusher(&self, admin: &str, states: UpstreamStates) -> Option<ReadyPusher> {
         let addr: std::net::SocketAddr = admin.parse().ok()?;
         let (_, token) = self.balancer_token_env()?;
         let (tx, mut rx) = tokio::sync::watch::channel(states);
         let task = tokio::spawn(async move {
-            // What the balancer has now: nothing held (a new balancer starts with all up).
-            let mut sent: BTreeMap<String, bool> = BTreeMap::new();
+            // What the balancer has now: nothing held (a new balancer starts with all up, and
+            // its pool is new).
+            let mut sent = UpstreamStates::new();
             loop {
                 let now = rx.borrow_and_update().clone();
-                for (upstream, ready) in &now {
-                    if sent.get(upstream) == Some(ready) || (sent.is_empty() && *ready) {
+                for (upstream, (ready, epoch)) in &now {
+                    let before = sent.get(upstream).copied().unwrap_or((true, 0));
+                    if before == (*ready, *epoch) {
                         continue;
                     }
-                    let path = format!("/ready?upstream={upstream}&ready={ready}");
+                    // A worker stopped being ready since: close the idle connections that may
+                    // lead to it, so the next requests take new (steered) ones.
+                    let flush = if *epoch != before.1 { "&flush=1" } else { "" };
+                    let path = format!("/ready?upstream={upstream}&ready={ready}{flush}");
                     let mut tries = 0;
                     loop {
                         let header = (READY_TOKEN_HEADER, token.as_str());

@@ -225,12 +225,6 @@ impl Supervisor {
         p.cpu = 0.0;
         p.memory = 0;
         let gen = p.gen;
-        if let Some(probe) = &spec.readiness {
-            self.after(
-                super::probes::start_window(probe).as_millis() as u64,
-                Event::ReadinessDeadline { id, gen },
-            );
-        }
         self.by_pid.insert(pid, id);
         self.attach_io(
             id,

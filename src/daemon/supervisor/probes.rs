@@ -97,6 +97,9 @@ pub(super) struct Probes {
     armed: HashMap<u32, Armed>,
     /// Per balancer process (id, pid): the task telling it which `app:NAME` upstreams are ready.
     pub(super) pushers: HashMap<(u32, i32), super::balancers::ReadyPusher>,
+    /// Per app: how many times one of its processes stopped being ready (balancers then close
+    /// idle connections that may lead to it).
+    pub(super) not_ready_epochs: HashMap<String, u64>,
 }
 
 impl Supervisor {
@@ -171,7 +174,16 @@ impl Supervisor {
                     continue;
                 }
                 let Some(pid) = p.pid else { continue };
-                if p.want != Want::Run || !matches!(p.status, Status::Online | Status::Launching) {
+                // Probing starts once the process signalled readiness (it listens, said 'ready'
+                // or READY=1, or listen_timeout passed; at once for others), so a worker still
+                // booting is not restarted for it (initial_delay counts from then), and once the
+                // worker a reload replaced has exited: until then a probe through the slot could
+                // reach either of them.
+                if p.want != Want::Run
+                    || !p.ready
+                    || p.status != Status::Online
+                    || !p.retiring.is_empty()
+                {
                     continue;
                 }
                 wanted.insert(
@@ -190,6 +202,11 @@ impl Supervisor {
                 continue;
             }
             let mut tasks = Vec::new();
+            if let Some(r) = &specs.0 {
+                // The start window counts from the first probe's arming.
+                let ms = start_window(r).as_millis() as u64;
+                self.after(ms, Event::ReadinessDeadline { id, gen });
+            }
             for (kind, spec) in [
                 (ProbeKind::Readiness, &specs.0),
                 (ProbeKind::Liveness, &specs.1),
@@ -211,6 +228,7 @@ impl Supervisor {
             );
         }
         self.sync_balancer_readiness();
+        self.reload_probe_progress();
     }
 
     /// The task that checks process `id` (run `gen`, pid `pid`) with `spec` every interval.
@@ -340,6 +358,11 @@ impl Supervisor {
             }
             Transition::NotReady => {
                 p.probe_ready = Some(false);
+                *self
+                    .probes
+                    .not_ready_epochs
+                    .entry(p.app.clone())
+                    .or_default() += 1;
                 crate::report!(
                     "cohort: {name}: readiness probe failed {} times in a row ({check}: {message}): not ready, no new connections",
                     t.failure
