@@ -525,6 +525,9 @@ impl Supervisor {
                 fire_ready(p);
                 notify(p);
             }
+            // As for any errored process: a cluster slot's socket is let go (connections are
+            // refused rather than queued for a worker that will not come).
+            self.release_slot(id);
         }
     }
 
