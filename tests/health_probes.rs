@@ -438,8 +438,17 @@ access_log = false
     c.ok(&["start", config.to_str().unwrap()]);
     wait_serving(edge, T);
     let pids: Vec<i32> = instances(&c, "api").iter().map(|p| p.1).collect();
-    // The balancer holds keep-alive connections to both workers.
-    wait_all_answer(edge, &pids, 500);
+    wait_all_answer(port, &pids, 500);
+    // Concurrent requests make the balancer open (and pool) connections, most likely to both
+    // workers (the kernel picks a worker per new connection: not certain, so not asserted).
+    let load = Load::start(edge, Mode::KeepAlive, 8);
+    let both = wait_until(Duration::from_secs(5), || {
+        let seen = load.pids();
+        seen.contains_key(&pids[0]) && seen.contains_key(&pids[1])
+    });
+    eprintln!("balancer: pooled connections to both workers: {both}");
+    load.finish()
+        .assert_no_failure("both workers through the balancer");
     // One worker not ready: the balancer drops its idle connections, new ones go to the other.
     c.write("unready-0", "");
     wait_ready(&c, "api", 0, false, T);

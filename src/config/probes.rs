@@ -85,7 +85,10 @@ impl ProbeCheck {
                 let port = port
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "<app's port>".into());
-                format!("http GET {}:{port}{path}", host.as_deref().unwrap_or(""))
+                format!(
+                    "http GET {}:{port}{path}",
+                    host.as_deref().unwrap_or("127.0.0.1")
+                )
             }
             ProbeCheck::Tcp { host, port } => {
                 format!("tcp {}:{port}", host.as_deref().unwrap_or("127.0.0.1"))

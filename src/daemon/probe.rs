@@ -204,9 +204,10 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         .stderr(Stdio::null())
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run sh: {e}"))?;
-    let pid = child.id() as i32;
+    // Whatever the command left in its group goes when the check ends, however it ends (done,
+    // timed out, or the probe task aborted because the process stopped).
+    let _group = GroupGuard(child.id() as i32);
     let Some(out) = child.stdout.take() else {
-        kill_group(pid);
         return Err("no output pipe".into());
     };
     // The reaper reaps the child; dropping std's handle never waits.
@@ -234,8 +235,6 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         }
     };
     let outcome = tokio::time::timeout(timeout, read).await;
-    // Whatever the command left in its group (a timeout, a background child) goes now.
-    kill_group(pid);
     let said = |s: &str| {
         let mut s = s.chars().take(160).collect::<String>();
         if !s.is_empty() {
@@ -251,12 +250,17 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
     }
 }
 
-fn kill_group(pgid: i32) {
-    if pgid > 0 {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// Kills the process group of an exec check when dropped.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

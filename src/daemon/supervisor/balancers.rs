@@ -127,10 +127,13 @@ impl Drop for ReadyPusher {
 /// and updates so balancers already running still accept it).
 fn ready_token(home: &crate::home::Home) -> Option<String> {
     let path = home.root.join("balancer.token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if t.trim().len() >= 32 {
-            return Some(t.trim().to_string());
-        }
+    let mut t = String::new();
+    if crate::home::private::open_read(&path)
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut t))
+        .is_ok()
+        && t.trim().len() >= 32
+    {
+        return Some(t.trim().to_string());
     }
     let mut bytes = [0u8; 16];
     let mut f = std::fs::File::open("/dev/urandom").ok()?;
