@@ -174,6 +174,12 @@ pub struct ProcessDetail {
     /// Bytes.
     #[serde(default)]
     pub max_memory_restart: Option<u64>,
+    /// The app's dependencies with the condition each waits for: `redis (ready)`.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// While its start is held: what it waits for and where that stands.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
     /// The app's probes, each with its last result for this process.
     #[serde(default)]
     pub probes: Vec<ProbeStatus>,

@@ -226,6 +226,12 @@ pub fn detail(d: &ProcessDetail) -> String {
     if !d.listen.is_empty() {
         rows.push(("listen", d.listen.join(", ")));
     }
+    if !d.depends_on.is_empty() {
+        rows.push(("depends on", d.depends_on.join(", ")));
+    }
+    if let Some(w) = &d.waiting_for {
+        rows.push(("waiting for", w.clone()));
+    }
     rows.push((
         "ready",
         match i.ready {
