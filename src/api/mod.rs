@@ -91,8 +91,9 @@ pub struct ProcessInfo {
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,
-    /// Whether the process takes new work: online, signalled ready, and its readiness probe
-    /// passing. Null when the app has no readiness probe (docs/health.md, "Probes").
+    /// Whether the process takes new work: online, signalled ready (listening, 'ready',
+    /// READY=1) and its readiness probe (if any) passing. Null for a stopped or errored process
+    /// (docs/health.md, "Probes").
     #[serde(default)]
     pub ready: Option<bool>,
     /// The app's autoscaling (`instances = { min, max }`): bounds and the current count.
@@ -204,6 +205,12 @@ pub struct ProcessDetail {
     /// Bytes.
     #[serde(default)]
     pub max_memory_restart: Option<u64>,
+    /// The app's dependencies with the condition each waits for: `redis (ready)`.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// While its start is held: what it waits for and where that stands.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
     /// The app's probes, each with its last result for this process.
     #[serde(default)]
     pub probes: Vec<ProbeStatus>,

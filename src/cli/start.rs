@@ -243,6 +243,8 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         watch: Vec::new(),
         cron_restart: None,
         max_memory_restart: None,
+        depends_on: Vec::new(),
+        waiting_for: None,
         probes: Vec::new(),
     });
 }

@@ -5,6 +5,7 @@
 
 pub mod autoscale;
 pub mod balancer;
+pub mod depends;
 pub mod duration;
 pub mod ecosystem;
 pub mod log_rotate;
@@ -175,6 +176,12 @@ pub struct AppSpec {
     /// (cluster mode only); `instances` then holds the count to start with (min).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<autoscale::Autoscale>,
+    /// Apps this one waits for before it starts, each with its condition (`depends_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<depends::Dependency>,
+    /// How long it waits for them (`depends_timeout`; None: [`depends::DEFAULT_TIMEOUT_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_timeout_ms: Option<u64>,
     /// Readiness probe: a process is not ready (gets no new connections) while it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<probes::ProbeSpec>,
@@ -228,6 +235,8 @@ impl AppSpec {
             cron_restart: None,
             max_memory_restart: None,
             autoscale: None,
+            depends_on: Vec::new(),
+            depends_timeout_ms: None,
             readiness: None,
             liveness: None,
         }

@@ -85,7 +85,10 @@ impl ProbeCheck {
                 let port = port
                     .map(|p| p.to_string())
                     .unwrap_or_else(|| "<app's port>".into());
-                format!("http GET {}:{port}{path}", host.as_deref().unwrap_or(""))
+                format!(
+                    "http GET {}:{port}{path}",
+                    host.as_deref().unwrap_or("127.0.0.1")
+                )
             }
             ProbeCheck::Tcp { host, port } => {
                 format!("tcp {}:{port}", host.as_deref().unwrap_or("127.0.0.1"))
@@ -101,6 +104,16 @@ impl ProbeCheck {
         } else {
             expected.contains(&status)
         }
+    }
+}
+
+/// A duration as users write it: `500ms`, `1.5s`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 || ms % 100 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
     }
 }
 

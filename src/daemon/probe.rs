@@ -64,8 +64,8 @@ async fn connect_check(check: ProbeCheck, target: &mut Target) -> Result<String,
             };
             let addr = resolve(host.as_deref(), port).await?;
             let stream = connect(addr, target.slot).await?;
-            let code =
-                http_get(stream, host.as_deref().unwrap_or("127.0.0.1"), port, &path).await?;
+            let host = host.as_deref().unwrap_or("127.0.0.1");
+            let code = http_request(stream, "GET", host, port, &path, None).await?;
             if ProbeCheck::status_ok(&status, code) {
                 Ok(format!("HTTP {code}"))
             } else {
@@ -132,12 +132,14 @@ async fn connect(addr: SocketAddr, slot: Option<u32>) -> Result<tokio::net::TcpS
         .map_err(|e| format!("connect to {addr}: {e}"))
 }
 
-/// GET `path` over `stream`; the response's status.
-async fn http_get(
+/// `method path` over `stream` (with one extra header); the response's status.
+pub async fn http_request(
     stream: tokio::net::TcpStream,
+    method: &str,
     host: &str,
     port: u16,
     path: &str,
+    header: Option<(&str, &str)>,
 ) -> Result<u16, String> {
     use http_body_util::Empty;
     let io = hyper_util::rt::TokioIo::new(stream);
@@ -152,16 +154,31 @@ async fn http_get(
     } else {
         format!("{host}:{port}")
     };
-    let req = hyper::Request::get(path)
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, host_header)
         .header(hyper::header::USER_AGENT, "cohort-probe")
-        .header(hyper::header::CONNECTION, "close")
+        .header(hyper::header::CONNECTION, "close");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let req = req
         .body(Empty::new())
         .map_err(|e| format!("building the request: {e}"))?;
     let resp = send.send_request(req).await;
     conn.abort();
     resp.map(|r| r.status().as_u16())
-        .map_err(|e| format!("HTTP GET {path}: {e}"))
+        .map_err(|e| format!("HTTP {method} {path}: {e}"))
+}
+
+/// Sends `PUT path` to a loopback admin endpoint at `addr` with a header; the status.
+pub async fn put(addr: SocketAddr, path: &str, header: (&str, &str)) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let host = addr.ip().to_string();
+    http_request(stream, "PUT", &host, addr.port(), path, Some(header)).await
 }
 
 /// The marker the wrapper shell prints after the command, with its exit status.
@@ -187,9 +204,10 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         .stderr(Stdio::null())
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run sh: {e}"))?;
-    let pid = child.id() as i32;
+    // Whatever the command left in its group goes when the check ends, however it ends (done,
+    // timed out, or the probe task aborted because the process stopped).
+    let _group = GroupGuard(child.id() as i32);
     let Some(out) = child.stdout.take() else {
-        kill_group(pid);
         return Err("no output pipe".into());
     };
     // The reaper reaps the child; dropping std's handle never waits.
@@ -217,8 +235,6 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         }
     };
     let outcome = tokio::time::timeout(timeout, read).await;
-    // Whatever the command left in its group (a timeout, a background child) goes now.
-    kill_group(pid);
     let said = |s: &str| {
         let mut s = s.chars().take(160).collect::<String>();
         if !s.is_empty() {
@@ -234,12 +250,17 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
     }
 }
 
-fn kill_group(pgid: i32) {
-    if pgid > 0 {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// Kills the process group of an exec check when dropped.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

@@ -59,6 +59,8 @@ impl Supervisor {
         let mut env = self.child_env(p);
         let (program, mut argv) = command_line(&spec);
         if let Some(b) = &spec.balancer {
+            // The token of its admin `PUT /ready` (app:NAME upstreams held out while not ready).
+            env.extend(self.balancer_token_env());
             match self.balancer_argv(&spec.name, b) {
                 Ok(Some(args)) => argv.extend(args),
                 Ok(None) => {

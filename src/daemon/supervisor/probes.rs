@@ -19,6 +19,10 @@ use crate::daemon::probe::{self, Target};
 use std::collections::HashMap;
 use tokio::task::AbortHandle;
 
+/// How often a readiness probe checks until it first passes (when its interval is longer), so a
+/// start is not held a whole interval by a check made before the app listened.
+pub(super) const STARTING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A process's probe state for its current run.
 #[derive(Default)]
 pub(super) struct ProcProbes {
@@ -26,6 +30,8 @@ pub(super) struct ProcProbes {
     pub(super) liveness: ProbeCounters,
     pub(super) last_readiness: Option<ProbeResult>,
     pub(super) last_liveness: Option<ProbeResult>,
+    /// The run's start window is over without its readiness probe passing: `start` stops waiting.
+    pub(super) window_over: bool,
 }
 
 impl ProcProbes {
@@ -93,6 +99,11 @@ impl Drop for Armed {
 #[derive(Default)]
 pub(super) struct Probes {
     armed: HashMap<u32, Armed>,
+    /// Per balancer process (id, pid): the task telling it which `app:NAME` upstreams are ready.
+    pub(super) pushers: HashMap<(u32, i32), super::balancers::ReadyPusher>,
+    /// Per app: how many times one of its processes stopped being ready (balancers then close
+    /// idle connections that may lead to it).
+    pub(super) not_ready_epochs: HashMap<String, u64>,
 }
 
 impl Supervisor {
@@ -112,9 +123,13 @@ impl Supervisor {
             .is_some_and(|p| p.pid.is_some() && p.ready && p.probe_ready != Some(false))
     }
 
-    /// `ready` of `ls --json`: null when the app has no readiness probe.
+    /// `ready` of `ls --json`: [`Supervisor::proc_serving`] for a process that runs or is meant
+    /// to; null for a stopped or errored one (there is nothing to be ready).
     pub(super) fn ready_field(&self, p: &Proc) -> Option<bool> {
-        p.probe_ready.map(|_| self.proc_serving(p.id))
+        match p.status {
+            Status::Stopped | Status::Errored => None,
+            _ => Some(self.proc_serving(p.id)),
+        }
     }
 
     /// The probes of process `p` for `describe`.
@@ -163,7 +178,16 @@ impl Supervisor {
                     continue;
                 }
                 let Some(pid) = p.pid else { continue };
-                if p.want != Want::Run || !matches!(p.status, Status::Online | Status::Launching) {
+                // Probing starts once the process signalled readiness (it listens, said 'ready'
+                // or READY=1, or listen_timeout passed; at once for others), so a worker still
+                // booting is not restarted for it (initial_delay counts from then), and once the
+                // worker a reload replaced has exited: until then a probe through the slot could
+                // reach either of them.
+                if p.want != Want::Run
+                    || !p.ready
+                    || p.status != Status::Online
+                    || !p.retiring.is_empty()
+                {
                     continue;
                 }
                 wanted.insert(
@@ -182,6 +206,11 @@ impl Supervisor {
                 continue;
             }
             let mut tasks = Vec::new();
+            if let Some(r) = &specs.0 {
+                // The start window counts from the first probe's arming.
+                let ms = start_window(r).as_millis() as u64;
+                self.after(ms, Event::ReadinessDeadline { id, gen });
+            }
             for (kind, spec) in [
                 (ProbeKind::Readiness, &specs.0),
                 (ProbeKind::Liveness, &specs.1),
@@ -202,6 +231,8 @@ impl Supervisor {
                 },
             );
         }
+        self.sync_balancer_readiness();
+        self.reload_probe_progress();
     }
 
     /// The task that checks process `id` (run `gen`, pid `pid`) with `spec` every interval.
@@ -233,19 +264,21 @@ impl Supervisor {
             },
         };
         let (interval, timeout, delay) = (spec.interval, spec.timeout, spec.initial_delay);
+        let success_threshold = spec.success_threshold;
         let events = self.events.clone();
         let task = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let mut every = tokio::time::interval(interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut target = target;
+            // Readiness: until it first passes, check at most every STARTING_INTERVAL.
+            let mut starting = kind == ProbeKind::Readiness;
+            let mut streak = 0;
             loop {
-                every.tick().await;
-                let started = std::time::Instant::now();
+                let started = tokio::time::Instant::now();
                 let outcome = probe::run(&mut target, timeout).await;
+                let ok = outcome.is_ok();
                 let result = ProbeResult {
                     at: crate::daemon::now_ms(),
-                    ok: outcome.is_ok(),
+                    ok,
                     message: match outcome {
                         Ok(m) | Err(m) => m,
                     },
@@ -262,6 +295,15 @@ impl Supervisor {
                 {
                     return;
                 }
+                streak = if ok { streak + 1 } else { 0 };
+                if starting && streak >= success_threshold {
+                    starting = false;
+                }
+                let period = match starting {
+                    true => interval.min(STARTING_INTERVAL),
+                    false => interval,
+                };
+                tokio::time::sleep_until(started + period).await;
             }
         });
         Some(task.abort_handle())
@@ -331,6 +373,11 @@ impl Supervisor {
             }
             Transition::NotReady => {
                 p.probe_ready = Some(false);
+                *self
+                    .probes
+                    .not_ready_epochs
+                    .entry(p.app.clone())
+                    .or_default() += 1;
                 crate::report!(
                     "cohort: {name}: readiness probe failed {} times in a row ({check}: {message}): not ready, no new connections",
                     t.failure
@@ -347,6 +394,38 @@ impl Supervisor {
                 self.restart_unhealthy(id);
             }
         }
+    }
+
+    /// The start window of process `id`'s run `gen` is over: if its readiness probe has not
+    /// passed, that is why its start failed (it keeps running and being probed, as a pod that
+    /// is not ready).
+    pub(super) fn readiness_deadline(&mut self, id: u32, gen: u64) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if p.gen != gen || p.pid.is_none() || p.probe_ready != Some(false) {
+            return;
+        }
+        let Some(spec) = self
+            .apps
+            .get(&p.app)
+            .and_then(|a| a.spec.readiness.as_ref())
+        else {
+            return;
+        };
+        let last = match &p.probes.last_readiness {
+            Some(r) => format!("last result: {}", r.message),
+            None => "it has not answered yet".to_string(),
+        };
+        let why = format!(
+            "readiness probe ({}) did not pass within {} ({last})",
+            spec.check.describe(),
+            crate::config::probes::show_duration(start_window(spec))
+        );
+        crate::report!("cohort: {}:{}: {why}; not ready", p.app, p.instance);
+        p.probes.window_over = true;
+        super::outcome::could_not_start(p, &why);
+        super::table::fire_ready(p);
     }
 
     /// Readiness of process `id` changed: steer its slot, wake whoever waits for it.
@@ -383,4 +462,13 @@ impl Supervisor {
             f.write_all(line.as_bytes());
         }
     }
+}
+
+/// How long a start waits for a process's readiness probe to pass: its initial delay, then
+/// enough checks for the larger threshold, the last one up to its timeout (Kubernetes gives a
+/// starting pod `failureThreshold × periodSeconds` with a startup probe).
+pub(super) fn start_window(spec: &ProbeSpec) -> std::time::Duration {
+    spec.initial_delay
+        + spec.interval * spec.failure_threshold.max(spec.success_threshold)
+        + spec.timeout
 }

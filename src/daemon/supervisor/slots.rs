@@ -207,7 +207,9 @@ impl Supervisor {
             return;
         }
         p.ready = true;
-        fire_ready(p);
+        if p.probe_ready != Some(false) {
+            fire_ready(p);
+        }
         if p.status == Status::Launching {
             p.status = Status::Online;
         }

@@ -185,6 +185,12 @@ impl Supervisor {
                 .collect(),
             cron_restart: spec.cron_restart.clone(),
             max_memory_restart: spec.max_memory_restart,
+            depends_on: self.dependency_list(&p.app),
+            waiting_for: if self.is_held(id) {
+                self.waiting_for(&p.app)
+            } else {
+                None
+            },
             probes: self.probe_statuses(p),
         })
     }
@@ -275,10 +281,14 @@ impl Supervisor {
         })
     }
 
-    /// A receiver that fires when process `id` is ready or gone; None if it is already either.
+    /// A receiver that fires when process `id` is ready (signalled, and its readiness probe
+    /// passing) or gone; None if it is already either.
     pub(super) fn until_ready(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        let held = self.is_held(id);
         let p = self.procs.get_mut(&id)?;
-        if p.ready || p.pid.is_none() {
+        // With a readiness probe: until it passes too, or its start window is over (probes.rs).
+        let probed = p.probe_ready == Some(false) && !p.probes.window_over;
+        if (p.ready && !probed) || (p.pid.is_none() && !held) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
