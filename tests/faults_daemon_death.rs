@@ -38,18 +38,6 @@ fn last_line(c: &Cohort) -> u64 {
         .unwrap_or(0)
 }
 
-/// The holder processes of this test's home (`cohort daemon --holder`).
-fn holders(c: &Cohort) -> Vec<i32> {
-    c.processes_of_home()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 /// How many pipes process `pid` holds open.
 fn pipes_held(pid: i32) -> usize {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -69,9 +57,9 @@ fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
         c.track(*pid as i32);
     }
     poll("a holder runs", T, || {
-        (holders(&c).len() == 1).then_some(())
+        (c.holders().len() == 1).then_some(())
     });
-    let holder = holders(&c)[0];
+    let holder = c.holders()[0];
     let daemon = c.daemon_pid().expect("a daemon runs");
 
     let cluster_load = Load::start(web, Mode::NewConn, 2);
@@ -105,7 +93,7 @@ fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
         before,
         "the pids changed: something started twice"
     );
-    assert_eq!(holders(&c), vec![holder], "one holder, the same");
+    assert_eq!(c.holders(), vec![holder], "one holder, the same");
 
     // The fork app's log flows to the same file again.
     let last = last_line(&c);
@@ -153,11 +141,11 @@ fn a_killed_holder_is_started_again_and_holds_what_the_daemon_holds() {
         .as_i64()
         .unwrap_or(-1) as i32;
     c.track(pid);
-    poll("a holder runs", T, || holders(&c).first().copied());
-    let first = holders(&c)[0];
+    poll("a holder runs", T, || c.holders().first().copied());
+    let first = c.holders()[0];
     signal(first, libc::SIGKILL);
     let second = poll("a new holder runs", T, || {
-        holders(&c).into_iter().find(|h| *h != first)
+        c.holders().into_iter().find(|h| *h != first)
     });
     poll("the new holder holds the app's pipes", T, || {
         (pipes_held(second) == 2).then_some(())

@@ -335,6 +335,18 @@ impl Cohort {
             .filter(|pid| alive(*pid))
             .collect()
     }
+
+    /// The holder processes of this home (`cohort daemon --holder`).
+    pub fn holders(&self) -> Vec<i32> {
+        self.processes_of_home()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
 }
 
 impl Drop for Cohort {

@@ -233,12 +233,24 @@ pub type Carry = Arc<Mutex<Vec<u8>>>;
 
 /// Reads a pipe to its end, writing whole lines to `sink`.
 pub async fn pump(fd: OwnedFd, sink: Sink) {
-    pump_carried(fd, sink, Carry::default()).await
+    pump_carried(Arc::new(fd), sink, Carry::default()).await
 }
 
-/// [`pump`], starting with (and keeping its unfinished line in) `carry`.
-pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
-    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+/// [`pump`], starting with (and keeping its unfinished line in) `carry`. The descriptor is shared
+/// with the supervisor's hand-over table (one descriptor per pipe, not a duplicate each): it is
+/// closed when both are done with it.
+pub async fn pump_carried(fd: Arc<OwnedFd>, sink: Sink, carry: Carry) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we hold; non-blocking, as the readiness loop needs.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: the descriptor stays open while registered: the AsyncFd owns an Arc of it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    let pipe = match registered {
         Ok(p) => p,
         Err(e) => {
             crate::report!("cohort: cannot watch the output of {}: {e}", sink.name);
@@ -246,21 +258,34 @@ pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
         }
     };
     loop {
-        if pipe.readable().await.is_err() {
+        let Ok(mut ready) = pipe.readable().await else {
             break;
-        }
+        };
         let done = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
-            match pipe.try_read(&mut buf) {
-                Ok(0) => true,
-                Ok(n) => {
+            // SAFETY: read into the buffer we hold, at most its length.
+            let n = unsafe {
+                libc::read(
+                    pipe.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            match n {
+                0 => true,
+                n if n > 0 => {
                     let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
-                    take_lines(&buf[..n], &mut pending, &sink);
+                    take_lines(&buf[..n as usize], &mut pending, &sink);
                     false
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-                Err(_) => true,
+                _ => match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        ready.clear_ready();
+                        false
+                    }
+                    std::io::ErrorKind::Interrupted => false,
+                    _ => true,
+                },
             }
         });
         if done {

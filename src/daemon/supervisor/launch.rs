@@ -278,12 +278,13 @@ impl Supervisor {
             counts: counts.clone(),
         };
         let [out_pending, err_pending] = carried;
+        let (stdout, stderr) = (Arc::new(stdout), Arc::new(stderr));
         let out_carry: Carry = Arc::new(Mutex::new(out_pending));
         let err_carry: Carry = Arc::new(Mutex::new(err_pending));
         let held = (|| -> std::io::Result<HeldIo> {
             Ok(HeldIo {
-                stdout: stdout.try_clone()?,
-                stderr: stderr.try_clone()?,
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
                 out_carry: out_carry.clone(),
                 err_carry: err_carry.clone(),
                 channel: channel

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -155,12 +156,12 @@ struct IoState {
     channel: Option<RawFd>,
 }
 
-/// What the supervisor keeps of a running process's I/O so it can hand it over: duplicates of
-/// the read ends of its output pipes and of our end of its IPC channel, and the pumps' unfinished
-/// lines. Dropped when the process exits.
+/// What the supervisor keeps of a running process's I/O so it can hand it over: the read ends of
+/// its output pipes (shared with their pumps), a duplicate of our end of its IPC channel, and the
+/// pumps' unfinished lines. Dropped when the process exits.
 pub(super) struct HeldIo {
-    pub(super) stdout: OwnedFd,
-    pub(super) stderr: OwnedFd,
+    pub(super) stdout: Arc<OwnedFd>,
+    pub(super) stderr: Arc<OwnedFd>,
     pub(super) out_carry: Carry,
     pub(super) err_carry: Carry,
     pub(super) channel: Option<OwnedFd>,
