@@ -175,6 +175,22 @@ fn a_spawn_short_of_fds_is_retried_until_fds_are_free() {
     .expect("some apps online and the rest waiting_restart");
     let (online, waiting) = waiting;
     eprintln!("{} online, {} waiting for fds", online.len(), waiting.len());
+    // `describe` says why a waiting one waits: the attempt, the errno, the error.
+    let said = try_poll(Duration::from_secs(30), || {
+        let o = c.cmd(&["describe", &waiting[0]]);
+        let row = o
+            .stdout
+            .lines()
+            .find(|l| l.contains("spawn retry"))?
+            .to_string();
+        row.contains("attempt").then_some(row)
+    })
+    .expect("describe shows the spawn retry of a waiting app");
+    eprintln!("{said}");
+    assert!(
+        said.contains("EMFILE") && said.contains("failed") && said.contains("next in"),
+        "{said}"
+    );
     assert!(
         online.len() > waiting.len(),
         "the deleted apps must free room for the waiting ones: {} online, {} waiting",

@@ -196,6 +196,7 @@ impl Supervisor {
         p.gen += 1;
         p.want = Want::Run;
         p.run.spawn_failures = 0;
+        p.spawn_retry = None;
         if keep_old {
             if let Some(old) = p.pid.take() {
                 p.retiring.push(Retiring {

@@ -434,6 +434,7 @@ impl Supervisor {
             // A restart asked for before the exec and not yet begun counts as a crash if it comes.
             pending_reason: None,
             start_failure: None,
+            spawn_retry: None,
             run: super::policy::RunState {
                 unstable: s.unstable,
                 backoff_ms: s.backoff_ms,

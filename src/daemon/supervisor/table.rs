@@ -82,6 +82,8 @@ pub(super) struct Proc {
     pub(super) pending_reason: Option<RestartReason>,
     /// Why the current start failed (before the process was ready), for honest answers.
     pub(super) start_failure: Option<String>,
+    /// The last transient spawn failure while its retry waits (`describe`); None once one works.
+    pub(super) spawn_retry: Option<crate::api::SpawnRetry>,
 }
 
 impl Supervisor {
@@ -175,6 +177,10 @@ impl Supervisor {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             cron_restart: spec.cron_restart.clone(),
+            spawn_retry: p
+                .spawn_retry
+                .clone()
+                .filter(|_| p.status == Status::WaitingRestart),
             max_memory_restart: spec.max_memory_restart,
         })
     }
@@ -328,6 +334,7 @@ impl Supervisor {
                 restart_reason: None,
                 pending_reason: None,
                 start_failure: None,
+                spawn_retry: None,
             },
         );
         if let Some(app) = self.apps.get_mut(name) {
