@@ -180,7 +180,7 @@ impl Supervisor {
             spawn_retry: p
                 .spawn_retry
                 .clone()
-                .filter(|_| p.status == Status::WaitingRestart),
+                .filter(|_| p.status == Status::WaitingRestart || (p.pid.is_some() && !p.ready)),
             max_memory_restart: spec.max_memory_restart,
         })
     }
