@@ -1,6 +1,6 @@
 //! Log files: opened safely (no symlink followed, close-on-exec, 0600 when created), one shared
 //! object per path (so processes writing one file with `merge_logs` rotate and reopen it together),
-//! rotated under their lock between two whole writes, reopened on `reloadLogs`/SIGUSR2/`flush`.
+//! rotated under their lock at a line boundary, reopened on `reloadLogs`/SIGUSR2/`flush`.
 //!
 //! A file is open only while it is written: it is created when its process starts, opened at its
 //! first write and closed after [`IDLE_CLOSE_MS`] without one (`Registry::close_idle`), so hundreds
@@ -61,6 +61,9 @@ struct Inner {
     file: Option<File>,
     /// When it was last written (ms since the epoch).
     last_write_ms: u64,
+    /// The last write ended in the middle of a line (a pipe written through): no rotation until
+    /// the line is complete, so a line never spans two files.
+    mid_line: bool,
     /// Bytes in the file (what we wrote since it was opened, plus what it held).
     size: u64,
     /// This file's settings, over the daemon-wide defaults.
@@ -110,6 +113,7 @@ impl LogFile {
             inner: Mutex::new(Inner {
                 file: None,
                 last_write_ms: 0,
+                mid_line: false,
                 size,
                 own: own.cloned(),
                 period_end_ms: rotate::period_end_ms(rotation.interval),
@@ -146,6 +150,8 @@ impl LogFile {
                 Err(e) => return self.failed(&mut inner, lines, false, &format!("{e:#}")),
             }
         }
+        let mut bytes = bytes;
+        let mut lines = lines;
         if now >= inner.rotate_after_ms
             && rotate::due(
                 &inner.rotation,
@@ -155,7 +161,28 @@ impl LogFile {
                 inner.period_end_ms,
             )
         {
-            self.rotate(&mut inner, now);
+            // A line written in part (a pipe written through) ends in this file first, so no
+            // line spans two files; without its end in these bytes, the rotation waits.
+            let finish = match inner.mid_line {
+                false => Some(0),
+                true => bytes.iter().position(|c| *c == b'\n').map(|end| end + 1),
+            };
+            if let Some(head) = finish {
+                if head > 0 {
+                    let _ = self.write_locked(&mut inner, &bytes[..head], 1);
+                    bytes = &bytes[head..];
+                    lines = lines.saturating_sub(1);
+                }
+                self.rotate(&mut inner, now);
+            }
+        }
+        self.write_locked(&mut inner, bytes, lines)
+    }
+
+    /// Appends `bytes` under the lock (ending a line a failure cut first); see [`Self::write_lines`].
+    fn write_locked(&self, inner: &mut Inner, bytes: &[u8], lines: u64) -> bool {
+        if bytes.is_empty() {
+            return true;
         }
         if let Some((_, true)) = inner.failing {
             // The last failure left half a line: end it, so the next line starts clean.
@@ -175,6 +202,9 @@ impl LogFile {
             None => (Err(std::io::ErrorKind::NotFound.into()), 0),
         };
         inner.size += wrote as u64;
+        if wrote > 0 {
+            inner.mid_line = bytes[wrote - 1] != b'\n';
+        }
         match result {
             Ok(()) => {
                 if let Some((dropped, _)) = inner.failing.take() {
@@ -185,7 +215,7 @@ impl LogFile {
                 }
                 true
             }
-            Err(e) => self.failed(&mut inner, lines, wrote > 0, &e.to_string()),
+            Err(e) => self.failed(inner, lines, wrote > 0, &e.to_string()),
         }
     }
 
@@ -282,6 +312,7 @@ impl LogFile {
         let mut inner = self.lock();
         inner.file = Some(file);
         inner.last_write_ms = crate::daemon::now_ms();
+        inner.mid_line = false;
         inner.size = size;
         inner.rotate_after_ms = 0;
         Ok(())

@@ -3,10 +3,14 @@
 //! `file.rs` owns the files (safe opening, one object per path, failures, reopening), `rotate.rs`
 //! their rotation (policy, names, background gzip and retention).
 //!
-//! Nothing is lost or cut: only whole lines are written (so processes sharing a file with
-//! `merge_logs` never interleave mid-line), a final line without a newline is completed at EOF, and
-//! the pipe is read to its end even after the process died — also while its file cannot be
-//! written (the lines are then dropped and counted, never left in the pipe to block the app).
+//! Nothing is lost or cut: a file of one stream alone, without timestamps or JSON (the default),
+//! gets the bytes as they are read, half lines included, so nothing read waits in the daemon's
+//! memory (a daemon killed with -9 loses no half-read line); files shared (`merge_logs`,
+//! `log_file`, out and err in one file), timestamped or JSON get whole lines only (so they never
+//! interleave mid-line), the unfinished line waiting in a `Carry`. A final line without a newline
+//! is completed at EOF, and the pipe is read to its end even after the process died — also while
+//! its file cannot be written (the lines are then dropped and counted, never left in the pipe to
+//! block the app).
 
 mod file;
 mod rotate;
@@ -181,6 +185,34 @@ impl Sink {
         if let Some(c) = &self.combined {
             c.write_lines(bytes, n);
         }
+        self.publish(lines);
+    }
+
+    /// Whether bytes may go to the file as they come, half lines included: a file of this stream
+    /// alone, without a timestamp or JSON framing per line (the default). Then nothing read
+    /// stays in the daemon's memory, so a daemon killed (-9) between two halves of a line loses
+    /// nothing; other sinks write whole lines only (see the module doc).
+    fn writes_through(&self) -> bool {
+        self.stamp.is_none()
+            && !self.json
+            && self.combined.is_none()
+            && Arc::strong_count(&self.file) == 1
+    }
+
+    /// Writes `bytes` (whole lines and maybe half of one) to the file as they are.
+    fn write_through(&self, bytes: &[u8]) {
+        let n = bytes.iter().filter(|c| **c == b'\n').count() as u64;
+        let written = self.file.write_lines(bytes, n);
+        self.counts.add(n, written);
+        if written {
+            LINES_WRITTEN.fetch_add(n, Relaxed);
+        } else {
+            LINES_WRITE_ERRORS.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Sends whole `lines` to live followers.
+    fn publish(&self, lines: &[u8]) {
         if self.hub.receiver_count() > 0 {
             let at = crate::daemon::now_ms();
             for line in lines.split(|c| *c == b'\n') {
@@ -231,6 +263,14 @@ fn json_lines(lines: &[u8], sink: &Sink) -> Vec<u8> {
 /// daemon instead of losing it; the pump only touches it between two awaits.
 pub type Carry = Arc<Mutex<Vec<u8>>>;
 
+/// What a pump keeps besides the shared carry: the half line written through to the file but not
+/// yet to followers, and whether the file was left in the middle of a line.
+#[derive(Default)]
+struct Through {
+    followers: Vec<u8>,
+    mid_line: bool,
+}
+
 /// Reads a pipe to its end, writing whole lines to `sink`.
 pub async fn pump(fd: OwnedFd, sink: Sink) {
     pump_carried(Arc::new(fd), sink, Carry::default()).await
@@ -257,6 +297,7 @@ pub async fn pump_carried(fd: Arc<OwnedFd>, sink: Sink, carry: Carry) {
             return;
         }
     };
+    let mut through = Through::default();
     loop {
         let Ok(mut ready) = pipe.readable().await else {
             break;
@@ -275,7 +316,13 @@ pub async fn pump_carried(fd: Arc<OwnedFd>, sink: Sink, carry: Carry) {
                 0 => true,
                 n if n > 0 => {
                     let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
-                    take_lines(&buf[..n as usize], &mut pending, &sink);
+                    let chunk = &buf[..n as usize];
+                    if pending.is_empty() && sink.writes_through() {
+                        take_through(chunk, &mut through, &sink);
+                    } else {
+                        through.mid_line = false;
+                        take_lines(chunk, &mut pending, &sink);
+                    }
                     false
                 }
                 _ => match std::io::Error::last_os_error().kind() {
@@ -297,6 +344,29 @@ pub async fn pump_carried(fd: Arc<OwnedFd>, sink: Sink, carry: Carry) {
         pending.push(b'\n');
         sink.emit(&pending);
         pending.clear();
+    }
+    if through.mid_line {
+        sink.write_through(b"\n");
+        through.followers.push(b'\n');
+        sink.publish(&through.followers);
+    }
+}
+
+/// A chunk written through to the file at once; followers get its whole lines.
+fn take_through(chunk: &[u8], through: &mut Through, sink: &Sink) {
+    sink.write_through(chunk);
+    through.mid_line = chunk.last() != Some(&b'\n');
+    if sink.hub.receiver_count() == 0 {
+        through.followers.clear();
+        return;
+    }
+    through.followers.extend_from_slice(chunk);
+    if let Some(last) = through.followers.iter().rposition(|c| *c == b'\n') {
+        sink.publish(&through.followers[..=last]);
+        through.followers.drain(..=last);
+    }
+    if through.followers.len() >= MAX_PENDING {
+        through.followers.clear();
     }
 }
 

@@ -103,6 +103,16 @@ impl State {
         }
     }
 
+    /// Forgets the unfinished lines it carries: in a state the holder kept, they are those of its
+    /// last store, which the dead daemon may have completed and written since; glued to what the
+    /// pipe holds now they would make a wrong line. (Files written through hold none.)
+    pub fn forget_unfinished_lines(&mut self) {
+        for io in self.procs.iter_mut().filter_map(|p| p.io.as_mut()) {
+            io.stdout_pending.clear();
+            io.stderr_pending.clear();
+        }
+    }
+
     /// How many processes run in it.
     pub fn running(&self) -> usize {
         self.procs.iter().filter(|p| p.pid.is_some()).count()
