@@ -223,6 +223,26 @@ fn log_lines_survive_daemon_kills() {
     poll("lines flow after the last adoption", T, || {
         (last_line(&c) >= after + 50).then_some(())
     });
+    // The log counters go on across a death from the holder's state (stored at each change to
+    // the tables and every 5 s): a change (another app) makes a store, then the kill.
+    let written = || c.metric("cohort_log_lines_written_total").unwrap_or(0.0);
+    let before = written();
+    c.ok(&["start", "sleep", "--name", "marker", "--", "1000"]);
+    c.track(c.pid("marker"));
+    let holder = poll("a holder runs", T, || c.holders().first().copied());
+    poll("the holder holds both apps' pipes", T, || {
+        (pipes_held(holder) == 4).then_some(())
+    });
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
+    c.wait_status("logger", "online", T);
+    let after = written();
+    eprintln!("log lines written (metrics): {before} before the last kill, {after} after it");
+    assert!(
+        after >= before,
+        "the written counter restarted: {before} before the kill, {after} after"
+    );
     let (missing, twice, broken) = line_damage(&c.log("logger", "out"));
     eprintln!(
         "{ROUNDS} daemon kills: {missing} numbers missing, {twice} twice, {} broken lines: {:?}",

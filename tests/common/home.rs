@@ -336,6 +336,15 @@ impl Cohort {
             .collect()
     }
 
+    /// The value of the sample `name` (with its labels as printed, if any) in `cohort metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = self.cmd(&["metrics"]);
+        out.stdout.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        })
+    }
+
     /// The holder processes of this home (`cohort daemon --holder`).
     pub fn holders(&self) -> Vec<i32> {
         self.processes_of_home()

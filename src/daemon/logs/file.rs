@@ -38,6 +38,13 @@ impl LogCounts {
         };
         c.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
     }
+    /// Counts carried over from an earlier daemon.
+    pub fn starting_at(written: u64, dropped: u64) -> LogCounts {
+        LogCounts {
+            written: written.into(),
+            dropped: dropped.into(),
+        }
+    }
     /// (written, dropped) so far.
     pub fn get(&self) -> (u64, u64) {
         (

@@ -50,6 +50,14 @@ pub fn counters() -> LogCounters {
     }
 }
 
+/// Adds counts carried over from an earlier daemon (an update in place, or the holder's state
+/// after a death), so /metrics counters do not restart at 0.
+pub fn add_counters(c: LogCounters) {
+    LINES_WRITTEN.fetch_add(c.written, Relaxed);
+    LINES_WRITE_ERRORS.fetch_add(c.write_errors, Relaxed);
+    LINES_FOLLOWER_LAG.fetch_add(c.follower_lag, Relaxed);
+}
+
 /// A live follower fell behind and skipped `n` lines (they are still in the files).
 pub fn count_follower_lag(n: u64) {
     LINES_FOLLOWER_LAG.fetch_add(n, Relaxed);

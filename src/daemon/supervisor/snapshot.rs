@@ -54,6 +54,9 @@ pub struct State {
     pub daemon: DaemonFds,
     next_id: u32,
     next_worker: u64,
+    /// The daemon-wide log line counters (for /metrics); absent in states from before them.
+    #[serde(default)]
+    log_lines: [u64; 3],
     apps: Vec<AppState>,
     procs: Vec<ProcState>,
     sockets: Vec<HeldGroup>,
@@ -154,6 +157,11 @@ struct ProcState {
     err: PathBuf,
     combined: Option<PathBuf>,
     io: Option<IoState>,
+    /// Log lines written and dropped over every run; absent in states from before them.
+    #[serde(default)]
+    log_written: u64,
+    #[serde(default)]
+    log_dropped: u64,
 }
 
 /// The descriptors of a running process, and the bytes of an unfinished line of each pipe.
@@ -256,6 +264,8 @@ impl Supervisor {
                 err: p.err.clone(),
                 combined: p.combined.clone(),
                 io,
+                log_written: p.log_counts.get().0,
+                log_dropped: p.log_counts.get().1,
             });
         }
         let state = State {
@@ -265,6 +275,10 @@ impl Supervisor {
             daemon,
             next_id: self.next_id,
             next_worker: self.next_worker,
+            log_lines: {
+                let c = crate::daemon::logs::counters();
+                [c.written, c.write_errors, c.follower_lag]
+            },
             apps: self
                 .apps
                 .values()
@@ -347,6 +361,12 @@ impl Supervisor {
     pub(super) fn restore(&mut self, state: State) {
         self.next_id = state.next_id;
         self.next_worker = state.next_worker;
+        let [written, write_errors, follower_lag] = state.log_lines;
+        crate::daemon::logs::add_counters(crate::daemon::logs::LogCounters {
+            written,
+            write_errors,
+            follower_lag,
+        });
         // SAFETY: the descriptors were kept open for us by the exec and nothing else owns them.
         self.sockets = unsafe { SocketTable::adopt(state.sockets) };
         for g in self.sockets.held() {
@@ -468,7 +488,10 @@ impl Supervisor {
             ready_waiters: Vec::new(),
             retiring: Vec::new(),
             admin: s.admin.clone(),
-            log_counts: Default::default(),
+            log_counts: std::sync::Arc::new(crate::daemon::logs::LogCounts::starting_at(
+                s.log_written,
+                s.log_dropped,
+            )),
             out: s.out.clone(),
             err: s.err.clone(),
             combined: s.combined.clone(),
