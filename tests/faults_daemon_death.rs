@@ -265,3 +265,45 @@ fn log_lines_survive_daemon_kills() {
         );
     }
 }
+
+#[test]
+fn an_adopted_process_that_exits_is_restarted_with_its_exit_status_unknown() {
+    let c = Cohort::new();
+    let flag = c.root().join("exit-now");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; exit 3",
+        flag.display()
+    );
+    c.ok(&["start", "sh", "--name", "quitter", "--", "-c", &script]);
+    let pid = c.pid("quitter");
+    c.track(pid);
+    let holder = poll("a holder runs", T, || c.holders().first().copied());
+    poll("the holder holds the pipes", T, || {
+        (pipes_held(holder) == 2).then_some(())
+    });
+    let daemon = c.daemon_pid().expect("a daemon runs");
+    signal(daemon, libc::SIGKILL);
+    poll("the daemon is gone", T, || (!alive(daemon)).then_some(()));
+    let row = c.wait_status("quitter", "online", T);
+    assert_eq!(row["pid"].as_i64(), Some(pid as i64), "adopted: {row}");
+    // It exits with 3. Its parent is now whichever ancestor reaps orphans (PID 1 or a
+    // subreaper), not the daemon: the daemon sees the exit (pidfd) but not the status.
+    std::fs::write(&flag, "").expect("writing the flag");
+    poll("the adopted process is gone", T, || {
+        (!alive(pid)).then_some(())
+    });
+    let _ = std::fs::remove_file(&flag);
+    let again = poll("it is restarted", T, || {
+        let r = c.proc("quitter");
+        (r["restarts"] == 1 && r["pid"].as_i64().is_some_and(|p| p != pid as i64)).then_some(r)
+    });
+    assert_eq!(again["restart_reason"], "crash", "{again}");
+    let d = c.cmd(&["describe", "quitter", "--json"]);
+    let detail: Vec<serde_json::Value> =
+        serde_json::from_str(d.stdout.trim()).expect("describe --json");
+    assert!(
+        detail[0]["last_exit_code"].is_null() && detail[0]["last_signal"].is_null(),
+        "the status of an adopted process's exit is not known: {}",
+        detail[0]
+    );
+}
