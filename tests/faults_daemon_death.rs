@@ -38,16 +38,6 @@ fn last_line(c: &Cohort) -> u64 {
         .unwrap_or(0)
 }
 
-/// How many pipes process `pid` holds open.
-fn pipes_held(pid: i32) -> usize {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
-        .count()
-}
-
 #[test]
 fn apps_outlive_a_killed_daemon_and_the_next_one_adopts_them() {
     let c = Cohort::new();

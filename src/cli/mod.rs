@@ -339,6 +339,24 @@ pub struct StartArgs {
     /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
     #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
     pub cron: Option<String>,
+    /// Readiness probe: HTTP GET of this path (or URL) on the app's port (docs/health.md).
+    #[arg(long, value_name = "PATH", group = "readiness")]
+    pub readiness_http: Option<String>,
+    /// Readiness probe: a TCP connect to this port (or host:port).
+    #[arg(long, value_name = "PORT", group = "readiness")]
+    pub readiness_tcp: Option<String>,
+    /// Readiness probe: this command (sh -c) exits 0.
+    #[arg(long, value_name = "COMMAND", group = "readiness")]
+    pub readiness_exec: Option<String>,
+    /// Liveness probe: HTTP GET of this path (or URL); failing restarts (cluster: reloads) it.
+    #[arg(long, value_name = "PATH", group = "liveness")]
+    pub liveness_http: Option<String>,
+    /// Liveness probe: a TCP connect to this port (or host:port).
+    #[arg(long, value_name = "PORT", group = "liveness")]
+    pub liveness_tcp: Option<String>,
+    /// Liveness probe: this command (sh -c) exits 0.
+    #[arg(long, value_name = "COMMAND", group = "liveness")]
+    pub liveness_exec: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
     pub args: Vec<String>,

@@ -327,6 +327,7 @@ mod tests {
             mode: "fork".into(),
             unstable_restarts: 0,
             restart_reason: None,
+            ready: None,
             restart_reasons: Default::default(),
         }
     }

@@ -214,6 +214,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
             mode: spec.exec_mode.as_str().into(),
             unstable_restarts: 0,
             restart_reason: None,
+            ready: None,
             restart_reasons: Default::default(),
         },
         script: spec.script.clone(),
@@ -242,6 +243,9 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         cron_restart: None,
         max_memory_restart: None,
         spawn_retry: None,
+        depends_on: Vec::new(),
+        waiting_for: None,
+        probes: Vec::new(),
     });
 }
 

@@ -57,6 +57,10 @@ pub struct StartOptions {
     pub max_memory_restart: Option<String>,
     /// `--cron-restart`: a cron pattern.
     pub cron_restart: Option<String>,
+    /// `--readiness-http /health`, `--readiness-tcp 6379`, `--readiness-exec CMD` (default timing).
+    pub readiness: Option<(String, String)>,
+    /// `--liveness-http`, `--liveness-tcp`, `--liveness-exec`.
+    pub liveness: Option<(String, String)>,
     /// Arguments passed to the script.
     pub args: Vec<String>,
 }
@@ -309,6 +313,14 @@ fn apply_triggers(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()
     if let Some(c) = &a.cron_restart {
         triggers::parse_cron(c).map_err(|e| anyhow!("--cron-restart {e}"))?;
         spec.cron_restart = Some(c.trim().to_string());
+    }
+    use super::probes::{from_flag, ProbeKind};
+    if let Some((check, value)) = &a.readiness {
+        spec.readiness =
+            Some(from_flag(ProbeKind::Readiness, check, value).map_err(|e| anyhow!(e))?);
+    }
+    if let Some((check, value)) = &a.liveness {
+        spec.liveness = Some(from_flag(ProbeKind::Liveness, check, value).map_err(|e| anyhow!(e))?);
     }
     Ok(())
 }

@@ -85,6 +85,16 @@ pub fn app(spec: &AppSpec, at: &str) -> Result<(), String> {
     if let Some(w) = &spec.watch {
         super::triggers::check_globs(&w.ignore).map_err(|e| format!("{at}.ignore_watch: {e}"))?;
     }
+    for (kind, probe) in [
+        (super::probes::ProbeKind::Readiness, &spec.readiness),
+        (super::probes::ProbeKind::Liveness, &spec.liveness),
+    ] {
+        if let Some(probe) = probe {
+            super::probes::check(probe, kind).map_err(|(field, e)| {
+                format!("{at}.{}.{field} (app {:?}): {e}", kind.as_str(), spec.name)
+            })?;
+        }
+    }
     if let Some(value) = &spec.balancer {
         let b: super::balancer::BalancerSpec =
             serde_json::from_value(value.clone()).map_err(|e| format!("{at}.balancer: {e}"))?;

@@ -11,6 +11,7 @@ pub mod holder;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod reaper;
 pub mod report;
 pub mod routes;

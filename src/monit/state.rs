@@ -199,6 +199,7 @@ mod tests {
             unstable_restarts: 0,
             restart_reasons: Default::default(),
             restart_reason: None,
+            ready: None,
         }
     }
 

@@ -344,18 +344,6 @@ impl Cohort {
             rest.trim().parse().ok()
         })
     }
-
-    /// The holder processes of this home (`cohort daemon --holder`).
-    pub fn holders(&self) -> Vec<i32> {
-        self.processes_of_home()
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
-                    .unwrap_or(false)
-            })
-            .collect()
-    }
 }
 
 impl Drop for Cohort {
@@ -392,6 +380,30 @@ impl Drop for Cohort {
             signal(pid, libc::SIGKILL);
         }
     }
+}
+
+impl Cohort {
+    /// The holder processes of this home (`cohort daemon --holder`).
+    pub fn holders(&self) -> Vec<i32> {
+        self.processes_of_home()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+/// How many pipes process `pid` holds open (a holder holds two per process it keeps).
+pub fn pipes_held(pid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
 }
 
 /// A `cohort logs` (or any) process whose stdout is read line by line on a thread; killed on drop.

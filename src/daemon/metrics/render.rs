@@ -326,6 +326,19 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
     for (p, l) in &running {
         out.sample_with("cohort_process_uptime_seconds", l, None, secs(p.uptime_ms));
     }
+    out.family(
+        "cohort_process_ready",
+        "gauge",
+        "1 when the process takes new work: online, listening or signalled, and its readiness probe passing (docs/health.md).",
+    );
+    for (p, l) in &running {
+        out.sample_with(
+            "cohort_process_ready",
+            l,
+            None,
+            u32::from(p.ready == Some(true)),
+        );
+    }
 }
 
 /// A CPU percentage of one core as a ratio, without float noise.
@@ -443,6 +456,7 @@ mod tests {
             unstable_restarts: 0,
             restart_reasons: BTreeMap::new(),
             restart_reason: None,
+            ready: None,
         }
     }
 

@@ -59,6 +59,8 @@ impl Supervisor {
         let mut env = self.child_env(p);
         let (program, mut argv) = command_line(&spec);
         if let Some(b) = &spec.balancer {
+            // The token of its admin `PUT /ready` (app:NAME upstreams held out while not ready).
+            env.extend(self.balancer_token_env());
             match self.balancer_argv(&spec.name, b) {
                 Ok(Some(args)) => argv.extend(args),
                 Ok(None) => {
@@ -217,6 +219,7 @@ impl Supervisor {
         }
         p.pid = Some(pid);
         p.ready = false;
+        super::probes::new_run(p, spec.readiness.is_some(), p.gen);
         p.channel = channel.as_ref().map(NodeChannel::sender);
         if !keep_old || p.status != Status::Online {
             p.status = if spec.wait_ready {

@@ -259,12 +259,16 @@ impl Supervisor {
             return;
         }
         p.ready = true;
-        fire_ready(p);
+        if p.probe_ready != Some(false) {
+            fire_ready(p);
+        }
         if p.status == Status::Launching {
             p.status = Status::Online;
         }
         if self.is_cluster(id) {
-            self.set_live(id, true);
+            // With a readiness probe, new connections wait for it to pass too.
+            let live = self.slot_live(id);
+            self.set_live(id, live);
         }
         self.reload_worker_ready(id);
     }

@@ -152,6 +152,9 @@ struct ProcState {
     last_exit_code: Option<i32>,
     last_signal: Option<String>,
     ready: bool,
+    /// The readiness probe's verdict (None: no readiness probe).
+    #[serde(default)]
+    probe_ready: Option<bool>,
     admin: Option<String>,
     out: PathBuf,
     err: PathBuf,
@@ -259,6 +262,7 @@ impl Supervisor {
                 last_exit_code: p.last_exit_code,
                 last_signal: p.last_signal.clone(),
                 ready: p.ready,
+                probe_ready: p.probe_ready,
                 admin: p.admin.clone(),
                 out: p.out.clone(),
                 err: p.err.clone(),
@@ -495,6 +499,8 @@ impl Supervisor {
             out: s.out.clone(),
             err: s.err.clone(),
             combined: s.combined.clone(),
+            probe_ready: s.probe_ready,
+            probes: super::probes::ProcProbes::adopted(1, s.probe_ready),
         }
     }
 

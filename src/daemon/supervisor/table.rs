@@ -84,6 +84,11 @@ pub(super) struct Proc {
     pub(super) start_failure: Option<String>,
     /// The last transient spawn failure while its retry waits (`describe`); None once one works.
     pub(super) spawn_retry: Option<crate::api::SpawnRetry>,
+    /// The readiness probe's verdict for the current run: None when the app has no readiness
+    /// probe, `Some(false)` from the start of a run until it passes (Kubernetes).
+    pub(super) probe_ready: Option<bool>,
+    /// Each probe's counters and last result for the current run (`probes.rs`).
+    pub(super) probes: super::probes::ProcProbes,
 }
 
 impl Supervisor {
@@ -133,6 +138,7 @@ impl Supervisor {
             unstable_restarts: p.run.unstable,
             restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
+            ready: self.ready_field(p),
         }
     }
 
@@ -182,6 +188,13 @@ impl Supervisor {
                 .clone()
                 .filter(|_| p.status == Status::WaitingRestart || (p.pid.is_some() && !p.ready)),
             max_memory_restart: spec.max_memory_restart,
+            depends_on: self.dependency_list(&p.app),
+            waiting_for: if self.is_held(id) {
+                self.waiting_for(&p.app)
+            } else {
+                None
+            },
+            probes: self.probe_statuses(p),
         })
     }
 
@@ -271,10 +284,14 @@ impl Supervisor {
         })
     }
 
-    /// A receiver that fires when process `id` is ready or gone; None if it is already either.
+    /// A receiver that fires when process `id` is ready (signalled, and its readiness probe
+    /// passing) or gone; None if it is already either.
     pub(super) fn until_ready(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        let held = self.is_held(id);
         let p = self.procs.get_mut(&id)?;
-        if p.ready || p.pid.is_none() {
+        // With a readiness probe: until it passes too, or its start window is over (probes.rs).
+        let probed = p.probe_ready == Some(false) && !p.probes.window_over;
+        if (p.ready && !probed) || (p.pid.is_none() && !held) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
@@ -335,6 +352,8 @@ impl Supervisor {
                 pending_reason: None,
                 start_failure: None,
                 spawn_retry: None,
+                probe_ready: None,
+                probes: Default::default(),
             },
         );
         if let Some(app) = self.apps.get_mut(name) {

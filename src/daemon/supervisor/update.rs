@@ -44,6 +44,7 @@ impl Supervisor {
             crate::config::parse_signal(&spec.kill_signal)?;
             slots::check_spec(spec)?;
         }
+        self.check_dependencies(&specs)?;
         let mut applied = Applied::default();
         for spec in specs {
             let name = spec.name.clone();
