@@ -214,6 +214,9 @@ pub struct ProcessDetail {
     /// The app's probes, each with its last result for this process.
     #[serde(default)]
     pub probes: Vec<ProbeStatus>,
+    /// While `waiting_restart` after spawns that failed for a transient reason: why and how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_retry: Option<SpawnRetry>,
 }
 
 /// One probe of a process, for `describe`.
@@ -239,6 +242,20 @@ pub struct ProbeResult {
     pub message: String,
     /// How long the check took, in milliseconds.
     pub took_ms: u64,
+}
+
+/// A spawn being retried after a transient failure (the daemon or the system short of file
+/// descriptors, processes or memory).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SpawnRetry {
+    /// Failed attempts in a row so far.
+    pub attempt: u32,
+    /// The OS error's name: EMFILE, ENFILE, EAGAIN or ENOMEM.
+    pub errno: String,
+    /// The whole error, as daemon.log has it.
+    pub reason: String,
+    /// The next attempt is due after this many milliseconds (from when it failed).
+    pub retry_in_ms: u64,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

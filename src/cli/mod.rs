@@ -84,7 +84,7 @@ pub enum Command {
     /// Start the apps saved with `save`.
     Resurrect,
     /// Stop every app, then the daemon.
-    Kill,
+    Kill(KillArgs),
     /// Check that the daemon answers (starts it if needed).
     Ping,
     /// Replace the daemon with this version of cohort in place: no app restarts, no socket closes.
@@ -483,6 +483,15 @@ pub struct AccessArgs {
     /// Stop sharing: only you and root.
     #[arg(long)]
     pub off: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// As systemd's `ExecStop=` (the unit `startup` writes): stop only when systemd says the
+    /// daemon still runs ($MAINPID set: a requested stop or restart); when it already exited
+    /// (crashed, killed) do nothing, so the restarted daemon adopts the running apps.
+    #[arg(long, hide = true)]
+    pub exec_stop: bool,
 }
 
 #[derive(Args, Debug)]

@@ -169,6 +169,18 @@ pub fn detail(d: &ProcessDetail) -> String {
         ("restarts", i.restarts.to_string()),
         ("unstable restarts", i.unstable_restarts.to_string()),
         (
+            "spawn retry",
+            d.spawn_retry
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "attempt {} failed ({}), next in {} ms: {}",
+                        r.attempt, r.errno, r.retry_in_ms, r.reason
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
             "restart reason",
             i.restart_reason
                 .map(|r| r.as_str().to_string())

@@ -243,6 +243,7 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         watch: Vec::new(),
         cron_restart: None,
         max_memory_restart: None,
+        spawn_retry: None,
         depends_on: Vec::new(),
         waiting_for: None,
         probes: Vec::new(),

@@ -210,6 +210,7 @@ fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<superviso
         .zip(held.fds.into_iter().map(|f| f.into_raw_fd()))
         .collect();
     state.renumber(&map);
+    state.forget_unfinished_lines();
     state.daemon = fds;
     eprintln!(
         "cohort: the previous daemon died; adopting {} running processes from the holder",

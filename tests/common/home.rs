@@ -335,6 +335,15 @@ impl Cohort {
             .filter(|pid| alive(*pid))
             .collect()
     }
+
+    /// The value of the sample `name` (with its labels as printed, if any) in `cohort metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = self.cmd(&["metrics"]);
+        out.stdout.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        })
+    }
 }
 
 impl Drop for Cohort {

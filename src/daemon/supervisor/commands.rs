@@ -387,6 +387,7 @@ impl Supervisor {
 
     /// A sampling tick: cpu and memory of every running process.
     pub(super) fn sample(&mut self) {
+        self.log_files.close_idle();
         for p in self.procs.values_mut() {
             if let Some(pid) = p.pid {
                 if let Some(s) = self.sampler.sample(pid) {

@@ -170,6 +170,21 @@ impl Supervisor {
                         .socket_for(&app, slot, addr)
                         .and_then(|fd| fd.try_clone_to_owned())
                 });
+                if let (Err(e), true) = (&sock, current) {
+                    if let Some(errno) =
+                        e.raw_os_error().filter(|n| super::policy::is_transient(*n))
+                    {
+                        // A shortage (EMFILE, ENOBUFS…): ask again later instead of failing the
+                        // worker's listen(); it waits for the answer meanwhile.
+                        self.retry_query_server(id, pid, q, errno, e);
+                        return;
+                    }
+                }
+                if let (Ok(_), true) = (&sock, current) {
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        p.spawn_retry = None;
+                    }
+                }
                 if let Err(e) = &sock {
                     let why = match &addr {
                         Ok(addr) => crate::cluster::holder::cannot_listen(addr, e),
@@ -195,6 +210,49 @@ impl Supervisor {
             }
             _ => {}
         }
+    }
+
+    /// Creating the listening socket a Node worker asked for failed for a transient reason: the
+    /// request is handled again after the spawn-retry backoff (`policy::after_spawn_failure`),
+    /// for as long as the worker lives, and `describe` shows the attempt.
+    fn retry_query_server(
+        &mut self,
+        id: u32,
+        pid: i32,
+        q: crate::cluster::node_ipc::QueryServer,
+        errno: i32,
+        e: &std::io::Error,
+    ) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let attempt = p.spawn_retry.as_ref().map_or(0, |r| r.attempt);
+        let super::policy::SpawnDecision::Retry { after_ms } =
+            super::policy::after_spawn_failure(Some(errno), attempt)
+        else {
+            return;
+        };
+        let why = format!("cannot listen on {}: {e}", q.key());
+        crate::report!(
+            "cohort: {}:{} {why}; a transient shortage: retrying in {after_ms} ms (attempt {})",
+            p.app,
+            p.instance,
+            attempt + 1
+        );
+        p.spawn_retry = Some(crate::api::SpawnRetry {
+            attempt: attempt + 1,
+            errno: format!("{:?}", nix::errno::Errno::from_raw(errno)),
+            reason: why,
+            retry_in_ms: after_ms,
+        });
+        self.after(
+            after_ms,
+            Event::Node {
+                id,
+                pid,
+                msg: NodeMessage::QueryServer(q),
+            },
+        );
     }
 
     /// Process `id`'s current worker (`pid`) is ready: it gets connections, and a reload waiting

@@ -82,6 +82,8 @@ pub(super) struct Proc {
     pub(super) pending_reason: Option<RestartReason>,
     /// Why the current start failed (before the process was ready), for honest answers.
     pub(super) start_failure: Option<String>,
+    /// The last transient spawn failure while its retry waits (`describe`); None once one works.
+    pub(super) spawn_retry: Option<crate::api::SpawnRetry>,
     /// The readiness probe's verdict for the current run: None when the app has no readiness
     /// probe, `Some(false)` from the start of a run until it passes (Kubernetes).
     pub(super) probe_ready: Option<bool>,
@@ -184,6 +186,10 @@ impl Supervisor {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             cron_restart: spec.cron_restart.clone(),
+            spawn_retry: p
+                .spawn_retry
+                .clone()
+                .filter(|_| p.status == Status::WaitingRestart || (p.pid.is_some() && !p.ready)),
             max_memory_restart: spec.max_memory_restart,
             depends_on: self.dependency_list(&p.app),
             waiting_for: if self.is_held(id) {
@@ -348,6 +354,7 @@ impl Supervisor {
                 restart_reason: None,
                 pending_reason: None,
                 start_failure: None,
+                spawn_retry: None,
                 probe_ready: None,
                 probes: Default::default(),
             },
