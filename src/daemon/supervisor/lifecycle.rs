@@ -54,7 +54,7 @@ impl Supervisor {
                     Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.run.unstable = 0;
-                        self.respawn(id);
+                        self.respawn_or_hold(id);
                     }
                     _ => {
                         p.want = Want::Stop;
@@ -208,7 +208,7 @@ impl Supervisor {
             }
             Want::Delete => self.remove(id),
             Want::Restart => {
-                self.respawn(id);
+                self.respawn_or_hold(id);
                 if let Some(p) = self.procs.get_mut(&id) {
                     notify(p);
                 }
