@@ -109,6 +109,13 @@ impl ActionArgs {
                 r.targets.target.join(" ")
             );
         }
+        if r.watch {
+            let t = r.targets.target.join(" ");
+            bail!(
+                "cohort does not turn watching on or off on {} (PM2 toggles it): watch is set when the app starts: `cohort delete {t} && cohort start SCRIPT --watch`, or `watch` in its config and `cohort start CONFIG`",
+                action.as_str(),
+            );
+        }
         let node_args = r
             .node_args
             .as_deref()
@@ -183,12 +190,12 @@ async fn action(a: ActionArgs, home: Home) -> Result<()> {
 
 async fn send_signal(s: SignalArgs, home: Home) -> Result<()> {
     crate::config::parse_signal(&s.signal).map_err(|e| anyhow!("sendSignal: {e}"))?;
-    let targets = select::Targets::parse(std::slice::from_ref(&s.target))?;
+    let targets = select::Targets::parse(&s.target)?;
     let client = Client::connect_or_start(home).await?;
     let mut req = ActionRequest::new(Action::Signal, selector_of(targets, &client).await?);
     req.signal = Some(s.signal.clone());
     let _: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
-    eprintln!("cohort: sent {} to {}", s.signal, s.target);
+    eprintln!("cohort: sent {} to {}", s.signal, s.target.join(" "));
     Ok(())
 }
 

@@ -370,14 +370,18 @@ pub struct RestartArgs {
     /// PM2 renames the app on restart; cohort does not (the error says what to type).
     #[arg(long, short = 'n', hide = true)]
     pub name: Option<String>,
+    /// PM2 toggles watching on restart; cohort's watch is set at start (the error says what to type).
+    #[arg(long, short = 'w', hide = true)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct SignalArgs {
     /// Signal name or number (SIGUSR2, USR2, 12).
     pub signal: String,
-    /// App name, id, `all`, namespace, script or /regex/.
-    pub target: String,
+    /// App names, ids, `all`, namespace, script or /regex/ (several: each process once).
+    #[arg(required = true, num_args = 1..)]
+    pub target: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 /// PM2 fields accepted but not implemented yet: each one used gets a warning, never silence.
 const NOT_YET: &[&str] = &[
-    "watch_options",
     "source_map_support",
     "filter_env",
     "vizion",
@@ -378,6 +377,7 @@ const KNOWN: &[&str] = &[
     "watch",
     "ignore_watch",
     "watch_delay",
+    "watch_options",
     "cron_restart",
     "max_memory_restart",
 ];
@@ -666,6 +666,7 @@ fn app_from_value(
         spec.exec_mode = ExecMode::Cluster;
     }
     let triggers = super::triggers::from_fields(obj, &at_named, &cwd)?;
+    warnings.extend(triggers.warnings);
     spec.watch = triggers.watch;
     spec.cron_restart = triggers.cron_restart;
     spec.max_memory_restart = triggers.max_memory_restart;
