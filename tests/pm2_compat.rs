@@ -515,3 +515,64 @@ fn what_pm2s_own_e2e_scripts_type() {
     let err = c.fails(&["restart", "s", "--watch"]);
     assert!(err.contains("cohort start SCRIPT --watch"), "{err}");
 }
+
+#[test]
+fn cron_restart_starts_a_job_that_ended_and_a_stopped_app_as_pm2() {
+    let c = Cohort::new();
+    // PM2's periodic-job pattern: a script that runs and exits, autorestart off, cron_restart on.
+    c.ok(&[
+        "start",
+        "sh -c 'echo ran'",
+        "--name",
+        "job",
+        "--no-autorestart",
+        "-c",
+        "* * * * * *",
+        "--no-vizion",
+    ]);
+    let log = c.log_path("job", 0, "out");
+    assert!(
+        wait_until(T, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ran")
+            .count()
+            >= 3),
+        "the job did not run again on the cron ticks"
+    );
+    // A stopped app is started again by the next tick (PM2's cron-system.sh).
+    c.ok(&[
+        "start",
+        "sleep 1000",
+        "--name",
+        "cr",
+        "--cron",
+        "*/2 * * * * *",
+    ]);
+    c.ok(&["stop", "cr"]);
+    c.wait_status("cr", "online", T);
+}
+
+#[test]
+fn only_picks_apps_of_a_config_for_every_verb() {
+    let c = Cohort::new();
+    c.write(
+        "all.json",
+        r#"{"apps": [{"name": "echo", "script": "sleep", "args": "1000", "max_restarts": "50"},
+                     {"name": "child", "script": "sleep", "args": "1000"}]}"#,
+    );
+    c.ok(&["start", "all.json", "--only", "child"]);
+    assert_eq!(names(&c), vec!["child"]);
+    c.ok(&["start", "all.json", "--only", "echo"]);
+    assert_eq!(
+        describe(&c, "echo")[0]["max_restarts"],
+        50,
+        "\"50\" reads as 50"
+    );
+    c.ok(&["restart", "all.json", "--only", "child"]);
+    assert_eq!(c.proc("child")["restarts"], 1);
+    assert_eq!(c.proc("echo")["restarts"], 0);
+    c.ok(&["delete", "all.json", "--only", "echo"]);
+    assert_eq!(names(&c), vec!["child"]);
+    let err = c.fails(&["stop", "child", "--only", "child"]);
+    assert!(err.contains("cohort stop child"), "{err}");
+}

@@ -260,6 +260,11 @@ pub struct StartArgs {
     /// Do not restart the app when it exits.
     #[arg(long)]
     pub no_autorestart: bool,
+    /// PM2's switches for its own services (`--no-vizion`, `--no-pmx`, `--no-automation`): cohort
+    /// runs none of them, so they are accepted and change nothing.
+    #[arg(long = "no-vizion", aliases = ["no-pmx", "no-automation"], hide = true)]
+    #[allow(dead_code)]
+    pub pm2_services_off: bool,
     /// Crashes within min_uptime allowed in a row before the app is `errored`.
     #[arg(long)]
     pub max_restarts: Option<u32>,
@@ -337,7 +342,12 @@ pub struct StartArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_memory_restart: Option<String>,
     /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
-    #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
+    #[arg(
+        long = "cron-restart",
+        alias = "cron",
+        short = 'c',
+        value_name = "PATTERN"
+    )]
     pub cron: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
@@ -352,6 +362,9 @@ pub struct TargetArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With config files: only these of their apps (comma-separated names, as PM2's --only).
+    #[arg(long, value_name = "NAMES")]
+    pub only: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -258,6 +258,10 @@ impl Fields<'_> {
             Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u32::MAX as u64) => {
                 Ok(n.as_u64().map(|n| n as u32))
             }
+            // PM2 reads numbers written as strings ("50"), as in many real configs.
+            Some(Value::String(s)) if s.trim().parse::<u32>().is_ok() => {
+                Ok(s.trim().parse::<u32>().ok())
+            }
             Some(v) => Err(self.err(field, "a whole number ≥ 0", v)),
         }
     }

@@ -163,14 +163,26 @@ impl Supervisor {
         if self.shutting_down || self.triggers.apps.get(app).map(|a| a.token) != Some(token) {
             return;
         }
-        let ids: Vec<u32> = self
+        let all: Vec<u32> = self
             .apps
             .get(app)
             .map(|a| a.procs.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| self.serving(*id))
+            .unwrap_or_default();
+        let ended: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|id| reason == RestartReason::Cron && self.ended(*id))
             .collect();
+        let ids: Vec<u32> = all.into_iter().filter(|id| self.serving(*id)).collect();
+        if !ended.is_empty() {
+            crate::report!(
+                "cohort: {app}: cron_restart tick: starting {} ended process(es)",
+                ended.len()
+            );
+            for id in ended {
+                let _ = self.restart_for(id, reason);
+            }
+        }
         if ids.is_empty() {
             return;
         }
@@ -228,6 +240,17 @@ impl Supervisor {
                 && matches!(p.status, Status::Online | Status::Launching)
                 && p.retiring.is_empty()
         }) && !self.reloading(id)
+    }
+
+    /// Whether process `id` is not running and nothing is about to start it (stopped, exited with
+    /// autorestart off, errored): a cron tick starts it again, as PM2's (the periodic-job pattern:
+    /// `cron_restart` with `autorestart: false`).
+    fn ended(&self, id: u32) -> bool {
+        self.procs.get(&id).is_some_and(|p| {
+            p.pid.is_none()
+                && p.want == super::table::Want::Stop
+                && matches!(p.status, Status::Stopped | Status::Errored)
+        })
     }
 
     /// Restarts processes for `reason`: cluster ones are reloaded (one slot at a time), fork ones
