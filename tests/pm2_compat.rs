@@ -576,3 +576,26 @@ fn only_picks_apps_of_a_config_for_every_verb() {
     let err = c.fails(&["stop", "child", "--only", "child"]);
     assert!(err.contains("cohort stop child"), "{err}");
 }
+
+#[test]
+fn a_command_line_with_shell_syntax_runs_under_sh() {
+    let c = Cohort::new();
+    // PM2's start-app.sh: `pm2 start "cc hello.c; ./a.out"`.
+    c.ok(&[
+        "start",
+        "echo first; echo second && exec sleep 1000",
+        "--name",
+        "two",
+    ]);
+    c.wait_log("two", "out", "second", T);
+    assert_eq!(c.log("two", "out"), "first\nsecond\n");
+    // Quoted operators are arguments: the program runs itself, without a shell.
+    c.ok(&["start", "sh -c 'exec sleep 1000' ';'", "--name", "plain"]);
+    let d = describe(&c, "plain");
+    assert_eq!(
+        d[0]["args"],
+        serde_json::json!(["-c", "exec sleep 1000", ";"]),
+        "{}",
+        d[0]
+    );
+}
