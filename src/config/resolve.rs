@@ -170,10 +170,12 @@ pub fn needs_shell(line: &str) -> bool {
             single = !single;
         } else if c == '"' && !single {
             double = !double;
-        } else if !single && (c == '`' || (c == '(' && prev == '$')) {
-            return true;
-        } else if !single && !double && matches!(c, ';' | '&' | '|' | '<' | '>') {
-            return true;
+        } else {
+            let substitution = c == '`' || (c == '(' && prev == '$');
+            let operator = matches!(c, ';' | '&' | '|' | '<' | '>');
+            if !single && (substitution || (operator && !double)) {
+                return true;
+            }
         }
         prev = c;
     }
