@@ -67,6 +67,12 @@ fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
     let fork_load = Load::start(logger, Mode::NewConn, 1);
     cluster_load.wait_more(50, T);
     fork_load.wait_more(50, T);
+    let written = || c.metric("cohort_log_lines_written_total").unwrap_or(0.0);
+    let written_before = written();
+    assert!(
+        written_before > 0.0,
+        "no log lines counted before the updates"
+    );
     for round in 1..=3u64 {
         let out = c.ok(&["update"]);
         assert!(
@@ -85,6 +91,12 @@ fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
         keepalive_load.wait_more(50, T);
         fork_load.wait_more(50, T);
     }
+    // The log counters went on from where they were (they used to restart at 0).
+    let written_after = written();
+    assert!(
+        written_after >= written_before,
+        "log lines written: {written_before} before the updates, {written_after} after"
+    );
     cluster_load
         .finish()
         .assert_no_failure("3 updates in place, cluster -i 2, 2 new-connection clients");

@@ -90,14 +90,15 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         &format!("ExecStart=\"{BIN}\" daemon"),
         &format!("ExecStartPost=-\"{BIN}\" resurrect"),
         "Restart=on-failure",
-        "KillMode=mixed",
+        "KillMode=process",
+        &format!("ExecStop=\"{BIN}\" kill --exec-stop"),
         "TimeoutStopSec=55",
         "WantedBy=multi-user.target",
     ] {
         assert!(unit.contains(want), "the unit lacks {want:?}:\n{unit}");
     }
     assert!(
-        unit.contains("# KillMode=mixed:"),
+        unit.contains("KillMode=process: systemd signals"),
         "the choice is explained in the unit"
     );
 
@@ -118,12 +119,73 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let broken = write(
         dir.path(),
         "cohort-broken.service",
-        &unit.replace("KillMode=mixed", "KillMode=sometimes"),
+        &unit.replace("KillMode=process", "KillMode=sometimes"),
     );
     let v = verify(&broken);
     assert!(
         v.stderr.contains("cohort-broken.service"),
         "a bad KillMode is reported"
+    );
+}
+
+/// The unit's `ExecStop=` command line, as argv (systemd's quoting is shell-like for these).
+fn exec_stop(unit: &str) -> Vec<String> {
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStop="))
+        .unwrap_or_else(|| panic!("no ExecStop= in the unit:\n{unit}"));
+    assert!(!line.contains('$'), "no variables expected in {line:?}");
+    shell_words::split(line).unwrap_or_else(|e| panic!("cannot split {line:?}: {e}"))
+}
+
+#[test]
+fn exec_stop_stops_the_apps_only_while_systemd_says_the_daemon_runs() {
+    let c = Cohort::new();
+    c.ok(&["start", "sleep", "--name", "s", "--", "1000"]);
+    let app = c.pid("s");
+    let daemon = c.daemon_pid().expect("daemon.pid");
+    let out = cohort(
+        &c.home,
+        None,
+        &[
+            "startup", "systemd", "--print", "-u", "root", "--hp", "/root",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let argv = exec_stop(&out.stdout);
+    let run = |mainpid: Option<i32>| {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("COHORT_HOME", &c.home)
+            .env_remove("MAINPID")
+            .stdin(Stdio::null());
+        if let Some(pid) = mainpid {
+            cmd.env("MAINPID", pid.to_string());
+        }
+        run_bounded(cmd)
+    };
+    // The daemon died on its own: systemd runs ExecStop= without $MAINPID. Nothing is stopped.
+    let crashed = run(None);
+    assert!(crashed.status.success(), "{}", crashed.stderr);
+    assert!(
+        crashed.stdout.contains("apps left running"),
+        "{}",
+        crashed.stdout
+    );
+    assert!(
+        alive(app) && alive(daemon),
+        "nothing may stop without $MAINPID"
+    );
+    assert_eq!(c.pid("s"), app, "the app runs on, same pid");
+    // `systemctl stop`: $MAINPID is the running daemon. The app and the daemon stop.
+    let stopped = run(Some(daemon));
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let gone = wait_until(std::time::Duration::from_secs(10), || {
+        !alive(app) && !alive(daemon)
+    });
+    assert!(
+        gone,
+        "ExecStop with $MAINPID left the app or the daemon running"
     );
 }
 

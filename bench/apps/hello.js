@@ -21,8 +21,14 @@ function flush() {
 setInterval(flush, 250).unref();
 
 const body = 'hello ' + process.pid;
+// The autoscale scenario's CPU cost of a request to /burn (busy loop, ms); 0 elsewhere.
+const burnNs = BigInt(Math.round((cfg.burn_ms || 0) * 1e6));
 const server = http.createServer((req, res) => {
   count++;
+  if (burnNs > 0n && req.url === '/burn') {
+    const end = process.hrtime.bigint() + burnNs;
+    while (process.hrtime.bigint() < end) { /* burn */ }
+  }
   if (draining) res.setHeader('Connection', 'close');
   res.end(body);
 });

@@ -20,11 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procs  # noqa: E402
 import report  # noqa: E402
 import wrk  # noqa: E402
+import autoscale_bench  # noqa: E402
 from targets import (NotYet, Skip, PM2, Cohort, Cluster, make_app, log_file,  # noqa: E402
                      start_nginx, start_haproxy, start_cohort_balancer, live_workers)
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["cluster", "balancer", "footprint", "recovery", "reload", "logs"]
+SCENARIOS = ["cluster", "balancer", "footprint", "recovery", "reload", "logs", "autoscale"]
 
 
 def log(msg):
@@ -547,7 +548,9 @@ def main():
     log(f"mode {results['mode']}, {P.rounds} rounds, cohort: {results['machine']['cohort']}")
     t_all = time.monotonic()
     fns = {"cluster": scenario_cluster, "balancer": scenario_balancer, "footprint": scenario_footprint,
-           "recovery": scenario_recovery, "reload": scenario_reload, "logs": scenario_logs}
+           "recovery": scenario_recovery, "reload": scenario_reload, "logs": scenario_logs,
+           "autoscale": lambda reg, root, P: autoscale_bench.scenario_autoscale(
+               reg, root, P, start_configs, new_cohort, log)}
     for s in only:
         log(f"scenario {s}")
         root = os.path.join(run_root, s)

@@ -211,6 +211,9 @@ def write(results, out_dir):
               "![logs](charts/logs_lps.svg)", ""]
         bar_chart(os.path.join(charts, "logs_lps.svg"), f"Log lines/s ({s.get('lines')} lines)", "lines/s",
                   _rows(s["configs"], "lines_per_s"))
+    if "autoscale" in S:
+        import autoscale_bench
+        L += autoscale_bench.section(S["autoscale"], charts, fmt, _row, _rows, bar_chart, error("autoscale"))
     L += ["## Run details", "", "| scenario | seconds | 1-min load average before / after |", "|---|---:|---|"]
     for name, sc in S.items():
         la = sc.get("loadavg_1m", ["?", "?"])

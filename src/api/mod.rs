@@ -91,6 +91,42 @@ pub struct ProcessInfo {
     /// Why the process last restarted (null if it never did).
     #[serde(default)]
     pub restart_reason: Option<RestartReason>,
+    /// Whether the process takes new work: online, signalled ready (listening, 'ready',
+    /// READY=1) and its readiness probe (if any) passing. Null for a stopped or errored process
+    /// (docs/health.md, "Probes").
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// The app's autoscaling (`instances = { min, max }`): bounds and the current count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleInfo>,
+}
+
+/// An autoscaled app's bounds, the count it wants now, and (in `describe`) its last decisions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AutoscaleInfo {
+    pub min: u32,
+    pub max: u32,
+    /// Workers the app should run now (the autoscaler's current count).
+    pub desired: u32,
+    pub scale_ups: u64,
+    pub scale_downs: u64,
+    /// The last decision's reason, with its inputs (`describe` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// The last scale events, oldest first (`describe` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ScaleEvent>,
+}
+
+/// One change of an autoscaled app's worker count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScaleEvent {
+    /// When (ms since the Unix epoch).
+    pub at: u64,
+    pub from: u32,
+    pub to: u32,
+    /// The policy's reason, with the inputs it saw.
+    pub reason: String,
 }
 
 /// Why a process restarted (`restart_reason` in `ls --json`).
@@ -169,6 +205,57 @@ pub struct ProcessDetail {
     /// Bytes.
     #[serde(default)]
     pub max_memory_restart: Option<u64>,
+    /// The app's dependencies with the condition each waits for: `redis (ready)`.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// While its start is held: what it waits for and where that stands.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// The app's probes, each with its last result for this process.
+    #[serde(default)]
+    pub probes: Vec<ProbeStatus>,
+    /// While `waiting_restart` after spawns that failed for a transient reason: why and how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_retry: Option<SpawnRetry>,
+}
+
+/// One probe of a process, for `describe`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProbeStatus {
+    pub kind: crate::config::probes::ProbeKind,
+    pub spec: crate::config::probes::ProbeSpec,
+    /// `http GET :3000/health`, `tcp 127.0.0.1:6379`, `exec redis-cli ping`.
+    pub check: String,
+    /// The last result for the current run (None: not checked yet).
+    pub last: Option<ProbeResult>,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+}
+
+/// The result of one check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Unix milliseconds when it finished.
+    pub at: u64,
+    pub ok: bool,
+    /// What it saw: `HTTP 200`, `connected`, `exit 0`, or why it failed.
+    pub message: String,
+    /// How long the check took, in milliseconds.
+    pub took_ms: u64,
+}
+
+/// A spawn being retried after a transient failure (the daemon or the system short of file
+/// descriptors, processes or memory).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SpawnRetry {
+    /// Failed attempts in a row so far.
+    pub attempt: u32,
+    /// The OS error's name: EMFILE, ENFILE, EAGAIN or ENOMEM.
+    pub errno: String,
+    /// The whole error, as daemon.log has it.
+    pub reason: String,
+    /// The next attempt is due after this many milliseconds (from when it failed).
+    pub retry_in_ms: u64,
 }
 
 /// Where one process's logs are, for `logs` to read the backlog itself.

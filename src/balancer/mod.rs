@@ -10,7 +10,7 @@
 //! `health` (active checks), `admin` (`/status`), `listen` (sockets, socket activation, TLS), `log`
 //! (access log). The spec (config contract) is `config::balancer`.
 
-mod admin;
+pub mod admin;
 mod conn;
 #[doc(hidden)]
 pub mod fuzz;

@@ -75,6 +75,8 @@ pub enum Then {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     Unavailable,
+    /// No upstream is up and some are held out by the daemon: their app is not ready.
+    NotReady,
     Failed,
     Timeout,
     Busy,
@@ -85,7 +87,7 @@ impl Answer {
         match self {
             Answer::Unavailable | Answer::Failed => 502,
             Answer::Timeout => 504,
-            Answer::Busy => 503,
+            Answer::Busy | Answer::NotReady => 503,
         }
     }
 
@@ -96,6 +98,7 @@ impl Answer {
             Answer::Failed => "502 Bad Gateway: the upstream failed\n",
             Answer::Timeout => "504 Gateway Timeout: the upstream did not answer in time\n",
             Answer::Busy => "503 Service Unavailable: every upstream connection is busy\n",
+            Answer::NotReady => "503 Service Unavailable: no upstream is ready\n",
         }
     }
 }
@@ -196,7 +199,12 @@ impl Attempts {
     /// The next upstream to try, if any is left.
     pub fn next(&mut self, pool: &Pool, key: u64) -> Option<usize> {
         self.picks_left = self.picks_left.checked_sub(1)?;
-        let idx = pool.pick(key, &self.tried[..self.ntried])?;
+        let Some(idx) = pool.pick(key, &self.tried[..self.ntried]) else {
+            if self.failure.is_none() && pool.any_held() {
+                self.failure = Some((usize::MAX, Answer::NotReady));
+            }
+            return None;
+        };
         self.last_remembered = self.ntried < MAX_TRIED;
         if self.last_remembered {
             self.tried[self.ntried] = idx;
@@ -241,9 +249,10 @@ impl Attempts {
     }
 
     /// The client's answer when no attempt succeeded: the last failure's (and its upstream), or
-    /// 502 when no upstream was available at all.
+    /// 502 when no upstream was available at all (503 when the daemon holds them out: not ready).
     pub fn answer(&self) -> (Option<usize>, Answer) {
         match self.failure {
+            Some((_, Answer::NotReady)) => (None, Answer::NotReady),
             Some((i, a)) => (Some(i), a),
             None => (None, Answer::Unavailable),
         }

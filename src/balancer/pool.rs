@@ -41,6 +41,9 @@ pub struct Upstream {
     healthy: AtomicBool,
     /// Passive state without active checks: down until this many ms after the pool's epoch.
     down_until_ms: AtomicU64,
+    /// Held out by the daemon: every process of the `app:NAME` it stands for fails its readiness
+    /// probe (admin `PUT /ready`; docs/health.md). No request goes to it while held.
+    held: AtomicBool,
     pub(super) check_ok_streak: AtomicU32,
     pub(super) check_fail_streak: AtomicU32,
     /// Idle keep-alive connections of the HTTP/2 path (hyper's client).
@@ -167,6 +170,7 @@ impl Pool {
                 errors: AtomicU64::new(0),
                 healthy: AtomicBool::new(true),
                 down_until_ms: AtomicU64::new(0),
+                held: AtomicBool::new(false),
                 check_ok_streak: AtomicU32::new(0),
                 check_fail_streak: AtomicU32::new(0),
                 idle: IdleConns::new(workers),
@@ -328,7 +332,7 @@ impl Pool {
     /// is being served out (it is asked several times per request).
     pub fn is_up(&self, i: usize) -> bool {
         let u = &self.upstreams[i];
-        if !u.healthy.load(Relaxed) {
+        if !u.healthy.load(Relaxed) || u.held.load(Relaxed) {
             return false;
         }
         let until = u.down_until_ms.load(Relaxed);
@@ -369,6 +373,29 @@ impl Pool {
         }
     }
 
+    /// Holds out (or lets back) the upstreams whose address or label is `addr`; with `flush`,
+    /// their idle keep-alive connections are closed too (one of them may lead to a worker that is
+    /// no longer ready: new connections are steered to ready ones). How many matched.
+    pub fn set_held(&self, addr: &str, held: bool, flush: bool) -> usize {
+        let mut n = 0;
+        for u in &self.upstreams {
+            if u.label == addr || u.addr.to_string() == addr {
+                u.held.store(held, Relaxed);
+                if flush {
+                    u.idle.clear();
+                    u.idle_streams.clear();
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Some upstream is held out by the daemon (a request finding none up gets 503, not 502).
+    pub fn any_held(&self) -> bool {
+        self.upstreams.iter().any(|u| u.held.load(Relaxed))
+    }
+
     pub fn is_healthy(&self, i: usize) -> bool {
         self.upstreams[i].healthy.load(Relaxed)
     }
@@ -397,7 +424,13 @@ impl Pool {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                let state = if self.is_up(i) { "up" } else { "down" };
+                let state = if u.held.load(Relaxed) {
+                    "not ready"
+                } else if self.is_up(i) {
+                    "up"
+                } else {
+                    "down"
+                };
                 serde_json::json!({
                     "address": u.label,
                     "resolved": u.addr.to_string(),

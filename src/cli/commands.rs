@@ -54,7 +54,7 @@ async fn dispatch(command: Command, home: Home) -> Result<()> {
         Command::Env(e) => env(e, home).await,
         Command::Save(s) => save(s, home).await,
         Command::Resurrect => resurrect(home).await,
-        Command::Kill => kill(home).await,
+        Command::Kill(args) => kill(home, args).await,
         Command::Ping => ping(home).await,
         Command::Update(args) => update(home, args).await,
         Command::Monit => crate::monit::run(home).await,
@@ -449,7 +449,16 @@ async fn resurrect(home: Home) -> Result<()> {
     Ok(())
 }
 
-async fn kill(home: Home) -> Result<()> {
+async fn kill(home: Home, args: super::KillArgs) -> Result<()> {
+    if args.exec_stop && std::env::var_os("MAINPID").is_none_or(|p| p.is_empty()) {
+        // systemd unsets $MAINPID for ExecStop= once the main process has exited: the daemon
+        // died (kill -9, OOM, crash) and Restart= brings the next one, which adopts the apps.
+        outln!(
+            "the daemon already exited: apps left running for the next daemon to adopt ({})",
+            home.root.display()
+        )?;
+        return Ok(());
+    }
     let Some(client) = Client::connect_existing(home.clone()).await? else {
         outln!("no daemon running for {}", home.root.display())?;
         return Ok(());

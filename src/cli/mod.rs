@@ -84,7 +84,7 @@ pub enum Command {
     /// Start the apps saved with `save`.
     Resurrect,
     /// Stop every app, then the daemon.
-    Kill,
+    Kill(KillArgs),
     /// Check that the daemon answers (starts it if needed).
     Ping,
     /// Replace the daemon with this version of cohort in place: no app restarts, no socket closes.
@@ -245,7 +245,8 @@ pub struct StartArgs {
     /// Arguments for the interpreter, e.g. "--max-old-space-size=512".
     #[arg(long, alias = "interpreter-args", allow_hyphen_values = true)]
     pub node_args: Option<String>,
-    /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N.
+    /// Number of instances: N, max (or 0) for every usable CPU, -N for all but N; MIN-MAX (1-max,
+    /// 2-8) autoscales a cluster app by load between MIN and MAX (docs/autoscaling.md).
     #[arg(long, short = 'i', allow_hyphen_values = true)]
     pub instances: Option<String>,
     /// Apply env_<NAME> from the config file.
@@ -349,6 +350,24 @@ pub struct StartArgs {
         value_name = "PATTERN"
     )]
     pub cron: Option<String>,
+    /// Readiness probe: HTTP GET of this path (or URL) on the app's port (docs/health.md).
+    #[arg(long, value_name = "PATH", group = "readiness")]
+    pub readiness_http: Option<String>,
+    /// Readiness probe: a TCP connect to this port (or host:port).
+    #[arg(long, value_name = "PORT", group = "readiness")]
+    pub readiness_tcp: Option<String>,
+    /// Readiness probe: this command (sh -c) exits 0.
+    #[arg(long, value_name = "COMMAND", group = "readiness")]
+    pub readiness_exec: Option<String>,
+    /// Liveness probe: HTTP GET of this path (or URL); failing restarts (cluster: reloads) it.
+    #[arg(long, value_name = "PATH", group = "liveness")]
+    pub liveness_http: Option<String>,
+    /// Liveness probe: a TCP connect to this port (or host:port).
+    #[arg(long, value_name = "PORT", group = "liveness")]
+    pub liveness_tcp: Option<String>,
+    /// Liveness probe: this command (sh -c) exits 0.
+    #[arg(long, value_name = "COMMAND", group = "liveness")]
+    pub liveness_exec: Option<String>,
     /// Arguments passed to the script (after --).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -481,6 +500,15 @@ pub struct AccessArgs {
     /// Stop sharing: only you and root.
     #[arg(long)]
     pub off: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// As systemd's `ExecStop=` (the unit `startup` writes): stop only when systemd says the
+    /// daemon still runs ($MAINPID set: a requested stop or restart); when it already exited
+    /// (crashed, killed) do nothing, so the restarted daemon adopts the running apps.
+    #[arg(long, hide = true)]
+    pub exec_stop: bool,
 }
 
 #[derive(Args, Debug)]

@@ -46,6 +46,12 @@ impl StartArgs {
             ignore_watch: self.ignore_watch.clone(),
             max_memory_restart: self.max_memory_restart.clone(),
             cron_restart: self.cron.clone(),
+            readiness: probe_flag(
+                &self.readiness_http,
+                &self.readiness_tcp,
+                &self.readiness_exec,
+            ),
+            liveness: probe_flag(&self.liveness_http, &self.liveness_tcp, &self.liveness_exec),
             args: self.args.clone(),
         }
     }
@@ -83,4 +89,15 @@ impl From<StartupArgs> for StartupOptions {
             print: a.print,
         }
     }
+}
+
+/// The one probe flag given of a kind (clap's groups allow one): (check, value).
+fn probe_flag(
+    http: &Option<String>,
+    tcp: &Option<String>,
+    exec: &Option<String>,
+) -> Option<(String, String)> {
+    [("http", http), ("tcp", tcp), ("exec", exec)]
+        .into_iter()
+        .find_map(|(check, v)| v.clone().map(|v| (check.to_string(), v)))
 }

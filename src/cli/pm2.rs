@@ -343,7 +343,9 @@ mod tests {
             mode: "fork".into(),
             unstable_restarts: 0,
             restart_reason: None,
+            ready: None,
             restart_reasons: Default::default(),
+            autoscale: None,
         }
     }
 

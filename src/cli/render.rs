@@ -40,6 +40,16 @@ fn colour(status: Status, text: &str, tty: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// The status column: `online (not ready)` for a process that runs but takes no new work
+/// (its readiness probe fails, or it does not listen yet).
+fn status_text(p: &ProcessInfo) -> String {
+    if p.status == Status::Online && p.ready == Some(false) {
+        "online (not ready)".to_string()
+    } else {
+        p.status.as_str().to_string()
+    }
+}
+
 /// The `ls` table.
 pub fn table(procs: &[ProcessInfo]) -> String {
     let tty = std::io::stdout().is_terminal();
@@ -66,7 +76,7 @@ pub fn table(procs: &[ProcessInfo]) -> String {
                         "-".into()
                     },
                     p.restarts.to_string(),
-                    p.status.as_str().to_string(),
+                    status_text(p),
                     format!("{:.1}%", p.cpu),
                     bytes(p.memory),
                 ],
@@ -99,7 +109,10 @@ pub fn table(procs: &[ProcessInfo]) -> String {
         out.push('│');
         for (i, c) in r.iter().enumerate() {
             let padded = format!("{:<w$}", c, w = widths[i]);
-            let cell = if i == 6 {
+            let cell = if i == 6 && r[6] != status.as_str() {
+                // Online but not ready: the colour of a process on its way.
+                colour(Status::Launching, &padded, tty)
+            } else if i == 6 {
                 colour(*status, &padded, tty)
             } else {
                 padded
@@ -155,6 +168,18 @@ pub fn detail(d: &ProcessDetail) -> String {
         ),
         ("restarts", i.restarts.to_string()),
         ("unstable restarts", i.unstable_restarts.to_string()),
+        (
+            "spawn retry",
+            d.spawn_retry
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "attempt {} failed ({}), next in {} ms: {}",
+                        r.attempt, r.errno, r.retry_in_ms, r.reason
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ),
         (
             "restart reason",
             i.restart_reason
@@ -213,12 +238,85 @@ pub fn detail(d: &ProcessDetail) -> String {
     if !d.listen.is_empty() {
         rows.push(("listen", d.listen.join(", ")));
     }
+    if !d.depends_on.is_empty() {
+        rows.push(("depends on", d.depends_on.join(", ")));
+    }
+    if let Some(w) = &d.waiting_for {
+        rows.push(("waiting for", w.clone()));
+    }
+    rows.push((
+        "ready",
+        match i.ready {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
+            None => "-".into(),
+        },
+    ));
+    let probe_rows: Vec<(&str, String)> = d.probes.iter().flat_map(probe_rows).collect();
+    rows.extend(probe_rows);
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = format!("── {} ({}) ──\n", i.name, i.id);
     for (k, v) in rows {
         out.push_str(&format!("  {k:<w$}  {v}\n"));
     }
+    if let Some(a) = &i.autoscale {
+        out.push_str(&autoscaling(a));
+    }
     out
+}
+
+/// The autoscaling part of `describe`: bounds, the current count, what the policy thinks now and
+/// the last scale events.
+fn autoscaling(a: &crate::api::AutoscaleInfo) -> String {
+    let mut out = format!(
+        "  autoscale\n    min {}, max {}, desired {} (scale ups {}, scale downs {})\n",
+        a.min, a.max, a.desired, a.scale_ups, a.scale_downs
+    );
+    if let Some(now) = &a.now {
+        out.push_str(&format!("    now: {now}\n"));
+    }
+    for e in &a.events {
+        out.push_str(&format!(
+            "    {} {} → {}: {}\n",
+            when(e.at),
+            e.from,
+            e.to,
+            e.reason
+        ));
+    }
+    out
+}
+
+/// A probe's rows in `describe`: its check and timing, then its last result.
+fn probe_rows(p: &crate::api::ProbeStatus) -> Vec<(&'static str, String)> {
+    use crate::config::probes::{show_duration, ProbeKind};
+    let s = &p.spec;
+    let (spec_key, last_key) = match p.kind {
+        ProbeKind::Readiness => ("readiness", "readiness last"),
+        ProbeKind::Liveness => ("liveness", "liveness last"),
+    };
+    let spec = format!(
+        "{} every {}, timeout {}, failure threshold {}, success threshold {}, initial delay {}",
+        p.check,
+        show_duration(s.interval),
+        show_duration(s.timeout),
+        s.failure_threshold,
+        s.success_threshold,
+        show_duration(s.initial_delay)
+    );
+    let last = match &p.last {
+        None => "not checked yet".to_string(),
+        Some(r) => format!(
+            "{} at {}: {} ({} ms; {} ok / {} failed in a row)",
+            if r.ok { "ok" } else { "failed" },
+            when(r.at),
+            r.message,
+            r.took_ms,
+            p.consecutive_successes,
+            p.consecutive_failures
+        ),
+    };
+    vec![(spec_key, spec), (last_key, last)]
 }
 
 /// A balancer's upstreams from its `/status` JSON: state and counters per upstream.

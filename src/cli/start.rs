@@ -214,7 +214,9 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
             mode: spec.exec_mode.as_str().into(),
             unstable_restarts: 0,
             restart_reason: None,
+            ready: None,
             restart_reasons: Default::default(),
+            autoscale: None,
         },
         script: spec.script.clone(),
         args: Vec::new(),
@@ -241,6 +243,10 @@ fn remember(known: &mut Vec<ProcessDetail>, spec: &AppSpec) {
         watch: Vec::new(),
         cron_restart: None,
         max_memory_restart: None,
+        spawn_retry: None,
+        depends_on: Vec::new(),
+        waiting_for: None,
+        probes: Vec::new(),
     });
 }
 

@@ -12,6 +12,8 @@
 //! slot for each new connection, so a slot whose worker is dead or stopping gets no new connections
 //! while its queued ones stay (they are not reset). The program indexes the kernel's reuseport group
 //! array, whose order this module mirrors (see [`Listener::order`] and docs/cluster.md).
+//! A connection from `127.77.S.S` (a probe of slot S's worker, `daemon::probe`) goes to slot S's
+//! socket whether or not it is live, so a worker is probed through its own slot.
 //!
 //! Unix socket paths get one socket shared by every slot (no reuseport for `AF_UNIX` streams).
 //!
@@ -27,6 +29,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::steering::attach_steering;
 
 /// Backlog of every listening socket (Node's default; workers usually call listen() again anyway).
 const BACKLOG: i32 = 511;
@@ -73,6 +77,14 @@ impl SocketTable {
             prepare_migration: true,
             ..Self::default()
         }
+    }
+
+    /// Every TCP address `app` listens on (none if it holds no socket).
+    pub fn tcp_addrs(&self, app: &str) -> Vec<SocketAddr> {
+        self.groups
+            .get(app)
+            .map(SocketGroup::tcp_addrs)
+            .unwrap_or_default()
     }
 
     /// The group of `app`, created empty on first use.
@@ -554,81 +566,6 @@ fn bind_unix(path: &Path) -> io::Result<Socket> {
     Ok(sock)
 }
 
-// Classic BPF opcodes and the reuseport option from <linux/filter.h> / <asm-generic/socket.h>
-// (libc does not export SO_ATTACH_REUSEPORT_CBPF for every target). Hand-written because no crate
-// builds reuseport cBPF programs; the program is five instruction kinds.
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
-const BPF_ALU_MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
-const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
-const SKF_AD_RANDOM: i32 = 56;
-/// cBPF programs hold at most 4096 instructions: 2 + 2n + 1 for n live sockets.
-const MAX_LIVE: usize = (4096 - 3) / 2;
-
-/// The steering program for the kernel indices `live_idx`: return `live_idx[random % n]`, or an
-/// out-of-range index (the kernel then falls back to its hash) when nothing is live.
-fn steering_program(live_idx: &[u32]) -> Vec<libc::sock_filter> {
-    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    match live_idx {
-        [] => vec![ins(BPF_RET_K, 0, 0, u32::MAX)],
-        [only] => vec![ins(BPF_RET_K, 0, 0, *only)],
-        _ => {
-            let n = live_idx.len().min(MAX_LIVE);
-            let mut p = Vec::with_capacity(3 + 2 * n);
-            p.push(ins(
-                BPF_LD_W_ABS,
-                0,
-                0,
-                (libc::SKF_AD_OFF + SKF_AD_RANDOM) as u32,
-            ));
-            p.push(ins(BPF_ALU_MOD_K, 0, 0, n as u32));
-            for (j, idx) in live_idx.iter().take(n).enumerate() {
-                p.push(ins(BPF_JMP_JEQ_K, 0, 1, j as u32));
-                p.push(ins(BPF_RET_K, 0, 0, *idx));
-            }
-            p.push(ins(BPF_RET_K, 0, 0, live_idx[0]));
-            p
-        }
-    }
-}
-
-/// Attaches the steering program for the current liveness to the reuseport group of `socks`.
-fn attach_steering(
-    socks: &BTreeMap<usize, Socket>,
-    order: &[usize],
-    live: &BTreeMap<usize, bool>,
-) -> io::Result<()> {
-    let Some(first) = order.first().and_then(|s| socks.get(s)) else {
-        return Ok(());
-    };
-    let live_idx: Vec<u32> = order
-        .iter()
-        .enumerate()
-        .filter(|(_, slot)| live.get(slot).copied().unwrap_or(false))
-        .map(|(i, _)| i as u32)
-        .collect();
-    let mut prog = steering_program(&live_idx);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_mut_ptr(),
-    };
-    // SAFETY: fprog points to `prog`, which outlives the call; the kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            first.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -762,6 +699,27 @@ pub(crate) mod tests {
         g.set_live(2, false)?;
         let _d = connect_n(port, 30);
         assert_eq!(queues(&g, &addr, &[1, 2], 80), vec![30, 50]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_probe_source_reaches_its_slot_live_or_not() -> io::Result<()> {
+        let addr = lo(0);
+        let mut g = SocketGroup::new();
+        for slot in [0, 1, 2] {
+            g.socket_for(slot, &addr)?;
+        }
+        g.set_live(0, true)?;
+        let port = g.local_addr(&addr).map(|a| a.port()).unwrap_or(0);
+        let mut held = Vec::new();
+        for slot in [2u16, 1, 2] {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            s.bind(&SocketAddr::from(([127, 77, 0, slot as u8], 0)).into())?;
+            s.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+            held.push(s);
+        }
+        let _plain = connect_n(port, 5);
+        assert_eq!(queues(&g, &addr, &[0, 1, 2], 8), vec![5, 1, 2]);
         Ok(())
     }
 

@@ -150,9 +150,16 @@ pub fn from_value(
         Some(other) => return Err(format!("{file}: apps: expected a list of apps, got {}", kind(other))),
     };
     let mut names = BTreeSet::new();
+    // Apps that wrote `autorestart = true` (a one-shot dependency must not: depends::check_file).
+    let mut explicit_autorestart = BTreeSet::new();
     for (i, app) in apps.iter().enumerate() {
         let at = format!("{file}: apps[{i}]");
         let spec = app_from_value(app, &at, dir, opts, &mut loaded.warnings)?;
+        if matches!(app.get("autorestart"), Some(Value::Bool(true)))
+            || matches!(app.get("autorestart"), Some(Value::String(s)) if s == "true")
+        {
+            explicit_autorestart.insert(spec.name.clone());
+        }
         if !names.insert(spec.name.clone()) {
             return Err(format!(
                 "{at}.name: {:?} is declared twice (app names must be unique)",
@@ -193,6 +200,8 @@ pub fn from_value(
             ))
         }
     }
+    super::depends::check_file(&mut loaded.apps, &explicit_autorestart)
+        .map_err(|e| format!("{file}: {e}"))?;
     if let Some(only) = opts.only {
         for n in only {
             if !names.contains(n) {
@@ -384,6 +393,10 @@ const KNOWN: &[&str] = &[
     "watch_options",
     "cron_restart",
     "max_memory_restart",
+    "depends_on",
+    "depends_timeout",
+    "readiness",
+    "liveness",
 ];
 
 /// PM2's aliases (its schema.json and `verifyConfs`): each names the canonical field it stands for.
@@ -577,7 +590,16 @@ fn app_from_value(
             Value::String(s) => {
                 Instances::parse(s).map_err(|e| format!("{at_named}.instances: {e}"))?
             }
-            other => return Err(f.err("instances", "a number or \"max\"", other)),
+            Value::Object(table) => {
+                let a = super::autoscale::Autoscale::from_table(
+                    table,
+                    &format!("{at_named}.instances"),
+                )?;
+                let start = a.min;
+                spec.autoscale = Some(a);
+                start
+            }
+            other => return Err(f.err("instances", "a number, \"max\" or { min, max }", other)),
         };
     }
     spec.exec_mode = match f.string("exec_mode")?.as_deref() {
@@ -674,6 +696,9 @@ fn app_from_value(
     spec.watch = triggers.watch;
     spec.cron_restart = triggers.cron_restart;
     spec.max_memory_restart = triggers.max_memory_restart;
+    (spec.depends_on, spec.depends_timeout_ms) =
+        super::depends::from_fields(obj, &spec.name, &at_named)?;
+    (spec.readiness, spec.liveness) = super::probes::from_fields(obj, &at_named, &spec.name)?;
     // The rules a dump is held to as well (resurrect runs the same check).
     super::validate::app(&spec, &at_named)?;
     Ok(spec)
@@ -682,6 +707,18 @@ fn app_from_value(
 /// A `balancers[i]` entry as an app the daemon supervises: `cohort balance` on a socket the daemon
 /// holds (so a reload of the balancer never refuses a connection).
 fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> {
+    // `depends_on` / `depends_timeout` are the app's, not the proxy's: taken out before the
+    // balancer spec is read.
+    let mut value = value.clone();
+    let mut dep_fields = Map::new();
+    if let Value::Object(o) = &mut value {
+        for k in ["depends_on", "depends_timeout"] {
+            if let Some(v) = o.remove(k) {
+                dep_fields.insert(k.to_string(), v);
+            }
+        }
+    }
+    let value = &value;
     let spec: super::balancer::BalancerSpec =
         serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
     spec.validate().map_err(|e| format!("{at}.{e}"))?;
@@ -697,13 +734,31 @@ fn balancer_app(value: &Value, at: &str, dir: &Path) -> Result<AppSpec, String> 
     app.kill_signal = "SIGTERM".into();
     app.kill_timeout_ms = 5000;
     app.balancer = Some(value.clone());
+    (app.depends_on, app.depends_timeout_ms) =
+        super::depends::from_fields(&dep_fields, &app.name, at)?;
+    // A balancer waits for the apps of its `app:NAME` upstreams to start, and stops before them.
+    for up in &spec.upstreams {
+        let address = match up {
+            super::balancer::UpstreamEntry::Text(t) => t.split_whitespace().next().unwrap_or(""),
+            super::balancer::UpstreamEntry::Object { address, .. } => address.as_str(),
+        };
+        if let Some(target) = address.strip_prefix("app:") {
+            if !app.depends_on.iter().any(|d| d.app == target) {
+                app.depends_on.push(super::depends::Dependency {
+                    app: target.to_string(),
+                    condition: Some(super::depends::Condition::Started),
+                    implicit: true,
+                });
+            }
+        }
+    }
     super::validate::app(&app, at)?;
     Ok(app)
 }
 
 /// PM2's rule: several instances of a Node app run in cluster mode unless told otherwise.
 pub fn default_mode(spec: &AppSpec) -> ExecMode {
-    if spec.instances != Instances::Count(1) && spec.is_node() {
+    if (spec.instances != Instances::Count(1) || spec.autoscale.is_some()) && spec.is_node() {
         ExecMode::Cluster
     } else {
         ExecMode::Fork

@@ -3,10 +3,13 @@
 //! `start` turns a start's options into specs, `ecosystem` validates config files (`read` parses
 //! their formats), `resolve` finds scripts and interpreters.
 
+pub mod autoscale;
 pub mod balancer;
+pub mod depends;
 pub mod duration;
 pub mod ecosystem;
 pub mod log_rotate;
+pub mod probes;
 pub mod read;
 pub mod resolve;
 pub mod start;
@@ -169,6 +172,22 @@ pub struct AppSpec {
     /// Restart (cluster: reload) a process whose memory (RSS, bytes) goes above this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_restart: Option<u64>,
+    /// `instances = { min, max, ... }`: the worker count follows the load between min and max
+    /// (cluster mode only); `instances` then holds the count to start with (min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<autoscale::Autoscale>,
+    /// Apps this one waits for before it starts, each with its condition (`depends_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<depends::Dependency>,
+    /// How long it waits for them (`depends_timeout`; None: [`depends::DEFAULT_TIMEOUT_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_timeout_ms: Option<u64>,
+    /// Readiness probe: a process is not ready (gets no new connections) while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<probes::ProbeSpec>,
+    /// Liveness probe: a process that fails it is restarted (cluster: reloaded), reason `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<probes::ProbeSpec>,
 }
 
 /// The path a log field set to PM2's `"NULL"` or `"/dev/null"` gets: output is discarded.
@@ -215,6 +234,11 @@ impl AppSpec {
             watch: None,
             cron_restart: None,
             max_memory_restart: None,
+            autoscale: None,
+            depends_on: Vec::new(),
+            depends_timeout_ms: None,
+            readiness: None,
+            liveness: None,
         }
     }
 

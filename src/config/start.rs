@@ -57,6 +57,10 @@ pub struct StartOptions {
     pub max_memory_restart: Option<String>,
     /// `--cron-restart`: a cron pattern.
     pub cron_restart: Option<String>,
+    /// `--readiness-http /health`, `--readiness-tcp 6379`, `--readiness-exec CMD` (default timing).
+    pub readiness: Option<(String, String)>,
+    /// `--liveness-http`, `--liveness-tcp`, `--liveness-exec`.
+    pub liveness: Option<(String, String)>,
     /// Arguments passed to the script.
     pub args: Vec<String>,
 }
@@ -188,7 +192,17 @@ fn millis(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
 /// Applies the options given on the command line over a spec; relative log paths are under `cwd`.
 fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()> {
     if let Some(i) = &a.instances {
-        spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+        match super::autoscale::Autoscale::from_range(i) {
+            Some(a) => {
+                let a = a.map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+                spec.instances = a.min;
+                spec.autoscale = Some(a);
+            }
+            None => {
+                spec.instances = Instances::parse(i).map_err(|e| anyhow!("-i {i:?}: {e}"))?;
+                spec.autoscale = None;
+            }
+        }
         spec.exec_mode = ecosystem::default_mode(spec);
     }
     if let Some(m) = &a.exec_mode {
@@ -278,6 +292,9 @@ fn apply_options(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()>
     if !a.args.is_empty() {
         spec.args.extend(a.args.iter().cloned());
     }
+    if spec.autoscale.is_some() && spec.exec_mode != ExecMode::Cluster {
+        bail!("-i {}: autoscaling (MIN-MAX) needs cluster mode: workers added or removed share the app's port (use a Node app, or give --port; a fork app takes a fixed count)", a.instances.as_deref().unwrap_or("MIN-MAX"));
+    }
     apply_triggers(spec, a, cwd)
 }
 
@@ -310,6 +327,14 @@ fn apply_triggers(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()
     if let Some(c) = &a.cron_restart {
         triggers::parse_cron(c).map_err(|e| anyhow!("--cron-restart {e}"))?;
         spec.cron_restart = Some(c.trim().to_string());
+    }
+    use super::probes::{from_flag, ProbeKind};
+    if let Some((check, value)) = &a.readiness {
+        spec.readiness =
+            Some(from_flag(ProbeKind::Readiness, check, value).map_err(|e| anyhow!(e))?);
+    }
+    if let Some((check, value)) = &a.liveness {
+        spec.liveness = Some(from_flag(ProbeKind::Liveness, check, value).map_err(|e| anyhow!(e))?);
     }
     Ok(())
 }

@@ -60,6 +60,19 @@ pub fn app(spec: &AppSpec, at: &str) -> Result<(), String> {
         }
         _ => {}
     }
+    if let Some(a) = &spec.autoscale {
+        a.check(&format!("{at}.instances"))?;
+        if spec.exec_mode != super::ExecMode::Cluster {
+            return Err(format!(
+                "{at}.instances: autoscaling (min/max) needs cluster mode: workers added or removed must share the app's port (set exec_mode = \"cluster\", or give port/listen; a fork app takes a fixed count)"
+            ));
+        }
+        if spec.balancer.is_some() {
+            return Err(format!(
+                "{at}.instances: a balancer is not autoscaled (give it a fixed count)"
+            ));
+        }
+    }
     super::parse_signal(&spec.kill_signal).map_err(|e| format!("{at}.kill_signal: {e}"))?;
     if let Some(code) = spec
         .stop_exit_codes
@@ -84,6 +97,16 @@ pub fn app(spec: &AppSpec, at: &str) -> Result<(), String> {
     }
     if let Some(w) = &spec.watch {
         super::triggers::check_globs(&w.ignore).map_err(|e| format!("{at}.ignore_watch: {e}"))?;
+    }
+    for (kind, probe) in [
+        (super::probes::ProbeKind::Readiness, &spec.readiness),
+        (super::probes::ProbeKind::Liveness, &spec.liveness),
+    ] {
+        if let Some(probe) = probe {
+            super::probes::check(probe, kind).map_err(|(field, e)| {
+                format!("{at}.{}.{field} (app {:?}): {e}", kind.as_str(), spec.name)
+            })?;
+        }
     }
     if let Some(value) = &spec.balancer {
         let b: super::balancer::BalancerSpec =

@@ -299,7 +299,8 @@ async fn print_logs(mut rx: tokio::sync::broadcast::Receiver<Arc<LogLine>>, json
     }
 }
 
-/// `/healthz` (the daemon core answers) and `/readyz` (every process of every app is online).
+/// `/healthz` (the daemon core answers) and `/readyz` (every process of every app is online and
+/// ready: listening or signalled, and its readiness probe passing).
 fn health_router(handle: Handle) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -314,9 +315,15 @@ fn health_router(handle: Handle) -> axum::Router {
                         Ok(procs) => {
                             let not_ready: Vec<String> = procs
                                 .iter()
-                                .filter(|p| p.status != Status::Online)
-                                .map(|p| {
-                                    format!("{}:{} is {}", p.name, p.instance, p.status.as_str())
+                                .filter(|p| p.status != Status::Online || p.ready == Some(false))
+                                .map(|p| match p.status {
+                                    Status::Online => format!(
+                                        "{}:{} is online but not ready (see `cohort describe {}`)",
+                                        p.name, p.instance, p.name
+                                    ),
+                                    status => {
+                                        format!("{}:{} is {}", p.name, p.instance, status.as_str())
+                                    }
                                 })
                                 .collect();
                             if procs.is_empty() {

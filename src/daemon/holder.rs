@@ -170,6 +170,8 @@ pub fn run(home: &Path) -> i32 {
 }
 
 fn serve(home: &Path) -> Result<()> {
+    // It holds two or more descriptors per app: the daemon's limits, raised the same way.
+    crate::sys::limits::raise_nofile_or_report("holder");
     // SAFETY: ignoring SIGPIPE has no memory effects; a vanished peer is an error, not a death.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);

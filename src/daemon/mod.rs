@@ -11,6 +11,7 @@ pub mod holder;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod reaper;
 pub mod report;
 pub mod routes;
@@ -209,6 +210,7 @@ fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<superviso
         .zip(held.fds.into_iter().map(|f| f.into_raw_fd()))
         .collect();
     state.renumber(&map);
+    state.forget_unfinished_lines();
     state.daemon = fds;
     eprintln!(
         "cohort: the previous daemon died; adopting {} running processes from the holder",

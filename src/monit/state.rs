@@ -199,6 +199,8 @@ mod tests {
             unstable_restarts: 0,
             restart_reasons: Default::default(),
             restart_reason: None,
+            autoscale: None,
+            ready: None,
         }
     }
 

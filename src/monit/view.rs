@@ -131,7 +131,12 @@ fn table(f: &mut Frame, area: Rect, s: &State, visible: &[&ProcessInfo]) {
             Cell::from(p.name.clone()),
             Cell::from(p.instance.to_string()),
             Cell::from(p.mode.clone()),
-            Cell::from(status_text(p.status)).style(status_style(p.status)),
+            if p.status == Status::Online && p.ready == Some(false) {
+                // Online but failing its readiness probe (or not listening yet).
+                Cell::from("not ready").style(Style::default().fg(Color::Yellow))
+            } else {
+                Cell::from(status_text(p.status)).style(status_style(p.status))
+            },
             Cell::from(p.pid.map(|x| x.to_string()).unwrap_or_else(|| "-".into())),
             Cell::from(p.restarts.to_string()),
             Cell::from(if p.uptime_ms > 0 {

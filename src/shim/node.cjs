@@ -5,6 +5,8 @@
 // connection with `Connection: close`, end connections as they go idle, and exit(0) once every
 // server has closed, or at ~90% of COHORT_KILL_TIMEOUT ms (the daemon SIGKILLs at 100%).
 // When the app has its own handler, only the app's handler runs. Nothing else changes.
+// After an autoscaling step up, the message {cohort: 'rebalance', share} closes that share of the
+// worker's keep-alive connections after their next response, so clients spread to the new workers.
 'use strict';
 (function cohortShim() {
   const net = require('net');
@@ -87,6 +89,29 @@
     maybeExit();
   }
 
+  // Rebalance after a scale up (IPC message {cohort: 'rebalance', share}): keep-alive connections
+  // stay on the worker that accepted them, so new workers would get only new connections. A share
+  // of this worker's open connections answer their next response with `Connection: close`; their
+  // clients reconnect and the kernel spreads them over every ready worker. Nothing is cut: a
+  // connection closes only after a complete response. Costs one check per request from the first
+  // rebalance on.
+  let rebalancing = false;
+  function closeMarked(req, res) {
+    if (req.socket && req.socket._cohortClose && !res.headersSent) res.setHeader('Connection', 'close');
+  }
+  function rebalance(share) {
+    if (!(share > 0 && share <= 1) || draining) return;
+    for (const [server, conns] of servers) {
+      if (!rebalancing && server.listenerCount('request') > 0) server.prependListener('request', closeMarked);
+      let n = Math.round(conns.size * share);
+      for (const sock of conns) {
+        if (n <= 0) break;
+        if (!sock._cohortClose) { sock._cohortClose = true; n--; }
+      }
+    }
+    rebalancing = true;
+  }
+
   function onSignal(sig) {
     // The app handles this signal itself: its handler decides (and runs after this one).
     if (process.listeners(sig).some((l) => l !== onSignal)) return;
@@ -98,6 +123,7 @@
   if (typeof process.send === 'function') {
     const before = new Set(process.listeners('message'));
     const onMessage = (msg) => {
+      if (msg && msg.cohort === 'rebalance') return rebalance(Number(msg.share));
       if (msg !== 'shutdown') return;
       const mine = process.listeners('message').filter((l) => l !== onMessage && !before.has(l));
       const cluster = require('cluster');

@@ -57,13 +57,16 @@ ExecStart={exe} daemon
 ExecStartPost=-{exe} resurrect
 Restart=on-failure
 RestartSec=2
-# KillMode=mixed: on stop, SIGTERM goes to the daemon only, and the daemon stops every app itself
-# with each app's kill_signal and kill_timeout (graceful, in order, logged). systemd's default
-# (control-group) would SIGTERM every app at the same instant, behind cohort's back and ignoring
-# kill_signal; `process` would leave anything still running after the stop (an app that ignored
-# the daemon, or every app if the daemon crashed) alive outside the unit. With `mixed`, whatever is
-# left when TimeoutStopSec ends gets SIGKILL, so nothing outlives the unit.
-KillMode=mixed
+# The apps and cohort's holder (which keeps their sockets, log pipes and IPC channels while no
+# daemon runs) live in this unit's cgroup beside the daemon. KillMode=process: systemd signals
+# only the daemon, so when the daemon crashes or is killed (kill -9, OOM) and Restart= starts the
+# next one, the apps and the holder are left running and the next daemon adopts them (same pids).
+# `mixed` or the default `control-group` would SIGKILL them all on that restart.
+KillMode=process
+# A requested stop or restart (`systemctl stop/restart`) stops every app gracefully, in order,
+# with its kill_signal and kill_timeout, then the daemon. systemd runs ExecStop= also after the
+# daemon died on its own, but then leaves $MAINPID unset: `--exec-stop` does nothing in that case.
+ExecStop={exe} kill --exec-stop
 # Longer than the slowest saved app's kill_timeout plus a margin, so the daemon finishes first.
 TimeoutStopSec={timeout}
 
@@ -224,7 +227,8 @@ mod tests {
             "ExecStart=\"/usr/local/bin/cohort\" daemon",
             "ExecStartPost=-\"/usr/local/bin/cohort\" resurrect",
             "Environment=\"COHORT_HOME=/home/alice/.cohort\"",
-            "KillMode=mixed",
+            "KillMode=process",
+            "ExecStop=\"/usr/local/bin/cohort\" kill --exec-stop",
             "TimeoutStopSec=30",
             "Restart=on-failure",
             "WantedBy=multi-user.target",

@@ -346,6 +346,15 @@ impl Cohort {
             .filter(|pid| alive(*pid))
             .collect()
     }
+
+    /// The value of the sample `name` (with its labels as printed, if any) in `cohort metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = self.cmd(&["metrics"]);
+        out.stdout.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        })
+    }
 }
 
 impl Drop for Cohort {
@@ -382,6 +391,30 @@ impl Drop for Cohort {
             signal(pid, libc::SIGKILL);
         }
     }
+}
+
+impl Cohort {
+    /// The holder processes of this home (`cohort daemon --holder`).
+    pub fn holders(&self) -> Vec<i32> {
+        self.processes_of_home()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--holder"))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+/// How many pipes process `pid` holds open (a holder holds two per process it keeps).
+pub fn pipes_held(pid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
 }
 
 /// A `cohort logs` (or any) process whose stdout is read line by line on a thread; killed on drop.

@@ -83,12 +83,17 @@ impl Load {
     }
 
     pub fn start_path(port: u16, mode: Mode, clients: usize, path: &str) -> Load {
+        Load::start_paced(port, mode, clients, path, PACE)
+    }
+
+    /// [`Load::start_path`] with `pace` between two requests of one client (a light load).
+    pub fn start_paced(port: u16, mode: Mode, clients: usize, path: &str, pace: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let threads = (0..clients)
             .map(|_| {
                 let (stop, stats, path) = (stop.clone(), stats.clone(), path.to_string());
-                std::thread::spawn(move || client(port, mode, &path, &stop, &stats))
+                std::thread::spawn(move || client(port, mode, &path, pace, &stop, &stats))
             })
             .collect();
         Load {
@@ -194,7 +199,7 @@ impl Drop for Load {
     }
 }
 
-fn client(port: u16, mode: Mode, path: &str, stop: &AtomicBool, stats: &Stats) {
+fn client(port: u16, mode: Mode, path: &str, pace: Duration, stop: &AtomicBool, stats: &Stats) {
     let end = Instant::now() + MAX_LOAD_TIME;
     let keep_alive = mode == Mode::KeepAlive;
     let fail = |why: String| {
@@ -215,12 +220,12 @@ fn client(port: u16, mode: Mode, path: &str, stop: &AtomicBool, stats: &Stats) {
                 Err(Fail::Refused) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     fail("connect: connection refused".into());
-                    std::thread::sleep(PACE);
+                    std::thread::sleep(pace);
                     continue;
                 }
                 Err(Fail::Other(e)) => {
                     fail(e);
-                    std::thread::sleep(PACE);
+                    std::thread::sleep(pace);
                     continue;
                 }
             },
@@ -248,6 +253,6 @@ fn client(port: u16, mode: Mode, path: &str, stop: &AtomicBool, stats: &Stats) {
                 }
             )),
         }
-        std::thread::sleep(PACE);
+        std::thread::sleep(pace);
     }
 }

@@ -85,3 +85,34 @@ pub fn free_port() -> u16 {
     }
     panic!("no free TCP port left in {lo}..{hi}")
 }
+
+/// `n` consecutive free ports, reserved like [`free_port`]'s; returns the first. For configs that
+/// number ports per instance (`increment_var = "PORT"`: 3100, 3101, …).
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..1000 {
+        let base = free_port();
+        let mut guard = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ports) = guard.as_mut() else {
+            continue;
+        };
+        let mut taken = Vec::new();
+        for k in 1..n {
+            let Some(port) = base.checked_add(k) else {
+                break;
+            };
+            if ports.held.iter().any(|(p, _)| *p == port) {
+                break;
+            }
+            match lock(port) {
+                Some(file) if bindable(port) => taken.push((port, file)),
+                _ => break,
+            }
+        }
+        if taken.len() + 1 == n as usize {
+            ports.held.extend(taken);
+            return base;
+        }
+        // Dropping `taken` releases those locks; `base` stays reserved (unused), which is harmless.
+    }
+    panic!("no run of {n} consecutive free TCP ports")
+}

@@ -1,6 +1,11 @@
 //! Log files: opened safely (no symlink followed, close-on-exec, 0600 when created), one shared
 //! object per path (so processes writing one file with `merge_logs` rotate and reopen it together),
-//! rotated under their lock between two whole writes, reopened on `reloadLogs`/SIGUSR2/`flush`.
+//! rotated under their lock at a line boundary, reopened on `reloadLogs`/SIGUSR2/`flush`.
+//!
+//! A file is open only while it is written: it is created when its process starts, opened at its
+//! first write and closed after [`IDLE_CLOSE_MS`] without one (`Registry::close_idle`), so hundreds
+//! of quiet apps cost the daemon their two pipes each, not two more log descriptors — 300 apps
+//! then fit in the 1024 descriptors of a plain `ulimit -n 1024`.
 //!
 //! A write never fails the caller: when the disk is full (or any write error), the lines are
 //! dropped and counted, daemon.log hears it once when the episode starts and once when writing
@@ -33,6 +38,13 @@ impl LogCounts {
         };
         c.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
     }
+    /// Counts carried over from an earlier daemon.
+    pub fn starting_at(written: u64, dropped: u64) -> LogCounts {
+        LogCounts {
+            written: written.into(),
+            dropped: dropped.into(),
+        }
+    }
     /// (written, dropped) so far.
     pub fn get(&self) -> (u64, u64) {
         (
@@ -42,6 +54,9 @@ impl LogCounts {
     }
 }
 
+/// A log file not written for this long is closed (reopened by path at its next write).
+pub const IDLE_CLOSE_MS: u64 = 10_000;
+
 /// An append-only log file, shared by the two pipes of a process (and by processes with merge_logs).
 pub struct LogFile {
     path: PathBuf,
@@ -49,7 +64,13 @@ pub struct LogFile {
 }
 
 struct Inner {
-    file: File,
+    /// Open while written; None after [`IDLE_CLOSE_MS`] without a write.
+    file: Option<File>,
+    /// When it was last written (ms since the epoch).
+    last_write_ms: u64,
+    /// The last write ended in the middle of a line (a pipe written through): no rotation until
+    /// the line is complete, so a line never spans two files.
+    mid_line: bool,
     /// Bytes in the file (what we wrote since it was opened, plus what it held).
     size: u64,
     /// This file's settings, over the daemon-wide defaults.
@@ -89,15 +110,17 @@ impl LogFile {
         own: Option<&LogRotate>,
         defaults: &Rotation,
     ) -> Result<Arc<LogFile>> {
-        let file = open_append(path)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // Created (and checked) now; opened again at the first write.
+        let size = open_append(path)?.metadata().map(|m| m.len()).unwrap_or(0);
         let rotation = own
             .map(|o| o.over(defaults))
             .unwrap_or_else(|| defaults.clone());
         Ok(Arc::new(LogFile {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
-                file,
+                file: None,
+                last_write_ms: 0,
+                mid_line: false,
                 size,
                 own: own.cloned(),
                 period_end_ms: rotate::period_end_ms(rotation.interval),
@@ -124,6 +147,18 @@ impl LogFile {
     pub fn write_lines(&self, bytes: &[u8], lines: u64) -> bool {
         let mut inner = self.lock();
         let now = crate::daemon::now_ms();
+        inner.last_write_ms = now;
+        if inner.file.is_none() {
+            match open_append(&self.path) {
+                Ok(file) => {
+                    inner.size = file.metadata().map(|m| m.len()).unwrap_or(inner.size);
+                    inner.file = Some(file);
+                }
+                Err(e) => return self.failed(&mut inner, lines, false, &format!("{e:#}")),
+            }
+        }
+        let mut bytes = bytes;
+        let mut lines = lines;
         if now >= inner.rotate_after_ms
             && rotate::due(
                 &inner.rotation,
@@ -133,19 +168,50 @@ impl LogFile {
                 inner.period_end_ms,
             )
         {
-            self.rotate(&mut inner, now);
+            // A line written in part (a pipe written through) ends in this file first, so no
+            // line spans two files; without its end in these bytes, the rotation waits.
+            let finish = match inner.mid_line {
+                false => Some(0),
+                true => bytes.iter().position(|c| *c == b'\n').map(|end| end + 1),
+            };
+            if let Some(head) = finish {
+                if head > 0 {
+                    let _ = self.write_locked(&mut inner, &bytes[..head], 1);
+                    bytes = &bytes[head..];
+                    lines = lines.saturating_sub(1);
+                }
+                self.rotate(&mut inner, now);
+            }
+        }
+        self.write_locked(&mut inner, bytes, lines)
+    }
+
+    /// Appends `bytes` under the lock (ending a line a failure cut first); see [`Self::write_lines`].
+    fn write_locked(&self, inner: &mut Inner, bytes: &[u8], lines: u64) -> bool {
+        if bytes.is_empty() {
+            return true;
         }
         if let Some((_, true)) = inner.failing {
             // The last failure left half a line: end it, so the next line starts clean.
-            if write_whole(&inner.file, b"\n").0.is_ok() {
+            if inner
+                .file
+                .as_ref()
+                .is_some_and(|f| write_whole(f, b"\n").0.is_ok())
+            {
                 inner.size += 1;
                 if let Some(f) = inner.failing.as_mut() {
                     f.1 = false;
                 }
             }
         }
-        let (result, wrote) = write_whole(&inner.file, bytes);
+        let (result, wrote) = match inner.file.as_ref() {
+            Some(f) => write_whole(f, bytes),
+            None => (Err(std::io::ErrorKind::NotFound.into()), 0),
+        };
         inner.size += wrote as u64;
+        if wrote > 0 {
+            inner.mid_line = bytes[wrote - 1] != b'\n';
+        }
         match result {
             Ok(()) => {
                 if let Some((dropped, _)) = inner.failing.take() {
@@ -156,23 +222,37 @@ impl LogFile {
                 }
                 true
             }
-            Err(e) => {
-                let cut = wrote > 0;
-                match inner.failing.as_mut() {
-                    Some(f) => {
-                        f.0 += lines;
-                        f.1 |= cut;
-                    }
-                    None => {
-                        crate::report!(
-                            "cohort: cannot write {} ({e}); its lines are dropped (and counted) until it can be written again",
-                            self.path.display()
-                        );
-                        inner.failing = Some((lines, cut));
-                    }
-                }
-                false
+            Err(e) => self.failed(inner, lines, wrote > 0, &e.to_string()),
+        }
+    }
+
+    /// Counts `lines` dropped (`cut`: part of them went in), saying so once per episode.
+    fn failed(&self, inner: &mut Inner, lines: u64, cut: bool, why: &str) -> bool {
+        match inner.failing.as_mut() {
+            Some(f) => {
+                f.0 += lines;
+                f.1 |= cut;
             }
+            None => {
+                crate::report!(
+                    "cohort: cannot write {} ({why}); its lines are dropped (and counted) until it can be written again",
+                    self.path.display()
+                );
+                inner.failing = Some((lines, cut));
+            }
+        }
+        false
+    }
+
+    /// Closes the file when it was not written for [`IDLE_CLOSE_MS`] (and is not failing: an
+    /// episode stays open so its end is seen).
+    fn close_if_idle(&self, now: u64) {
+        let mut inner = self.lock();
+        if inner.file.is_some()
+            && inner.failing.is_none()
+            && now.saturating_sub(inner.last_write_ms) >= IDLE_CLOSE_MS
+        {
+            inner.file = None;
         }
     }
 
@@ -188,7 +268,8 @@ impl LogFile {
     fn rotate(&self, inner: &mut Inner, now: u64) {
         // Only regular files rotate: a log sent to /dev/null (PM2's "NULL"), a FIFO or a device is
         // never renamed.
-        if !inner.file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        let regular = inner.file.as_ref().and_then(|f| f.metadata().ok());
+        if !regular.is_some_and(|m| m.is_file()) {
             inner.rotate_after_ms = u64::MAX;
             return;
         }
@@ -210,7 +291,7 @@ impl LogFile {
         }
         match open_append(&self.path) {
             Ok(file) => {
-                inner.file = file;
+                inner.file = Some(file);
                 inner.size = 0;
             }
             Err(e) => {
@@ -236,7 +317,9 @@ impl LogFile {
         let file = open_append(&self.path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut inner = self.lock();
-        inner.file = file;
+        inner.file = Some(file);
+        inner.last_write_ms = crate::daemon::now_ms();
+        inner.mid_line = false;
         inner.size = size;
         inner.rotate_after_ms = 0;
         Ok(())
@@ -336,6 +419,16 @@ impl Registry {
             }
         }
         n
+    }
+
+    /// Closes the files not written for [`IDLE_CLOSE_MS`]; returns how many stay open.
+    pub fn close_idle(&self) -> usize {
+        let now = crate::daemon::now_ms();
+        let live = self.live();
+        for f in &live {
+            f.close_if_idle(now);
+        }
+        live.iter().filter(|f| f.lock().file.is_some()).count()
     }
 
     pub fn defaults(&self) -> &Rotation {

@@ -3,10 +3,14 @@
 //! `file.rs` owns the files (safe opening, one object per path, failures, reopening), `rotate.rs`
 //! their rotation (policy, names, background gzip and retention).
 //!
-//! Nothing is lost or cut: only whole lines are written (so processes sharing a file with
-//! `merge_logs` never interleave mid-line), a final line without a newline is completed at EOF, and
-//! the pipe is read to its end even after the process died — also while its file cannot be
-//! written (the lines are then dropped and counted, never left in the pipe to block the app).
+//! Nothing is lost or cut: a file of one stream alone, without timestamps or JSON (the default),
+//! gets the bytes as they are read, half lines included, so nothing read waits in the daemon's
+//! memory (a daemon killed with -9 loses no half-read line); files shared (`merge_logs`,
+//! `log_file`, out and err in one file), timestamped or JSON get whole lines only (so they never
+//! interleave mid-line), the unfinished line waiting in a `Carry`. A final line without a newline
+//! is completed at EOF, and the pipe is read to its end even after the process died — also while
+//! its file cannot be written (the lines are then dropped and counted, never left in the pipe to
+//! block the app).
 
 mod file;
 mod rotate;
@@ -44,6 +48,14 @@ pub fn counters() -> LogCounters {
         write_errors: LINES_WRITE_ERRORS.load(Relaxed),
         follower_lag: LINES_FOLLOWER_LAG.load(Relaxed),
     }
+}
+
+/// Adds counts carried over from an earlier daemon (an update in place, or the holder's state
+/// after a death), so /metrics counters do not restart at 0.
+pub fn add_counters(c: LogCounters) {
+    LINES_WRITTEN.fetch_add(c.written, Relaxed);
+    LINES_WRITE_ERRORS.fetch_add(c.write_errors, Relaxed);
+    LINES_FOLLOWER_LAG.fetch_add(c.follower_lag, Relaxed);
 }
 
 /// A live follower fell behind and skipped `n` lines (they are still in the files).
@@ -181,6 +193,34 @@ impl Sink {
         if let Some(c) = &self.combined {
             c.write_lines(bytes, n);
         }
+        self.publish(lines);
+    }
+
+    /// Whether bytes may go to the file as they come, half lines included: a file of this stream
+    /// alone, without a timestamp or JSON framing per line (the default). Then nothing read
+    /// stays in the daemon's memory, so a daemon killed (-9) between two halves of a line loses
+    /// nothing; other sinks write whole lines only (see the module doc).
+    fn writes_through(&self) -> bool {
+        self.stamp.is_none()
+            && !self.json
+            && self.combined.is_none()
+            && Arc::strong_count(&self.file) == 1
+    }
+
+    /// Writes `bytes` (whole lines and maybe half of one) to the file as they are.
+    fn write_through(&self, bytes: &[u8]) {
+        let n = bytes.iter().filter(|c| **c == b'\n').count() as u64;
+        let written = self.file.write_lines(bytes, n);
+        self.counts.add(n, written);
+        if written {
+            LINES_WRITTEN.fetch_add(n, Relaxed);
+        } else {
+            LINES_WRITE_ERRORS.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Sends whole `lines` to live followers.
+    fn publish(&self, lines: &[u8]) {
         if self.hub.receiver_count() > 0 {
             let at = crate::daemon::now_ms();
             for line in lines.split(|c| *c == b'\n') {
@@ -231,36 +271,76 @@ fn json_lines(lines: &[u8], sink: &Sink) -> Vec<u8> {
 /// daemon instead of losing it; the pump only touches it between two awaits.
 pub type Carry = Arc<Mutex<Vec<u8>>>;
 
-/// Reads a pipe to its end, writing whole lines to `sink`.
-pub async fn pump(fd: OwnedFd, sink: Sink) {
-    pump_carried(fd, sink, Carry::default()).await
+/// What a pump keeps besides the shared carry: the half line written through to the file but not
+/// yet to followers, and whether the file was left in the middle of a line.
+#[derive(Default)]
+struct Through {
+    followers: Vec<u8>,
+    mid_line: bool,
 }
 
-/// [`pump`], starting with (and keeping its unfinished line in) `carry`.
-pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
-    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+/// Reads a pipe to its end, writing whole lines to `sink`.
+pub async fn pump(fd: OwnedFd, sink: Sink) {
+    pump_carried(Arc::new(fd), sink, Carry::default()).await
+}
+
+/// [`pump`], starting with (and keeping its unfinished line in) `carry`. The descriptor is shared
+/// with the supervisor's hand-over table (one descriptor per pipe, not a duplicate each): it is
+/// closed when both are done with it.
+pub async fn pump_carried(fd: Arc<OwnedFd>, sink: Sink, carry: Carry) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we hold; non-blocking, as the readiness loop needs.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: the descriptor stays open while registered: the AsyncFd owns an Arc of it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    let pipe = match registered {
         Ok(p) => p,
         Err(e) => {
             crate::report!("cohort: cannot watch the output of {}: {e}", sink.name);
             return;
         }
     };
+    let mut through = Through::default();
     loop {
-        if pipe.readable().await.is_err() {
+        let Ok(mut ready) = pipe.readable().await else {
             break;
-        }
+        };
         let done = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
-            match pipe.try_read(&mut buf) {
-                Ok(0) => true,
-                Ok(n) => {
+            // SAFETY: read into the buffer we hold, at most its length.
+            let n = unsafe {
+                libc::read(
+                    pipe.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            match n {
+                0 => true,
+                n if n > 0 => {
                     let mut pending = carry.lock().unwrap_or_else(|p| p.into_inner());
-                    take_lines(&buf[..n], &mut pending, &sink);
+                    let chunk = &buf[..n as usize];
+                    if pending.is_empty() && sink.writes_through() {
+                        take_through(chunk, &mut through, &sink);
+                    } else {
+                        through.mid_line = false;
+                        take_lines(chunk, &mut pending, &sink);
+                    }
                     false
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-                Err(_) => true,
+                _ => match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        ready.clear_ready();
+                        false
+                    }
+                    std::io::ErrorKind::Interrupted => false,
+                    _ => true,
+                },
             }
         });
         if done {
@@ -272,6 +352,29 @@ pub async fn pump_carried(fd: OwnedFd, sink: Sink, carry: Carry) {
         pending.push(b'\n');
         sink.emit(&pending);
         pending.clear();
+    }
+    if through.mid_line {
+        sink.write_through(b"\n");
+        through.followers.push(b'\n');
+        sink.publish(&through.followers);
+    }
+}
+
+/// A chunk written through to the file at once; followers get its whole lines.
+fn take_through(chunk: &[u8], through: &mut Through, sink: &Sink) {
+    sink.write_through(chunk);
+    through.mid_line = chunk.last() != Some(&b'\n');
+    if sink.hub.receiver_count() == 0 {
+        through.followers.clear();
+        return;
+    }
+    through.followers.extend_from_slice(chunk);
+    if let Some(last) = through.followers.iter().rposition(|c| *c == b'\n') {
+        sink.publish(&through.followers[..=last]);
+        through.followers.drain(..=last);
+    }
+    if through.followers.len() >= MAX_PENDING {
+        through.followers.clear();
     }
 }
 

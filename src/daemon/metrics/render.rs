@@ -190,6 +190,51 @@ fn apps(out: &mut Out, procs: &[ProcessInfo]) {
             ready,
         );
     }
+    autoscaled(out, procs);
+}
+
+/// Autoscaled apps: bounds and scale events (from the first process of each app).
+fn autoscaled(out: &mut Out, procs: &[ProcessInfo]) {
+    let mut by_app: BTreeMap<&str, &crate::api::AutoscaleInfo> = BTreeMap::new();
+    for p in procs {
+        if let Some(a) = &p.autoscale {
+            by_app.entry(&p.name).or_insert(a);
+        }
+    }
+    if by_app.is_empty() {
+        return;
+    }
+    out.family(
+        "cohort_autoscale_instances",
+        "gauge",
+        "An autoscaled app's bounds and the count it wants now (bound = min, max, desired).",
+    );
+    for (app, a) in &by_app {
+        for (bound, v) in [("min", a.min), ("max", a.max), ("desired", a.desired)] {
+            out.sample(
+                "cohort_autoscale_instances",
+                &[("app", app), ("bound", bound)],
+                v,
+            );
+        }
+    }
+    out.family(
+        "cohort_autoscale_events_total",
+        "counter",
+        "Changes of an autoscaled app's worker count since the daemon started, by direction.",
+    );
+    for (app, a) in &by_app {
+        out.sample(
+            "cohort_autoscale_events_total",
+            &[("app", app), ("direction", "up")],
+            a.scale_ups,
+        );
+        out.sample(
+            "cohort_autoscale_events_total",
+            &[("app", app), ("direction", "down")],
+            a.scale_downs,
+        );
+    }
 }
 
 /// The label set of one process slot, escaped once: `app="…",app_instance="…",id="…",mode="…"`
@@ -326,6 +371,19 @@ fn processes(out: &mut Out, procs: &[ProcessInfo]) {
     for (p, l) in &running {
         out.sample_with("cohort_process_uptime_seconds", l, None, secs(p.uptime_ms));
     }
+    out.family(
+        "cohort_process_ready",
+        "gauge",
+        "1 when the process takes new work: online, listening or signalled, and its readiness probe passing (docs/health.md).",
+    );
+    for (p, l) in &running {
+        out.sample_with(
+            "cohort_process_ready",
+            l,
+            None,
+            u32::from(p.ready == Some(true)),
+        );
+    }
 }
 
 /// A CPU percentage of one core as a ratio, without float noise.
@@ -443,6 +501,8 @@ mod tests {
             unstable_restarts: 0,
             restart_reasons: BTreeMap::new(),
             restart_reason: None,
+            autoscale: None,
+            ready: None,
         }
     }
 
@@ -494,6 +554,43 @@ mod tests {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(seen.contains(name), "sample of undeclared family: {l}");
         }
+    }
+
+    #[test]
+    fn autoscaled_apps_have_bounds_and_event_counters() {
+        let mut a = proc(0, "api", 0, Some(10), Status::Online);
+        a.autoscale = Some(crate::api::AutoscaleInfo {
+            min: 1,
+            max: 4,
+            desired: 2,
+            scale_ups: 3,
+            scale_downs: 1,
+            now: None,
+            events: Vec::new(),
+        });
+        let mut b = a.clone();
+        b.id = 1;
+        b.instance = 1;
+        let text = snapshot(
+            vec![a, b, proc(2, "plain", 0, Some(12), Status::Online)],
+            vec![],
+        );
+        for want in [
+            r#"cohort_autoscale_instances{app="api",bound="min"} 1"#,
+            r#"cohort_autoscale_instances{app="api",bound="max"} 4"#,
+            r#"cohort_autoscale_instances{app="api",bound="desired"} 2"#,
+            r#"cohort_autoscale_events_total{app="api",direction="up"} 3"#,
+            r#"cohort_autoscale_events_total{app="api",direction="down"} 1"#,
+        ] {
+            assert_eq!(
+                lines(&text).iter().filter(|l| **l == want).count(),
+                1,
+                "{want}\n{text}"
+            );
+        }
+        assert!(!text.contains(r#"autoscale_instances{app="plain""#));
+        let none = snapshot(vec![proc(0, "plain", 0, Some(1), Status::Online)], vec![]);
+        assert!(!none.contains("cohort_autoscale"));
     }
 
     #[test]

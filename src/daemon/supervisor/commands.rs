@@ -55,17 +55,31 @@ impl Supervisor {
             crate::config::parse_signal(&spec.kill_signal)?;
             slots::check_spec(spec)?;
         }
+        self.check_dependencies(&req.apps)?;
         let mut waits = Vec::new();
+        let mut names = Vec::new();
+        let mut restarts = Vec::new();
         for spec in req.apps {
             let name = spec.name.clone();
             if let Some(app) = self.apps.get(&spec.name) {
                 let ids = app.procs.clone();
                 self.begin_start(&ids);
-                waits.extend(self.replace_and_restart(spec));
+                let (to_restart, removed) = self.replace_spec(spec);
+                restarts.extend(to_restart);
+                waits.extend(removed);
             } else {
                 let count = spec.instances.resolve(self.cpus);
                 self.create_app(spec, count, true);
             }
+            names.push(name);
+        }
+        // Apps of a config file started again restart in order: dependents stop first, and
+        // start once their dependencies are back (gates.rs).
+        if !restarts.is_empty() {
+            self.arm_restart_gates(&restarts);
+            waits.extend(self.stop_ordered(&restarts, super::gates::StopKind::Restart));
+        }
+        for name in names {
             let ids = self
                 .apps
                 .get(&name)
@@ -94,28 +108,25 @@ impl Supervisor {
         for instance in 0..count {
             let id = self.add_proc_as(&name, instance, ids.get(instance as usize).copied());
             if run {
-                self.spawn(id);
+                // Held until its dependencies are met, if it has any (gates.rs).
+                self.start_or_hold(id);
             }
         }
     }
 
-    /// Starting a config file again: the app takes the new spec and its processes restart (PM2's
-    /// behaviour), growing or shrinking to the new instance count.
-    fn replace_and_restart(&mut self, spec: AppSpec) -> Vec<oneshot::Receiver<()>> {
+    /// Starting a config file again: the app takes the new spec, grows or shrinks to the new
+    /// instance count, and its processes restart (PM2's behaviour). Returns the processes to
+    /// restart (the caller restarts them in dependency order) and what to wait for.
+    fn replace_spec(&mut self, spec: AppSpec) -> (Vec<u32>, Vec<oneshot::Receiver<()>>) {
         let name = spec.name.clone();
-        let count = spec.instances.resolve(self.cpus);
+        let count = self.count_for(&spec);
         let Some(app) = self.apps.get_mut(&name) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         app.spec = spec;
-        let ids = app.procs.clone();
-        let mut waits: Vec<_> = ids
-            .iter()
-            .take(count as usize)
-            .filter_map(|id| self.restart(*id))
-            .collect();
-        waits.extend(self.resize(&name, count));
-        waits
+        let ids: Vec<u32> = app.procs.iter().take(count as usize).copied().collect();
+        let waits = self.resize(&name, count);
+        (ids, waits)
     }
 
     /// Grows or shrinks app `name` to `count` processes: new instances start at once, those above
@@ -133,7 +144,7 @@ impl Supervisor {
             .collect();
         for instance in ids.len() as u32..count {
             let id = self.add_proc(name, instance);
-            self.spawn(id);
+            self.spawn_or_join_gate(id);
         }
         waits
     }
@@ -216,6 +227,20 @@ impl Supervisor {
             }
         }
         let mut waits = Vec::new();
+        // Several apps stop in waves, dependents first; a restart's starts wait for the
+        // dependencies restarted with them (gates.rs).
+        let ordered = match req.action {
+            Action::Stop => Some(super::gates::StopKind::Stop),
+            Action::Delete => Some(super::gates::StopKind::Delete),
+            Action::Restart => Some(super::gates::StopKind::Restart),
+            _ => None,
+        };
+        if let Some(kind) = ordered {
+            if kind == super::gates::StopKind::Restart {
+                self.arm_restart_gates(&ids);
+            }
+            waits.extend(self.stop_ordered(&ids, kind));
+        }
         for &id in &ids {
             match req.action {
                 Action::Signal => {
@@ -226,10 +251,9 @@ impl Supervisor {
                         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                     }
                 }
-                Action::Stop => waits.extend(self.stop(id, Want::Stop)),
-                Action::Restart => waits.extend(self.restart(id)),
+                // Done above, in dependency order.
+                Action::Stop | Action::Restart | Action::Delete => {}
                 Action::Reload => {}
-                Action::Delete => waits.extend(self.stop(id, Want::Delete)),
                 Action::Reset => {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.restarts = 0;
@@ -315,6 +339,15 @@ impl Supervisor {
             }
         };
         let name = req.name.clone();
+        if let Some(a) = self.apps.get(&name).and_then(|a| a.spec.autoscale.as_ref()) {
+            let (min, max) = a.bounds(self.cpus);
+            if !(min..=max).contains(&target) {
+                let _ = reply.send(Err(format!(
+                    "scale {name} {t}: {name} is autoscaled between {min} and {max} workers; {target} is outside (give a count in that range, or change instances = {{ min, max }} in its config and start it again)"
+                )));
+                return;
+            }
+        }
         if let Some(app) = self.apps.get_mut(&name) {
             app.spec.instances = Instances::Count(target);
         }
@@ -342,10 +375,8 @@ impl Supervisor {
         for p in self.procs.values_mut().filter(|p| p.pid.is_some()) {
             p.want = Want::Stop;
         }
-        let waits = ids
-            .iter()
-            .filter_map(|id| self.stop(*id, Want::Stop))
-            .collect::<Vec<_>>();
+        // Dependents first (gates.rs).
+        let waits = self.stop_ordered(&ids, super::gates::StopKind::Stop);
         tokio::spawn(async move {
             for w in waits {
                 let _ = w.await;
@@ -356,6 +387,7 @@ impl Supervisor {
 
     /// A sampling tick: cpu and memory of every running process.
     pub(super) fn sample(&mut self) {
+        self.log_files.close_idle();
         for p in self.procs.values_mut() {
             if let Some(pid) = p.pid {
                 if let Some(s) = self.sampler.sample(pid) {
@@ -409,18 +441,22 @@ impl Supervisor {
             started: Vec::new(),
             skipped: Vec::new(),
         };
+        // A one-shot job that a started app waits for runs again (it was saved as stopped).
+        let rerun = Self::jobs_to_rerun(
+            &dump
+                .apps
+                .iter()
+                .map(|s| (s.spec.name.clone(), s.stopped, s.spec.depends_on.clone()))
+                .collect::<Vec<_>>(),
+        );
         for saved in dump.apps {
             if self.apps.contains_key(&saved.spec.name) {
                 reply.skipped.push(saved.spec.name);
                 continue;
             }
             let name = saved.spec.name.clone();
-            self.create_app_as(
-                saved.spec,
-                saved.instances.max(1),
-                !saved.stopped,
-                &saved.ids,
-            );
+            let run = !saved.stopped || rerun.contains(&name);
+            self.create_app_as(saved.spec, saved.instances.max(1), run, &saved.ids);
             reply.started.push(name);
         }
         Ok(reply)

@@ -6,7 +6,7 @@
 
 use super::snapshot::HeldIo;
 use super::table::{fire_ready, notify, Retiring, Want};
-use super::{slots, Event, Supervisor};
+use super::{policy, slots, Event, Supervisor};
 use crate::api::Status;
 use crate::cluster::node_ipc::{channel_env, cluster_worker_env, NodeChannel};
 use crate::cluster::sockets::ListenAddr;
@@ -59,6 +59,8 @@ impl Supervisor {
         let mut env = self.child_env(p);
         let (program, mut argv) = command_line(&spec);
         if let Some(b) = &spec.balancer {
+            // The token of its admin `PUT /ready` (app:NAME upstreams held out while not ready).
+            env.extend(self.balancer_token_env());
             match self.balancer_argv(&spec.name, b) {
                 Ok(Some(args)) => argv.extend(args),
                 Ok(None) => {
@@ -162,7 +164,14 @@ impl Supervisor {
                 .sockets
                 .socket_for(&spec.name, slot, &addr)
                 .and_then(|fd| fd.try_clone_to_owned())
-                .map_err(|e| anyhow::anyhow!(crate::cluster::holder::cannot_listen(&addr, &e)))?;
+                .map_err(|e| match e.raw_os_error() {
+                    // A shortage (EMFILE, ENOBUFS…): the OS error stays in the chain, so the
+                    // spawn is retried with backoff (transient.rs) rather than `errored`.
+                    Some(n) if policy::is_transient(n) => {
+                        anyhow::Error::new(e).context(format!("cannot listen on {addr}"))
+                    }
+                    _ => anyhow::anyhow!(crate::cluster::holder::cannot_listen(&addr, &e)),
+                })?;
             fds.push(fd);
             names.push(match addr {
                 ListenAddr::Unix(_) => "unix".to_string(),
@@ -196,6 +205,7 @@ impl Supervisor {
         p.gen += 1;
         p.want = Want::Run;
         p.run.spawn_failures = 0;
+        p.spawn_retry = None;
         if keep_old {
             if let Some(old) = p.pid.take() {
                 p.retiring.push(Retiring {
@@ -209,6 +219,7 @@ impl Supervisor {
         }
         p.pid = Some(pid);
         p.ready = false;
+        super::probes::new_run(p, spec.readiness.is_some(), p.gen);
         p.channel = channel.as_ref().map(NodeChannel::sender);
         if !keep_old || p.status != Status::Online {
             p.status = if spec.wait_ready {
@@ -234,12 +245,13 @@ impl Supervisor {
         );
         // Readiness: Node cluster workers say when they listen, wait_ready apps send
         // 'ready'; listen_timeout bounds the wait, as in PM2. Fork-mode processes are ready once
-        // they ran for min(min_uptime, 1 s), so `start` sees a crash at start-up; other cluster
-        // workers at once (a socket-activated worker's socket already queues connections).
+        // they ran for min(min_uptime, 1 s), so `start` sees a crash at start-up (with a readiness
+        // probe, the probe is that test); other cluster workers at once (a socket-activated
+        // worker's socket already queues connections).
         let fork_window = super::policy::fork_ready_window_ms(spec.min_uptime_ms);
         if spec.wait_ready || (spec.exec_mode == ExecMode::Cluster && spec.is_node()) {
             self.after(spec.listen_timeout_ms, Event::ReadyTimeout { id, gen });
-        } else if spec.exec_mode == ExecMode::Fork && fork_window > 0 {
+        } else if spec.exec_mode == ExecMode::Fork && fork_window > 0 && spec.readiness.is_none() {
             self.after(fork_window, Event::ReadyTimeout { id, gen });
         } else {
             self.mark_ready(id, pid);
@@ -282,12 +294,13 @@ impl Supervisor {
             counts: counts.clone(),
         };
         let [out_pending, err_pending] = carried;
+        let (stdout, stderr) = (Arc::new(stdout), Arc::new(stderr));
         let out_carry: Carry = Arc::new(Mutex::new(out_pending));
         let err_carry: Carry = Arc::new(Mutex::new(err_pending));
         let held = (|| -> std::io::Result<HeldIo> {
             Ok(HeldIo {
-                stdout: stdout.try_clone()?,
-                stderr: stderr.try_clone()?,
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
                 out_carry: out_carry.clone(),
                 err_carry: err_carry.clone(),
                 channel: channel

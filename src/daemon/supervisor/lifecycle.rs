@@ -58,9 +58,9 @@ impl Supervisor {
                         // stays); an errored one's counts.
                         if p.status == Status::Stopped {
                             p.pending_reason = None;
-                            self.spawn(id);
+                            self.spawn_or_join_gate(id);
                         } else {
-                            self.respawn(id);
+                            self.respawn_or_hold(id);
                         }
                     }
                     _ => {
@@ -221,7 +221,7 @@ impl Supervisor {
             }
             Want::Delete => self.remove(id),
             Want::Restart => {
-                self.respawn(id);
+                self.respawn_or_hold(id);
                 if let Some(p) = self.procs.get_mut(&id) {
                     notify(p);
                 }

@@ -16,21 +16,28 @@
 //! - `snapshot.rs`: the tables handed to the next daemon by an in-place update (`cohort update`).
 //! - `triggers.rs`: restarts on file changes, cron ticks and memory limits;
 //! - `update.rs`: `--update-env` and a config file read again before a restart or reload;
-//! - `outcome.rs`: answers that say which started processes failed before they were ready.
+//! - `outcome.rs`: answers that say which started processes failed before they were ready;
+//! - `probes.rs`: readiness and liveness probes (thresholds: `probe_policy.rs`, pure);
+//! - `gates.rs`: starts held until their dependencies are met (depends_on), ordered stops.
 //!
 //! The actor ends when every handle is dropped. A panic while handling one message is caught and
 //! logged (daemon.log is the daemon's stderr) and the actor keeps its tables and goes on; if the task
 //! still ends abnormally, [`Watch::failed`] says so and the daemon exits non-zero.
 
+mod autoscale;
 mod balancers;
 mod commands;
+mod gates;
 mod handle;
 mod holding;
 mod launch;
 mod lifecycle;
 mod outcome;
 mod policy;
+mod probe_policy;
+mod probes;
 mod reload;
+mod scale_policy;
 mod slots;
 mod snapshot;
 mod table;
@@ -110,12 +117,40 @@ enum Event {
     },
     /// Time to check the memory of processes with a limit.
     MemoryTick,
+    /// Time to measure autoscaled apps (and decide, at the end of their interval).
+    AutoscaleTick,
+    /// Requests in flight to an autoscaled app, from the cohort balancers in front of it.
+    InFlight {
+        app: String,
+        n: u32,
+    },
     /// What a start/restart/reload/scale waited for is done: wait for readiness once more if
     /// needed (`rounds` left), then answer, saying which processes failed.
     Settle {
         ids: Vec<u32>,
         reply: Reply<Vec<ProcessInfo>>,
         rounds: u8,
+    },
+    /// A dependency gate's deadline: check the gates (gates.rs).
+    GateCheck,
+    /// The wave of an ordered stop before these is done: stop the next (gates.rs).
+    StopWave {
+        waves: Vec<Vec<u32>>,
+        kind: gates::StopKind,
+        done: oneshot::Sender<()>,
+    },
+    /// The start window of run `gen` of process `id` is over: if its readiness probe has not
+    /// passed, its start failed (it keeps running and being probed).
+    ReadinessDeadline {
+        id: u32,
+        gen: u64,
+    },
+    /// A readiness or liveness check of run `gen` of process `id` finished.
+    ProbeResult {
+        id: u32,
+        gen: u64,
+        kind: crate::config::probes::ProbeKind,
+        result: crate::api::ProbeResult,
     },
 }
 
@@ -136,7 +171,13 @@ impl Event {
             Event::AnswerList(_) => "a deferred answer",
             Event::Trigger { .. } => "a watch or cron trigger",
             Event::MemoryTick => "a memory check",
+            Event::AutoscaleTick => "an autoscaling tick",
+            Event::InFlight { .. } => "a balancer's in-flight count",
             Event::Settle { .. } => "a deferred checked answer",
+            Event::GateCheck => "a dependency deadline",
+            Event::StopWave { .. } => "an ordered stop's next wave",
+            Event::ProbeResult { .. } => "a probe result",
+            Event::ReadinessDeadline { .. } => "a readiness deadline",
         }
     }
 }
@@ -184,6 +225,12 @@ pub struct Supervisor {
     triggers: triggers::Triggers,
     /// What the holder was last given.
     holder: holding::HolderSync,
+    /// Autoscaled apps' measurements, policy memory and scale events.
+    autoscale: autoscale::Autoscaler,
+    /// Starts held until their dependencies are met (depends_on).
+    gates: gates::Gates,
+    /// The probe tasks of running processes.
+    probes: probes::Probes,
 }
 
 /// Resolves if the supervisor task ended abnormally (see [`Watch::failed`]).
@@ -270,6 +317,9 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         home,
         triggers: Default::default(),
         holder: Default::default(),
+        autoscale: Default::default(),
+        gates: Default::default(),
+        probes: Default::default(),
     };
     if let Some(state) = boot.adopted {
         sup.restore(state);
@@ -277,6 +327,8 @@ fn spawn_actor(home: Home, helpers: bool, boot: Boot) -> anyhow::Result<(Handle,
         for pid in sup.by_pid.keys() {
             sup.contain.adopt(*pid);
         }
+        // Held starts did not cross over: hold (or start) them again.
+        sup.rearm_after_restore();
     }
     let task = tokio::spawn(sup.run(requests, events));
     let mut handle = Handle::new(requests_tx, hub, boot.reexecs);
@@ -346,6 +398,11 @@ impl Supervisor {
                 }
                 // Watches and cron schedules follow the specs, whatever changed them.
                 self.sync_triggers();
+                self.sync_autoscale();
+                // Held starts follow their dependencies (depends_on).
+                self.sync_gates();
+                // Probe tasks follow the running processes.
+                self.sync_probes();
             }));
             self.sync_holder();
             if let Err(panic) = handled {
@@ -436,7 +493,18 @@ impl Supervisor {
             }
             Event::Trigger { app, token, reason } => self.on_trigger(&app, token, reason),
             Event::MemoryTick => self.check_memory(),
+            Event::AutoscaleTick => self.autoscale_tick(),
+            Event::InFlight { app, n } => self.on_in_flight(&app, n),
             Event::Settle { ids, reply, rounds } => self.settle(ids, reply, rounds),
+            Event::GateCheck => {} // the loop checks the gates after every message
+            Event::StopWave { waves, kind, done } => self.stop_wave_due(waves, kind, done),
+            Event::ProbeResult {
+                id,
+                gen,
+                kind,
+                result,
+            } => self.on_probe_result(id, gen, kind, result),
+            Event::ReadinessDeadline { id, gen } => self.readiness_deadline(id, gen),
         }
     }
 

@@ -5,7 +5,7 @@
 //! `restart_delay`, and `exp_backoff_restart_delay` (grows ×1.5 up to 15 s, resets after a 30 s run).
 //!
 //! A second policy decides what follows a spawn that failed: a transient shortage (EMFILE, ENFILE,
-//! EAGAIN, ENOMEM) is retried with backoff (100 ms doubling to 10 s, for as long as it lasts);
+//! EAGAIN, ENOMEM, ENOBUFS — also creating a cluster slot's socket) is retried with backoff (100 ms doubling to 10 s, for as long as it lasts);
 //! anything else (a missing program, a bad cwd) is `errored` at once.
 //!
 //! The supervisor applies the decisions (lifecycle.rs, transient.rs); nothing here touches a
@@ -138,11 +138,12 @@ pub enum SpawnDecision {
 }
 
 /// Whether `errno` says a resource is short for now (file descriptors of the daemon or the
-/// system, processes, memory) rather than that the spawn cannot work.
+/// system, processes, memory, socket buffers) rather than that the spawn (or the creation of a
+/// cluster slot's listening socket) cannot work. EADDRINUSE and the like are not.
 pub fn is_transient(errno: i32) -> bool {
     matches!(
         errno,
-        libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM
+        libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM | libc::ENOBUFS
     )
 }
 
@@ -193,6 +194,7 @@ mod tests {
             ("ENFILE: retried", Some(libc::ENFILE), 0, Retry { after_ms: 100 }),
             ("EAGAIN (fork): retried", Some(libc::EAGAIN), 0, Retry { after_ms: 100 }),
             ("ENOMEM: retried", Some(libc::ENOMEM), 0, Retry { after_ms: 100 }),
+            ("ENOBUFS (a socket): retried", Some(libc::ENOBUFS), 0, Retry { after_ms: 100 }),
             ("the delay doubles", Some(libc::EMFILE), 1, Retry { after_ms: 200 }),
             ("and doubles", Some(libc::EMFILE), 3, Retry { after_ms: 800 }),
             ("up to 10 s", Some(libc::EMFILE), 7, Retry { after_ms: 10_000 }),

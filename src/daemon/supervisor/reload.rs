@@ -29,6 +29,9 @@ pub(super) struct ReloadJob {
     reason: RestartReason,
     /// Fork-mode processes of the job (their failures are reported too).
     fork_ids: Vec<u32>,
+    /// The new worker (id, gen) has replaced the old one and the job waits for its readiness
+    /// probe to pass before the next slot (a rolling update keeps ready workers serving).
+    awaiting_probe: Option<(u32, u64)>,
 }
 
 impl Supervisor {
@@ -96,6 +99,7 @@ impl Supervisor {
             reply: Some(reply),
             reason,
             fork_ids: fork,
+            awaiting_probe: None,
         });
         if self.reloads.len() == 1 {
             self.reload_next();
@@ -259,8 +263,55 @@ impl Supervisor {
         }
         self.record_restart(id);
         self.retire_old(id);
+        let probed = self
+            .procs
+            .get(&id)
+            .filter(|p| p.probe_ready == Some(false))
+            .map(|p| p.gen);
+        if let (Some(gen), Some(job)) = (probed, self.reloads.front_mut()) {
+            // Its readiness probe runs once the old worker is gone; the next slot waits for it.
+            job.awaiting_probe = Some((id, gen));
+            return;
+        }
         if let Some(job) = self.reloads.front_mut() {
             job.current = None;
+        }
+        self.reload_next();
+    }
+
+    /// The reload waits for a new worker's readiness probe: once it passes (or the worker is
+    /// gone, or its start window is over), the next slot is replaced.
+    pub(super) fn reload_probe_progress(&mut self) {
+        let Some(job) = self.reloads.front_mut() else {
+            return;
+        };
+        let Some((id, gen)) = job.awaiting_probe else {
+            return;
+        };
+        if job.current != Some(id) {
+            // A stop, restart or delete of it moved the job on already.
+            job.awaiting_probe = None;
+            return;
+        }
+        let failed = match self.procs.get(&id) {
+            Some(p) if p.gen == gen && p.pid.is_some() => {
+                if self.proc_serving(id) {
+                    None
+                } else if p.probes.window_over {
+                    Some(format!(
+                        "{}:{}: the new worker did not pass its readiness probe in time",
+                        p.app, p.instance
+                    ))
+                } else {
+                    return;
+                }
+            }
+            _ => None,
+        };
+        if let Some(job) = self.reloads.front_mut() {
+            job.awaiting_probe = None;
+            job.current = None;
+            job.errors.extend(failed);
         }
         self.reload_next();
     }

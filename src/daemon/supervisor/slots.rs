@@ -42,6 +42,12 @@ pub fn check_spec(spec: &AppSpec) -> Result<(), String> {
             spec.name
         ));
     }
+    if spec.autoscale.is_some() && spec.exec_mode != ExecMode::Cluster {
+        return Err(format!(
+            "{}: autoscaling (instances = {{ min, max }}) needs cluster mode (set exec_mode = \"cluster\", or give a port; a fork app takes a fixed count)",
+            spec.name
+        ));
+    }
     Ok(())
 }
 
@@ -164,6 +170,21 @@ impl Supervisor {
                         .socket_for(&app, slot, addr)
                         .and_then(|fd| fd.try_clone_to_owned())
                 });
+                if let (Err(e), true) = (&sock, current) {
+                    if let Some(errno) =
+                        e.raw_os_error().filter(|n| super::policy::is_transient(*n))
+                    {
+                        // A shortage (EMFILE, ENOBUFS…): ask again later instead of failing the
+                        // worker's listen(); it waits for the answer meanwhile.
+                        self.retry_query_server(id, pid, q, errno, e);
+                        return;
+                    }
+                }
+                if let (Ok(_), true) = (&sock, current) {
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        p.spawn_retry = None;
+                    }
+                }
                 if let Err(e) = &sock {
                     let why = match &addr {
                         Ok(addr) => crate::cluster::holder::cannot_listen(addr, e),
@@ -191,6 +212,49 @@ impl Supervisor {
         }
     }
 
+    /// Creating the listening socket a Node worker asked for failed for a transient reason: the
+    /// request is handled again after the spawn-retry backoff (`policy::after_spawn_failure`),
+    /// for as long as the worker lives, and `describe` shows the attempt.
+    fn retry_query_server(
+        &mut self,
+        id: u32,
+        pid: i32,
+        q: crate::cluster::node_ipc::QueryServer,
+        errno: i32,
+        e: &std::io::Error,
+    ) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let attempt = p.spawn_retry.as_ref().map_or(0, |r| r.attempt);
+        let super::policy::SpawnDecision::Retry { after_ms } =
+            super::policy::after_spawn_failure(Some(errno), attempt)
+        else {
+            return;
+        };
+        let why = format!("cannot listen on {}: {e}", q.key());
+        crate::report!(
+            "cohort: {}:{} {why}; a transient shortage: retrying in {after_ms} ms (attempt {})",
+            p.app,
+            p.instance,
+            attempt + 1
+        );
+        p.spawn_retry = Some(crate::api::SpawnRetry {
+            attempt: attempt + 1,
+            errno: format!("{:?}", nix::errno::Errno::from_raw(errno)),
+            reason: why,
+            retry_in_ms: after_ms,
+        });
+        self.after(
+            after_ms,
+            Event::Node {
+                id,
+                pid,
+                msg: NodeMessage::QueryServer(q),
+            },
+        );
+    }
+
     /// Process `id`'s current worker (`pid`) is ready: it gets connections, and a reload waiting
     /// for it retires the worker it replaces.
     pub(super) fn mark_ready(&mut self, id: u32, pid: i32) {
@@ -201,12 +265,16 @@ impl Supervisor {
             return;
         }
         p.ready = true;
-        fire_ready(p);
+        if p.probe_ready != Some(false) {
+            fire_ready(p);
+        }
         if p.status == Status::Launching {
             p.status = Status::Online;
         }
         if self.is_cluster(id) {
-            self.set_live(id, true);
+            // With a readiness probe, new connections wait for it to pass too.
+            let live = self.slot_live(id);
+            self.set_live(id, live);
         }
         self.reload_worker_ready(id);
     }

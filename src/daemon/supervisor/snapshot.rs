@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -53,6 +54,9 @@ pub struct State {
     pub daemon: DaemonFds,
     next_id: u32,
     next_worker: u64,
+    /// The daemon-wide log line counters (for /metrics); absent in states from before them.
+    #[serde(default)]
+    log_lines: [u64; 3],
     apps: Vec<AppState>,
     procs: Vec<ProcState>,
     sockets: Vec<HeldGroup>,
@@ -102,6 +106,16 @@ impl State {
         }
     }
 
+    /// Forgets the unfinished lines it carries: in a state the holder kept, they are those of its
+    /// last store, which the dead daemon may have completed and written since; glued to what the
+    /// pipe holds now they would make a wrong line. (Files written through hold none.)
+    pub fn forget_unfinished_lines(&mut self) {
+        for io in self.procs.iter_mut().filter_map(|p| p.io.as_mut()) {
+            io.stdout_pending.clear();
+            io.stderr_pending.clear();
+        }
+    }
+
     /// How many processes run in it.
     pub fn running(&self) -> usize {
         self.procs.iter().filter(|p| p.pid.is_some()).count()
@@ -138,11 +152,19 @@ struct ProcState {
     last_exit_code: Option<i32>,
     last_signal: Option<String>,
     ready: bool,
+    /// The readiness probe's verdict (None: no readiness probe).
+    #[serde(default)]
+    probe_ready: Option<bool>,
     admin: Option<String>,
     out: PathBuf,
     err: PathBuf,
     combined: Option<PathBuf>,
     io: Option<IoState>,
+    /// Log lines written and dropped over every run; absent in states from before them.
+    #[serde(default)]
+    log_written: u64,
+    #[serde(default)]
+    log_dropped: u64,
 }
 
 /// The descriptors of a running process, and the bytes of an unfinished line of each pipe.
@@ -155,12 +177,12 @@ struct IoState {
     channel: Option<RawFd>,
 }
 
-/// What the supervisor keeps of a running process's I/O so it can hand it over: duplicates of
-/// the read ends of its output pipes and of our end of its IPC channel, and the pumps' unfinished
-/// lines. Dropped when the process exits.
+/// What the supervisor keeps of a running process's I/O so it can hand it over: the read ends of
+/// its output pipes (shared with their pumps), a duplicate of our end of its IPC channel, and the
+/// pumps' unfinished lines. Dropped when the process exits.
 pub(super) struct HeldIo {
-    pub(super) stdout: OwnedFd,
-    pub(super) stderr: OwnedFd,
+    pub(super) stdout: Arc<OwnedFd>,
+    pub(super) stderr: Arc<OwnedFd>,
     pub(super) out_carry: Carry,
     pub(super) err_carry: Carry,
     pub(super) channel: Option<OwnedFd>,
@@ -240,11 +262,14 @@ impl Supervisor {
                 last_exit_code: p.last_exit_code,
                 last_signal: p.last_signal.clone(),
                 ready: p.ready,
+                probe_ready: p.probe_ready,
                 admin: p.admin.clone(),
                 out: p.out.clone(),
                 err: p.err.clone(),
                 combined: p.combined.clone(),
                 io,
+                log_written: p.log_counts.get().0,
+                log_dropped: p.log_counts.get().1,
             });
         }
         let state = State {
@@ -254,6 +279,10 @@ impl Supervisor {
             daemon,
             next_id: self.next_id,
             next_worker: self.next_worker,
+            log_lines: {
+                let c = crate::daemon::logs::counters();
+                [c.written, c.write_errors, c.follower_lag]
+            },
             apps: self
                 .apps
                 .values()
@@ -336,6 +365,12 @@ impl Supervisor {
     pub(super) fn restore(&mut self, state: State) {
         self.next_id = state.next_id;
         self.next_worker = state.next_worker;
+        let [written, write_errors, follower_lag] = state.log_lines;
+        crate::daemon::logs::add_counters(crate::daemon::logs::LogCounters {
+            written,
+            write_errors,
+            follower_lag,
+        });
         // SAFETY: the descriptors were kept open for us by the exec and nothing else owns them.
         self.sockets = unsafe { SocketTable::adopt(state.sockets) };
         for g in self.sockets.held() {
@@ -433,6 +468,7 @@ impl Supervisor {
             // A restart asked for before the exec and not yet begun counts as a crash if it comes.
             pending_reason: None,
             start_failure: None,
+            spawn_retry: None,
             run: super::policy::RunState {
                 unstable: s.unstable,
                 backoff_ms: s.backoff_ms,
@@ -463,10 +499,15 @@ impl Supervisor {
             ready_waiters: Vec::new(),
             retiring: Vec::new(),
             admin: s.admin.clone(),
-            log_counts: Default::default(),
+            log_counts: std::sync::Arc::new(crate::daemon::logs::LogCounts::starting_at(
+                s.log_written,
+                s.log_dropped,
+            )),
             out: s.out.clone(),
             err: s.err.clone(),
             combined: s.combined.clone(),
+            probe_ready: s.probe_ready,
+            probes: super::probes::ProcProbes::adopted(1, s.probe_ready),
         }
     }
 

@@ -82,6 +82,13 @@ pub(super) struct Proc {
     pub(super) pending_reason: Option<RestartReason>,
     /// Why the current start failed (before the process was ready), for honest answers.
     pub(super) start_failure: Option<String>,
+    /// The last transient spawn failure while its retry waits (`describe`); None once one works.
+    pub(super) spawn_retry: Option<crate::api::SpawnRetry>,
+    /// The readiness probe's verdict for the current run: None when the app has no readiness
+    /// probe, `Some(false)` from the start of a run until it passes (Kubernetes).
+    pub(super) probe_ready: Option<bool>,
+    /// Each probe's counters and last result for the current run (`probes.rs`).
+    pub(super) probes: super::probes::ProcProbes,
 }
 
 impl Supervisor {
@@ -131,6 +138,8 @@ impl Supervisor {
             unstable_restarts: p.run.unstable,
             restart_reasons: p.restart_reasons.clone(),
             restart_reason: p.restart_reason,
+            autoscale: self.autoscale_info(&p.app, false),
+            ready: self.ready_field(p),
         }
     }
 
@@ -141,8 +150,10 @@ impl Supervisor {
     fn detail(&self, id: u32) -> Option<ProcessDetail> {
         let p = self.procs.get(&id)?;
         let spec = &self.apps.get(&p.app)?.spec;
+        let mut info = self.info(p);
+        info.autoscale = self.autoscale_info(&p.app, true);
         Some(ProcessDetail {
-            info: self.info(p),
+            info,
             script: spec.script.clone(),
             args: spec.args.clone(),
             cwd: spec.cwd.to_string_lossy().into_owned(),
@@ -175,7 +186,18 @@ impl Supervisor {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             cron_restart: spec.cron_restart.clone(),
+            spawn_retry: p
+                .spawn_retry
+                .clone()
+                .filter(|_| p.status == Status::WaitingRestart || (p.pid.is_some() && !p.ready)),
             max_memory_restart: spec.max_memory_restart,
+            depends_on: self.dependency_list(&p.app),
+            waiting_for: if self.is_held(id) {
+                self.waiting_for(&p.app)
+            } else {
+                None
+            },
+            probes: self.probe_statuses(p),
         })
     }
 
@@ -265,10 +287,14 @@ impl Supervisor {
         })
     }
 
-    /// A receiver that fires when process `id` is ready or gone; None if it is already either.
+    /// A receiver that fires when process `id` is ready (signalled, and its readiness probe
+    /// passing) or gone; None if it is already either.
     pub(super) fn until_ready(&mut self, id: u32) -> Option<oneshot::Receiver<()>> {
+        let held = self.is_held(id);
         let p = self.procs.get_mut(&id)?;
-        if p.ready || p.pid.is_none() {
+        // With a readiness probe: until it passes too, or its start window is over (probes.rs).
+        let probed = p.probe_ready == Some(false) && !p.probes.window_over;
+        if (p.ready && !probed) || (p.pid.is_none() && !held) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
@@ -328,6 +354,9 @@ impl Supervisor {
                 restart_reason: None,
                 pending_reason: None,
                 start_failure: None,
+                spawn_retry: None,
+                probe_ready: None,
+                probes: Default::default(),
             },
         );
         if let Some(app) = self.apps.get_mut(name) {

@@ -1,7 +1,8 @@
 //! Spawns that fail for a transient reason (the daemon or the system short of file descriptors,
 //! processes or memory) are retried with backoff instead of leaving the process `errored` for
 //! good; the policy is `policy::after_spawn_failure`. Each attempt's reason goes to daemon.log and
-//! to the app's error log (what `describe` points to), and the process shows `waiting_restart`.
+//! to the app's error log, the process shows `waiting_restart`, and `describe` shows the last
+//! attempt (`spawn retry`: attempt count, errno, the error, the delay).
 
 use super::policy::{self, SpawnDecision};
 use super::table::Want;
@@ -27,6 +28,14 @@ impl Supervisor {
             return;
         };
         p.run.spawn_failures += 1;
+        p.spawn_retry = Some(crate::api::SpawnRetry {
+            attempt: p.run.spawn_failures,
+            errno: errno_of(err)
+                .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
+                .unwrap_or_default(),
+            reason: why.clone(),
+            retry_in_ms: after_ms,
+        });
         let msg = format!(
             "cohort: cannot start {}:{}: {why}; a transient shortage: retrying in {after_ms} ms (attempt {})",
             p.app, p.instance, p.run.spawn_failures

@@ -44,10 +44,11 @@ impl Supervisor {
             crate::config::parse_signal(&spec.kill_signal)?;
             slots::check_spec(spec)?;
         }
+        self.check_dependencies(&specs)?;
         let mut applied = Applied::default();
         for spec in specs {
             let name = spec.name.clone();
-            let count = spec.instances.resolve(self.cpus);
+            let count = self.count_for(&spec);
             let before: Vec<u32> = match self.apps.get_mut(&name) {
                 Some(app) => {
                     app.spec = spec;
