@@ -88,11 +88,12 @@ fn run_as_pid1_reaps_orphans_answers_probes_and_stops_gracefully() {
          setInterval(() => {}, 1000);\n",
     );
     // Five orphans: each subshell starts a background job and exits at once, so the job is
-    // re-parented to PID 1 (cohort) and must be reaped there when it ends.
+    // re-parented to PID 1 (cohort) and must be reaped there when it ends. They outlive the
+    // start window of a fork app (up to 1 s), so they are still there once /readyz answers.
     write(
         &home,
         "orphaner.sh",
-        "for i in 1 2 3 4 5; do ( (sleep 1; touch \"$MARK_DIR/orphan-$i\") & ); done\nexec sleep 1000\n",
+        "for i in 1 2 3 4 5; do ( (sleep 3; touch \"$MARK_DIR/orphan-$i\") & ); done\nexec sleep 1000\n",
     );
     write(
         &home,
