@@ -135,7 +135,7 @@ fn unsupported_fields_warn_once_each() {
     c.write(
         "ecosystem.config.js",
         &format!(
-            "module.exports = {{ apps: [{{ name: 'w', script: {:?}, watch_options: {{ usePolling: true }}, source_map_support: true, watch: false }}] }};\n",
+            "module.exports = {{ apps: [{{ name: 'w', script: {:?}, filter_env: ['SECRET'], source_map_support: true, watch: false }}] }};\n",
             hold()
         ),
     );
@@ -148,7 +148,7 @@ fn unsupported_fields_warn_once_each() {
     assert_eq!(
         warnings
             .iter()
-            .filter(|l| l.contains(".watch_options"))
+            .filter(|l| l.contains(".filter_env"))
             .count(),
         1,
         "{}",

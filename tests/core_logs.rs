@@ -46,7 +46,7 @@ fn a_hundred_thousand_lines_arrive_complete_and_in_order() {
 #[test]
 fn last_line_before_a_crash_is_kept() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("last_words.js"),
         "--name",
@@ -61,7 +61,7 @@ fn last_line_before_a_crash_is_kept() {
 #[test]
 fn line_without_newline_is_completed_at_exit() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("last_words.js"),
         "--name",

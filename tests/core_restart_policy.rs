@@ -24,7 +24,7 @@ fn runs(c: &Cohort, name: &str) -> Vec<u64> {
 #[test]
 fn crash_loop_ends_errored_after_max_restarts() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("crash.js"),
         "--name",
@@ -45,8 +45,8 @@ fn crash_loop_ends_errored_after_max_restarts() {
     );
     let d = c.ok(&["describe", "loop"]).stdout;
     assert!(d.contains("errored"), "{d}");
-    // A restart gives it a fresh budget.
-    c.ok(&["restart", "loop"]);
+    // A restart gives it a fresh budget (and says the process crashed at start-up again).
+    c.start_crashing(&["restart", "loop"]);
     let p = c.wait_status("loop", "errored", T);
     assert_eq!(p["restarts"], 3 + 1 + 3, "{p}");
 }
@@ -54,7 +54,7 @@ fn crash_loop_ends_errored_after_max_restarts() {
 #[test]
 fn restart_delay_waits_before_restarting() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         SH_CRASH,
         "--name",
@@ -89,7 +89,7 @@ fn restart_delay_waits_before_restarting() {
 #[test]
 fn exp_backoff_delay_grows() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         SH_CRASH,
         "--name",
@@ -118,7 +118,7 @@ fn exp_backoff_delay_grows() {
 #[test]
 fn waiting_restart_is_visible_between_runs() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("crash.js"),
         "--name",
@@ -139,6 +139,7 @@ fn waiting_restart_is_visible_between_runs() {
 #[test]
 fn stop_exit_code_means_done() {
     let c = Cohort::new();
+    // Exiting with a stop exit code at start-up is a job done, not a failed start.
     c.ok(&[
         "start",
         &fixture("crash.js"),
@@ -163,7 +164,7 @@ fn stop_exit_code_means_done() {
 #[test]
 fn other_exit_codes_still_restart() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("crash.js"),
         "--name",
@@ -182,7 +183,7 @@ fn other_exit_codes_still_restart() {
 #[test]
 fn no_autorestart_leaves_it_stopped() {
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("crash.js"),
         "--name",
@@ -199,7 +200,7 @@ fn one_crash_within_budget_restarts_and_stays_online() {
     // crash_once.js exits 7 on its first (short) run, then stays up: max_restarts 1 allows that one
     // restart, so it ends online with restarts 1 and describe shows the exit code of the crash.
     let c = Cohort::new();
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         &fixture("crash_once.js"),
         "--name",

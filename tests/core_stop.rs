@@ -193,7 +193,7 @@ fn restart_leaves_no_orphan_either() {
 fn a_crash_takes_its_children_down() {
     let c = Cohort::new();
     // sh starts a background sleep, prints its pid, then exits 1: the sleep must not be orphaned.
-    c.ok(&[
+    c.start_crashing(&[
         "start",
         "sh -c 'sleep 1000 & echo child $!; exit 1'",
         "--name",

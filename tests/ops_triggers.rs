@@ -112,6 +112,9 @@ fn cron_restart_restarts_on_the_tick_and_after_resurrect() {
         "cr",
         "--cron-restart",
         "*/2 * * * * *",
+        // A short start window (min(min_uptime, 1 s)): `start` answers before a tick can come.
+        "--min-uptime",
+        "100",
     ]);
     // Not at start-up.
     let row = c.proc("cr");

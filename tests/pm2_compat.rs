@@ -345,3 +345,257 @@ fn flags_pm2_users_type_get_cohorts_answer_not_claps() {
     ]);
     assert!(o.stderr.contains("--node-args ignored"), "{}", o.stderr);
 }
+
+/// Runs `cohort ARGS` with `input` on its stdin.
+fn with_stdin(c: &Cohort, args: &[&str], input: &str) -> std::process::Output {
+    let mut cmd = c.command(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning cohort");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("waiting for cohort")
+}
+
+#[test]
+fn a_fork_app_that_crashes_at_start_up_fails_its_start() {
+    require_tool("node", "nodejs");
+    let c = Cohort::new();
+    // Throws a moment after it started (a failed connection, a missing setting): PM2 says
+    // "online"; cohort's start waits min(min_uptime, 1 s) for a fork app and says why it failed.
+    c.write(
+        "late.js",
+        "setTimeout(() => { throw new Error('no database at start') }, 200);\n",
+    );
+    let o = c.cmd(&["start", "late.js"]);
+    assert!(
+        !o.success(),
+        "start said it worked:\n{}{}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .contains("late:0 exited with code 1 before it was ready"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("cohort logs late --err"), "{}", o.stderr);
+    let o = c.cmd(&[
+        "start",
+        "node",
+        "--name",
+        "exits",
+        "--",
+        "-e",
+        "process.exit(1)",
+    ]);
+    assert!(!o.success(), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("exits:0 exited with code 1"),
+        "{}",
+        o.stderr
+    );
+
+    // A healthy app starts; a one-shot job that ends with code 0 is no failed start.
+    c.ok(&["start", "sleep 1000", "--name", "healthy"]);
+    assert_eq!(c.proc("healthy")["status"], "online");
+    c.ok(&["start", "true", "--name", "job", "--no-autorestart"]);
+    // min_uptime 0: counted started at spawn (the window is min(min_uptime, 1 s)).
+    c.ok(&[
+        "start",
+        "sleep 1000",
+        "--name",
+        "at-once",
+        "--min-uptime",
+        "0",
+    ]);
+}
+
+#[test]
+fn watch_options_use_polling_restarts_on_a_change_and_warns_about_the_rest() {
+    let c = Cohort::new();
+    c.write("src/conf.txt", "one\n");
+    c.write(
+        "polled.json",
+        r#"{"apps": [{"name": "polled", "script": "sleep", "args": "1000",
+            "watch": ["src"], "watch_delay": 50,
+            "watch_options": {"usePolling": true, "interval": 100, "followSymlinks": true,
+                              "persistent": true, "ignoreInitial": true, "depth": 3}}]}"#,
+    );
+    let o = c.ok(&["start", "polled.json"]);
+    assert!(
+        o.stderr.contains("watch_options.depth: no effect"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("usePolling") && !o.stderr.contains("not supported"),
+        "{}",
+        o.stderr
+    );
+    let first = c.pid("polled");
+    // Polling compares modification times: make sure the change is seen as one.
+    std::thread::sleep(Duration::from_millis(20));
+    c.write("src/conf.txt", "two, longer\n");
+    let p = poll("a polled change restarts the app", T, || {
+        let p = c.proc("polled");
+        (p["restarts"] == 1).then_some(p)
+    });
+    assert_eq!(p["restart_reason"], "watch");
+    assert_ne!(c.pid("polled"), first);
+    assert_eq!(c.jlist()[0]["pm2_env"]["watch"], true);
+    c.ok(&["stop", "polled"]);
+    assert_eq!(
+        c.jlist()[0]["pm2_env"]["watch"],
+        false,
+        "a stopped app is not watched"
+    );
+}
+
+#[test]
+fn what_pm2s_own_e2e_scripts_type() {
+    let c = Cohort::new();
+    c.write(
+        "all.json",
+        r#"{"apps": [{"name": "a", "script": "sleep", "args": "1000"},
+                     {"name": "b", "script": "sleep", "args": "1000"}]}"#,
+    );
+    let config = std::fs::read_to_string(c.work.join("all.json")).unwrap();
+    let o = with_stdin(&c, &["start", "-"], &config);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A config on stdin selects its apps for the other verbs too (`cat all.json | pm2 delete -`).
+    let o = with_stdin(&c, &["delete", "-"], &config);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(names(&c).is_empty(), "{:?}", names(&c));
+
+    // Starting a stopped app again is no restart (PM2's restart_time stays); restarting a
+    // running one is.
+    c.ok(&["start", "sleep 1000", "--name", "s"]);
+    c.ok(&["stop", "s"]);
+    c.ok(&["restart", "s"]);
+    assert_eq!(c.proc("s")["restarts"], 0);
+    c.ok(&["stop", "s"]);
+    c.ok(&["start", "s"]);
+    assert_eq!(c.proc("s")["restarts"], 0);
+    c.ok(&["restart", "s"]);
+    assert_eq!(c.proc("s")["restarts"], 1);
+
+    // sendSignal with several targets (PM2's signal.sh passes every `pm_id:` it greps): each
+    // process gets the signal once.
+    c.write(
+        "usr2.js",
+        "process.on('SIGUSR2', () => console.log('got usr2'));\nconsole.log('up');\nsetInterval(() => {}, 1 << 30);\n",
+    );
+    c.ok(&["start", "usr2.js", "--name", "sig"]);
+    let id = c.proc("sig")["id"].to_string();
+    c.wait_log("sig", "out", "up", T);
+    c.ok(&["sendSignal", "SIGUSR2", &id, &id, "sig"]);
+    c.wait_log("sig", "out", "got usr2", T);
+    // The signal arrives once: a second one would be logged by now too.
+    c.ok(&["sendSignal", "SIGUSR2", "s"]);
+    assert_eq!(c.log("sig", "out").matches("got usr2").count(), 1);
+
+    // prettylist in PM2's key order: the process's pm_id comes after pm2_env, with a comma.
+    let pretty = c.ok(&["prettylist"]).stdout;
+    let top_pm_id = pretty
+        .lines()
+        .filter(|l| l.starts_with("    pm_id: "))
+        .collect::<Vec<_>>();
+    assert_eq!(top_pm_id.len(), 2, "{pretty}");
+    assert!(top_pm_id.iter().all(|l| l.ends_with(',')), "{pretty}");
+    assert!(pretty.contains("watch: false"), "{pretty}");
+
+    // restart --watch (PM2 toggles watching) says what to type.
+    let err = c.fails(&["restart", "s", "--watch"]);
+    assert!(err.contains("cohort start SCRIPT --watch"), "{err}");
+}
+
+#[test]
+fn cron_restart_starts_a_job_that_ended_and_a_stopped_app_as_pm2() {
+    let c = Cohort::new();
+    // PM2's periodic-job pattern: a script that runs and exits, autorestart off, cron_restart on.
+    c.ok(&[
+        "start",
+        "sh -c 'echo ran'",
+        "--name",
+        "job",
+        "--no-autorestart",
+        "-c",
+        "* * * * * *",
+        "--no-vizion",
+    ]);
+    let log = c.log_path("job", 0, "out");
+    assert!(
+        wait_until(T, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ran")
+            .count()
+            >= 3),
+        "the job did not run again on the cron ticks"
+    );
+    // A stopped app is started again by the next tick (PM2's cron-system.sh).
+    c.ok(&[
+        "start",
+        "sleep 1000",
+        "--name",
+        "cr",
+        "--cron",
+        "*/2 * * * * *",
+    ]);
+    c.ok(&["stop", "cr"]);
+    c.wait_status("cr", "online", T);
+}
+
+#[test]
+fn only_picks_apps_of_a_config_for_every_verb() {
+    let c = Cohort::new();
+    c.write(
+        "all.json",
+        r#"{"apps": [{"name": "echo", "script": "sleep", "args": "1000", "max_restarts": "50"},
+                     {"name": "child", "script": "sleep", "args": "1000"}]}"#,
+    );
+    c.ok(&["start", "all.json", "--only", "child"]);
+    assert_eq!(names(&c), vec!["child"]);
+    c.ok(&["start", "all.json", "--only", "echo"]);
+    assert_eq!(
+        describe(&c, "echo")[0]["max_restarts"],
+        50,
+        "\"50\" reads as 50"
+    );
+    c.ok(&["restart", "all.json", "--only", "child"]);
+    assert_eq!(c.proc("child")["restarts"], 1);
+    assert_eq!(c.proc("echo")["restarts"], 0);
+    c.ok(&["delete", "all.json", "--only", "echo"]);
+    assert_eq!(names(&c), vec!["child"]);
+    let err = c.fails(&["stop", "child", "--only", "child"]);
+    assert!(err.contains("cohort stop child"), "{err}");
+}
+
+#[test]
+fn a_command_line_with_shell_syntax_runs_under_sh() {
+    let c = Cohort::new();
+    // PM2's start-app.sh: `pm2 start "cc hello.c; ./a.out"`.
+    c.ok(&[
+        "start",
+        "echo first; echo second && exec sleep 1000",
+        "--name",
+        "two",
+    ]);
+    c.wait_log("two", "out", "second", T);
+    assert_eq!(c.log("two", "out"), "first\nsecond\n");
+    // Quoted operators are arguments: the program runs itself, without a shell.
+    c.ok(&["start", "sh -c 'exec sleep 1000' ';'", "--name", "plain"]);
+    let d = describe(&c, "plain");
+    assert_eq!(
+        d[0]["args"],
+        serde_json::json!(["-c", "exec sleep 1000", ";"]),
+        "{}",
+        d[0]
+    );
+}

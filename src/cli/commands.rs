@@ -109,6 +109,13 @@ impl ActionArgs {
                 r.targets.target.join(" ")
             );
         }
+        if r.watch {
+            let t = r.targets.target.join(" ");
+            bail!(
+                "cohort does not turn watching on or off on {} (PM2 toggles it): watch is set when the app starts: `cohort delete {t} && cohort start SCRIPT --watch`, or `watch` in its config and `cohort start CONFIG`",
+                action.as_str(),
+            );
+        }
         let node_args = r
             .node_args
             .as_deref()
@@ -131,11 +138,23 @@ async fn action(a: ActionArgs, home: Home) -> Result<()> {
     let mut sels = Vec::new();
     let mut apps = Vec::new();
     let mut others = Vec::new();
+    let only = a.targets.only.clone();
+    if let Some(o) = &only {
+        if !a
+            .targets
+            .target
+            .iter()
+            .any(|t| ecosystem::is_config_file(t))
+        {
+            bail!("--only {o} picks apps of a config file, and no target is one (name the apps instead: `cohort {} {}`)", a.action.as_str(), o.replace(',', " "));
+        }
+    }
     for target in &a.targets.target {
-        if rereads && ecosystem::is_config_file(target) {
+        if ecosystem::is_config_file(target) && (rereads || only.is_some()) {
             let opts = StartOptions {
                 target: target.clone(),
                 env: a.env.clone(),
+                only: only.clone(),
                 ..Default::default()
             };
             let specs = specs_for_start(&opts)?;
@@ -145,7 +164,9 @@ async fn action(a: ActionArgs, home: Home) -> Result<()> {
             sels.push(Selector::Names(
                 specs.apps.iter().map(|s| s.name.clone()).collect(),
             ));
-            apps.extend(specs.apps);
+            if rereads {
+                apps.extend(specs.apps);
+            }
         } else {
             if let Some(env) = &a.env {
                 bail!("--env {env} applies to a config file, and {target} is not one (restart the config file, or use --update-env to take this shell's environment)");
@@ -183,12 +204,12 @@ async fn action(a: ActionArgs, home: Home) -> Result<()> {
 
 async fn send_signal(s: SignalArgs, home: Home) -> Result<()> {
     crate::config::parse_signal(&s.signal).map_err(|e| anyhow!("sendSignal: {e}"))?;
-    let targets = select::Targets::parse(std::slice::from_ref(&s.target))?;
+    let targets = select::Targets::parse(&s.target)?;
     let client = Client::connect_or_start(home).await?;
     let mut req = ActionRequest::new(Action::Signal, selector_of(targets, &client).await?);
     req.signal = Some(s.signal.clone());
     let _: Vec<ProcessInfo> = client.post_long("/action", &req).await?;
-    eprintln!("cohort: sent {} to {}", s.signal, s.target);
+    eprintln!("cohort: sent {} to {}", s.signal, s.target.join(" "));
     Ok(())
 }
 
@@ -213,6 +234,12 @@ async fn scale(s: ScaleArgs, home: Home) -> Result<()> {
 }
 
 async fn describe(t: TargetArgs, home: Home) -> Result<()> {
+    if let Some(o) = &t.only {
+        bail!(
+            "--only {o}: describe takes app names (`cohort describe {}`)",
+            o.replace(',', " ")
+        );
+    }
     let targets = select::Targets::parse(&t.target)?;
     let client = Client::connect_or_start(home).await?;
     let sel = selector_of(targets, &client).await?;

@@ -261,6 +261,11 @@ pub struct StartArgs {
     /// Do not restart the app when it exits.
     #[arg(long)]
     pub no_autorestart: bool,
+    /// PM2's switches for its own services (`--no-vizion`, `--no-pmx`, `--no-automation`): cohort
+    /// runs none of them, so they are accepted and change nothing.
+    #[arg(long = "no-vizion", aliases = ["no-pmx", "no-automation"], hide = true)]
+    #[allow(dead_code)]
+    pub pm2_services_off: bool,
     /// Crashes within min_uptime allowed in a row before the app is `errored`.
     #[arg(long)]
     pub max_restarts: Option<u32>,
@@ -338,7 +343,12 @@ pub struct StartArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_memory_restart: Option<String>,
     /// Restart (cluster: reload) on a cron schedule ("0 3 * * *"; 6 fields: seconds first).
-    #[arg(long = "cron-restart", alias = "cron", value_name = "PATTERN")]
+    #[arg(
+        long = "cron-restart",
+        alias = "cron",
+        short = 'c',
+        value_name = "PATTERN"
+    )]
     pub cron: Option<String>,
     /// Readiness probe: HTTP GET of this path (or URL) on the app's port (docs/health.md).
     #[arg(long, value_name = "PATH", group = "readiness")]
@@ -371,6 +381,9 @@ pub struct TargetArgs {
     /// Print the resulting process list as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With config files: only these of their apps (comma-separated names, as PM2's --only).
+    #[arg(long, value_name = "NAMES")]
+    pub only: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -389,14 +402,18 @@ pub struct RestartArgs {
     /// PM2 renames the app on restart; cohort does not (the error says what to type).
     #[arg(long, short = 'n', hide = true)]
     pub name: Option<String>,
+    /// PM2 toggles watching on restart; cohort's watch is set at start (the error says what to type).
+    #[arg(long, short = 'w', hide = true)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct SignalArgs {
     /// Signal name or number (SIGUSR2, USR2, 12).
     pub signal: String,
-    /// App name, id, `all`, namespace, script or /regex/.
-    pub target: String,
+    /// App names, ids, `all`, namespace, script or /regex/ (several: each process once).
+    #[arg(required = true, num_args = 1..)]
+    pub target: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]

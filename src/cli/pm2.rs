@@ -33,6 +33,8 @@ pub fn pm2_object(src: &Pm2Source) -> Value {
     for (k, v) in &src.env {
         env.insert(k.clone(), Value::String(v.clone()));
     }
+    // The process sees its name too (as under PM2, which lists it in pm2_env.env).
+    env.entry("name").or_insert_with(|| json!(i.name));
     let interpreter = d
         .interpreter
         .as_deref()
@@ -62,6 +64,9 @@ pub fn pm2_object(src: &Pm2Source) -> Value {
         "min_uptime": d.min_uptime_ms,
         "kill_timeout": d.kill_timeout_ms,
         "exit_code": d.last_exit_code,
+        // Whether a file change restarts this process now (a stopped one is not watched).
+        "watch": !d.watch.is_empty()
+            && matches!(i.status, Status::Online | Status::Launching | Status::WaitingRestart),
         "versioning": null,
         "env": Value::Object(env.clone()),
     });
@@ -113,6 +118,10 @@ pub fn inspect(v: &Value) -> String {
 
 const BREAK_LENGTH: usize = 80;
 
+/// PM2's order of a process's keys (`pm_id` is not the last one, so scripts that cut
+/// `pm_id: N,` out of `pm2 prettylist` find it); other keys follow in their own order.
+const PM2_KEY_ORDER: &[&str] = &["pid", "name", "pm2_env", "pm_id", "monit"];
+
 fn write_value(out: &mut String, v: &Value, indent: usize) {
     match v {
         Value::Array(items) if items.is_empty() => out.push_str("[]"),
@@ -122,8 +131,15 @@ fn write_value(out: &mut String, v: &Value, indent: usize) {
             write_group(out, "[", "]", parts, items.iter().all(is_flat), indent);
         }
         Value::Object(m) => {
-            let parts: Vec<String> = m
-                .iter()
+            let mut fields: Vec<(&String, &Value)> = m.iter().collect();
+            fields.sort_by_key(|(k, _)| {
+                PM2_KEY_ORDER
+                    .iter()
+                    .position(|o| o == k)
+                    .unwrap_or(PM2_KEY_ORDER.len())
+            });
+            let parts: Vec<String> = fields
+                .into_iter()
                 .map(|(k, x)| format!("{}: {}", key(k), inline(x, indent + 2)))
                 .collect();
             write_group(out, "{", "}", parts, m.values().all(is_flat), indent);

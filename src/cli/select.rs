@@ -1,5 +1,5 @@
 //! Targets → selectors: what a user types after stop, restart, logs, … (an app name, an id, `all`,
-//! a config file, a script file, a namespace, a `/regex/`) turned into the daemon's `Selector`.
+//! a config file or `-` for one on stdin, a script file, a namespace, a `/regex/`) turned into the daemon's `Selector`.
 //! Names, ids and `all` go as they are; the other kinds are matched here against the process list
 //! (fetched once, and only when a target needs it), in PM2's order: app name, script path, namespace.
 
@@ -19,6 +19,9 @@ enum Target {
 }
 
 fn parse(target: &str) -> Result<Target> {
+    if target == "-" {
+        return stdin_config();
+    }
     if ecosystem::is_config_file(target) && Path::new(target).is_file() {
         let path = current_dir()?.join(target);
         let env = std::env::vars().collect();
@@ -48,6 +51,30 @@ fn parse(target: &str) -> Result<Target> {
         Selector::Name(word) => Target::Word(word),
         other => Target::Ready(other),
     })
+}
+
+/// `-`: the apps of a config read from stdin (`cat ecosystem.json | cohort delete -`, as PM2).
+fn stdin_config() -> Result<Target> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the config from stdin")?;
+    let env = std::env::vars().collect();
+    let loaded = ecosystem::load_text(
+        &text,
+        "stdin",
+        &current_dir()?,
+        &LoadOptions {
+            env_name: None,
+            base_env: &env,
+            only: None,
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    Ok(Target::Ready(Selector::Names(
+        loaded.apps.into_iter().map(|a| a.name).collect(),
+    )))
 }
 
 /// `/pattern/` → `pattern` (PM2's regex selector).

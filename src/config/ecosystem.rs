@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 /// PM2 fields accepted but not implemented yet: each one used gets a warning, never silence.
 const NOT_YET: &[&str] = &[
-    "watch_options",
     "source_map_support",
     "filter_env",
     "vizion",
@@ -268,6 +267,10 @@ impl Fields<'_> {
             Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u32::MAX as u64) => {
                 Ok(n.as_u64().map(|n| n as u32))
             }
+            // PM2 reads numbers written as strings ("50"), as in many real configs.
+            Some(Value::String(s)) if s.trim().parse::<u32>().is_ok() => {
+                Ok(s.trim().parse::<u32>().ok())
+            }
             Some(v) => Err(self.err(field, "a whole number ≥ 0", v)),
         }
     }
@@ -387,6 +390,7 @@ const KNOWN: &[&str] = &[
     "watch",
     "ignore_watch",
     "watch_delay",
+    "watch_options",
     "cron_restart",
     "max_memory_restart",
     "depends_on",
@@ -688,6 +692,7 @@ fn app_from_value(
         spec.exec_mode = ExecMode::Cluster;
     }
     let triggers = super::triggers::from_fields(obj, &at_named, &cwd)?;
+    warnings.extend(triggers.warnings);
     spec.watch = triggers.watch;
     spec.cron_restart = triggers.cron_restart;
     spec.max_memory_restart = triggers.max_memory_restart;

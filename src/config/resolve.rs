@@ -110,7 +110,22 @@ pub fn resolve(
             "script is a directory: {script} (give the file to run, e.g. {script}/index.js)"
         ));
     }
-    // Not a file: a command line whose first word is a program.
+    // Not a file: a command line. With shell operators (`cc app.c; ./a.out`) it runs under
+    // `sh -c`, as under PM2; otherwise the program itself, so signals reach it.
+    if needs_shell(script) {
+        let words = shell_words::split(script).unwrap_or_default();
+        let sh = find_program("sh", cwd, path_var)
+            .ok_or_else(|| format!("{script:?} needs a shell, and sh is not on PATH"))?;
+        return Ok(Resolved {
+            default_name: words
+                .first()
+                .map(|w| stem(Path::new(w)))
+                .unwrap_or_else(|| "sh".into()),
+            script: sh.to_string_lossy().into_owned(),
+            args: vec!["-c".into(), script.to_string()],
+            interpreter: None,
+        });
+    }
     let words =
         shell_words::split(script).map_err(|e| format!("cannot parse command {script:?}: {e}"))?;
     let Some((first, rest)) = words.split_first() else {
@@ -141,9 +156,55 @@ pub fn resolve(
     }
 }
 
+/// Whether a command line uses the shell's syntax outside quotes: `;`, `&`, `|`, `<`, `>`, a
+/// backtick or `$(`.
+pub fn needs_shell(line: &str) -> bool {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    let mut prev = ' ';
+    for c in line.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && !single {
+            escaped = true;
+        } else if c == '\'' && !double {
+            single = !single;
+        } else if c == '"' && !single {
+            double = !double;
+        } else {
+            let substitution = c == '`' || (c == '(' && prev == '$');
+            let operator = matches!(c, ';' | '&' | '|' | '<' | '>');
+            if !single && (substitution || (operator && !double)) {
+                return true;
+            }
+        }
+        prev = c;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_syntax_outside_quotes_needs_a_shell() {
+        for (line, want) in [
+            ("sleep 1000", false),
+            ("cc hello.c; ./a.out", true),
+            ("npm run build && npm start", true),
+            ("node app.js > out.txt", true),
+            ("echo $(date)", true),
+            (
+                "node -e 'setTimeout(() => {}, 1000); console.log(1)'",
+                false,
+            ),
+            ("node -e \"a > b; c\"", false),
+            ("echo \"$(date)\"", true),
+            ("grep a\\;b file", false),
+        ] {
+            assert_eq!(needs_shell(line), want, "{line}");
+        }
+    }
 
     #[test]
     fn command_lines_run_the_program_itself() {

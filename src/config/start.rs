@@ -314,6 +314,7 @@ fn apply_triggers(spec: &mut AppSpec, a: &StartOptions, cwd: &Path) -> Result<()
             paths: vec![cwd.to_path_buf()],
             ignore: Vec::new(),
             delay_ms: triggers::DEFAULT_WATCH_DELAY_MS,
+            ..Default::default()
         });
     }
     if let Some(w) = &mut spec.watch {

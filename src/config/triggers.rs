@@ -1,5 +1,5 @@
 //! What restarts an app besides a crash or a command: file changes (`watch`, `ignore_watch`,
-//! `watch_delay`), a cron schedule (`cron_restart`) and a memory limit (`max_memory_restart`),
+//! `watch_delay`, `watch_options`), a cron schedule (`cron_restart`) and a memory limit (`max_memory_restart`),
 //! with PM2's names and value shapes. Parsing and validation only (pure functions); the daemon
 //! arms them (`daemon::supervisor::triggers`).
 
@@ -13,8 +13,14 @@ pub const ALWAYS_IGNORED: &[&str] = &["node_modules", ".git"];
 /// Debounce of a watch when `watch_delay` is not given: a save that writes several files restarts once.
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 100;
 
+/// chokidar's polling interval when `usePolling` is set without an `interval` (chokidar's default).
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 100;
+
+/// chokidar's `awaitWriteFinish: true` waits for a file to stay the same size this long.
+pub const AWAIT_WRITE_FINISH_MS: u64 = 2000;
+
 /// Restart (cluster apps: reload) when files under `paths` change.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct WatchSpec {
     /// Absolute folders or files to watch (the app's cwd for `watch: true`).
     pub paths: Vec<PathBuf>,
@@ -23,6 +29,106 @@ pub struct WatchSpec {
     pub ignore: Vec<String>,
     /// Changes within this many ms after the first one restart once.
     pub delay_ms: u64,
+    /// Poll the files every this many ms instead of inotify (`watch_options.usePolling`): for
+    /// network and FUSE mounts, bind mounts changed from the host, where inotify sees nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// Enter symlinked folders (`watch_options.followSymlinks: true`); by default they are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_symlinks: bool,
+}
+
+/// What PM2's `watch_options` (chokidar's options) mean for cohort's watcher.
+#[derive(Debug, Default, PartialEq)]
+pub struct WatchOptions {
+    pub poll_interval_ms: Option<u64>,
+    pub follow_symlinks: bool,
+    /// The quiet time a change needs before the restart (`awaitWriteFinish`), at least.
+    pub min_delay_ms: u64,
+    /// More ignore globs (`ignored`).
+    pub ignore: Vec<String>,
+    /// One line per option that has no effect in cohort, saying why.
+    pub warnings: Vec<String>,
+}
+
+/// Reads `watch_options` (chokidar's options, which PM2 passes through): `usePolling` + `interval`,
+/// `followSymlinks`, `awaitWriteFinish` (a debounce of at least its `stabilityThreshold`),
+/// `ignored` (globs); `persistent: true`, `ignoreInitial: true`, `atomic` and
+/// `ignorePermissionErrors` are what cohort does anyway; every other option is warned about.
+pub fn watch_options(value: &Value, at: &str) -> Result<WatchOptions, String> {
+    let mut o = WatchOptions::default();
+    let obj = match value {
+        Value::Null => return Ok(o),
+        Value::Object(obj) => obj,
+        _ => return Err(format!("{at}: expected an object of chokidar options")),
+    };
+    let flag = |key: &str, v: &Value| {
+        v.as_bool()
+            .ok_or_else(|| format!("{at}.{key}: expected true or false"))
+    };
+    let millis = |key: &str, v: &Value| {
+        v.as_u64()
+            .ok_or_else(|| format!("{at}.{key}: expected milliseconds (a number)"))
+    };
+    let mut use_polling = false;
+    let mut interval = None;
+    for (key, v) in obj {
+        match key.as_str() {
+            "usePolling" => use_polling = flag(key, v)?,
+            "interval" => interval = Some(millis(key, v)?.max(10)),
+            "followSymlinks" => o.follow_symlinks = flag(key, v)?,
+            "awaitWriteFinish" => {
+                o.min_delay_ms = match v {
+                    Value::Bool(true) => AWAIT_WRITE_FINISH_MS,
+                    Value::Bool(false) | Value::Null => 0,
+                    Value::Object(w) => match w.get("stabilityThreshold") {
+                        Some(t) => millis("awaitWriteFinish.stabilityThreshold", t)?,
+                        None => AWAIT_WRITE_FINISH_MS,
+                    },
+                    _ => {
+                        return Err(format!(
+                            "{at}.awaitWriteFinish: expected true, false or {{stabilityThreshold: ms}}"
+                        ))
+                    }
+                }
+            }
+            "ignored" => match v {
+                Value::String(g) => o.ignore.push(g.clone()),
+                Value::Array(items) if items.iter().all(Value::is_string) => o
+                    .ignore
+                    .extend(items.iter().filter_map(|g| g.as_str().map(String::from))),
+                _ => o.warnings.push(format!(
+                    "{at}.ignored: only globs (strings) are read (a RegExp or function is lost when the config is read); ignored, use ignore_watch"
+                )),
+            },
+            "persistent" if v == &Value::Bool(false) => o.warnings.push(format!(
+                "{at}.persistent: false has no effect (cohort watches as long as the app exists)"
+            )),
+            "ignoreInitial" if v == &Value::Bool(false) => o.warnings.push(format!(
+                "{at}.ignoreInitial: false has no effect (files present at start never restart the app)"
+            )),
+            "persistent" | "ignoreInitial" | "atomic" | "ignorePermissionErrors" => {}
+            "binaryInterval" => o.warnings.push(format!(
+                "{at}.binaryInterval: no effect (with usePolling every file is polled at `interval`)"
+            )),
+            "cwd" => o.warnings.push(format!(
+                "{at}.cwd: no effect (watched paths and ignore globs are relative to the app's cwd)"
+            )),
+            "depth" => o.warnings.push(format!(
+                "{at}.depth: no effect (every folder under a watched path is watched; add deep folders to ignore_watch)"
+            )),
+            other => o.warnings.push(format!(
+                "{at}.{other}: chokidar option with no effect in cohort; ignored"
+            )),
+        }
+    }
+    if use_polling {
+        o.poll_interval_ms = Some(interval.unwrap_or(DEFAULT_POLL_INTERVAL_MS));
+    } else if interval.is_some() {
+        o.warnings
+            .push(format!("{at}.interval: no effect without usePolling: true"));
+    }
+    Ok(o)
 }
 
 /// Parses a memory size as PM2 writes it: bytes (`1048576`), or a number with K, M or G
@@ -86,6 +192,8 @@ pub struct Triggers {
     pub watch: Option<WatchSpec>,
     pub cron_restart: Option<String>,
     pub max_memory_restart: Option<u64>,
+    /// Options of `watch_options` that have no effect, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// Reads `watch`, `ignore_watch`, `watch_delay`, `cron_restart` and `max_memory_restart` of an app
@@ -124,10 +232,22 @@ pub fn from_fields(obj: &Map<String, Value>, at: &str, cwd: &Path) -> Result<Tri
             }
         },
     };
+    let options = match obj.get("watch_options") {
+        Some(v) => watch_options(v, &format!("{at}.watch_options"))?,
+        None => WatchOptions::default(),
+    };
+    if paths.is_some() {
+        t.warnings = options.warnings;
+    }
+    let mut ignore = ignore;
+    ignore.extend(options.ignore);
+    check_globs(&ignore).map_err(|e| format!("{at}.watch_options.ignored: {e}"))?;
     t.watch = paths.map(|paths| WatchSpec {
         paths,
         ignore,
-        delay_ms,
+        delay_ms: delay_ms.max(options.min_delay_ms),
+        poll_interval_ms: options.poll_interval_ms,
+        follow_symlinks: options.follow_symlinks,
     });
     match obj.get("cron_restart").or(obj.get("cron")) {
         None | Some(Value::Null) => {}
@@ -295,10 +415,12 @@ mod tests {
                 watch: Some(WatchSpec {
                     paths: vec!["/a/src".into()],
                     ignore: vec!["logs".into(), "*.tmp".into()],
-                    delay_ms: 500
+                    delay_ms: 500,
+                    ..Default::default()
                 }),
                 cron_restart: Some("*/3 * * * * *".into()),
                 max_memory_restart: Some(150 << 20),
+                warnings: Vec::new(),
             }
         );
         let errs = [
@@ -324,6 +446,90 @@ mod tests {
             let e = from_fields(v.as_object().unwrap(), "f: apps[0]", Path::new("/a")).unwrap_err();
             assert!(e.starts_with(&format!("f: {field}")), "{e}");
         }
+    }
+
+    #[test]
+    fn chokidar_options() {
+        let read = |v: Value| watch_options(&v, "w");
+        let cases: Vec<(Value, WatchOptions)> = vec![
+            (serde_json::json!(null), WatchOptions::default()),
+            (
+                serde_json::json!({"usePolling": true}),
+                WatchOptions {
+                    poll_interval_ms: Some(DEFAULT_POLL_INTERVAL_MS),
+                    ..Default::default()
+                },
+            ),
+            (
+                serde_json::json!({"usePolling": true, "interval": 500, "followSymlinks": true,
+                    "persistent": true, "ignoreInitial": true, "atomic": true}),
+                WatchOptions {
+                    poll_interval_ms: Some(500),
+                    follow_symlinks: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                serde_json::json!({"awaitWriteFinish": true}),
+                WatchOptions {
+                    min_delay_ms: AWAIT_WRITE_FINISH_MS,
+                    ..Default::default()
+                },
+            ),
+            (
+                serde_json::json!({"awaitWriteFinish": {"stabilityThreshold": 300, "pollInterval": 50}}),
+                WatchOptions {
+                    min_delay_ms: 300,
+                    ..Default::default()
+                },
+            ),
+            (
+                serde_json::json!({"ignored": ["*.log", "tmp"]}),
+                WatchOptions {
+                    ignore: vec!["*.log".into(), "tmp".into()],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(read(v.clone()), Ok(want), "{v}");
+        }
+        // Options with no effect: one precise warning each, naming the option.
+        for (v, key) in [
+            (serde_json::json!({"depth": 2}), "w.depth"),
+            (serde_json::json!({"interval": 300}), "w.interval"),
+            (serde_json::json!({"persistent": false}), "w.persistent"),
+            (
+                serde_json::json!({"ignoreInitial": false}),
+                "w.ignoreInitial",
+            ),
+            (
+                serde_json::json!({"binaryInterval": 300}),
+                "w.binaryInterval",
+            ),
+            (serde_json::json!({"ignored": {}}), "w.ignored"),
+            (serde_json::json!({"alwaysStat": true}), "w.alwaysStat"),
+        ] {
+            let o = read(v.clone()).unwrap();
+            assert_eq!(o.warnings.len(), 1, "{v}");
+            assert!(o.warnings[0].starts_with(key), "{}", o.warnings[0]);
+        }
+        for bad in [
+            serde_json::json!(true),
+            serde_json::json!({"usePolling": "yes"}),
+            serde_json::json!({"interval": "fast"}),
+            serde_json::json!({"awaitWriteFinish": 3}),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
+        // Through the app's fields: the debounce is at least awaitWriteFinish's threshold.
+        let obj = serde_json::json!({"watch": true, "watch_delay": 50,
+            "watch_options": {"usePolling": true, "interval": 200, "awaitWriteFinish": {"stabilityThreshold": 400}, "depth": 1}});
+        let t = from_fields(obj.as_object().unwrap(), "f: apps[0]", Path::new("/a")).unwrap();
+        let w = t.watch.unwrap();
+        assert_eq!((w.poll_interval_ms, w.delay_ms), (Some(200), 400));
+        assert_eq!(t.warnings.len(), 1);
+        assert!(t.warnings[0].starts_with("f: apps[0].watch_options.depth"));
     }
 
     #[test]

@@ -194,6 +194,17 @@ impl Cohort {
         o.stderr
     }
 
+    /// `cohort start ARGS` of an app that exits (non-zero) at start-up: the start fails saying
+    /// so, while the restart policy goes on; returns its stderr.
+    pub fn start_crashing(&self, args: &[&str]) -> String {
+        let err = self.fails(args);
+        assert!(
+            err.contains("before it was ready"),
+            "cohort {args:?}: {err}"
+        );
+        err
+    }
+
     /// `cohort ls --json`, parsed; every pid in it is remembered for cleanup.
     pub fn ls_json(&self) -> Vec<Value> {
         self.list(&["ls", "--json"])

@@ -244,10 +244,15 @@ impl Supervisor {
             Default::default(),
         );
         // Readiness: Node cluster workers say when they listen, wait_ready apps send
-        // 'ready'; others are ready once started (a socket-activated worker's socket already
-        // queues connections). listen_timeout bounds the wait, as in PM2.
+        // 'ready'; listen_timeout bounds the wait, as in PM2. Fork-mode processes are ready once
+        // they ran for min(min_uptime, 1 s), so `start` sees a crash at start-up (with a readiness
+        // probe, the probe is that test); other cluster workers at once (a socket-activated
+        // worker's socket already queues connections).
+        let fork_window = super::policy::fork_ready_window_ms(spec.min_uptime_ms);
         if spec.wait_ready || (spec.exec_mode == ExecMode::Cluster && spec.is_node()) {
             self.after(spec.listen_timeout_ms, Event::ReadyTimeout { id, gen });
+        } else if spec.exec_mode == ExecMode::Fork && fork_window > 0 && spec.readiness.is_none() {
+            self.after(fork_window, Event::ReadyTimeout { id, gen });
         } else {
             self.mark_ready(id, pid);
         }

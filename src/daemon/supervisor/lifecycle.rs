@@ -54,7 +54,14 @@ impl Supervisor {
                     Want::Delete => self.remove(id),
                     Want::Restart => {
                         p.run.unstable = 0;
-                        self.respawn_or_hold(id);
+                        // As PM2: starting a stopped process again is no restart (`restart_time`
+                        // stays); an errored one's counts.
+                        if p.status == Status::Stopped {
+                            p.pending_reason = None;
+                            self.spawn_or_join_gate(id);
+                        } else {
+                            self.respawn_or_hold(id);
+                        }
                     }
                     _ => {
                         p.want = Want::Stop;
@@ -183,7 +190,13 @@ impl Supervisor {
         p.channel = None;
         super::table::fire_ready(p);
         let was_ready = std::mem::replace(&mut p.ready, false);
-        if !was_ready && p.want == Want::Run {
+        // A fork process that ends with code 0 (or a stop_exit_code) before its ready window
+        // closed ran a one-shot job: not a failed start.
+        let finished = self.apps.get(&p.app).is_some_and(|a| {
+            a.spec.exec_mode == crate::config::ExecMode::Fork
+                && policy::finished_cleanly(&Rules::of(&a.spec), exit.code)
+        });
+        if !was_ready && !finished && p.want == Want::Run {
             super::outcome::exited_before_ready(p, &exit);
         }
         p.gen += 1;

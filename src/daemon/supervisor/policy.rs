@@ -18,6 +18,22 @@ const BACKOFF_FACTOR: f64 = 1.5;
 const BACKOFF_CAP_MS: u64 = 15_000;
 const BACKOFF_RESET_MS: u64 = 30_000;
 
+/// The longest `start` waits for a fork-mode process without a readiness signal to prove it runs.
+pub const FORK_READY_WINDOW_MAX_MS: u64 = 1000;
+
+/// How long a fork-mode process with no readiness signal (no `wait_ready`) must run before it
+/// counts as started, so `start` sees a crash at start-up: `min_uptime` (PM2's line between a
+/// crash at start and a run), at most 1 s; `min_uptime: 0` means at once.
+pub fn fork_ready_window_ms(min_uptime_ms: u64) -> u64 {
+    min_uptime_ms.min(FORK_READY_WINDOW_MAX_MS)
+}
+
+/// Whether a process that exits with `code` before it counted as started finished its job (code 0
+/// or one of `stop_exit_codes`: a one-shot command) rather than failed to start.
+pub fn finished_cleanly(rules: &Rules, code: Option<i32>) -> bool {
+    code.is_some_and(|c| c == 0 || rules.stop_exit_codes.contains(&c))
+}
+
 /// The restart rules of an app (the part of its spec the policy reads).
 #[derive(Clone, Copy, Debug)]
 pub struct Rules<'a> {
@@ -148,6 +164,26 @@ pub fn after_spawn_failure(errno: Option<i32>, failures: u32) -> SpawnDecision {
 mod tests {
     use super::*;
     use Decision::*;
+
+    #[test]
+    fn fork_ready_window() {
+        for (min_uptime, want) in [(0, 0), (300, 300), (1000, 1000), (5000, 1000)] {
+            assert_eq!(fork_ready_window_ms(min_uptime), want, "{min_uptime}");
+        }
+        let codes = [3];
+        let rules = Rules {
+            stop_exit_codes: &codes,
+            ..defaults()
+        };
+        for (code, want) in [
+            (Some(0), true),
+            (Some(3), true),
+            (Some(1), false),
+            (None, false),
+        ] {
+            assert_eq!(finished_cleanly(&rules, code), want, "{code:?}");
+        }
+    }
 
     #[test]
     fn spawn_failures() {

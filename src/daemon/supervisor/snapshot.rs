@@ -488,7 +488,14 @@ impl Supervisor {
             history: Default::default(),
             waiters: Vec::new(),
             channel: None,
-            ready: s.ready,
+            // A fork process inside its ready window when the daemon was replaced has run long
+            // enough by now (nothing would close the window for it).
+            ready: s.ready
+                || (s.pid.is_some()
+                    && self
+                        .apps
+                        .get(&s.app)
+                        .is_some_and(|a| a.spec.exec_mode == crate::config::ExecMode::Fork)),
             ready_waiters: Vec::new(),
             retiring: Vec::new(),
             admin: s.admin.clone(),

@@ -163,14 +163,26 @@ impl Supervisor {
         if self.shutting_down || self.triggers.apps.get(app).map(|a| a.token) != Some(token) {
             return;
         }
-        let ids: Vec<u32> = self
+        let all: Vec<u32> = self
             .apps
             .get(app)
             .map(|a| a.procs.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| self.serving(*id))
+            .unwrap_or_default();
+        let ended: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|id| reason == RestartReason::Cron && self.ended(*id))
             .collect();
+        let ids: Vec<u32> = all.into_iter().filter(|id| self.serving(*id)).collect();
+        if !ended.is_empty() {
+            crate::report!(
+                "cohort: {app}: cron_restart tick: starting {} ended process(es)",
+                ended.len()
+            );
+            for id in ended {
+                let _ = self.restart_for(id, reason);
+            }
+        }
         if ids.is_empty() {
             return;
         }
@@ -228,6 +240,17 @@ impl Supervisor {
                 && matches!(p.status, Status::Online | Status::Launching)
                 && p.retiring.is_empty()
         }) && !self.reloading(id)
+    }
+
+    /// Whether process `id` is not running and nothing is about to start it (stopped, exited with
+    /// autorestart off, errored): a cron tick starts it again, as PM2's (the periodic-job pattern:
+    /// `cron_restart` with `autorestart: false`).
+    fn ended(&self, id: u32) -> bool {
+        self.procs.get(&id).is_some_and(|p| {
+            p.pid.is_none()
+                && p.want == super::table::Want::Stop
+                && matches!(p.status, Status::Stopped | Status::Errored)
+        })
     }
 
     /// Restarts processes for `reason`: cluster ones are reloaded (one slot at a time), fork ones
@@ -290,7 +313,8 @@ fn start_cron(
     .abort_handle()
 }
 
-/// A task that owns an inotify watcher over the watch's folders (each added without recursion,
+/// A task that owns a watcher over the watch's folders (inotify, or polling every
+/// `poll_interval_ms` with `watch_options.usePolling`; each folder added without recursion,
 /// skipping ignored ones, new folders added as they appear) and sends a watch Trigger once the
 /// changes of a burst settle for `delay_ms`.
 fn start_watch(
@@ -307,7 +331,7 @@ fn start_watch(
     let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
     let filter = ignore.clone();
     let filter_base = base.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+    let handler = move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         if matches!(ev.kind, EventKind::Access(_) | EventKind::Other) {
             return;
@@ -319,10 +343,18 @@ fn start_watch(
         if relevant {
             let _ = tx.send(ev);
         }
-    })?;
+    };
+    let mut watcher: Box<dyn notify::Watcher + Send> = match w.poll_interval_ms {
+        Some(ms) => Box::new(notify::PollWatcher::new(
+            handler,
+            notify::Config::default().with_poll_interval(Duration::from_millis(ms)),
+        )?),
+        None => Box::new(notify::recommended_watcher(handler)?),
+    };
+    let follow = w.follow_symlinks;
     let mut added = 0usize;
     for root in &w.paths {
-        add_tree(&mut watcher, root, &ignore, &base, &mut added);
+        add_tree(watcher.as_mut(), root, &ignore, &base, follow, &mut added);
     }
     if added == 0 {
         return Err(notify::Error::generic(&format!(
@@ -354,7 +386,7 @@ fn start_watch(
                 if matches!(ev.kind, EventKind::Create(_)) {
                     for p in &ev.paths {
                         if p.is_dir() {
-                            add_tree(&mut watcher, p, &ignore, &base, &mut 0);
+                            add_tree(watcher.as_mut(), p, &ignore, &base, follow, &mut 0);
                         }
                     }
                 }
@@ -372,15 +404,18 @@ fn start_watch(
     Ok(task.abort_handle())
 }
 
-/// Watches `root` and every folder under it that is not ignored (no symlinks followed).
+/// Watches `root` and every folder under it that is not ignored (symlinked folders only with
+/// `follow`, each real folder once, so a link loop ends).
 fn add_tree(
-    watcher: &mut notify::RecommendedWatcher,
+    watcher: &mut dyn notify::Watcher,
     root: &Path,
     ignore: &Ignore,
     base: &Path,
+    follow: bool,
     added: &mut usize,
 ) {
-    use notify::{RecursiveMode, Watcher};
+    use notify::RecursiveMode;
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         if *added >= MAX_WATCHED_DIRS {
@@ -392,6 +427,9 @@ fn add_tree(
         if dir != root && ignore.is_ignored(base, &dir) {
             continue;
         }
+        if follow && !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
+            continue;
+        }
         if watcher.watch(&dir, RecursiveMode::NonRecursive).is_err() {
             continue;
         }
@@ -400,7 +438,12 @@ fn add_tree(
             continue;
         };
         for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => follow && e.path().is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => false,
+            };
+            if is_dir {
                 stack.push(e.path());
             }
         }
