@@ -317,20 +317,10 @@ fn a_cluster_socket_short_of_fds_is_retried_until_fds_are_free() {
 #[test]
 fn ten_thousand_idle_api_connections_leave_ls_answering_and_memory_coming_back() {
     // The test holds 10,000 sockets: raise its own soft limit to the hard one.
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
+    let hard = raise_open_files_limit();
     assert!(
-        lim.rlim_max >= 10_200,
-        "this test needs a hard open-files limit of at least 10,200 (have {}; raise it with `ulimit -Hn`)",
-        lim.rlim_max
+        hard >= 10_200,
+        "this test needs a hard open-files limit of at least 10,200 (have {hard}; raise it with `ulimit -Hn`)"
     );
     let c = Cohort::new();
     c.ok(&["start", "sleep", "--name", "s", "--", "1000"]);

@@ -682,25 +682,10 @@ fn web_table_in_a_config_file() {
     );
 }
 
-/// Raises this test process's soft open-files limit to the hard one; returns the hard limit.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-    lim.rlim_max
-}
-
 #[test]
 fn web_listener_is_bounded_like_the_control_socket() {
     const IDLE: usize = 2_000;
-    let hard = raise_nofile();
+    let hard = raise_open_files_limit();
     assert!(
         hard >= IDLE as u64 + 200,
         "this test holds {IDLE} sockets: it needs a hard open-files limit of at least {} (have {hard}; raise it with `ulimit -Hn`)",

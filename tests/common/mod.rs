@@ -9,6 +9,7 @@
 //! - [`cluster`]: cluster-mode waits on `ls --json`.
 //! - [`deps`]: what scripts/setup installs (tools, npm packages); a test fails naming what is missing.
 //! - [`netns`]: run a test in a private network namespace (per-namespace sysctls stay out of the host).
+//! - [`raise_open_files_limit`]: a test that holds thousands of sockets lifts its own soft limit.
 #![allow(dead_code, unused_imports)]
 
 pub mod cleanup;
@@ -30,3 +31,19 @@ pub use load::*;
 pub use netns::*;
 pub use poll::*;
 pub use ports::*;
+
+/// Raises this test process's soft open-files limit to its hard one (for a test that holds
+/// thousands of sockets itself); returns the hard limit, which the test checks against its need.
+pub fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_max
+}

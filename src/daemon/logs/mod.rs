@@ -182,14 +182,7 @@ impl Sink {
                 &stamped
             }
         };
-        let n = bytes.iter().filter(|c| **c == b'\n').count() as u64;
-        let written = self.file.write_lines(bytes, n);
-        self.counts.add(n, written);
-        if written {
-            LINES_WRITTEN.fetch_add(n, Relaxed);
-        } else {
-            LINES_WRITE_ERRORS.fetch_add(n, Relaxed);
-        }
+        let n = self.write_through(bytes);
         if let Some(c) = &self.combined {
             c.write_lines(bytes, n);
         }
@@ -207,8 +200,9 @@ impl Sink {
             && Arc::strong_count(&self.file) == 1
     }
 
-    /// Writes `bytes` (whole lines and maybe half of one) to the file as they are.
-    fn write_through(&self, bytes: &[u8]) {
+    /// Writes `bytes` (whole lines and maybe half of one) to this stream's file as they are and
+    /// counts the lines (written or dropped); returns how many lines `bytes` ends.
+    fn write_through(&self, bytes: &[u8]) -> u64 {
         let n = bytes.iter().filter(|c| **c == b'\n').count() as u64;
         let written = self.file.write_lines(bytes, n);
         self.counts.add(n, written);
@@ -217,6 +211,7 @@ impl Sink {
         } else {
             LINES_WRITE_ERRORS.fetch_add(n, Relaxed);
         }
+        n
     }
 
     /// Sends whole `lines` to live followers.
