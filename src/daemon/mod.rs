@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api_server;
+pub mod balancer_status;
 pub mod contain;
 pub mod foreground;
 pub mod handover;

@@ -1,16 +1,9 @@
-//! Balancers' figures through the daemon: a plain HTTP/1.0 `GET /status` to each balancer's admin
-//! endpoint (loopback, chosen by the daemon), all at once, each bounded by a short deadline.
+//! Balancers' figures for /metrics: every balancer's `GET /status` at once (through
+//! [`crate::daemon::balancer_status`]), each bounded by a short deadline.
 
 use super::{BalancerScrape, BalancerStatus};
 use crate::api::ProcessInfo;
 use crate::daemon::supervisor::Handle;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// How long one balancer may take to answer before it counts as down for this scrape.
-const DEADLINE: Duration = Duration::from_millis(500);
-/// A status document larger than this is refused (a balancer has a few dozen upstreams).
-const MAX_BODY: usize = 1 << 20;
 
 /// Scrapes every balancer process among `processes`.
 pub async fn scrape_all(sup: &Handle, processes: &[ProcessInfo]) -> Vec<BalancerScrape> {
@@ -37,74 +30,7 @@ pub async fn scrape_all(sup: &Handle, processes: &[ProcessInfo]) -> Vec<Balancer
     futures_util::future::join_all(jobs).await
 }
 
-/// The whole status document of one balancer, as JSON (for the dashboard).
-pub async fn fetch_json(addr: &str) -> Result<serde_json::Value, String> {
-    let body = fetch(addr).await?;
-    serde_json::from_slice(&body).map_err(|e| format!("{addr}: the status is not JSON: {e}"))
-}
-
 async fn fetch_status(addr: &str) -> Result<BalancerStatus, String> {
-    let body = fetch(addr).await?;
+    let body = crate::daemon::balancer_status::fetch(addr).await?;
     serde_json::from_slice(&body).map_err(|e| format!("{addr}: unexpected status document: {e}"))
-}
-
-async fn fetch(addr: &str) -> Result<Vec<u8>, String> {
-    let get = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        s.write_all(b"GET /status HTTP/1.0\r\nHost: cohort\r\n\r\n")
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut buf = Vec::with_capacity(4096);
-        (&mut s)
-            .take(MAX_BODY as u64 + 4096)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        Ok::<_, String>(buf)
-    };
-    let raw = tokio::time::timeout(DEADLINE, get)
-        .await
-        .map_err(|_| format!("{addr}: no answer within {} ms", DEADLINE.as_millis()))??;
-    body_of(&raw).map(<[u8]>::to_vec)
-}
-
-/// The body of a 200 response, or why there is none.
-fn body_of(raw: &[u8]) -> Result<&[u8], String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "the headers are not text")?;
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("status {status:?} instead of 200"));
-    }
-    Ok(&raw[end + 4..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::body_of;
-
-    #[test]
-    fn bodies_of_answers() {
-        type Case<'a> = (&'a [u8], Result<&'a [u8], ()>);
-        let cases: [Case; 5] = [
-            (b"HTTP/1.0 200 OK\r\ncontent-type: x\r\n\r\n{}", Ok(b"{}")),
-            (b"HTTP/1.1 200 OK\r\n\r\n", Ok(b"")),
-            (b"HTTP/1.1 404 Not Found\r\n\r\n{}", Err(())),
-            (b"HTTP/1.1 200 OK\r\n", Err(())),
-            (b"", Err(())),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(
-                body_of(raw).map_err(|_| ()),
-                want,
-                "{:?}",
-                String::from_utf8_lossy(raw)
-            );
-        }
-    }
 }

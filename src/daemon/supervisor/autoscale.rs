@@ -481,7 +481,7 @@ impl Supervisor {
             let mut total = 0u32;
             let mut any = false;
             for addr in admins {
-                let Ok(doc) = crate::daemon::metrics::balancers::fetch_json(&addr).await else {
+                let Ok(doc) = crate::daemon::balancer_status::fetch_json(&addr).await else {
                     continue;
                 };
                 any = true;

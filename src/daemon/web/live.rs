@@ -72,7 +72,7 @@ async fn balancer_docs(ctx: &Ctx, list: &[crate::api::ProcessInfo]) -> Vec<serde
     let admins = crate::daemon::metrics::balancer_admins(&ctx.sup, list).await;
     let jobs = admins.into_iter().map(|(name, instance, admin)| async move {
         let status = match &admin {
-            Some(a) => crate::daemon::metrics::balancers::fetch_json(a).await.ok(),
+            Some(a) => crate::daemon::balancer_status::fetch_json(a).await.ok(),
             None => None,
         };
         serde_json::json!({"name": name, "instance": instance, "admin": admin, "status": status})
