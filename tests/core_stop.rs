@@ -94,18 +94,6 @@ fn kill_signal_flag_is_sent_first() {
     assert!(!c.log("term", "out").contains("cleanup"));
 }
 
-/// The pids of the children of `pid` (from /proc/<pid>/task/*/children).
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let s = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
 #[test]
 fn shell_app_with_background_child_leaves_no_orphan() {
     let c = Cohort::new();
@@ -122,7 +110,7 @@ fn shell_app_with_background_child_leaves_no_orphan() {
     let mut kids = Vec::new();
     assert!(
         wait_until(T, || {
-            kids = children(pid);
+            kids = children_of(pid);
             kids.len() == 2
         }),
         "expected two sleeps under sh {pid}, saw {kids:?}"

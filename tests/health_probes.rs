@@ -284,30 +284,11 @@ liveness = {{ exec = "sleep 47.25", interval = "300ms", timeout = "150ms", failu
     // No zombie left under the daemon.
     let daemon = c.daemon_pid().expect("the daemon runs");
     let zombies = wait_until(Duration::from_secs(5), || {
-        processes_of(daemon)
+        children_of(daemon)
             .iter()
             .all(|pid| stat(*pid).is_none_or(|(state, _)| state != 'Z'))
     });
     assert!(zombies, "zombies under the daemon");
-}
-
-/// The children of `parent` (from /proc/*/stat).
-fn processes_of(parent: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let after = s.rsplit_once(')')?.1.to_string();
-                    after.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }
 
 #[test]

@@ -86,10 +86,9 @@ fn names(c: &Cohort) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
-    require_root();
-    let c = Cohort::new();
+/// Starts app "web" (`sleep 1000`) with `SECRET_TOKEN=s3cret` in its environment and waits until
+/// it is online: the secret the tests look for where strangers must not see it.
+fn start_web_with_a_secret(c: &Cohort) {
     let started = c.run({
         let mut cmd = c.command(&["start", "sleep 1000", "--name", "web"]);
         cmd.env("SECRET_TOKEN", "s3cret");
@@ -97,6 +96,13 @@ fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
     });
     assert!(started.success(), "{}", started.stderr);
     c.wait_status("web", "online", T);
+}
+
+#[test]
+fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
+    require_root();
+    let c = Cohort::new();
+    start_web_with_a_secret(&c);
     c.ok(&["save"]);
     // Created private: folders 0700, files and sockets 0600.
     let h = &c.home;
@@ -155,13 +161,7 @@ fn home_is_private_and_strangers_read_nothing_and_control_nothing() {
 fn a_shared_group_gets_in_and_read_only_members_only_look() {
     require_root();
     let c = Cohort::new();
-    let started = c.run({
-        let mut cmd = c.command(&["start", "sleep 1000", "--name", "web"]);
-        cmd.env("SECRET_TOKEN", "s3cret");
-        cmd
-    });
-    assert!(started.success(), "{}", started.stderr);
-    c.wait_status("web", "online", T);
+    start_web_with_a_secret(&c);
     open_the_way(&c);
     let o = c.ok(&["access"]);
     assert!(

@@ -37,6 +37,18 @@ pub fn comm(pid: i32) -> String {
         .to_string()
 }
 
+/// The pids of the children of `pid` (from /proc/<pid>/task/*/children).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
 /// Sends `sig` to `pid` (a process the test started or saw in its own cohort).
 pub fn signal(pid: i32, sig: i32) {
     // SAFETY: plain kill(2) on a pid the test owns.
