@@ -261,7 +261,7 @@ fn an_adopted_process_that_exits_is_restarted_with_its_exit_status_unknown() {
     let c = Cohort::new();
     let flag = c.root().join("exit-now");
     let script = format!(
-        "while [ ! -e '{}' ]; do sleep 0.05; done; exit 3",
+        "while [ ! -e '{0}' ]; do sleep 0.05; done; rm -f '{0}'; exit 3",
         flag.display()
     );
     c.ok(&["start", "sh", "--name", "quitter", "--", "-c", &script]);
@@ -282,10 +282,23 @@ fn an_adopted_process_that_exits_is_restarted_with_its_exit_status_unknown() {
     poll("the adopted process is gone", T, || {
         (!alive(pid)).then_some(())
     });
-    let _ = std::fs::remove_file(&flag);
-    let again = poll("it is restarted", T, || {
+    // The script took the flag away before it exited: its replacement waits again, so exactly
+    // one exit is seen (a flag left behind made the replacement exit too: restarts 2..8).
+    assert!(
+        !flag.exists(),
+        "the script removes the flag before it exits"
+    );
+    let again = try_poll(T, || {
         let r = c.proc("quitter");
         (r["restarts"] == 1 && r["pid"].as_i64().is_some_and(|p| p != pid as i64)).then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not restarted within {T:?}: {}\nps: {}\ndaemon.log:\n{}",
+            c.proc("quitter"),
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+            std::fs::read_to_string(c.root().join("daemon.log")).unwrap_or_default()
+        )
     });
     assert_eq!(again["restart_reason"], "crash", "{again}");
     let d = c.cmd(&["describe", "quitter", "--json"]);
