@@ -273,8 +273,13 @@ fn h2_burst_is_capped_and_memory_comes_back() {
         &bad[..bad.len().min(10)],
         ended.elapsed()
     );
+    // /proc/net/tcp is read bucket by bucket while connections churn, not as one snapshot: a
+    // connection closed early in a read and the one opened in its place later in the same read
+    // are both counted (1,025 was seen once, on a loaded machine). The pool closes a socket
+    // before it gives its slot back (conn.rs), so the real count never passes 1,024; the slack
+    // covers the reading, and an uncapped balancer would open thousands here (100 × 200 streams).
     assert!(
-        max_upstream <= 1024,
+        max_upstream <= 1024 + 16,
         "upstream connections reached {max_upstream}"
     );
     assert!(ok > 0, "other clients got nothing through");
