@@ -1,0 +1,575 @@
+//! The unit `cohort startup systemd` writes, under a real systemd as PID 1: a rootful Podman
+//! container of the systemd image (containers_support::systemd: the offline base plus Debian's
+//! systemd 252), booted with `--systemd=always` (and, on a hybrid-cgroup host, the host's cgroup2
+//! tree so systemd and cohort use it as on the host). Inside, as the README says: `cohort startup`
+//! as root, `systemctl enable --now`, a cluster app and a fork app that logs, `cohort save`. Then
+//! what a user sees:
+//! - the daemon killed (`systemctl kill -s KILL --kill-who=main`): `Restart=` starts the next one,
+//!   which adopts every app (same pids, online, the same holder); requests made all the while from
+//!   inside the container never fail; the app's log goes on;
+//! - `systemctl stop`: `ExecStop=cohort kill --exec-stop` stops the apps with their kill_signal;
+//!   nothing is left in the unit's cgroup or the container;
+//! - `systemctl start`: the unit's `ExecStartPost=cohort resurrect` brings the saved apps back;
+//! - `systemctl restart`: the apps are stopped gracefully and resurrected (new pids), as
+//!   docs/startup.md says;
+//! - `cohort kill` by hand: a clean exit, not restarted; `ExecStop` then runs without $MAINPID and
+//!   does nothing.
+
+mod containers_support;
+
+use containers_support::cleanup::Engine;
+use containers_support::image::strip_cohort_to;
+use containers_support::systemd::CgroupLayout;
+use containers_support::systemd::{cgroup_layout, systemd_image, systemd_run_opts, wait_for_boot};
+use containers_support::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const UNIT: &str = "cohort-root.service";
+const PORT: u16 = 3000;
+
+/// Cluster app: answers `web <pid>`.
+const WEB_JS: &str = r#"
+const http = require('http');
+http.createServer((req, res) => res.end(`web ${process.pid}\n`)).listen(Number(process.env.PORT));
+"#;
+
+/// Fork app: a numbered line every 20 ms; a line on SIGINT (cohort's default kill_signal), so a
+/// stop by cohort (not by systemd's SIGTERM) shows in its log.
+const TICKER_JS: &str = r#"
+let n = 0;
+setInterval(() => console.log(`tick ${++n}`), 20);
+process.on('SIGINT', () => { console.log('ticker: SIGINT, exiting'); process.exit(0); });
+"#;
+
+/// `node poll.js PORT DIR`: GET / on a new connection after another until DIR/stop exists; writes
+/// DIR/progress ("ok failed") as it goes and DIR/done (JSON: ok, failed, the first errors, the
+/// pids that answered) at the end.
+const POLL_JS: &str = r#"
+const http = require('http'), fs = require('fs');
+const port = Number(process.argv[2]), dir = process.argv[3];
+let ok = 0, failed = 0; const errors = [], pids = new Set();
+function one() {
+  if (fs.existsSync(dir + '/stop')) {
+    fs.writeFileSync(dir + '/done', JSON.stringify({ ok, failed, errors: errors.slice(0, 10), pids: [...pids] }));
+    return;
+  }
+  let settled = false;
+  const end = (good, why) => {
+    if (settled) return; settled = true;
+    if (good) ok++; else { failed++; errors.push(why); }
+    if ((ok + failed) % 10 === 0) fs.writeFileSync(dir + '/progress', `${ok} ${failed}`);
+    setImmediate(one);
+  };
+  const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000 }, res => {
+    let body = '';
+    res.on('data', c => body += c);
+    res.on('end', () => {
+      const m = /^web (\d+)/.exec(body);
+      if (m) pids.add(Number(m[1]));
+      end(res.statusCode === 200 && m !== null, `status ${res.statusCode}: ${body}`);
+    });
+    res.on('error', e => end(false, e.message));
+  });
+  req.on('timeout', () => req.destroy(new Error('timeout')));
+  req.on('error', e => end(false, e.message));
+}
+fs.mkdirSync(dir, { recursive: true });
+one();
+"#;
+
+/// `node get.js PORT`: one GET /, prints "STATUS BODY".
+const GET_JS: &str = r#"
+require('http').get({ host: '127.0.0.1', port: Number(process.argv[2]), path: '/' }, res => {
+  let b = ''; res.on('data', c => b += c); res.on('end', () => console.log(`${res.statusCode} ${b.trim()}`));
+}).on('error', e => { console.log(`error ${e.message}`); process.exit(1); });
+"#;
+
+fn sh(container: &str, script: &str) -> Out {
+    podman(&["exec", container, "sh", "-c", script])
+}
+
+fn sh_ok(container: &str, script: &str) -> String {
+    let out = sh(container, script);
+    assert!(
+        out.ok(),
+        "in {container}: {script}: exit {:?}\n{}{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+#[derive(Debug, Default, Clone)]
+struct UnitState {
+    main_pid: u32,
+    active: String,
+    sub: String,
+    result: String,
+    restarts: u32,
+}
+
+fn unit_state(container: &str) -> UnitState {
+    let out = sh_ok(
+        container,
+        &format!(
+            "systemctl show -p MainPID -p ActiveState -p SubState -p Result -p NRestarts {UNIT}"
+        ),
+    );
+    let mut s = UnitState::default();
+    for line in out.lines() {
+        match line.split_once('=') {
+            Some(("MainPID", v)) => s.main_pid = v.parse().unwrap_or(0),
+            Some(("ActiveState", v)) => s.active = v.into(),
+            Some(("SubState", v)) => s.sub = v.into(),
+            Some(("Result", v)) => s.result = v.into(),
+            Some(("NRestarts", v)) => s.restarts = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    s
+}
+
+fn wait_unit(container: &str, what: &str, cond: impl Fn(&UnitState) -> bool) -> UnitState {
+    let mut last = UnitState::default();
+    let ok = wait_until(Duration::from_secs(40), || {
+        last = unit_state(container);
+        cond(&last)
+    });
+    assert!(ok, "{UNIT}: {what}; last {last:?}\n{}", journal(container));
+    last
+}
+
+fn journal(container: &str) -> String {
+    sh(
+        container,
+        &format!("journalctl -u {UNIT} --no-pager -o short-precise"),
+    )
+    .stdout
+}
+
+/// What the unit's processes printed (its journal without systemd's own lines).
+fn unit_output(container: &str) -> String {
+    sh(
+        container,
+        &format!("journalctl -u {UNIT} --no-pager -o cat"),
+    )
+    .stdout
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Proc {
+    name: String,
+    instance: u64,
+    pid: u32,
+    status: String,
+    ready: bool,
+}
+
+/// `cohort ls --json` inside (only while the unit's daemon runs: a CLI finding no daemon would
+/// start one outside the unit).
+fn ls(container: &str) -> Vec<Proc> {
+    let json = sh_ok(container, "cohort ls --json");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("cohort ls --json: {e}: {json}"));
+    let mut procs: Vec<Proc> = rows
+        .iter()
+        .map(|r| Proc {
+            name: r["name"].as_str().unwrap_or_default().into(),
+            instance: r["instance"].as_u64().unwrap_or_default(),
+            pid: r["pid"].as_u64().unwrap_or_default() as u32,
+            status: r["status"].as_str().unwrap_or_default().into(),
+            ready: r["ready"].as_bool().unwrap_or(false),
+        })
+        .collect();
+    procs.sort();
+    procs
+}
+
+/// Waits for web:0, web:1 and ticker to be online and ready.
+fn wait_apps_online(container: &str) -> Vec<Proc> {
+    let mut procs = Vec::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        procs = ls(container);
+        procs.len() == 3
+            && procs
+                .iter()
+                .all(|p| p.status == "online" && p.ready && p.pid > 0)
+    });
+    assert!(ok, "three processes online and ready: {procs:?}");
+    procs
+}
+
+fn pids(procs: &[Proc]) -> BTreeSet<u32> {
+    procs.iter().map(|p| p.pid).collect()
+}
+
+/// Every process of the container: (pid, command line).
+fn container_processes(container: &str) -> Vec<(u32, String)> {
+    let out = sh_ok(
+        container,
+        "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) && [ -n \"$c\" ] && echo \"${p#/proc/} $c\"; done; true",
+    );
+    parse_processes(&out)
+}
+
+/// The processes in the unit's cgroup (and its children: cohort's cells).
+fn unit_processes(container: &str) -> Vec<(u32, String)> {
+    let out = sh_ok(
+        container,
+        &format!(
+            "cg=$(systemctl show -p ControlGroup --value {UNIT}); [ -n \"$cg\" ] || exit 0
+             for d in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
+               if [ -d \"$d$cg\" ]; then find \"$d$cg\" -name cgroup.procs -exec cat {{}} +; break; fi
+             done | sort -un | while read p; do echo \"$p $(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\"; done"
+        ),
+    );
+    parse_processes(&out)
+}
+
+fn parse_processes(out: &str) -> Vec<(u32, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let (pid, cmd) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, cmd.trim().to_string()))
+        })
+        .collect()
+}
+
+fn holder_pid(container: &str) -> Option<u32> {
+    unit_processes(container)
+        .into_iter()
+        .find(|(_, c)| c.contains("daemon --holder"))
+        .map(|p| p.0)
+}
+
+/// The ticker's log: the numbers of its `tick N` lines, and how often it printed its SIGINT line.
+fn ticker_log(container: &str) -> (Vec<u64>, usize) {
+    let log = sh(container, "cat /root/.cohort/logs/ticker-0-out.log").stdout;
+    let ticks = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+        .collect();
+    (ticks, log.matches("ticker: SIGINT, exiting").count())
+}
+
+fn get(container: &str) -> String {
+    sh(container, &format!("node /srv/app/get.js {PORT}"))
+        .stdout
+        .trim()
+        .to_string()
+}
+
+/// The poller's (ok, failed) so far.
+fn poll_progress(container: &str) -> (u64, u64) {
+    let p = sh(container, "cat /srv/app/poll/progress 2>/dev/null").stdout;
+    let mut w = p.split_whitespace().map(|x| x.parse().unwrap_or(0));
+    (w.next().unwrap_or(0), w.next().unwrap_or(0))
+}
+
+fn write_app(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for (file, text) in [
+        ("web.js", WEB_JS),
+        ("ticker.js", TICKER_JS),
+        ("poll.js", POLL_JS),
+        ("get.js", GET_JS),
+    ] {
+        std::fs::write(dir.join(file), text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+/// The whole life of the unit under systemd 252 as PID 1 (see the top of this file).
+#[test]
+fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_request() {
+    let began = Instant::now();
+    let mut engine = Engine::new("systemd");
+    let image = systemd_image();
+    let layout =
+        cgroup_layout(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let name = tag("systemd");
+    let files = work_dir().join(tag("systemd-files"));
+    engine.paths.push(files.clone());
+    write_app(&files.join("app"));
+    strip_cohort_to(&files.join("cohort"));
+
+    let mut args: Vec<String> = ["run", "--detach", "--name", &name, "--network=none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(systemd_run_opts(layout));
+    args.extend([image.to_string(), "/sbin/init".to_string()]);
+    engine.containers.push(name.clone());
+    let booting = Instant::now();
+    podman_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let state = wait_for_boot(&name, Duration::from_secs(60));
+    eprintln!(
+        "[systemd] cgroups {layout:?}: booted ({state}) in {:.2} s",
+        booting.elapsed().as_secs_f64()
+    );
+    podman_ok(&[
+        "cp",
+        &files.join("cohort").to_string_lossy(),
+        &format!("{name}:/usr/local/bin/cohort"),
+    ]);
+    podman_ok(&[
+        "cp",
+        &files.join("app").to_string_lossy(),
+        &format!("{name}:/srv/app"),
+    ]);
+
+    // As the README says: `sudo cohort startup` (root: the unit runs the daemon as root).
+    let installed = sh_ok(&name, "cd /root && cohort startup");
+    assert!(
+        installed.contains("wrote /etc/systemd/system/cohort-root.service")
+            && installed.contains("enabled cohort-root.service"),
+        "{installed}"
+    );
+    sh_ok(&name, &format!("systemctl enable --now {UNIT}"));
+    let props = sh_ok(
+        &name,
+        &format!("systemctl show -p Type -p KillMode -p Restart {UNIT}"),
+    );
+    for want in ["Type=notify", "KillMode=process", "Restart=on-failure"] {
+        assert!(props.lines().any(|l| l == want), "{want} in {props}");
+    }
+    let first = wait_unit(&name, "running", |s| s.sub == "running");
+    sh_ok(
+        &name,
+        &format!(
+            "cd /srv/app && PORT={PORT} cohort start web.js -i 2 --name web && cohort start ticker.js --name ticker && cohort save"
+        ),
+    );
+    let before = wait_apps_online(&name);
+    assert!(get(&name).starts_with("200 web "), "{}", get(&name));
+    let unit_pids: BTreeSet<u32> = unit_processes(&name).iter().map(|p| p.0).collect();
+    let holder = holder_pid(&name).expect("cohort's holder runs in the unit's cgroup");
+    assert!(
+        pids(&before)
+            .iter()
+            .chain([&first.main_pid, &holder])
+            .all(|p| unit_pids.contains(p)),
+        "the daemon, holder and apps are in {UNIT}'s cgroup: {unit_pids:?} {before:?}"
+    );
+    if layout != CgroupLayout::Legacy {
+        // cohort's cells (a cgroup per run) live below the unit's cgroup.
+        let cg = sh_ok(
+            &name,
+            &format!("systemctl show -p ControlGroup --value {UNIT}"),
+        );
+        for p in &before {
+            let own = sh_ok(&name, &format!("grep '^0::' /proc/{}/cgroup", p.pid));
+            assert!(
+                own.trim().starts_with(&format!("0::{}/cohort-", cg.trim())),
+                "{}:{} in a cell below the unit: {own}",
+                p.name,
+                p.instance
+            );
+        }
+    }
+
+    // 1. The daemon killed: systemd restarts it, it adopts the apps; requests never fail.
+    sh_ok(&name, "rm -rf /srv/app/poll");
+    podman_ok(&[
+        "exec",
+        "--detach",
+        &name,
+        "node",
+        "/srv/app/poll.js",
+        &PORT.to_string(),
+        "/srv/app/poll",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(20), || poll_progress(&name).0 >= 50),
+        "the poller runs: {:?}",
+        poll_progress(&name)
+    );
+    let (ticks_before, _) = ticker_log(&name);
+    let killed = Instant::now();
+    sh_ok(
+        &name,
+        &format!("systemctl kill -s KILL --kill-who=main {UNIT}"),
+    );
+    let second = wait_unit(&name, "restarted after the kill", |s| {
+        s.restarts == 1 && s.sub == "running" && s.main_pid != 0 && s.main_pid != first.main_pid
+    });
+    let back_s = killed.elapsed().as_secs_f64();
+    let at_restart = poll_progress(&name);
+    let after = wait_apps_online(&name);
+    assert_eq!(
+        pids(&after),
+        pids(&before),
+        "the same processes after the daemon's kill: {before:?} → {after:?}"
+    );
+    assert_eq!(holder_pid(&name), Some(holder), "the same holder");
+    assert!(
+        wait_until(Duration::from_secs(20), || poll_progress(&name).0
+            >= at_restart.0 + 100),
+        "the poller goes on after the restart: {:?}",
+        poll_progress(&name)
+    );
+    sh_ok(&name, "touch /srv/app/poll/stop");
+    let mut done = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            done = sh(&name, "cat /srv/app/poll/done 2>/dev/null").stdout;
+            !done.is_empty()
+        }),
+        "the poller finished"
+    );
+    let polled: serde_json::Value =
+        serde_json::from_str(done.trim()).unwrap_or_else(|e| panic!("poll result {done}: {e}"));
+    let answered: BTreeSet<u32> = polled["pids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64())
+                .map(|p| p as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ticks_after = Vec::new();
+    let at = *ticks_before.last().unwrap_or(&0);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            ticks_after = ticker_log(&name).0;
+            ticks_after.last().is_some_and(|t| *t >= at + 100)
+        }),
+        "the ticker's log goes on after the kill (last tick before {at}, now {:?})",
+        ticks_after.last()
+    );
+    let lost: Vec<u64> = (1..=*ticks_after.last().unwrap_or(&0))
+        .filter(|n| !ticks_after.contains(n))
+        .collect();
+    eprintln!(
+        "[systemd] daemon kill -9: MainPID {} → {} back in {back_s:.2} s; pids {:?} → {:?}, holder {holder}; \
+         requests {} ok, {} failed (answered by {answered:?}); ticker lines missing: {lost:?}",
+        first.main_pid,
+        second.main_pid,
+        pids(&before),
+        pids(&after),
+        polled["ok"],
+        polled["failed"],
+    );
+    assert_eq!(
+        polled["failed"].as_u64(),
+        Some(0),
+        "no failed request: {polled}"
+    );
+    assert!(
+        answered.len() == 2 && answered.is_subset(&pids(&before)),
+        "both workers answered: {answered:?}"
+    );
+    assert!(
+        lost.is_empty(),
+        "every ticker line is in its log: missing {lost:?}"
+    );
+    let output = unit_output(&name);
+    for line in [
+        "cohort: the previous daemon died; adopting 3 running processes from the holder",
+        "already running, left as they are: ticker, web",
+    ] {
+        assert!(
+            output.contains(line),
+            "{line:?} in the unit's output:\n{output}"
+        );
+    }
+
+    // 2. `systemctl stop`: ExecStop stops the apps (with their kill_signal); nothing is left.
+    let everyone: BTreeSet<u32> = pids(&after)
+        .into_iter()
+        .chain([holder, second.main_pid])
+        .collect();
+    let stopping = Instant::now();
+    sh_ok(&name, &format!("systemctl stop {UNIT}"));
+    let stop_s = stopping.elapsed().as_secs_f64();
+    let stopped = unit_state(&name);
+    assert!(
+        stopped.active == "inactive" && stopped.result == "success",
+        "{stopped:?}\n{}",
+        journal(&name)
+    );
+    assert_eq!(
+        unit_processes(&name),
+        [],
+        "nothing left in the unit's cgroup"
+    );
+    let left: Vec<(u32, String)> = container_processes(&name)
+        .into_iter()
+        .filter(|(p, c)| everyone.contains(p) || c.contains("/srv/app/") || c.contains("cohort"))
+        .collect();
+    assert_eq!(left, [], "no app, holder or daemon left in the container");
+    assert_eq!(
+        ticker_log(&name).1,
+        1,
+        "the ticker got its kill_signal (SIGINT) from cohort"
+    );
+    let output = unit_output(&name);
+    assert!(
+        output.contains(&format!("daemon stopped (pid {})", second.main_pid)),
+        "ExecStop's `cohort kill` stopped the daemon:\n{output}"
+    );
+    eprintln!(
+        "[systemd] systemctl stop: {stop_s:.2} s; {} processes gone",
+        everyone.len()
+    );
+
+    // 3. `systemctl start`: ExecStartPost resurrects the saved apps.
+    sh_ok(&name, &format!("systemctl start {UNIT}"));
+    let third = wait_unit(&name, "running again", |s| s.sub == "running");
+    let resurrected = wait_apps_online(&name);
+    assert!(
+        pids(&resurrected).is_disjoint(&everyone),
+        "new processes: {resurrected:?}"
+    );
+    assert!(get(&name).starts_with("200 web "), "{}", get(&name));
+    assert!(
+        unit_output(&name).contains("resurrected: ticker, web"),
+        "{}",
+        unit_output(&name)
+    );
+
+    // 4. `systemctl restart`: the apps are stopped gracefully and resurrected (docs/startup.md).
+    let restarting = Instant::now();
+    sh_ok(&name, &format!("systemctl restart {UNIT}"));
+    let fourth = wait_unit(&name, "running after restart", |s| {
+        s.sub == "running" && s.main_pid != third.main_pid
+    });
+    let restarted = wait_apps_online(&name);
+    let restart_s = restarting.elapsed().as_secs_f64();
+    assert!(
+        pids(&restarted).is_disjoint(&pids(&resurrected)),
+        "restart stops and resurrects: {resurrected:?} → {restarted:?}"
+    );
+    assert_eq!(
+        ticker_log(&name).1,
+        2,
+        "the ticker was stopped by cohort again"
+    );
+    assert!(get(&name).starts_with("200 web "), "{}", get(&name));
+    eprintln!(
+        "[systemd] systemctl restart: MainPID {} → {}, pids {:?} → {:?}, apps online in {restart_s:.2} s",
+        third.main_pid,
+        fourth.main_pid,
+        pids(&resurrected),
+        pids(&restarted)
+    );
+
+    // 5. `cohort kill` by hand: a clean exit, not restarted; ExecStop runs without $MAINPID.
+    sh_ok(&name, "cohort kill");
+    let last = wait_unit(&name, "inactive after cohort kill", |s| {
+        s.active == "inactive"
+    });
+    assert_eq!(last.result, "success", "{last:?}");
+    assert!(
+        unit_output(&name).contains("the daemon already exited"),
+        "ExecStop without $MAINPID did nothing:\n{}",
+        unit_output(&name)
+    );
+    assert_eq!(unit_processes(&name), [], "nothing left after cohort kill");
+    eprintln!(
+        "[systemd] whole test: {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+}
