@@ -64,8 +64,9 @@ RestartSec=2
 # `mixed` or the default `control-group` would SIGKILL them all on that restart.
 KillMode=process
 # A requested stop or restart (`systemctl stop/restart`) stops every app gracefully, in order,
-# with its kill_signal and kill_timeout, then the daemon. systemd runs ExecStop= also after the
-# daemon died on its own, but then leaves $MAINPID unset: `--exec-stop` does nothing in that case.
+# with its kill_signal and kill_timeout, then the daemon. When ExecStop= runs after the daemon
+# exited on its own (systemd 252: after a clean exit, not after a crash), $MAINPID is unset and
+# `--exec-stop` does nothing.
 ExecStop={exe} kill --exec-stop
 # Longer than the slowest saved app's kill_timeout plus a margin, so the daemon finishes first.
 TimeoutStopSec={timeout}
