@@ -5,8 +5,9 @@
 //! as root, `systemctl enable --now`, a cluster app and a fork app that logs, `cohort save`. Then
 //! what a user sees:
 //! - the daemon killed (`systemctl kill -s KILL --kill-who=main`): `Restart=` starts the next one,
-//!   which adopts every app (same pids, online, the same holder); requests made all the while from
-//!   inside the container never fail; the app's log goes on;
+//!   which adopts every app (same pids, online, the same holder, uptimes going on); requests made
+//!   all the while from inside the container never fail; the app's log goes on; a `cohort` command
+//!   run meanwhile waits for the unit's daemon instead of starting its own;
 //! - `systemctl stop`: `ExecStop=cohort kill --exec-stop` stops the apps with their kill_signal;
 //!   nothing is left in the unit's cgroup or the container;
 //! - `systemctl start`: the unit's `ExecStartPost=cohort resurrect` brings the saved apps back;
@@ -329,6 +330,8 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         "{installed}"
     );
     sh_ok(&name, &format!("systemctl enable --now {UNIT}"));
+    let marker = sh_ok(&name, "cat /root/.cohort/systemd.unit");
+    assert_eq!(marker.trim(), UNIT, "the daemon names its unit in its home");
     let props = sh_ok(
         &name,
         &format!("systemctl show -p Type -p KillMode -p Restart {UNIT}"),
@@ -394,10 +397,24 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         &name,
         &format!("systemctl kill -s KILL --kill-who=main {UNIT}"),
     );
+    // A command run while Restart= waits (RestartSec=2) waits for the unit's next daemon rather
+    // than starting one of its own (which would take the home from the unit's).
+    let pong = sh(&name, "cohort ping");
     let second = wait_unit(&name, "restarted after the kill", |s| {
         s.restarts == 1 && s.sub == "running" && s.main_pid != 0 && s.main_pid != first.main_pid
     });
     let back_s = killed.elapsed().as_secs_f64();
+    assert!(
+        pong.ok()
+            && pong
+                .stderr
+                .contains(&format!("waiting for {UNIT} to bring the daemon back"))
+            && pong.stdout.contains(&format!(" pid {} ", second.main_pid)),
+        "`cohort ping` during the restart waited for the unit's daemon {}: {}{}",
+        second.main_pid,
+        pong.stdout,
+        pong.stderr
+    );
     let at_restart = poll_progress(&name);
     let after = wait_apps_online(&name);
     assert_eq!(
