@@ -14,7 +14,8 @@
 //! - `systemctl restart`: the apps are stopped gracefully and resurrected (new pids), as
 //!   docs/startup.md says;
 //! - `cohort kill` by hand: a clean exit, not restarted; `ExecStop` then runs without $MAINPID and
-//!   does nothing.
+//!   does nothing;
+//! - a daemon started by a script inside another service names no unit (it is not its main process).
 
 mod containers_support;
 
@@ -611,6 +612,28 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         "ExecStop ran once without $MAINPID, after this clean exit, and did nothing:\n{output}"
     );
     assert_eq!(unit_processes(&name), [], "nothing left after cohort kill");
+
+    // 6. A daemon started by a script inside some other service is not that service's main
+    // process: it names no unit, so commands never wait for that service.
+    sh_ok(
+        &name,
+        "systemd-run --quiet --unit=script.service --setenv=COHORT_HOME=/tmp/other-home \
+         sh -c 'cohort daemon & wait'",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || sh(
+            &name,
+            "test -S /tmp/other-home/cohort.sock && test -s /tmp/other-home/daemon.pid"
+        )
+        .ok()),
+        "the script's daemon runs:\n{}",
+        sh(&name, "journalctl -u script.service --no-pager").stdout
+    );
+    assert!(
+        !sh(&name, "test -e /tmp/other-home/systemd.unit").ok(),
+        "a daemon that is not its service's main process names no unit"
+    );
+    sh_ok(&name, "systemctl stop script.service");
     eprintln!(
         "[systemd] whole test: {:.1} s",
         began.elapsed().as_secs_f64()

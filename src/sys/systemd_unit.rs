@@ -6,11 +6,30 @@
 
 use std::process::{Command, Stdio};
 
-/// The service whose cgroup this process is in, when a service manager started it as a service
-/// (`INVOCATION_ID` is set for those): `cohort-alice.service`.
+/// The service this process is the main process of (`cohort-alice.service`): systemd started it
+/// as a service (`INVOCATION_ID` is set for those), its cgroup is the service's, and the service's
+/// `MainPID` is this process. A process started by a script inside some other service inherits
+/// the first two, not the third.
 pub fn own_service() -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
-    service_of(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
+    let unit = service_of(&std::fs::read_to_string("/proc/self/cgroup").ok()?)?;
+    (main_pid(&unit)? == std::process::id()).then_some(unit)
+}
+
+/// `systemctl show -p MainPID --value UNIT`: the unit's main process (0 when it has none).
+fn main_pid(unit: &str) -> Option<u32> {
+    let out = systemctl(&["show", "-p", "MainPID", "--value", "--", unit])?;
+    out.trim().parse().ok()
+}
+
+fn systemctl(args: &[&str]) -> Option<String> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `.service` a `/proc/PID/cgroup` text places the process in: the last component that names
@@ -43,14 +62,9 @@ pub fn comes_back(active_state: &str) -> bool {
 
 /// `systemctl is-active UNIT`: the unit's ActiveState, or None when systemctl cannot say.
 pub fn active_state(unit: &str) -> Option<String> {
-    let out = Command::new("systemctl")
-        .args(["is-active", "--", unit])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!state.is_empty()).then_some(state)
+    let out = systemctl(&["is-active", "--", unit])?;
+    let state = out.trim();
+    (!state.is_empty()).then(|| state.to_string())
 }
 
 #[cfg(test)]
