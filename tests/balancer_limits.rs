@@ -388,16 +388,32 @@ fn per_ip_connection_limit() {
         "--max-conns-per-ip",
         "2",
     ]);
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+    // Two keep-alive connections, each answered once, so the balancer has counted both. (Idle
+    // connections raced wait_port's probe: while the balancer had not yet seen the probe close,
+    // it still counted it and refused both with 503, and the test then saw only 200s.)
+    let held: Vec<common::http::Conn> = (0..2)
+        .map(|_| {
+            common::poll(
+                "a connection answered with 200",
+                Duration::from_secs(5),
+                || {
+                    let mut c = common::http::Conn::open(port).ok()?;
+                    (c.get("/held", true).ok()?.status == 200).then_some(c)
+                },
+            )
+        })
         .collect();
-    // The balancer counts a connection once it accepted it: poll until the third is refused.
+    // Counted while they are open: the next connection is refused.
     let mut seen = Vec::new();
     let refused = wait_until(Duration::from_secs(5), || {
         seen.push(get(port, "/x"));
         seen.last() == Some(&503)
     });
-    assert!(refused, "statuses seen: {seen:?}");
+    assert!(
+        refused,
+        "statuses seen: {seen:?}\nsockets on :{port}:\n{}",
+        common::ports::sockets_on(port)
+    );
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || get(port, "/x") == 200));
 }

@@ -116,3 +116,17 @@ pub fn free_port_run(n: u16) -> u16 {
     }
     panic!("no run of {n} consecutive free TCP ports")
 }
+
+/// What the kernel shows listening on `port` and connected to it (`ss`, with owning processes),
+/// for failure messages of tests where connections went somewhere unexpected.
+#[allow(dead_code)]
+pub fn sockets_on(port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-Htanp", &format!("( sport = :{port} or dport = :{port} )")])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(cannot run ss: {e}; install iproute2: scripts/setup)"),
+    }
+}
