@@ -1,9 +1,9 @@
-//! The unit `cohort startup systemd` writes, under a real systemd as PID 1: a rootful Podman
-//! container of the systemd image (containers_support::systemd: the offline base plus Debian's
-//! systemd 252), booted with `--systemd=always` (and, on a hybrid-cgroup host, the host's cgroup2
-//! tree so systemd and cohort use it as on the host). Inside, as the README says: `cohort startup`
-//! as root, `systemctl enable --now`, a cluster app and a fork app that logs, `cohort save`. Then
-//! what a user sees:
+//! The unit `cohort startup systemd` writes, for root and for a user (`-u node`), under a real
+//! systemd as PID 1: a rootful Podman container of the systemd image (containers_support::systemd:
+//! the offline base plus Debian's systemd 252), booted with `--systemd=always` (and, on a
+//! hybrid-cgroup host, the host's cgroup2 tree so systemd and cohort use it as on the host).
+//! Inside, as the README says: `cohort startup` as root, `systemctl enable --now`, a cluster app
+//! and a fork app that logs, `cohort save` (as the unit's user). Then what a user sees:
 //! - the daemon killed (`systemctl kill -s KILL --kill-who=main`): `Restart=` starts the next one,
 //!   which adopts every app (same pids, online, the same holder, uptimes going on); requests made
 //!   all the while from inside the container never fail; the app's log goes on; a `cohort` command
@@ -27,8 +27,46 @@ use containers_support::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-const UNIT: &str = "cohort-root.service";
 const PORT: u16 = 3000;
+
+/// One container with systemd, and the user whose unit `cohort startup` installed in it.
+struct Target {
+    /// The container's name.
+    c: String,
+    user: &'static str,
+    /// `cohort-USER.service`.
+    unit: String,
+    /// The user's COHORT_HOME (`~/.cohort`).
+    home: String,
+}
+
+impl Target {
+    /// Runs `script` (with `cohort` commands) in /srv/app as the unit's user, as they would.
+    fn cohort(&self, script: &str) -> Out {
+        let script = format!("cd /srv/app && {script}");
+        if self.user == "root" {
+            return sh(&self.c, &script);
+        }
+        let home = format!("HOME=/home/{}", self.user);
+        podman(&[
+            "exec", &self.c, "runuser", "-u", self.user, "--", "env", &home, "sh", "-c", &script,
+        ])
+    }
+
+    fn cohort_ok(&self, script: &str) -> String {
+        let out = self.cohort(script);
+        assert!(
+            out.ok(),
+            "in {} as {}: {script}: exit {:?}\n{}{}",
+            self.c,
+            self.user,
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+}
 
 /// Cluster app: answers `web <pid>`.
 const WEB_JS: &str = r#"
@@ -112,11 +150,12 @@ struct UnitState {
     restarts: u32,
 }
 
-fn unit_state(container: &str) -> UnitState {
+fn unit_state(t: &Target) -> UnitState {
     let out = sh_ok(
-        container,
+        &t.c,
         &format!(
-            "systemctl show -p MainPID -p ActiveState -p SubState -p Result -p NRestarts {UNIT}"
+            "systemctl show -p MainPID -p ActiveState -p SubState -p Result -p NRestarts {}",
+            t.unit
         ),
     );
     let mut s = UnitState::default();
@@ -133,31 +172,24 @@ fn unit_state(container: &str) -> UnitState {
     s
 }
 
-fn wait_unit(container: &str, what: &str, cond: impl Fn(&UnitState) -> bool) -> UnitState {
+fn wait_unit(t: &Target, what: &str, cond: impl Fn(&UnitState) -> bool) -> UnitState {
     let mut last = UnitState::default();
     let ok = wait_until(Duration::from_secs(40), || {
-        last = unit_state(container);
+        last = unit_state(t);
         cond(&last)
     });
-    assert!(ok, "{UNIT}: {what}; last {last:?}\n{}", journal(container));
+    assert!(ok, "{}: {what}; last {last:?}\n{}", t.unit, journal(t));
     last
 }
 
-fn journal(container: &str) -> String {
-    sh(
-        container,
-        &format!("journalctl -u {UNIT} --no-pager -o short-precise"),
-    )
-    .stdout
+fn journal(t: &Target) -> String {
+    let cmd = format!("journalctl -u {} --no-pager -o short-precise", t.unit);
+    sh(&t.c, &cmd).stdout
 }
 
-/// What the unit's processes printed (its journal without systemd's own lines).
-fn unit_output(container: &str) -> String {
-    sh(
-        container,
-        &format!("journalctl -u {UNIT} --no-pager -o cat"),
-    )
-    .stdout
+/// What the unit's processes printed.
+fn unit_output(t: &Target) -> String {
+    sh(&t.c, &format!("journalctl -u {} --no-pager -o cat", t.unit)).stdout
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,8 +204,8 @@ struct Proc {
 
 /// `cohort ls --json` inside (only while the unit's daemon runs: a CLI finding no daemon would
 /// start one outside the unit).
-fn ls(container: &str) -> Vec<Proc> {
-    let json = sh_ok(container, "cohort ls --json");
+fn ls(t: &Target) -> Vec<Proc> {
+    let json = t.cohort_ok("cohort ls --json");
     let rows: Vec<serde_json::Value> = serde_json::from_str(json.trim())
         .unwrap_or_else(|e| panic!("cohort ls --json: {e}: {json}"));
     let mut procs: Vec<Proc> = rows
@@ -192,10 +224,10 @@ fn ls(container: &str) -> Vec<Proc> {
 }
 
 /// Waits for web:0, web:1 and ticker to be online and ready.
-fn wait_apps_online(container: &str) -> Vec<Proc> {
+fn wait_apps_online(t: &Target) -> Vec<Proc> {
     let mut procs = Vec::new();
     let ok = wait_until(Duration::from_secs(30), || {
-        procs = ls(container);
+        procs = ls(t);
         procs.len() == 3
             && procs
                 .iter()
@@ -219,14 +251,15 @@ fn container_processes(container: &str) -> Vec<(u32, String)> {
 }
 
 /// The processes in the unit's cgroup (and its children: cohort's cells).
-fn unit_processes(container: &str) -> Vec<(u32, String)> {
+fn unit_processes(t: &Target) -> Vec<(u32, String)> {
     let out = sh_ok(
-        container,
+        &t.c,
         &format!(
-            "cg=$(systemctl show -p ControlGroup --value {UNIT}); [ -n \"$cg\" ] || exit 0
+            "cg=$(systemctl show -p ControlGroup --value {}); [ -n \"$cg\" ] || exit 0
              for d in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
                if [ -d \"$d$cg\" ]; then find \"$d$cg\" -name cgroup.procs -exec cat {{}} +; break; fi
-             done | sort -un | while read p; do echo \"$p $(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\"; done"
+             done | sort -un | while read p; do echo \"$p $(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\"; done",
+            t.unit
         ),
     );
     parse_processes(&out)
@@ -241,16 +274,16 @@ fn parse_processes(out: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
-fn holder_pid(container: &str) -> Option<u32> {
-    unit_processes(container)
+fn holder_pid(t: &Target) -> Option<u32> {
+    unit_processes(t)
         .into_iter()
         .find(|(_, c)| c.contains("daemon --holder"))
         .map(|p| p.0)
 }
 
 /// The ticker's log: the numbers of its `tick N` lines, and how often it printed its SIGINT line.
-fn ticker_log(container: &str) -> (Vec<u64>, usize) {
-    let log = sh(container, "cat /root/.cohort/logs/ticker-0-out.log").stdout;
+fn ticker_log(t: &Target) -> (Vec<u64>, usize) {
+    let log = sh(&t.c, &format!("cat {}/logs/ticker-0-out.log", t.home)).stdout;
     let ticks = log
         .lines()
         .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
@@ -284,16 +317,15 @@ fn write_app(dir: &std::path::Path) {
     }
 }
 
-/// The whole life of the unit under systemd 252 as PID 1 (see the top of this file).
-#[test]
-fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_request() {
-    let began = Instant::now();
-    let mut engine = Engine::new("systemd");
+/// The whole life of the unit under systemd 252 as PID 1 (see the top of this file), for `user`
+/// (its unit installed with `startup`); returns the container (removed when the Engine drops).
+fn life_of_the_unit(scenario: &str, user: &'static str, startup: &str) -> (Engine, Target) {
+    let mut engine = Engine::new(scenario);
     let image = systemd_image();
     let layout =
         cgroup_layout(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-    let name = tag("systemd");
-    let files = work_dir().join(tag("systemd-files"));
+    let name = tag(scenario);
+    let files = work_dir().join(tag(&format!("{scenario}-files")));
     engine.paths.push(files.clone());
     write_app(&files.join("app"));
     strip_cohort_to(&files.join("cohort"));
@@ -309,7 +341,7 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
     podman_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let state = wait_for_boot(&name, Duration::from_secs(60));
     eprintln!(
-        "[systemd] cgroups {layout:?}: booted ({state}) in {:.2} s",
+        "[systemd] {user}: cgroups {layout:?}: booted ({state}) in {:.2} s",
         booting.elapsed().as_secs_f64()
     );
     podman_ok(&[
@@ -322,47 +354,63 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         &files.join("app").to_string_lossy(),
         &format!("{name}:/srv/app"),
     ]);
+    sh_ok(&name, "chmod -R a+rX /srv/app");
+    let t = Target {
+        c: name.clone(),
+        user,
+        unit: format!("cohort-{user}.service"),
+        home: match user {
+            "root" => "/root/.cohort".to_string(),
+            _ => format!("/home/{user}/.cohort"),
+        },
+    };
+    let unit = t.unit.clone();
 
-    // As the README says: `sudo cohort startup` (root: the unit runs the daemon as root).
-    let installed = sh_ok(&name, "cd /root && cohort startup");
+    // As the README says (`sudo cohort startup`, or `sudo env PATH=$PATH cohort startup systemd
+    // -u alice --hp /home/alice`), as root.
+    let installed = sh_ok(&name, startup);
     assert!(
-        installed.contains("wrote /etc/systemd/system/cohort-root.service")
-            && installed.contains("enabled cohort-root.service"),
+        installed.contains(&format!("wrote /etc/systemd/system/{unit}"))
+            && installed.contains(&format!("enabled {unit}")),
         "{installed}"
     );
-    sh_ok(&name, &format!("systemctl enable --now {UNIT}"));
-    let marker = sh_ok(&name, "cat /root/.cohort/systemd.unit");
-    assert_eq!(marker.trim(), UNIT, "the daemon names its unit in its home");
+    sh_ok(&name, &format!("systemctl enable --now {unit}"));
+    let marker = sh_ok(&name, &format!("cat {}/systemd.unit", t.home));
+    assert_eq!(marker.trim(), unit, "the daemon names its unit in its home");
     let props = sh_ok(
         &name,
-        &format!("systemctl show -p Type -p KillMode -p Restart {UNIT}"),
+        &format!("systemctl show -p Type -p KillMode -p Restart -p Delegate -p User {unit}"),
     );
-    for want in ["Type=notify", "KillMode=process", "Restart=on-failure"] {
+    let user_line = format!("User={user}");
+    for want in [
+        "Type=notify",
+        "KillMode=process",
+        "Restart=on-failure",
+        "Delegate=yes",
+        &user_line,
+    ] {
         assert!(props.lines().any(|l| l == want), "{want} in {props}");
     }
-    let first = wait_unit(&name, "running", |s| s.sub == "running");
-    sh_ok(
-        &name,
-        &format!(
-            "cd /srv/app && PORT={PORT} cohort start web.js -i 2 --name web && cohort start ticker.js --name ticker && cohort save"
-        ),
-    );
-    let before = wait_apps_online(&name);
+    let first = wait_unit(&t, "running", |s| s.sub == "running");
+    t.cohort_ok(&format!(
+        "PORT={PORT} cohort start web.js -i 2 --name web && cohort start ticker.js --name ticker && cohort save"
+    ));
+    let before = wait_apps_online(&t);
     assert!(get(&name).starts_with("200 web "), "{}", get(&name));
-    let unit_pids: BTreeSet<u32> = unit_processes(&name).iter().map(|p| p.0).collect();
-    let holder = holder_pid(&name).expect("cohort's holder runs in the unit's cgroup");
+    let unit_pids: BTreeSet<u32> = unit_processes(&t).iter().map(|p| p.0).collect();
+    let holder = holder_pid(&t).expect("cohort's holder runs in the unit's cgroup");
     assert!(
         pids(&before)
             .iter()
             .chain([&first.main_pid, &holder])
             .all(|p| unit_pids.contains(p)),
-        "the daemon, holder and apps are in {UNIT}'s cgroup: {unit_pids:?} {before:?}"
+        "the daemon, holder and apps are in {unit}'s cgroup: {unit_pids:?} {before:?}"
     );
     if layout != CgroupLayout::Legacy {
         // cohort's cells (a cgroup per run) live below the unit's cgroup.
         let cg = sh_ok(
             &name,
-            &format!("systemctl show -p ControlGroup --value {UNIT}"),
+            &format!("systemctl show -p ControlGroup --value {unit}"),
         );
         for p in &before {
             let own = sh_ok(&name, &format!("grep '^0::' /proc/{}/cgroup", p.pid));
@@ -391,17 +439,17 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         "the poller runs: {:?}",
         poll_progress(&name)
     );
-    let (ticks_before, _) = ticker_log(&name);
-    let uptimes_before = ls(&name);
+    let (ticks_before, _) = ticker_log(&t);
+    let uptimes_before = ls(&t);
     let killed = Instant::now();
     sh_ok(
         &name,
-        &format!("systemctl kill -s KILL --kill-who=main {UNIT}"),
+        &format!("systemctl kill -s KILL --kill-who=main {unit}"),
     );
     // A command run while Restart= waits (RestartSec=2) waits for the unit's next daemon rather
     // than starting one of its own (which would take the home from the unit's).
-    let pong = sh(&name, "cohort ping");
-    let second = wait_unit(&name, "restarted after the kill", |s| {
+    let pong = t.cohort("cohort ping");
+    let second = wait_unit(&t, "restarted after the kill", |s| {
         s.restarts == 1 && s.sub == "running" && s.main_pid != 0 && s.main_pid != first.main_pid
     });
     let back_s = killed.elapsed().as_secs_f64();
@@ -409,7 +457,7 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         pong.ok()
             && pong
                 .stderr
-                .contains(&format!("waiting for {UNIT} to bring the daemon back"))
+                .contains(&format!("waiting for {unit} to bring the daemon back"))
             && pong.stdout.contains(&format!(" pid {} ", second.main_pid)),
         "`cohort ping` during the restart waited for the unit's daemon {}: {}{}",
         second.main_pid,
@@ -417,15 +465,15 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         pong.stderr
     );
     let at_restart = poll_progress(&name);
-    let after = wait_apps_online(&name);
+    let after = wait_apps_online(&t);
     assert_eq!(
         pids(&after),
         pids(&before),
         "the same processes after the daemon's kill: {before:?} → {after:?}"
     );
-    assert_eq!(holder_pid(&name), Some(holder), "the same holder");
+    assert_eq!(holder_pid(&t), Some(holder), "the same holder");
     let since = killed.elapsed().as_millis() as u64;
-    let uptimes_after = ls(&name);
+    let uptimes_after = ls(&t);
     for (b, a) in uptimes_before.iter().zip(&uptimes_after) {
         assert!(
             a.uptime_ms >= b.uptime_ms + since,
@@ -466,7 +514,7 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
     let at = *ticks_before.last().unwrap_or(&0);
     assert!(
         wait_until(Duration::from_secs(10), || {
-            ticks_after = ticker_log(&name).0;
+            ticks_after = ticker_log(&t).0;
             ticks_after.last().is_some_and(|t| *t >= at + 100)
         }),
         "the ticker's log goes on after the kill (last tick before {at}, now {:?})",
@@ -476,7 +524,7 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         .filter(|n| !ticks_after.contains(n))
         .collect();
     eprintln!(
-        "[systemd] daemon kill -9: MainPID {} → {} back in {back_s:.2} s; pids {:?} → {:?}, holder {holder}; \
+        "[systemd] {user}: daemon kill -9: MainPID {} → {} back in {back_s:.2} s; pids {:?} → {:?}, holder {holder}; \
          requests {} ok, {} failed (answered by {answered:?}); ticker lines missing: {lost:?}; \
          uptimes (ms) {:?} → {:?}",
         first.main_pid,
@@ -501,7 +549,7 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         lost.is_empty(),
         "every ticker line is in its log: missing {lost:?}"
     );
-    let output = unit_output(&name);
+    let output = unit_output(&t);
     for line in [
         "cohort: the previous daemon died; adopting 3 running processes from the holder",
         "already running, left as they are: ticker, web",
@@ -523,74 +571,70 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         .chain([holder, second.main_pid])
         .collect();
     let stopping = Instant::now();
-    sh_ok(&name, &format!("systemctl stop {UNIT}"));
+    sh_ok(&name, &format!("systemctl stop {unit}"));
     let stop_s = stopping.elapsed().as_secs_f64();
-    let stopped = unit_state(&name);
+    let stopped = unit_state(&t);
     assert!(
         stopped.active == "inactive" && stopped.result == "success",
         "{stopped:?}\n{}",
-        journal(&name)
+        journal(&t)
     );
-    assert_eq!(
-        unit_processes(&name),
-        [],
-        "nothing left in the unit's cgroup"
-    );
+    assert_eq!(unit_processes(&t), [], "nothing left in the unit's cgroup");
     let left: Vec<(u32, String)> = container_processes(&name)
         .into_iter()
         .filter(|(p, c)| everyone.contains(p) || c.contains("/srv/app/") || c.contains("cohort"))
         .collect();
     assert_eq!(left, [], "no app, holder or daemon left in the container");
     assert_eq!(
-        ticker_log(&name).1,
+        ticker_log(&t).1,
         1,
         "the ticker got its kill_signal (SIGINT) from cohort"
     );
-    let output = unit_output(&name);
+    let output = unit_output(&t);
     assert!(
         output.contains(&format!("daemon stopped (pid {})", second.main_pid)),
         "ExecStop's `cohort kill` stopped the daemon:\n{output}"
     );
     eprintln!(
-        "[systemd] systemctl stop: {stop_s:.2} s; {} processes gone",
+        "[systemd] {user}: systemctl stop: {stop_s:.2} s; {} processes gone",
         everyone.len()
     );
 
     // 3. `systemctl start`: ExecStartPost resurrects the saved apps.
-    sh_ok(&name, &format!("systemctl start {UNIT}"));
-    let third = wait_unit(&name, "running again", |s| s.sub == "running");
-    let resurrected = wait_apps_online(&name);
+    sh_ok(&name, &format!("systemctl start {unit}"));
+    let third = wait_unit(&t, "running again", |s| s.sub == "running");
+    let resurrected = wait_apps_online(&t);
     assert!(
         pids(&resurrected).is_disjoint(&everyone),
         "new processes: {resurrected:?}"
     );
     assert!(get(&name).starts_with("200 web "), "{}", get(&name));
     assert!(
-        unit_output(&name).contains("resurrected: ticker, web"),
+        unit_output(&t).contains("resurrected: ticker, web"),
         "{}",
-        unit_output(&name)
+        unit_output(&t)
     );
 
     // 4. `systemctl restart`: the apps are stopped gracefully and resurrected (docs/startup.md).
     let restarting = Instant::now();
-    sh_ok(&name, &format!("systemctl restart {UNIT}"));
-    let fourth = wait_unit(&name, "running after restart", |s| {
+    sh_ok(&name, &format!("systemctl restart {unit}"));
+    let fourth = wait_unit(&t, "running after restart", |s| {
         s.sub == "running" && s.main_pid != third.main_pid
     });
-    let restarted = wait_apps_online(&name);
+    let restarted = wait_apps_online(&t);
     let restart_s = restarting.elapsed().as_secs_f64();
     assert!(
         pids(&restarted).is_disjoint(&pids(&resurrected)),
         "restart stops and resurrects: {resurrected:?} → {restarted:?}"
     );
     assert_eq!(
-        ticker_log(&name).1,
+        ticker_log(&t).1,
         2,
         "the ticker was stopped by cohort again"
     );
     assert!(get(&name).starts_with("200 web "), "{}", get(&name));
     eprintln!(
-        "[systemd] systemctl restart: MainPID {} → {}, pids {:?} → {:?}, apps online in {restart_s:.2} s",
+        "[systemd] {user}: systemctl restart: MainPID {} → {}, pids {:?} → {:?}, apps online in {restart_s:.2} s",
         third.main_pid,
         fourth.main_pid,
         pids(&resurrected),
@@ -598,12 +642,10 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
     );
 
     // 5. `cohort kill` by hand: a clean exit, not restarted; ExecStop runs without $MAINPID.
-    sh_ok(&name, "cohort kill");
-    let last = wait_unit(&name, "inactive after cohort kill", |s| {
-        s.active == "inactive"
-    });
+    t.cohort_ok("cohort kill");
+    let last = wait_unit(&t, "inactive after cohort kill", |s| s.active == "inactive");
     assert_eq!(last.result, "success", "{last:?}");
-    let output = unit_output(&name);
+    let output = unit_output(&t);
     assert_eq!(
         output
             .matches("the daemon already exited: nothing to stop")
@@ -611,31 +653,57 @@ fn the_startup_unit_under_real_systemd_survives_daemon_kills_and_stops_on_reques
         1,
         "ExecStop ran once without $MAINPID, after this clean exit, and did nothing:\n{output}"
     );
-    assert_eq!(unit_processes(&name), [], "nothing left after cohort kill");
+    assert_eq!(unit_processes(&t), [], "nothing left after cohort kill");
 
-    // 6. A daemon started by a script inside some other service is not that service's main
+    (engine, t)
+}
+
+#[test]
+fn the_unit_of_root_under_real_systemd_keeps_apps_across_daemon_kills_and_stops_on_request() {
+    let began = Instant::now();
+    let (_engine, t) = life_of_the_unit("systemd-root", "root", "cd /root && cohort startup");
+    let name = t.c.as_str();
+    // A daemon started by a script inside some other service is not that service's main
     // process: it names no unit, so commands never wait for that service.
     sh_ok(
-        &name,
+        name,
         "systemd-run --quiet --unit=script.service --setenv=COHORT_HOME=/tmp/other-home \
          sh -c 'cohort daemon & wait'",
     );
     assert!(
         wait_until(Duration::from_secs(20), || sh(
-            &name,
+            name,
             "test -S /tmp/other-home/cohort.sock && test -s /tmp/other-home/daemon.pid"
         )
         .ok()),
         "the script's daemon runs:\n{}",
-        sh(&name, "journalctl -u script.service --no-pager").stdout
+        sh(name, "journalctl -u script.service --no-pager").stdout
     );
     assert!(
-        !sh(&name, "test -e /tmp/other-home/systemd.unit").ok(),
+        !sh(name, "test -e /tmp/other-home/systemd.unit").ok(),
         "a daemon that is not its service's main process names no unit"
     );
-    sh_ok(&name, "systemctl stop script.service");
+    sh_ok(name, "systemctl stop script.service");
     eprintln!(
-        "[systemd] whole test: {:.1} s",
+        "[systemd] root: whole test {:.1} s",
         began.elapsed().as_secs_f64()
     );
+}
+
+/// The same for a user's unit (`User=node`), as most installs are: the daemon, holder and apps run
+/// as that user, cohort's cells are made in the delegated cgroup, and `cohort` run by the user
+/// during the restart waits for the unit (systemctl answering them over D-Bus).
+#[test]
+fn the_unit_of_a_user_under_real_systemd_keeps_apps_across_daemon_kills_and_stops_on_request() {
+    let began = Instant::now();
+    let (_engine, t) = life_of_the_unit(
+        "systemd-node",
+        "node",
+        "env PATH=$PATH cohort startup systemd -u node --hp /home/node",
+    );
+    eprintln!(
+        "[systemd] node: whole test {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    drop(t);
 }

@@ -8,12 +8,17 @@ use std::process::{Command, Stdio};
 
 /// The service this process is the main process of (`cohort-alice.service`): systemd started it
 /// as a service (`INVOCATION_ID` is set for those), its cgroup is the service's, and the service's
-/// `MainPID` is this process. A process started by a script inside some other service inherits
-/// the first two, not the third.
+/// `MainPID` is this process (where systemctl cannot say, e.g. no D-Bus for a non-root user: its
+/// parent is PID 1, the system manager). A process started by a script inside some other service
+/// inherits the first two, not the third.
 pub fn own_service() -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
     let unit = service_of(&std::fs::read_to_string("/proc/self/cgroup").ok()?)?;
-    (main_pid(&unit)? == std::process::id()).then_some(unit)
+    let main = match main_pid(&unit) {
+        Some(pid) => pid == std::process::id(),
+        None => std::os::unix::process::parent_id() == 1,
+    };
+    main.then_some(unit)
 }
 
 /// `systemctl show -p MainPID --value UNIT`: the unit's main process (0 when it has none).

@@ -8,17 +8,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The cached systemd image; bump the suffix when `systemd_image` changes what goes in it.
-pub const SYSTEMD_IMAGE: &str = "localhost/cohort-test-systemd:bookworm-node-1-systemd-1";
+pub const SYSTEMD_IMAGE: &str = "localhost/cohort-test-systemd:bookworm-node-1-systemd-2";
 
 /// The Containerfile of the systemd image: the base, and Debian's systemd (with systemd-sysv's
-/// /sbin/init) from the same mirror the base was bootstrapped from, without recommends, docs or
-/// apt lists.
+/// /sbin/init, and dbus, which systemd recommends and systemctl needs for a non-root user) from
+/// the same mirror the base was bootstrapped from, without other recommends, docs or apt lists.
 fn containerfile(base: &str, mirror: &str) -> String {
     format!(
         "FROM {base}\n\
          RUN echo 'deb {mirror} bookworm main' > /etc/apt/sources.list \\\n \
          && apt-get update \\\n \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd systemd-sysv \\\n \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd systemd-sysv dbus \\\n \
          && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \\\n \
                    /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale\n\
          CMD [\"/sbin/init\"]\n"
@@ -193,6 +193,6 @@ mod tests {
             f.contains("'deb http://mirror.example/debian bookworm main'"),
             "{f}"
         );
-        assert!(f.contains("install -y --no-install-recommends systemd systemd-sysv"));
+        assert!(f.contains("install -y --no-install-recommends systemd systemd-sysv dbus"));
     }
 }
