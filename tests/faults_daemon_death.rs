@@ -178,11 +178,7 @@ fn line_damage(log: &str) -> (usize, usize, Vec<String>) {
     let mut seen = BTreeMap::<u64, u32>::new();
     let mut broken = Vec::new();
     // The file may end in the middle of the line being written now: that one does not count.
-    let whole = match log.rfind('\n') {
-        Some(end) => &log[..=end],
-        None => "",
-    };
-    for line in whole
+    for line in whole_lines(log)
         .lines()
         .filter(|l| l.starts_with("n ") || l.contains("half"))
     {

@@ -31,8 +31,10 @@ fn pids_and_restarts(c: &Cohort) -> BTreeMap<u64, (i64, u64)> {
 /// The numbers of the complete `n <i> half-written` lines of `log`, in file order; fails the test
 /// on a line cut or glued to another.
 fn numbered(log: &str) -> Vec<u64> {
+    // The app writes each line in two halves and the daemon writes what it reads as it reads it,
+    // so the file may end inside a line that is still being written: only whole lines count.
     let mut out = Vec::new();
-    for line in log.lines().filter(|l| l.starts_with("n ")) {
+    for line in whole_lines(log).lines().filter(|l| l.starts_with("n ")) {
         let n = line
             .strip_prefix("n ")
             .and_then(|r| r.strip_suffix(" half-written"))

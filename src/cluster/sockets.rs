@@ -702,6 +702,43 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// A worker's death and replacement, repeated: the dead slot's queue is handed over (its
+    /// socket shut down while the holder still has a copy), the replacement's fresh socket joins
+    /// the group and is listened on again (as Node does with a passed fd), and once live it gets
+    /// new connections in every round (the mirror of the kernel's order stayed true).
+    #[test]
+    fn a_replacement_socket_gets_connections_after_every_hand_over() -> io::Result<()> {
+        for round in 0..100 {
+            let addr = ListenAddr::Tcp { ip: None, port: 0 };
+            let mut g = SocketGroup::new();
+            let holder_copy0 = g.socket_for(0, &addr)?.try_clone_to_owned()?;
+            let holder_copy1 = g.socket_for(1, &addr)?.try_clone_to_owned()?;
+            g.set_live(0, true)?;
+            g.set_live(1, true)?;
+            let port = g.tcp_addrs().first().map(|a| a.port()).unwrap_or(0);
+            let early = connect_n(port, 8);
+            g.set_live(0, false)?;
+            assert!(g.hand_over_queue(0)?, "round {round}: nothing handed over");
+            if round % 2 == 0 {
+                drop(holder_copy0);
+            }
+            let fresh = g.socket_for(0, &addr)?.try_clone_to_owned()?;
+            for fd in [&fresh, &holder_copy1] {
+                // SAFETY: listen(2) on descriptors this test owns.
+                assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 511) }, 0);
+            }
+            g.set_live(0, true)?;
+            let _late = connect_n(port, 40);
+            let q = queues(&g, &addr, &[0, 1], 40 + early.len() as u32);
+            // Binomial(40, 1/2) is 0 with probability 1e-12.
+            assert!(
+                q[0] > 0,
+                "round {round}: the replacement got nothing: {q:?}"
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_probe_source_reaches_its_slot_live_or_not() -> io::Result<()> {
         let addr = lo(0);

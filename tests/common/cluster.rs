@@ -43,6 +43,7 @@ pub fn wait_online(c: &Cohort, name: &str, n: usize, timeout: Duration) -> Vec<(
 
 /// Sends requests on new connections until every pid in `pids` has answered (at most `max`
 /// answered requests, 10 s); fails the test otherwise. For "the new workers serve" checks.
+#[track_caller]
 pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
     let mut seen = HashMap::<i32, usize>::new();
     let mut answered = 0;
@@ -65,7 +66,8 @@ pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
     });
     assert!(
         ok,
-        "not every one of {pids:?} answered ({answered} answers): {seen:?}"
+        "not every one of {pids:?} answered ({answered} answers): {seen:?}; sockets on :{port}:\n{}",
+        super::ports::sockets_on(port)
     );
 }
 

@@ -47,3 +47,10 @@ pub fn raise_open_files_limit() -> u64 {
     }
     lim.rlim_max
 }
+
+/// `text` up to its last newline: a log read while it is written may end inside a line that is
+/// still being written, which is not (yet) a line.
+#[allow(dead_code)]
+pub fn whole_lines(text: &str) -> &str {
+    &text[..text.rfind('\n').map_or(0, |i| i + 1)]
+}

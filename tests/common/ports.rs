@@ -117,12 +117,14 @@ pub fn free_port_run(n: u16) -> u16 {
     panic!("no run of {n} consecutive free TCP ports")
 }
 
-/// What the kernel shows listening on `port` and connected to it (`ss`, with owning processes),
+/// What the kernel shows listening on `port` and connected to it (`ss`, with owning processes;
+/// TIME-WAIT left out),
 /// for failure messages of tests where connections went somewhere unexpected.
 #[allow(dead_code)]
 pub fn sockets_on(port: u16) -> String {
     let out = std::process::Command::new("ss")
-        .args(["-Htanp", &format!("( sport = :{port} or dport = :{port} )")])
+        .args(["-Htanp", "exclude", "time-wait"])
+        .arg(format!("( sport = :{port} or dport = :{port} )"))
         .stdin(std::process::Stdio::null())
         .output();
     match out {
