@@ -61,7 +61,12 @@ impl Home {
     }
     /// The service named in `systemd_unit_file`, if any.
     pub fn systemd_unit(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.systemd_unit_file()).ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut private::open_read(&self.systemd_unit_file()).ok()?,
+            &mut text,
+        )
+        .ok()?;
         let unit = text.trim();
         (unit.ends_with(".service") && !unit.contains('/')).then(|| unit.to_string())
     }
