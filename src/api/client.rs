@@ -47,10 +47,50 @@ impl Client {
                 Ok(client)
             }
             Err(e) if is_not_running(&e) => {
+                if client.wait_for_unit().await? {
+                    return Ok(client);
+                }
                 client.start_daemon().await?;
                 Ok(client)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// When a systemd unit runs this home's daemon and is (re)starting it (`Restart=` after a
+    /// crash, `systemctl restart`), waits for that daemon: true once it answers, false when the
+    /// unit is not bringing one back (stopped, failed, gone), so the caller starts one itself.
+    async fn wait_for_unit(&self) -> Result<bool> {
+        use crate::sys::systemd_unit::{active_state, comes_back};
+        let Some(unit) = self.home.systemd_unit() else {
+            return Ok(false);
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut said = false;
+        loop {
+            match self.ping().await {
+                Ok(ping) => {
+                    self.check_version(&ping)?;
+                    return Ok(true);
+                }
+                Err(e) if !is_not_running(&e) => return Err(e),
+                Err(_) => {}
+            }
+            if !active_state(&unit).is_some_and(|s| comes_back(&s)) {
+                return Ok(false);
+            }
+            if !said {
+                eprintln!("cohort: waiting for {unit} to bring the daemon back");
+                said = true;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{unit} runs the daemon of {} but it has not answered within 30 s (see `systemctl status {unit}` and {})",
+                    self.home.root.display(),
+                    self.home.daemon_log().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -451,10 +451,12 @@ async fn resurrect(home: Home) -> Result<()> {
 
 async fn kill(home: Home, args: super::KillArgs) -> Result<()> {
     if args.exec_stop && std::env::var_os("MAINPID").is_none_or(|p| p.is_empty()) {
-        // systemd unsets $MAINPID for ExecStop= once the main process has exited: the daemon
-        // died (kill -9, OOM, crash) and Restart= brings the next one, which adopts the apps.
+        // systemd unsets $MAINPID for ExecStop= once the main process has exited on its own. systemd
+        // 252 runs ExecStop= then only after a clean exit (`cohort kill` by hand: the apps are
+        // already stopped); after a crash or kill it skips it, and Restart= brings the next daemon,
+        // which adopts the apps. Either way there is nothing to stop here.
         outln!(
-            "the daemon already exited: apps left running for the next daemon to adopt ({})",
+            "the daemon already exited: nothing to stop; a restarted daemon adopts any app still running ({})",
             home.root.display()
         )?;
         return Ok(());

@@ -506,7 +506,7 @@ pub struct AccessArgs {
 pub struct KillArgs {
     /// As systemd's `ExecStop=` (the unit `startup` writes): stop only when systemd says the
     /// daemon still runs ($MAINPID set: a requested stop or restart); when it already exited
-    /// (crashed, killed) do nothing, so the restarted daemon adopts the running apps.
+    /// (`cohort kill` by hand, or a crash) do nothing, so a restarted daemon adopts running apps.
     #[arg(long, hide = true)]
     pub exec_stop: bool,
 }

@@ -168,6 +168,7 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
             std::fs::read_to_string(home.pid_file()).unwrap_or_default().trim()
         );
     };
+    record_systemd_unit(&home, if_absent);
     let fds = supervisor::DaemonFds {
         lock: claim.lock_fd(),
         api: -1,
@@ -180,6 +181,25 @@ fn run_inner(home: Home, if_absent: bool) -> Result<i32> {
         ..Default::default()
     };
     serve_until_stopped(home, claim, boot)
+}
+
+/// Names in the home the systemd service that started this daemon (`cohort startup`'s unit, not
+/// a CLI's auto-start), so that a CLI finding no daemon while `Restart=` brings this one back
+/// waits for it (`api::client`); any other daemon removes a name left by an earlier one.
+fn record_systemd_unit(home: &Home, if_absent: bool) {
+    let file = home.systemd_unit_file();
+    match crate::sys::systemd_unit::own_service().filter(|_| !if_absent) {
+        Some(unit) => {
+            if let Err(e) =
+                crate::home::private::write_atomic(&file, format!("{unit}\n").as_bytes())
+            {
+                crate::report!("cohort: cannot write {}: {e:#}", file.display());
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
 }
 
 /// What the holder kept while no daemon ran (the previous one died): its state, with the
@@ -212,6 +232,7 @@ fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<superviso
         .collect();
     state.renumber(&map);
     state.forget_unfinished_lines();
+    state.refresh_uptimes(sampler::process_age_ms);
     state.daemon = fds;
     eprintln!(
         "cohort: the previous daemon died; adopting {} running processes from the holder",

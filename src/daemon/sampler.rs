@@ -85,6 +85,29 @@ pub(crate) struct ProcStat {
     pub rss_pages: u64,
 }
 
+/// How long `pid` has run, in ms: the boot clock now minus its start time in `/proc/<pid>/stat`
+/// (both count from boot, so a wall-clock change does not move it). None when it is gone.
+pub(crate) fn process_age_ms(pid: i32) -> Option<u64> {
+    let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to; CLOCK_BOOTTIME exists on Linux >= 2.6.39.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let boot_ms = now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000;
+    Some(age_ms(stat.start_ticks, ticks.max(1) as u64, boot_ms))
+}
+
+/// A process's age from its start time (clock ticks after boot) and the time since boot now.
+fn age_ms(start_ticks: u64, ticks_per_sec: u64, boot_now_ms: u64) -> u64 {
+    boot_now_ms.saturating_sub(start_ticks.saturating_mul(1000) / ticks_per_sec)
+}
+
 /// Parses the text of `/proc/<pid>/stat`; None when it is cut short or garbled.
 pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     // Fields after the command name, which may itself contain spaces and parentheses: the name
@@ -103,7 +126,26 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_stat, ProcStat};
+    use super::{age_ms, parse_stat, process_age_ms, ProcStat};
+
+    #[test]
+    fn a_process_age_is_the_boot_clock_minus_its_start() {
+        for (start_ticks, hz, now_ms, want) in [
+            (1_000, 100, 15_000, 5_000),
+            (1_967_345, 100, 19_686_130, 12_680),
+            (500, 250, 1_000, 0),
+            (u64::MAX, 100, 5_000, 0),
+        ] {
+            assert_eq!(
+                age_ms(start_ticks, hz, now_ms),
+                want,
+                "{start_ticks} {hz} {now_ms}"
+            );
+        }
+        let mine = process_age_ms(std::process::id() as i32).expect("this process has an age");
+        assert!(mine < 24 * 3600 * 1000, "{mine}");
+        assert_eq!(process_age_ms(-1), None);
+    }
 
     /// A /proc/<pid>/stat line with this command name, utime 150, stime 25 and rss 3000 pages.
     fn stat_line(comm: &str) -> String {

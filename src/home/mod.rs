@@ -54,6 +54,22 @@ impl Home {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// Names the systemd service that runs this home's daemon (written by a daemon a unit
+    /// started; a CLI finding no daemon waits for that unit's restart instead of starting one).
+    pub fn systemd_unit_file(&self) -> PathBuf {
+        self.root.join("systemd.unit")
+    }
+    /// The service named in `systemd_unit_file`, if any.
+    pub fn systemd_unit(&self) -> Option<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut private::open_read(&self.systemd_unit_file()).ok()?,
+            &mut text,
+        )
+        .ok()?;
+        let unit = text.trim();
+        (unit.ends_with(".service") && !unit.contains('/')).then(|| unit.to_string())
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

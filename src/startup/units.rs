@@ -63,9 +63,14 @@ RestartSec=2
 # next one, the apps and the holder are left running and the next daemon adopts them (same pids).
 # `mixed` or the default `control-group` would SIGKILL them all on that restart.
 KillMode=process
+# cohort gives each app run a cgroup of its own below the unit's (so nothing an app starts outlives
+# it); Delegate=yes is systemd's contract for a service that manages a subtree, and hands it to
+# User= (without it a non-root daemon cannot create them and falls back to environment markers).
+Delegate=yes
 # A requested stop or restart (`systemctl stop/restart`) stops every app gracefully, in order,
-# with its kill_signal and kill_timeout, then the daemon. systemd runs ExecStop= also after the
-# daemon died on its own, but then leaves $MAINPID unset: `--exec-stop` does nothing in that case.
+# with its kill_signal and kill_timeout, then the daemon. When ExecStop= runs after the daemon
+# exited on its own (systemd 252: after a clean exit, not after a crash), $MAINPID is unset and
+# `--exec-stop` does nothing.
 ExecStop={exe} kill --exec-stop
 # Longer than the slowest saved app's kill_timeout plus a margin, so the daemon finishes first.
 TimeoutStopSec={timeout}
@@ -228,6 +233,7 @@ mod tests {
             "ExecStartPost=-\"/usr/local/bin/cohort\" resurrect",
             "Environment=\"COHORT_HOME=/home/alice/.cohort\"",
             "KillMode=process",
+            "Delegate=yes",
             "ExecStop=\"/usr/local/bin/cohort\" kill --exec-stop",
             "TimeoutStopSec=30",
             "Restart=on-failure",

@@ -1,6 +1,6 @@
 //! The images: the cached offline base (debootstrap of bookworm + Debian's nodejs + a `node` user,
-//! kept as an image tag and as a rootfs tarball under target/containers) and the example image built
-//! from examples/docker/Dockerfile's `prebuilt` stage.
+//! kept as an image tag and as a rootfs tarball under target/containers), the example image built
+//! from examples/docker/Dockerfile's `prebuilt` stage, and the systemd image (`systemd.rs`).
 
 use super::host::{host_mirror, BASE_IMAGE};
 use super::{podman, podman_ok, repo, run, work_dir};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// The base image, made once: the tag if the store has it, else the cached rootfs tarball, else
 /// debootstrap (minbase + nodejs, a `node` user like the official node images', no docs or apt
 /// caches) into a tarball first.
-fn base_image() -> &'static str {
+pub(super) fn base_image() -> &'static str {
     static MADE: Mutex<bool> = Mutex::new(false);
     let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
     if *made || podman(&["image", "exists", BASE_IMAGE]).ok() {
@@ -124,15 +124,17 @@ fn build_context() -> PathBuf {
         let from = repo("examples/docker/app").join(f);
         std::fs::copy(&from, app.join(f)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
-    let mut strip = Command::new("strip");
-    strip
-        .arg("-o")
-        .arg(bin.join("cohort"))
-        .arg(env!("CARGO_BIN_EXE_cohort"));
-    let out = run(strip, Duration::from_secs(60));
-    assert!(out.ok(), "strip: {}", out.stderr);
+    strip_cohort_to(&bin.join("cohort"));
     *context = Some(ctx.clone());
     ctx
+}
+
+/// Writes the cohort binary this suite tests, stripped (a sixth of the debug build's size), to `dest`.
+pub fn strip_cohort_to(dest: &Path) {
+    let mut strip = Command::new("strip");
+    strip.arg("-o").arg(dest).arg(env!("CARGO_BIN_EXE_cohort"));
+    let out = run(strip, Duration::from_secs(60));
+    assert!(out.ok(), "strip: {}", out.stderr);
 }
 
 /// Removes the build context (the last test out calls it; the next build makes a new one).

@@ -1,10 +1,12 @@
-//! What tests/ops_containers.rs needs around the engine, kept apart from the shared harness: commands
-//! with a deadline (podman with this host's containers.conf), loopback HTTP, polling, the images, and
-//! cleanup.
+//! What tests/ops_containers.rs and tests/ops_systemd.rs need around the engine, kept apart from the
+//! shared harness: commands with a deadline (podman with this host's containers.conf), loopback HTTP,
+//! polling, the images (`systemd`: systemd as a container's PID 1), and cleanup.
+#![allow(dead_code)]
 
 pub mod cleanup;
 pub mod host;
 pub mod image;
+pub mod systemd;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

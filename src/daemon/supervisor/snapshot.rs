@@ -116,6 +116,17 @@ impl State {
         }
     }
 
+    /// Sets each running process's uptime to `age_of(pid)` where it answers: in a state the holder
+    /// kept, `uptime_ms` is that of its last store, short by the time since (up to 5 s) and the
+    /// time no daemon ran.
+    pub fn refresh_uptimes(&mut self, age_of: impl Fn(i32) -> Option<u64>) {
+        for p in self.procs.iter_mut().filter(|p| p.uptime_ms.is_some()) {
+            if let Some(age) = p.pid.and_then(&age_of) {
+                p.uptime_ms = Some(age);
+            }
+        }
+    }
+
     /// How many processes run in it.
     pub fn running(&self) -> usize {
         self.procs.iter().filter(|p| p.pid.is_some()).count()
