@@ -14,36 +14,45 @@ use std::time::{Duration, Instant};
 /// caches) into a tarball first.
 pub(super) fn base_image() -> &'static str {
     static MADE: Mutex<bool> = Mutex::new(false);
-    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if *made || podman(&["image", "exists", BASE_IMAGE]).ok() {
+    made_once(BASE_IMAGE, &MADE, "containers", |tarball| {
+        if !tarball.is_file() {
+            make_base_tarball(tarball);
+        }
+        podman_ok(&[
+            "import",
+            "--change",
+            "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            "CMD=[\"node\"]",
+            &tarball.to_string_lossy(),
+            BASE_IMAGE,
+        ]);
+    })
+}
+
+/// An image made at most once per test process: `tag` if the store has it, else `make(archive)`,
+/// which makes the tag from (or first into) the archive kept under target/containers for it.
+/// `made` is the caller's flag (one per image); prints how long making it took.
+pub(super) fn made_once(
+    tag: &'static str,
+    made: &Mutex<bool>,
+    what: &str,
+    make: impl FnOnce(&Path),
+) -> &'static str {
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    if *made || podman(&["image", "exists", tag]).ok() {
         *made = true;
-        return BASE_IMAGE;
+        return tag;
     }
     let started = Instant::now();
-    let name = BASE_IMAGE
-        .rsplit('/')
-        .next()
-        .unwrap_or(BASE_IMAGE)
-        .replace(':', "-");
-    let tarball = work_dir().join(format!("{name}.tar"));
-    if !tarball.is_file() {
-        make_base_tarball(&tarball);
-    }
-    podman_ok(&[
-        "import",
-        "--change",
-        "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--change",
-        "CMD=[\"node\"]",
-        &tarball.to_string_lossy(),
-        BASE_IMAGE,
-    ]);
+    let name = tag.rsplit('/').next().unwrap_or(tag).replace(':', "-");
+    make(&work_dir().join(format!("{name}.tar")));
     eprintln!(
-        "[containers] base image {BASE_IMAGE}: {:.1} s",
+        "[{what}] image {tag}: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     *made = true;
-    BASE_IMAGE
+    tag
 }
 
 fn make_base_tarball(tarball: &Path) {

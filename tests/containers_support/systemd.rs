@@ -2,10 +2,10 @@
 //! options that let it boot on this host's cgroup layout, and the wait for its boot.
 
 use super::host::host_mirror;
-use super::image::base_image;
+use super::image::{base_image, made_once};
 use super::{podman, podman_ok, wait_until, work_dir};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The cached systemd image; bump the suffix when `systemd_image` changes what goes in it.
 pub const SYSTEMD_IMAGE: &str = "localhost/cohort-test-systemd:bookworm-node-1-systemd-2";
@@ -31,21 +31,11 @@ fn containerfile(base: &str, mirror: &str) -> String {
 /// base's debootstrap); the tag or the archive make it offline.
 pub fn systemd_image() -> &'static str {
     static MADE: Mutex<bool> = Mutex::new(false);
-    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    if *made || podman(&["image", "exists", SYSTEMD_IMAGE]).ok() {
-        *made = true;
-        return SYSTEMD_IMAGE;
-    }
-    let started = Instant::now();
-    let name = SYSTEMD_IMAGE
-        .rsplit('/')
-        .next()
-        .unwrap_or(SYSTEMD_IMAGE)
-        .replace(':', "-");
-    let archive = work_dir().join(format!("{name}.tar"));
-    if archive.is_file() {
-        podman_ok(&["load", "--quiet", "--input", &archive.to_string_lossy()]);
-    } else {
+    made_once(SYSTEMD_IMAGE, &MADE, "systemd", |archive| {
+        if archive.is_file() {
+            podman_ok(&["load", "--quiet", "--input", &archive.to_string_lossy()]);
+            return;
+        }
         let base = base_image();
         let ctx = work_dir().join(format!("systemd-context-{}", std::process::id()));
         std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{}: {e}", ctx.display()));
@@ -80,15 +70,9 @@ pub fn systemd_image() -> &'static str {
             &tmp.to_string_lossy(),
             SYSTEMD_IMAGE,
         ]);
-        std::fs::rename(&tmp, &archive)
+        std::fs::rename(&tmp, archive)
             .unwrap_or_else(|e| panic!("{} → {}: {e}", tmp.display(), archive.display()));
-    }
-    eprintln!(
-        "[systemd] image {SYSTEMD_IMAGE}: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    *made = true;
-    SYSTEMD_IMAGE
+    })
 }
 
 /// How the host mounts cgroups, from /proc/self/mountinfo.
