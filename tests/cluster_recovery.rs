@@ -43,6 +43,31 @@ fn has_answer(s: &TcpStream) -> bool {
     got
 }
 
+/// One GET from the source address `src` (a probe address routes to its slot).
+fn get_from(src: [u8; 4], port: u16) -> Option<Response> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&std::net::SocketAddr::from((src, 0)).into()).ok()?;
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .ok()?;
+    let mut s: TcpStream = s.into();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    Some(parse_response(&raw))
+}
+
+/// `ss -e` lines of the sockets listening on `port` (with their inodes).
+fn listen_inodes(port: u16) -> String {
+    Command::new("ss")
+        .args(["-ltnepH", &format!("sport = :{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 struct Outcome {
     port: u16,
     victim: i32,
@@ -119,7 +144,13 @@ fn kill_a_worker_with_a_queue(c: &Cohort, daemon_env: &[(&str, &str)]) -> Outcom
 fn a_dead_workers_queue_is_answered_by_the_live_worker_at_once() {
     in_private_netns(|| {
         let c = Cohort::new();
-        let out = kill_a_worker_with_a_queue(&c, &[("COHORT_TCP_MIGRATE_REQ", "auto")]);
+        let out = kill_a_worker_with_a_queue(
+            &c,
+            &[
+                ("COHORT_TCP_MIGRATE_REQ", "auto"),
+                ("COHORT_TRACE_STEERING", "1"),
+            ],
+        );
         assert_eq!(
             sysctl("net/ipv4/tcp_migrate_req").as_deref(),
             Some("1"),
@@ -168,8 +199,19 @@ fn a_dead_workers_queue_is_answered_by_the_live_worker_at_once() {
             wait_all_answer(port, &[replacement, out.survivor], 500)
         });
         if let Err(panic) = all_answer {
+            // Where the program's probe entries lead (127.77.0.S → the kernel index the daemon
+            // thinks slot S has): the replacement answering for slot 0 means the daemon's order
+            // is right and its live set is not; the survivor answering means the order is wrong.
+            let by_probe: Vec<String> = (0..2u8)
+                .map(|slot| {
+                    let pid = get_from([127, 77, 0, slot], port).and_then(|r| r.pid());
+                    format!("slot {slot} → pid {pid:?}")
+                })
+                .collect();
             eprintln!(
-                "listening sockets on :{port} (accept queues): {:?}\ndaemon.log:\n{}",
+                "probe routes: {by_probe:?} (replacement {replacement}, survivor {})\nsockets (inodes):\n{}\nlistening sockets on :{port} (accept queues): {:?}\ndaemon.log:\n{}",
+                out.survivor,
+                listen_inodes(port),
                 listen_queues(port),
                 std::fs::read_to_string(home.join("daemon.log")).unwrap_or_default()
             );

@@ -115,6 +115,16 @@ pub(super) fn attach_steering(
         .filter(|(_, slot)| live.get(slot).copied().unwrap_or(false))
         .map(|(i, _)| i as u32)
         .collect();
+    if trace_enabled() {
+        let inodes: Vec<String> = order
+            .iter()
+            .map(|s| socks.get(s).map_or("?".into(), |k| inode_of(k)))
+            .collect();
+        eprintln!(
+            "cohort: steering: order {order:?} (inodes {inodes:?}), live indices {live_idx:?}, attached via slot {:?}",
+            order.first()
+        );
+    }
     let live_prog = steering_program(&live_idx);
     let mut prog = probe_prefix(order, 4096 - live_prog.len());
     prog.extend(live_prog);
@@ -136,4 +146,22 @@ pub(super) fn attach_steering(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `COHORT_TRACE_STEERING=1` in the daemon's environment: every attach is written to daemon.log
+/// with the slot order, socket inodes and live indices (for diagnosing a worker that gets no
+/// connections; off by default).
+fn trace_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("COHORT_TRACE_STEERING").is_some_and(|v| v == "1"))
+}
+
+/// The socket's inode number (as `ss -e` and /proc/<pid>/fd show it).
+fn inode_of(sock: &Socket) -> String {
+    // SAFETY: fstat on a descriptor we own, into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    match unsafe { libc::fstat(sock.as_raw_fd(), &mut st) } {
+        0 => st.st_ino.to_string(),
+        _ => "?".into(),
+    }
 }
