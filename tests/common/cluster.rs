@@ -41,14 +41,17 @@ pub fn wait_online(c: &Cohort, name: &str, n: usize, timeout: Duration) -> Vec<(
     instances(c, name)
 }
 
-/// Sends requests on new connections until every pid in `pids` has answered (at most `max`
-/// answered requests, 10 s); fails the test otherwise. For "the new workers serve" checks.
+/// Sends requests on new connections until every pid in `pids` has answered, in rounds of at
+/// most `max` requests 20 ms apart, for 10 s at most; fails the test otherwise. For "the new
+/// workers serve" checks. (A single budget of `max` answers was spent before a worker that is
+/// `online` — from its spawn, as in PM2 — had booted and listened: 500 of 500 went to the other
+/// worker and the test failed while steering was right.)
 #[track_caller]
 pub fn wait_all_answer(port: u16, pids: &[i32], max: usize) {
     let mut seen = HashMap::<i32, usize>::new();
     let mut answered = 0;
     let ok = wait_until(Duration::from_secs(10), || {
-        while answered < max {
+        for _ in 0..max {
             if pids.iter().all(|p| seen.contains_key(p)) {
                 return true;
             }
