@@ -118,7 +118,7 @@ pub(super) fn attach_steering(
     if trace_enabled() {
         let inodes: Vec<String> = order
             .iter()
-            .map(|s| socks.get(s).map_or("?".into(), |k| inode_of(k)))
+            .map(|s| socks.get(s).map_or("?".into(), inode_of))
             .collect();
         eprintln!(
             "cohort: steering: order {order:?} (inodes {inodes:?}), live indices {live_idx:?}, attached via slot {:?}",
