@@ -144,9 +144,9 @@ fn a_spawn_short_of_fds_is_retried_until_fds_are_free() {
             "ulimit -n 64 && exec setpriv --bounding-set -sys_resource \"$COHORT\" start {eco}"
         ),
     );
-    start
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    let said_path = c.root().join("start.stderr");
+    let said_file = std::fs::File::create(&said_path).expect("a file for start's stderr");
+    start.stdout(std::process::Stdio::null()).stderr(said_file);
     let mut start = ChildGuard::new(start.spawn().expect("running start"));
     let log = || std::fs::read_to_string(c.home.join("daemon.log")).unwrap_or_default();
     let short = wait_until(Duration::from_secs(30), || {
@@ -197,6 +197,21 @@ fn a_spawn_short_of_fds_is_retried_until_fds_are_free() {
         online.len(),
         waiting.len()
     );
+    // `start` does not say "started" for apps that are not running: it fails, naming each
+    // waiting one and why (the daemon goes on retrying them).
+    let status = poll("start has answered", Duration::from_secs(60), || {
+        start.child.try_wait().ok().flatten()
+    });
+    let said = std::fs::read_to_string(&said_path).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "start exited 0 with apps waiting: {said}"
+    );
+    assert!(
+        said.contains("is not running yet") && said.contains("EMFILE"),
+        "start's error does not say why: {said}"
+    );
+    eprintln!("start ({status}): {}", said.lines().next().unwrap_or(""));
     // Free fds: delete every app that got in; the waiting ones come up.
     let mut freed = 0;
     for name in &online {
@@ -216,8 +231,6 @@ fn a_spawn_short_of_fds_is_retried_until_fds_are_free() {
         "the waiting apps never came online: {:?}",
         statuses(&c)
     );
-    let status = start.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "start ended with {status}");
 }
 
 /// Sets the soft open-files limit of `pid` (prlimit), keeping its hard limit.
