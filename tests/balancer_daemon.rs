@@ -66,19 +66,27 @@ workers = 2
     let keepalive = Load::start(edge_port, Mode::KeepAlive, 4);
     let fresh = Load::start(edge_port, Mode::NewConn, 2);
     let mut pid = c.pid("edge");
-    for _ in 0..2 {
+    for reload in 0..2 {
         keepalive.wait_more(100, T);
         fresh.wait_more(20, T);
         c.ok(&["reload", "edge"]);
         pid = wait_new_pid(&c, "edge", pid);
         keepalive.wait_more(100, T);
         fresh.wait_more(20, T);
+        // Checked per reload, so a failure names the step that caused it.
+        assert_eq!(
+            (keepalive.failed(), fresh.failed()),
+            (0, 0),
+            "failed requests (keep-alive, new-connection) during balancer reload {}",
+            reload + 1
+        );
     }
     // The app behind the balancer, reloaded under the same load.
     c.ok(&["reload", "api"]);
     wait_online(&c, "api", 2, T);
     keepalive.wait_more(100, T);
     fresh.wait_more(20, T);
+
     keepalive
         .finish()
         .assert_no_failure("2 balancer reloads + 1 app reload, 4 keep-alive clients");

@@ -99,9 +99,8 @@ pub async fn accept_loop(
                 }
             },
         };
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
+        let Some(permit) = super::shared::connection_slot(&limit).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let conn = h1::Conn {

@@ -28,3 +28,15 @@ pub struct Admission {
     pub _permit: tokio::sync::OwnedSemaphorePermit,
     pub _ip: Option<super::perip::IpSlot>,
 }
+
+/// The `max_connections` slot for a client connection already accepted; None only if the limit
+/// was closed. It is waited for even while the balancer shuts down: giving up then would drop a
+/// connection whose request may already be in its buffer, and closing a socket with unread data
+/// resets the client (seen as one reset during a `cohort reload` of a balancer under load, when
+/// the shutdown and an accept were ready together). Draining connections free slots, and the
+/// drain timeout bounds the wait.
+pub async fn connection_slot(
+    limit: &Arc<tokio::sync::Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    limit.clone().acquire_owned().await.ok()
+}

@@ -64,7 +64,10 @@ impl Supervisor {
     pub(super) fn settle(&mut self, ids: Vec<u32>, reply: Reply<Vec<ProcessInfo>>, rounds: u8) {
         if rounds > 0 {
             let mut waits: Vec<_> = ids.iter().filter_map(|id| self.until_ready(*id)).collect();
-            waits.extend(ids.iter().filter_map(|id| self.until_retried_spawn_ready(*id)));
+            waits.extend(
+                ids.iter()
+                    .filter_map(|id| self.until_retried_spawn_ready(*id)),
+            );
             if !waits.is_empty() {
                 self.settle_after(waits, ids, reply, rounds - 1);
                 return;
