@@ -75,6 +75,7 @@ fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
         written_before > 0.0,
         "no log lines counted before the updates"
     );
+    let uptimes_before = uptimes(&c);
     for round in 1..=3u64 {
         let out = c.ok(&["update"]);
         assert!(
@@ -93,6 +94,8 @@ fn update_under_load_restarts_nothing_and_loses_no_request_or_line() {
         keepalive_load.wait_more(50, T);
         fork_load.wait_more(50, T);
     }
+    // Their uptimes went on, the time the new image took to start included.
+    assert_uptimes_went_on(&c, &uptimes_before, "3 updates in place");
     // The log counters went on from where they were (they used to restart at 0).
     let written_after = written();
     assert!(

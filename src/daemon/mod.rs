@@ -232,7 +232,6 @@ fn take_from_holder(home: &Home, fds: supervisor::DaemonFds) -> Option<superviso
         .collect();
     state.renumber(&map);
     state.forget_unfinished_lines();
-    state.refresh_uptimes(sampler::process_age_ms);
     state.daemon = fds;
     eprintln!(
         "cohort: the previous daemon died; adopting {} running processes from the holder",

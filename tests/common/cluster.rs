@@ -114,3 +114,42 @@ pub fn start_web_and_logger(c: &Cohort, timeout: Duration) -> (u16, u16) {
     c.wait_log("logger", "out", "n 10 half-written", timeout);
     (web, logger)
 }
+
+/// The uptime (ms) of every process in `ls --json`, by id, with the instant just after it was read.
+#[allow(dead_code)]
+pub fn uptimes(c: &Cohort) -> (std::collections::BTreeMap<u64, u64>, std::time::Instant) {
+    let rows = c.ls_json();
+    let read = std::time::Instant::now();
+    let by_id = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().unwrap_or(u64::MAX),
+                r["uptime_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (by_id, read)
+}
+
+/// Asserts every process's uptime went on across `what` (a daemon kill, an update in place): read
+/// now, each is at least its earlier reading plus the time since that reading (not restarted from
+/// the last stored state, not short by the time no daemon ran).
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_uptimes_went_on(
+    c: &Cohort,
+    earlier: &(std::collections::BTreeMap<u64, u64>, std::time::Instant),
+    what: &str,
+) {
+    let (before, read) = earlier;
+    let since = read.elapsed().as_millis() as u64;
+    let (after, _) = uptimes(c);
+    for (id, before) in before {
+        let after = after.get(id).copied().unwrap_or(0);
+        assert!(
+            after >= before + since,
+            "uptime of process {id} across {what}: {before} ms, then {after} ms {since} ms later"
+        );
+    }
+}

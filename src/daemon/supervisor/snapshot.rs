@@ -116,17 +116,6 @@ impl State {
         }
     }
 
-    /// Sets each running process's uptime to `age_of(pid)` where it answers: in a state the holder
-    /// kept, `uptime_ms` is that of its last store, short by the time since (up to 5 s) and the
-    /// time no daemon ran.
-    pub fn refresh_uptimes(&mut self, age_of: impl Fn(i32) -> Option<u64>) {
-        for p in self.procs.iter_mut().filter(|p| p.uptime_ms.is_some()) {
-            if let Some(age) = p.pid.and_then(&age_of) {
-                p.uptime_ms = Some(age);
-            }
-        }
-    }
-
     /// How many processes run in it.
     pub fn running(&self) -> usize {
         self.procs.iter().filter(|p| p.pid.is_some()).count()
@@ -488,8 +477,17 @@ impl Supervisor {
             },
             created_at: s.created_at,
             started_at: s.started_at,
+            // The kernel's start time, read now: the stored uptime is that of the last store (the
+            // holder's copy is up to 5 s old, and the time no daemon ran or the new image took
+            // to start is missing from it). Read at this instant, not earlier, so no time between
+            // the reading and `now` is lost.
             started: s
                 .uptime_ms
+                .map(|stored| {
+                    s.pid
+                        .and_then(crate::daemon::sampler::process_age_ms)
+                        .unwrap_or(stored)
+                })
                 .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
             last_exit_code: s.last_exit_code,
             last_signal: s.last_signal.clone(),
