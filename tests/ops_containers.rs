@@ -15,7 +15,9 @@ mod containers_support;
 
 use containers_support::cleanup::Engine;
 use containers_support::image::build_image;
+use containers_support::systemd::CgroupLayout;
 use containers_support::*;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// `podman run -d` of `image` with the given ports published on 127.0.0.1 (host port, container
@@ -402,6 +404,13 @@ fn podman_kube_play_runs_the_kubernetes_example() {
     let container = format!("{pod}-app");
     let status = podman_ok(&["pod", "inspect", "--format", "{{.State}}", &pod]);
     assert_eq!(status.trim(), "Running");
+    if let Some(root) = CgroupLayout::of_this_host().cgroup2_root() {
+        let cgroup = podman_ok(&["pod", "inspect", "--format", "{{.CgroupPath}}", &pod]);
+        let cgroup = cgroup.trim().trim_start_matches('/');
+        if !cgroup.is_empty() {
+            engine.cgroups.push(PathBuf::from(root).join(cgroup));
+        }
+    }
     assert_pid1_is_cohort(&container);
     assert_eq!(
         ls_in(&container),

@@ -22,7 +22,7 @@ mod containers_support;
 use containers_support::cleanup::Engine;
 use containers_support::image::strip_cohort_to;
 use containers_support::systemd::CgroupLayout;
-use containers_support::systemd::{cgroup_layout, systemd_image, systemd_run_opts, wait_for_boot};
+use containers_support::systemd::{systemd_image, systemd_run_opts, wait_for_boot};
 use containers_support::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -322,8 +322,7 @@ fn write_app(dir: &std::path::Path) {
 fn life_of_the_unit(scenario: &str, user: &'static str, startup: &str) -> (Engine, Target) {
     let mut engine = Engine::new(scenario);
     let image = systemd_image();
-    let layout =
-        cgroup_layout(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let layout = CgroupLayout::of_this_host();
     let name = tag(scenario);
     let files = work_dir().join(tag(&format!("{scenario}-files")));
     engine.paths.push(files.clone());

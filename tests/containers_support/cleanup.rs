@@ -19,6 +19,10 @@ pub struct Engine {
     pub kube_files: Vec<PathBuf>,
     /// Files and folders under target/containers that the test wrote.
     pub paths: Vec<PathBuf>,
+    /// cgroup directories the engine leaves behind (podman 4.3 with cgroupfs on a hybrid host
+    /// keeps a pod's directory in the cgroup2 tree after `kube down`), removed once the
+    /// containers and pods are gone.
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// How many tests of this binary use the engine now, and whether the pause image was there before.
@@ -36,6 +40,7 @@ impl Engine {
             containers: Vec::new(),
             kube_files: Vec::new(),
             paths: Vec::new(),
+            cgroups: Vec::new(),
         }
     }
 }
@@ -56,6 +61,9 @@ impl Drop for Engine {
         }
         for c in &self.containers {
             let _ = podman(&["rm", "--force", "--time", "0", c]);
+        }
+        for dir in &self.cgroups {
+            remove_cgroup(dir);
         }
         let _ = podman(&["rmi", "--force", &self.image]);
         for p in &self.paths {
@@ -78,6 +86,25 @@ impl Drop for Engine {
             }
         }
         remove_firewall_chains();
+    }
+}
+
+/// Removes an empty cgroup and the empty cgroups below it, deepest first (a cgroup directory is
+/// removed with rmdir, its control files go with it; one that still has processes stays, and
+/// says so). A directory already gone is fine.
+fn remove_cgroup(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("[containers] removing cgroup {}: {e}", dir.display())
+        }
+        _ => {}
     }
 }
 

@@ -86,6 +86,22 @@ pub enum CgroupLayout {
     Legacy,
 }
 
+impl CgroupLayout {
+    /// This host's layout.
+    pub fn of_this_host() -> CgroupLayout {
+        cgroup_layout(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    }
+
+    /// Where the cgroup2 tree is mounted, if there is one.
+    pub fn cgroup2_root(self) -> Option<&'static str> {
+        match self {
+            CgroupLayout::Unified => Some("/sys/fs/cgroup"),
+            CgroupLayout::Hybrid => Some("/sys/fs/cgroup/unified"),
+            CgroupLayout::Legacy => None,
+        }
+    }
+}
+
 pub fn cgroup_layout(mountinfo: &str) -> CgroupLayout {
     let cgroup2_at = |dir: &str| {
         mountinfo.lines().any(|l| {
