@@ -1,7 +1,8 @@
 //! The balancer's forwarding policy is one for both client protocols: the same request sent over
 //! HTTP/1.1 and over HTTP/2 (h2c prior knowledge, through curl) reaches the upstream with the same
-//! X-Forwarded-* headers. The real binary in front of a real Node backend
-//! (tests/fixtures/backend.js, whose `GET /headers` answers the headers it got), on 127.0.0.1.
+//! X-Forwarded-* headers, and sticky sessions (`--sticky-cookie`) pin a client the same way. The
+//! real binary in front of real Node backends (tests/fixtures/backend.js: `GET /headers` answers
+//! the headers it got, any other path its name), on 127.0.0.1.
 
 mod common;
 
@@ -10,35 +11,48 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{fixture, free_port, wait_until, Cohort, BIN};
+use common::{
+    alive, fixture, free_port, parse_response, request, signal, wait_until, Cohort, CookieJar,
+    Response, BIN,
+};
+use std::collections::BTreeSet;
 
 fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-/// Starts the backend and a balancer in front of it (both killed when `c` drops); the balancer's
-/// port.
-fn balancer_with_backend(c: &Cohort) -> u16 {
-    let backend = free_port();
+/// Starts backend.js named `name` (killed when `c` drops); its port and pid.
+fn backend(c: &Cohort, name: &str) -> (u16, u32) {
+    let port = free_port();
     let child = Command::new("node")
         .arg(fixture("backend.js"))
-        .arg(backend.to_string())
-        .arg("a")
+        .arg(port.to_string())
+        .arg(name)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("node must be installed");
+    let pid = child.id();
     c.adopt(child);
     assert!(
-        wait_until(Duration::from_secs(15), || listening(backend)),
-        "backend on {backend} did not start"
+        wait_until(Duration::from_secs(15), || listening(port)),
+        "backend on {port} did not start"
     );
+    (port, pid)
+}
+
+/// Starts a balancer in front of `upstreams` with `extra` arguments (killed when `c` drops); its
+/// port.
+fn balancer(c: &Cohort, upstreams: &[u16], extra: &[&str]) -> u16 {
     let port = free_port();
-    let child = Command::new(BIN)
-        .args(["balance", "--no-access-log", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--upstream")
-        .arg(format!("127.0.0.1:{backend}"))
+    let mut cmd = Command::new(BIN);
+    cmd.args(["balance", "--no-access-log", "--listen"])
+        .arg(format!("127.0.0.1:{port}"));
+    for u in upstreams {
+        cmd.arg("--upstream").arg(format!("127.0.0.1:{u}"));
+    }
+    let child = cmd
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -49,6 +63,12 @@ fn balancer_with_backend(c: &Cohort) -> u16 {
         "balancer on {port} did not start"
     );
     port
+}
+
+/// Starts one backend and a balancer in front of it; the balancer's port.
+fn balancer_with_backend(c: &Cohort) -> u16 {
+    let (backend, _) = backend(c, "a");
+    balancer(c, &[backend], &[])
 }
 
 /// The headers the backend saw for `GET /headers` sent over HTTP/1.1 with `extra` header lines.
@@ -134,4 +154,126 @@ fn http1_and_http2_forward_the_same_x_forwarded_headers() {
     assert_eq!(h2["x-forwarded-proto"], "http", "{h2}");
     let h1 = headers_via_http1(port, &[("X-Forwarded-Host", "front.example")]);
     assert_eq!(h1["x-forwarded-host"], "front.example", "{h1}");
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+/// GET `path` over `proto` with the cookies in `jar`.
+fn get_via(proto: Proto, port: u16, path: &str, jar: &CookieJar) -> Response {
+    match proto {
+        Proto::Http1 => request(port, "GET", path, &jar.header(), b""),
+        Proto::Http2 => {
+            let mut cmd = Command::new("curl");
+            cmd.args(["-sS", "-i", "--max-time", "10", "--http2-prior-knowledge"]);
+            let cookie = jar.header();
+            if !cookie.is_empty() {
+                cmd.arg("-H").arg(cookie.trim_end());
+            }
+            let out = cmd
+                .arg(format!("http://127.0.0.1:{port}{path}"))
+                .output()
+                .expect("curl must be installed");
+            assert!(
+                out.status.success(),
+                "curl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r = parse_response(&out.stdout);
+            assert!(r.head.starts_with("HTTP/2 "), "not HTTP/2: {}", r.head);
+            r
+        }
+    }
+}
+
+/// The balancer's pins (`Set-Cookie: srv=…`) in a response, whole.
+fn pins(r: &Response) -> Vec<String> {
+    r.set_cookies()
+        .into_iter()
+        .filter(|(name, _, _)| name == "srv")
+        .map(|(_, _, whole)| whole)
+        .collect()
+}
+
+#[test]
+fn a_sticky_cookie_pins_each_client_to_the_upstream_that_served_it() {
+    let c = Cohort::new();
+    let backends: Vec<(u16, u32)> = ["a", "b", "c"].iter().map(|n| backend(&c, n)).collect();
+    let ports: Vec<u16> = backends.iter().map(|(port, _)| *port).collect();
+    let port = balancer(&c, &ports, &["--sticky-cookie", "srv"]);
+    for proto in [Proto::Http1, Proto::Http2] {
+        // Three new clients: round robin as without the cookie, each pinned where it landed.
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut jar = CookieJar::default();
+            let r = get_via(proto, port, "/", &jar);
+            assert_eq!(r.status, 200, "{proto:?}: {}", r.head);
+            let pin = pins(&r);
+            assert_eq!(pin.len(), 1, "{proto:?}: {}", r.head);
+            assert!(
+                pin[0].ends_with("; Path=/; HttpOnly; SameSite=Lax"),
+                "{proto:?}: {}",
+                pin[0]
+            );
+            jar.update(&r);
+            clients.push((jar, r.body.clone()));
+        }
+        let served: BTreeSet<&String> = clients.iter().map(|(_, name)| name).collect();
+        assert_eq!(served.len(), 3, "{proto:?}: round robin over 3: {served:?}");
+        // Each comes back to its own upstream, and is not pinned again.
+        for (jar, name) in &clients {
+            for _ in 0..10 {
+                let r = get_via(proto, port, "/", jar);
+                assert_eq!(&r.body, name, "{proto:?}: the client moved ({jar:?})");
+                assert!(pins(&r).is_empty(), "{proto:?}: pinned again: {}", r.head);
+            }
+        }
+        // The app's own cookie goes through beside the pin.
+        let r = get_via(proto, port, "/login", &CookieJar::default());
+        let names: BTreeSet<String> = r.set_cookies().into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["sid".to_string(), "srv".to_string()]),
+            "{proto:?}: {}",
+            r.head
+        );
+        // A cookie naming no upstream (or not a token at all): served, and pinned.
+        for bogus in ["0000000000000000", "garbage"] {
+            let mut jar = CookieJar::default();
+            jar.0.insert("srv".into(), bogus.into());
+            let r = get_via(proto, port, "/", &jar);
+            assert_eq!(r.status, 200, "{proto:?}: {}", r.head);
+            assert_eq!(pins(&r).len(), 1, "{proto:?}, srv={bogus}: {}", r.head);
+        }
+    }
+
+    // The upstream a client is pinned to dies: its next request is served by another one, which
+    // pins it; it stays there.
+    let mut jar = CookieJar::default();
+    let first = get_via(Proto::Http1, port, "/", &jar);
+    jar.update(&first);
+    let (_, pid) = backends[["a\n", "b\n", "c\n"]
+        .iter()
+        .position(|n| *n == first.body)
+        .unwrap_or_else(|| panic!("served by no known backend: {:?}", first.body))];
+    signal(pid as i32, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid as i32)),
+        "backend {pid} did not die"
+    );
+    let moved = get_via(Proto::Http1, port, "/", &jar);
+    assert_eq!(moved.status, 200, "{}", moved.head);
+    assert_ne!(moved.body, first.body, "served by the dead backend?");
+    assert_eq!(pins(&moved).len(), 1, "not pinned again: {}", moved.head);
+    jar.update(&moved);
+    for proto in [Proto::Http1, Proto::Http2] {
+        for _ in 0..5 {
+            let r = get_via(proto, port, "/", &jar);
+            assert_eq!(r.body, moved.body, "{proto:?}: the client moved again");
+            assert!(pins(&r).is_empty(), "{proto:?}: {}", r.head);
+        }
+    }
 }

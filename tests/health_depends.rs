@@ -40,10 +40,8 @@ fn example(c: &Cohort, config: &str, ports: &[(u16, u16)], edit: impl Fn(String)
         "cohort-sticky.toml",
         "ecosystem.config.js",
     ] {
-        let mut text = std::fs::read_to_string(src.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        for (from, to) in ports {
-            text = text.replace(&from.to_string(), &to.to_string());
-        }
+        let text = std::fs::read_to_string(src.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let mut text = replace_ports(&text, ports);
         if f == config {
             text = edit(text);
         }
@@ -55,6 +53,38 @@ fn example(c: &Cohort, config: &str, ports: &[(u16, u16)], edit: impl Fn(String)
         std::fs::write(c.work.join(f), text).expect("writing the example");
     }
     std::os::unix::fs::symlink(&node_modules, c.work.join("node_modules")).expect("node_modules");
+}
+
+/// `text` with every number that is one of the `from` ports replaced by its `to`, in one pass:
+/// replacing them one after another would also rewrite a new port that contains an old one
+/// (3100 → 31017, then 3101 → 31018 made "310187").
+fn replace_ports(text: &str, ports: &[(u16, u16)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        let digits = &rest[start..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let number = &digits[..end];
+        match ports.iter().find(|(from, _)| from.to_string() == number) {
+            Some((_, to)) => out.push_str(&to.to_string()),
+            None => out.push_str(number),
+        }
+        rest = &digits[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn ports_are_replaced_as_whole_numbers_in_one_pass() {
+    let ports = [(3100, 31017), (3101, 31018), (6391, 3100)];
+    assert_eq!(
+        replace_ports("a:3100 b:3101 c:6391 d:31000 e:3100x", &ports),
+        "a:31017 b:31018 c:3100 d:31000 e:31017x"
+    );
 }
 
 /// `describe NAME --json`.
@@ -305,36 +335,38 @@ fn sticky_sessions_keep_a_client_on_one_worker() {
     c.ok(&["start", "cohort-sticky.toml"]);
     wait_online(&c, "api", 4, T);
     wait_serving(edge_port, T);
-    // As a browser: keep the cookie the app sets. A first visit may land on a worker other than
-    // the one its new cookie hashes to (that worker then makes a session of its own); from then
-    // on every visit goes to the worker holding the session.
-    let mut sid: Option<String> = None;
-    let mut pinned = None;
-    for _ in 0..60 {
-        let (r, set) = visit(edge_port, sid.as_deref());
+    // As a browser: keep the cookies (the app's session, the balancer's pin). The first visit
+    // makes the session and pins the client to the worker that made it: every visit from the
+    // second on finds it there.
+    let mut jar = CookieJar::default();
+    let mut pid = None;
+    for visit in 1..=30u64 {
+        let r = request(edge_port, "GET", "/", &jar.header(), b"");
         assert_eq!(r.status, 200, "{r:?}");
-        if let Some(s) = set {
-            sid = Some(s);
-        }
+        let pinned_again = r.set_cookies().iter().any(|(n, _, _)| n == "edge_srv");
+        assert_eq!(pinned_again, visit == 1, "visit {visit}: {r:?}");
+        jar.update(&r);
         let v = r.json();
         assert_eq!(v["store"], "memory");
-        if v["views"].as_u64() >= Some(2) {
-            pinned = Some((
-                v["pid"].as_i64().unwrap_or(0),
-                v["views"].as_u64().unwrap_or(0),
-            ));
-            break;
-        }
+        assert_eq!(v["views"], visit, "visit {visit}, cookies {jar:?}: {v}");
+        let served_by = v["pid"].as_i64();
+        assert!(served_by.is_some(), "{v}");
+        assert_eq!(
+            *pid.get_or_insert(served_by),
+            served_by,
+            "the client moved: {v}"
+        );
     }
-    let (pid, mut views) = pinned.expect("the session never stayed on one worker in 60 visits");
-    for _ in 0..30 {
-        let (r, set) = visit(edge_port, sid.as_deref());
-        let v = r.json();
-        assert_eq!(v["pid"], pid, "the client moved to another worker: {v}");
-        views += 1;
-        assert_eq!(v["views"], views, "{v}");
-        assert!(set.is_none() || set == sid, "{r:?}");
-    }
+    // Another client (no cookies) is pinned where round robin sends it: over 4 new clients, each
+    // worker gets one.
+    let firsts: BTreeSet<i64> = (0..4)
+        .filter_map(|_| request(edge_port, "GET", "/", "", b"").json()["pid"].as_i64())
+        .collect();
+    assert_eq!(
+        firsts.len(),
+        4,
+        "new clients spread over the workers: {firsts:?}"
+    );
     // Without the cookie (another client), the hash may pick any worker: the pinning is per client.
     let direct: BTreeSet<i64> = (0..4)
         .filter_map(|k| {

@@ -33,6 +33,7 @@ fn rules() -> RequestRules<'static> {
         access_log: true,
         https: false,
         peer_ip: "192.0.2.1",
+        sticky_cookie: Some("srv"),
     }
 }
 
@@ -92,6 +93,7 @@ fn info_clone(i: &ReqInfo) -> ReqInfo {
         expect_continue: i.expect_continue,
         needs_host: i.needs_host,
         key: i.key,
+        sticky: i.sticky,
         log_line: i.log_line.clone(),
     }
 }

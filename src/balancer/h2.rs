@@ -24,6 +24,7 @@ use super::policy::{self, Attempts, Failure};
 use super::pool::{ActiveGuard, IdleKind, Pool, Slot};
 use super::reqbody::AheadError;
 use super::shared::Shared;
+use super::sticky;
 use super::strategy::{cookie_value, ip_key};
 
 /// Request bodies up to this size are read whole before an upstream is picked (as the HTTP/1
@@ -341,6 +342,15 @@ impl Proxy {
         } else {
             0
         };
+        let pinned = s.sticky_cookie.as_deref().and_then(|name| {
+            let token = req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .find_map(|v| cookie_value(v.as_bytes(), name))
+                .and_then(sticky::parse)?;
+            pool.sticky_upstream(token)
+        });
 
         // Rewrite the head for the upstream.
         let (mut parts, body) = req.into_parts();
@@ -387,7 +397,7 @@ impl Proxy {
         let mut upreq = Some(Request::from_parts(parts, up_body));
 
         while let Some(mut req) = upreq.take() {
-            let Some(idx) = attempts.next(pool, key) else {
+            let Some(idx) = attempts.next(pool, key, pinned) else {
                 break;
             };
             let guard = ActiveGuard::new(pool.clone(), idx);
@@ -472,6 +482,13 @@ impl Proxy {
                     }
                     let (mut rp, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut rp.headers);
+                    if let (Some(name), false) = (&s.sticky_cookie, pinned == Some(idx)) {
+                        let value =
+                            sticky::set_cookie(name, upstream.sticky_token, self.shared.https);
+                        if let Ok(v) = HeaderValue::from_str(&value) {
+                            rp.headers.append(header::SET_COOKIE, v);
+                        }
+                    }
                     let fin = Finish {
                         pool: pool.clone(),
                         _guard: Some(guard),
@@ -516,6 +533,7 @@ mod tests {
             access_log: false,
             https,
             peer_ip: "192.0.2.7",
+            sticky_cookie: None,
         };
         let mut out = Vec::new();
         codec::parse_request(raw.as_bytes(), &mut out, &rules)

@@ -3,8 +3,8 @@
 //! the shutdown path: stop accepting on SIGTERM/SIGINT, let in-flight requests finish, exit.
 //!
 //! Submodules, from the bottom up: `worker` (which runtime a thread drives), `conn` (upstream
-//! connections and their keep-alive pooling), `strategy` (selection), `pool` (upstream state:
-//! up/down, counters), `shared` (state every connection shares, the drain token), `policy`
+//! connections and their keep-alive pooling), `strategy` (selection), `sticky` (the
+//! cookie that pins a client to an upstream), `pool` (upstream state: up/down, counters), `shared` (state every connection shares, the drain token), `policy`
 //! (attempts, retries, forwarding rules: one for both HTTP paths), `h1/` (HTTP/1.x: a pure codec
 //! and the proxy loop), `h2` (HTTP/2 through hyper), `server` (HTTP accept loop), `tcp` (L4 mode),
 //! `health` (active checks), `admin` (`/status`), `listen` (sockets, socket activation, TLS), `log`
@@ -26,6 +26,7 @@ mod reqbody;
 mod server;
 mod shared;
 mod stats;
+mod sticky;
 mod strategy;
 mod tcp;
 mod worker;
@@ -70,6 +71,9 @@ pub struct BalanceArgs {
     /// For hash: ip (default), header:NAME or cookie:NAME.
     #[arg(long, value_name = "KEY")]
     pub hash_key: Option<String>,
+    /// Sticky sessions: set cookie NAME to pin each client to the upstream that served it.
+    #[arg(long, value_name = "NAME")]
+    pub sticky_cookie: Option<String>,
     /// http (default) or tcp.
     #[arg(long)]
     pub mode: Option<String>,
@@ -181,6 +185,7 @@ impl BalanceArgs {
             mode: self.mode.clone(),
             strategy: self.strategy.clone(),
             hash_key: self.hash_key.clone(),
+            sticky_cookie: self.sticky_cookie.clone(),
             upstreams: self
                 .upstreams
                 .iter()

@@ -196,10 +196,12 @@ impl Attempts {
         self.may_retry
     }
 
-    /// The next upstream to try, if any is left.
-    pub fn next(&mut self, pool: &Pool, key: u64) -> Option<usize> {
+    /// The next upstream to try, if any is left: `pinned` first (the upstream a sticky cookie
+    /// names, up), then as the strategy picks.
+    pub fn next(&mut self, pool: &Pool, key: u64, pinned: Option<usize>) -> Option<usize> {
         self.picks_left = self.picks_left.checked_sub(1)?;
-        let Some(idx) = pool.pick(key, &self.tried[..self.ntried]) else {
+        let pinned = pinned.filter(|_| self.made == 0);
+        let Some(idx) = pinned.or_else(|| pool.pick(key, &self.tried[..self.ntried])) else {
             if self.failure.is_none() && pool.any_held() {
                 self.failure = Some((usize::MAX, Answer::NotReady));
             }
@@ -491,10 +493,10 @@ mod tests {
         let p = pool(3);
         let mut a = Attempts::new(1, 3, true);
         assert!(a.may_retry());
-        let first = a.next(&p, 0).unwrap();
+        let first = a.next(&p, 0, None).unwrap();
         assert!(!a.is_retry());
         assert!(a.failed(&p, first, Failure::TimedOut));
-        let second = a.next(&p, 0).unwrap();
+        let second = a.next(&p, 0, None).unwrap();
         assert_ne!(first, second);
         assert!(a.is_retry());
         // The budget is spent: the next failure that needs it gives up, with its own answer.
@@ -517,10 +519,10 @@ mod tests {
         let p = pool(2);
         let mut a = Attempts::new(3, 2, false);
         assert!(!a.may_retry());
-        let i = a.next(&p, 0).unwrap();
+        let i = a.next(&p, 0, None).unwrap();
         // A stale pooled connection is forgotten: the same upstream may come again.
         assert!(a.failed(&p, i, Failure::NotSent { reused: true }));
-        let j = a.next(&p, 0).unwrap();
+        let j = a.next(&p, 0, None).unwrap();
         assert!(
             !a.failed(&p, j, Failure::TimedOut),
             "a request with a body is never retried"
@@ -529,14 +531,39 @@ mod tests {
         // Connect failures fail over whatever the request, and take the upstream out.
         let p = pool(2);
         let mut a = Attempts::new(0, 2, false);
-        let i = a.next(&p, 0).unwrap();
+        let i = a.next(&p, 0, None).unwrap();
         assert!(a.failed(&p, i, Failure::ConnectFailed));
         assert!(!p.is_up(i));
-        let j = a.next(&p, 0).unwrap();
+        let j = a.next(&p, 0, None).unwrap();
         assert_ne!(i, j);
         assert!(a.failed(&p, j, Failure::ConnectFailed));
-        assert_eq!(a.next(&p, 0), None);
+        assert_eq!(a.next(&p, 0, None), None);
         assert_eq!(a.answer(), (Some(j), Answer::Unavailable));
+    }
+
+    #[test]
+    fn a_sticky_upstream_goes_first_and_a_failure_there_fails_over() {
+        let p = pool(3);
+        let token = p.upstreams[2].sticky_token;
+        assert_eq!(p.sticky_upstream(token), Some(2));
+        assert_eq!(
+            p.sticky_upstream(token ^ 1),
+            None,
+            "no upstream has that token"
+        );
+        // Every request with the cookie goes to its upstream, whatever the rotation says.
+        for _ in 0..5 {
+            let mut a = Attempts::new(1, 3, true);
+            assert_eq!(a.next(&p, 0, p.sticky_upstream(token)), Some(2));
+        }
+        // It fails: the retry goes elsewhere, and the upstream (down now) no longer pins anyone.
+        let mut a = Attempts::new(1, 3, true);
+        let pinned = p.sticky_upstream(token);
+        assert_eq!(a.next(&p, 0, pinned), Some(2));
+        assert!(a.failed(&p, 2, Failure::ConnectFailed));
+        let other = a.next(&p, 0, pinned).unwrap();
+        assert_ne!(other, 2);
+        assert_eq!(p.sticky_upstream(token), None);
     }
 
     #[test]
@@ -544,7 +571,7 @@ mod tests {
         let p = pool(1);
         let mut a = Attempts::new(0, 1, true);
         let mut n = 0;
-        while let Some(i) = a.next(&p, 0) {
+        while let Some(i) = a.next(&p, 0, None) {
             n += 1;
             assert!(a.failed(&p, i, Failure::NotSent { reused: true }));
         }

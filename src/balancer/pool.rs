@@ -29,6 +29,8 @@ use super::worker;
 pub struct Upstream {
     /// The entry as the user wrote it (host:port).
     pub label: String,
+    /// Its name in the sticky cookie (`sticky.rs`).
+    pub sticky_token: u64,
     pub addr: SocketAddr,
     pub weight: u32,
     /// Requests (HTTP) or connections (TCP) sent to it, and those in flight: one pair per worker
@@ -168,6 +170,7 @@ impl Pool {
         let upstreams = members
             .into_iter()
             .map(|(label, addr, weight)| Upstream {
+                sticky_token: super::sticky::token(&label),
                 label,
                 addr,
                 weight,
@@ -406,6 +409,15 @@ impl Pool {
 
     pub fn is_healthy(&self, i: usize) -> bool {
         self.upstreams[i].healthy.load(Relaxed)
+    }
+
+    /// The upstream a sticky cookie's token names, if it is one of these and may receive traffic.
+    pub fn sticky_upstream(&self, token: u64) -> Option<usize> {
+        let i = self
+            .upstreams
+            .iter()
+            .position(|u| u.sticky_token == token)?;
+        Members::is_up(self, i).then_some(i)
     }
 
     /// Picks an upstream that is up and not in `tried`; `key` is the hash key for `hash`.

@@ -29,6 +29,10 @@ pub struct BalancerSpec {
     /// Key for `hash`: `ip` (default), `header:NAME` or `cookie:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<String>,
+    /// Sticky sessions: the name of a cookie the balancer sets to pin each client to the upstream
+    /// that served it (HTTP mode; any strategy picks the first one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
     /// Upstreams: `"host:port"`, `"host:port weight=3"`, `"app:NAME"` or `{"address": .., "weight": ..}`.
     pub upstreams: Vec<UpstreamEntry>,
     /// Active health check; without it, a failed upstream is retried after `timeouts.down`.
@@ -230,6 +234,8 @@ pub struct Settings {
     pub mode: Mode,
     pub strategy: Strategy,
     pub hash_key: HashKey,
+    /// The cookie that pins a client to an upstream (`sticky_cookie`), if any.
+    pub sticky_cookie: Option<String>,
     pub upstreams: Vec<UpstreamTarget>,
     pub health: Option<Health>,
     pub retries: u32,
@@ -253,6 +259,15 @@ pub struct Settings {
     pub admin: Option<String>,
     pub access_log: bool,
     pub workers: usize,
+}
+
+/// Whether `name` may name a cookie (RFC 6265 section 4.1.1: a token, i.e. visible ASCII without
+/// separators).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// Parses one upstream entry (`"host:port"`, `"host:port weight=N"`, `"app:NAME"`, or the object form).
@@ -378,6 +393,16 @@ impl BalancerSpec {
         if self.hash_key.is_some() && strategy != Strategy::Hash {
             return Err("hash_key: only used with strategy \"hash\" (set strategy to \"hash\" or remove hash_key)".into());
         }
+        if let Some(name) = &self.sticky_cookie {
+            if mode == Mode::Tcp {
+                return Err("sticky_cookie: only in http mode (tcp mode sees no cookies; use strategy \"hash\" to pin a client by its IP)".into());
+            }
+            if !is_cookie_name(name) {
+                return Err(format!(
+                    "sticky_cookie: {name:?} cannot name a cookie (letters, digits and !#$%&'*+-.^_`|~ only)"
+                ));
+            }
+        }
         if self.upstreams.is_empty() {
             return Err(
                 "upstreams: at least one upstream is needed (e.g. \"127.0.0.1:3000\")".into(),
@@ -477,6 +502,7 @@ impl BalancerSpec {
             mode,
             strategy,
             hash_key,
+            sticky_cookie: self.sticky_cookie.clone(),
             upstreams,
             health,
             retries: self.retries.unwrap_or(2),
@@ -579,11 +605,35 @@ mod tests {
                 r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"limits":{"max_header_bytes":10}}"#,
                 "limits.max_header_bytes:",
             ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"sticky_cookie":"a b"}"#,
+                "sticky_cookie:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"sticky_cookie":""}"#,
+                "sticky_cookie:",
+            ),
+            (
+                r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"sticky_cookie":"srv","mode":"tcp"}"#,
+                "sticky_cookie: only in http mode",
+            ),
         ];
         for (json, prefix) in cases {
             let e = spec(json).validate().unwrap_err();
             assert!(e.starts_with(prefix), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn sticky_cookie_names() {
+        for good in ["srv", "cohort_upstream", "SERVERID", "a-b.c~d!"] {
+            assert!(is_cookie_name(good), "{good}");
+        }
+        for bad in ["", "a b", "a=b", "a;b", "é", "a\"b", "a,b", "a\tb"] {
+            assert!(!is_cookie_name(bad), "{bad:?}");
+        }
+        let s = spec(r#"{"listen":"1.2.3.4:1","upstreams":["a:1"],"sticky_cookie":"srv"}"#);
+        assert_eq!(s.resolve().unwrap().sticky_cookie.as_deref(), Some("srv"));
     }
 
     #[test]

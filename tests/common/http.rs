@@ -38,6 +38,18 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every `Set-Cookie` of the response as (name, value, the whole header value).
+    pub fn set_cookies(&self) -> Vec<(String, String, String)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .filter_map(|(_, v)| {
+                let (name, value) = v.split(';').next()?.split_once('=')?;
+                Some((name.trim().to_string(), value.trim().to_string(), v.clone()))
+            })
+            .collect()
+    }
+
     /// The server said it closes the connection after this response.
     pub fn closes(&self) -> bool {
         self.header("connection")
@@ -263,4 +275,28 @@ pub fn wait_serving(port: u16, timeout: Duration) {
         }
     });
     assert!(ok, "port {port} did not serve within {timeout:?}: {last}");
+}
+
+/// A browser's cookie jar, as far as tests need one: keeps what `Set-Cookie` sets, sends it back.
+#[derive(Default, Debug, Clone)]
+#[allow(dead_code)]
+pub struct CookieJar(pub std::collections::BTreeMap<String, String>);
+
+#[allow(dead_code)]
+impl CookieJar {
+    /// Keeps the cookies `r` sets.
+    pub fn update(&mut self, r: &Response) {
+        for (name, value, _) in r.set_cookies() {
+            self.0.insert(name, value);
+        }
+    }
+
+    /// The `Cookie:` header line (with CRLF) for the next request; empty when the jar is.
+    pub fn header(&self) -> String {
+        if self.0.is_empty() {
+            return String::new();
+        }
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        format!("Cookie: {}\r\n", pairs.join("; "))
+    }
 }

@@ -18,6 +18,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 
 use super::super::policy::{self, ConnectionOptions, RequestHeader, ResponseHeader};
+use super::super::sticky;
 use super::super::strategy::cookie_value;
 
 /// Most headers in a request or response head (more is a 431, or a 502 from an upstream).
@@ -47,6 +48,8 @@ pub struct RequestRules<'a> {
     pub https: bool,
     /// The client's address as text, appended to X-Forwarded-For.
     pub peer_ip: &'a str,
+    /// The sticky cookie's name (`sticky_cookie`), if the balancer pins clients.
+    pub sticky_cookie: Option<&'a str>,
 }
 
 /// Where the `hash` strategy's key comes from.
@@ -73,6 +76,8 @@ pub struct ReqInfo {
     /// The request had no Host header (HTTP/1.0): the upstream's address is sent as Host.
     pub needs_host: bool,
     pub key: u64,
+    /// The upstream token in the sticky cookie, if the request has a valid one.
+    pub sticky: Option<u64>,
     /// `METHOD PATH VERSION` for the access log (only when it is on).
     pub log_line: Option<String>,
 }
@@ -171,6 +176,7 @@ pub fn parse_request(
     let mut expect_continue = false;
     let mut xff_prev: Vec<&[u8]> = Vec::new();
     let mut key_value: Option<&[u8]> = None;
+    let mut sticky: Option<u64> = None;
     let (hash_header, hash_cookie) = match rules.hash {
         HashSource::Header(k) => (Some(k), None),
         HashSource::Cookie(k) => (None, Some(k)),
@@ -235,6 +241,11 @@ pub fn parse_request(
         if let Some(k) = hash_cookie {
             if key_value.is_none() && n.eq_ignore_ascii_case("cookie") {
                 key_value = cookie_value(h.value, k);
+            }
+        }
+        if let Some(k) = rules.sticky_cookie {
+            if sticky.is_none() && n.eq_ignore_ascii_case("cookie") {
+                sticky = cookie_value(h.value, k).and_then(sticky::parse);
             }
         }
         if copy {
@@ -332,6 +343,7 @@ pub fn parse_request(
         expect_continue,
         needs_host: host.is_none(),
         key,
+        sticky,
         log_line,
     }))
 }

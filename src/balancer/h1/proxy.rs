@@ -21,6 +21,7 @@ use super::super::log;
 use super::super::policy::{self, Attempts, Failure};
 use super::super::pool::{Active, IdleKind, Slot};
 use super::super::shared::{DrainToken, Shared};
+use super::super::sticky;
 use super::super::strategy::ip_key;
 use super::super::tcp;
 use super::body::{copy_body, read_ahead, write_within, AheadError, CopyError, READ_CHUNK};
@@ -250,6 +251,7 @@ impl State {
             access_log: settings.access_log,
             https: shared.https,
             peer_ip: &self.xff_ip,
+            sticky_cookie: settings.sticky_cookie.as_deref(),
         };
         codec::parse_request(&self.buf, &mut self.out, &rules)
     }
@@ -339,7 +341,8 @@ impl State {
         let replayable =
             policy::is_replayable(info.idempotent, info.body != Framing::None, info.upgrade);
         let mut attempts = Attempts::new(s.retries, pool.upstreams.len(), replayable);
-        while let Some(idx) = attempts.next(pool, info.key) {
+        let pinned = info.sticky.and_then(|t| pool.sticky_upstream(t));
+        while let Some(idx) = attempts.next(pool, info.key, pinned) {
             let guard = Active::new(&pool.upstreams[idx]);
             self.out.truncate(head_end);
             if info.needs_host {
@@ -360,6 +363,17 @@ impl State {
                     pool.upstreams[idx]
                         .stats
                         .response(resp.status, now.elapsed());
+                    if let (Some(name), false) = (&s.sticky_cookie, pinned == Some(idx)) {
+                        // Pins the client to the upstream that answered: a line before the head's
+                        // final CRLF.
+                        let token = pool.upstreams[idx].sticky_token;
+                        self.out.truncate(self.out.len().saturating_sub(2));
+                        self.out.extend_from_slice(b"set-cookie: ");
+                        self.out.extend_from_slice(
+                            sticky::set_cookie(name, token, shared.https).as_bytes(),
+                        );
+                        self.out.extend_from_slice(b"\r\n\r\n");
+                    }
                     return self
                         .respond(client, &info, idx, up, resp, guard, start, shared)
                         .await;

@@ -11,6 +11,7 @@ fn rules() -> RequestRules<'static> {
         access_log: false,
         https: false,
         peer_ip: "127.0.0.1",
+        sticky_cookie: None,
     }
 }
 
@@ -209,6 +210,44 @@ fn methods_expect_and_hash_keys() {
         "missing: the peer's key"
     );
     assert_eq!(parse(HashSource::Ip, raw), 7);
+}
+
+#[test]
+fn the_sticky_cookie_is_read_from_any_cookie_header() {
+    let r = RequestRules {
+        sticky_cookie: Some("srv"),
+        ..rules()
+    };
+    let sticky = |raw: &str| {
+        parse_request(raw.as_bytes(), &mut Vec::new(), &r)
+            .unwrap()
+            .unwrap()
+            .sticky
+    };
+    let head = "GET / HTTP/1.1\r\nHost: a\r\n";
+    assert_eq!(
+        sticky(&format!("{head}Cookie: a=1; srv=00000000000000ab\r\n\r\n")),
+        Some(0xab)
+    );
+    assert_eq!(
+        sticky(&format!(
+            "{head}Cookie: a=1\r\nCookie: srv=00000000000000cd\r\n\r\n"
+        )),
+        Some(0xcd),
+        "a second Cookie header (HTTP/2 sends one per cookie)"
+    );
+    assert_eq!(
+        sticky(&format!("{head}Cookie: srv=not-a-token\r\n\r\n")),
+        None
+    );
+    assert_eq!(sticky(&format!("{head}\r\n")), None);
+    // The cookie goes on to the upstream as it was.
+    let mut out = Vec::new();
+    let raw = format!("{head}Cookie: srv=00000000000000ab\r\n\r\n");
+    parse_request(raw.as_bytes(), &mut out, &r)
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("Cookie: srv=00000000000000ab\r\n"));
 }
 
 #[test]
