@@ -9,6 +9,7 @@ and, with --tcp, over the web listener too; everything it started is stopped at 
 """
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -99,6 +100,7 @@ def main():
             measure("tcp /metrics (token)", lambda: get(None, "/metrics", ("127.0.0.1", port), "bench-token"), pid, a.scrapes)
     finally:
         subprocess.run([binary, "kill"], env=env, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
