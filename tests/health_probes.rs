@@ -291,6 +291,55 @@ liveness = {{ exec = "sleep 47.25", interval = "300ms", timeout = "150ms", failu
     assert!(zombies, "zombies under the daemon");
 }
 
+/// An exec check whose command leaves a `setsid` child behind (out of its process group): the
+/// child ends with the check, with cgroups or (`COHORT_CGROUPS=0`) by its environment marker.
+fn a_check_leaves_nothing_behind(env: &[(&str, &str)], needle: &str) {
+    let c = Cohort::new();
+    let config = c.write(
+        "leaky.toml",
+        &format!(
+            r#"[[apps]]
+name = "leaky"
+script = "/bin/sleep"
+args = ["1000"]
+liveness = {{ exec = "setsid sleep {needle} </dev/null >/dev/null 2>&1 & echo started", interval = "200ms", failure_threshold = 1000 }}
+"#
+        ),
+    );
+    let o = c.cmd_env(&["start", config.to_str().unwrap_or_default()], env);
+    assert!(o.success(), "{}{}", o.stdout, o.stderr);
+    poll("the check ran", T, || {
+        let d: Value = serde_json::from_str(&c.ok(&["describe", "leaky", "--json"]).stdout).ok()?;
+        (d[0]["probes"][0]["last"]["message"] == "exit 0: started").then_some(())
+    });
+    // Five checks a second, each leaving a child: at most the newest few are alive at any moment
+    // (each is ended right after its check), not one per check since the start (ten after 2 s).
+    for _ in 0..20 {
+        let left = processes_with(&format!("sleep {needle}"));
+        assert!(left.len() <= 3, "checks' children pile up: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ok(&["stop", "leaky"]);
+    let gone = wait_until(Duration::from_secs(5), || {
+        processes_with(&format!("sleep {needle}")).is_empty()
+    });
+    assert!(
+        gone,
+        "a check's child outlived its app: {:?}",
+        processes_with(&format!("sleep {needle}"))
+    );
+}
+
+#[test]
+fn an_exec_check_that_leaves_a_setsid_child_behind_has_it_killed() {
+    a_check_leaves_nothing_behind(&[], "48.125");
+}
+
+#[test]
+fn an_exec_check_child_is_killed_by_its_marker_without_cgroups() {
+    a_check_leaves_nothing_behind(&[("COHORT_CGROUPS", "0")], "48.375");
+}
+
 #[test]
 fn start_fails_naming_the_readiness_probe_that_never_passes() {
     let c = Cohort::new();

@@ -15,12 +15,16 @@
 //! The main process is stopped as before (its kill_signal to its process group, SIGKILL after
 //! kill_timeout); once it has exited, what is left of its cell gets SIGKILL, like systemd's
 //! `KillMode=mixed`. Orphans are re-parented to the daemon (a child subreaper) and reaped.
+//!
+//! The commands of exec checks (probes) get cells too ([`CheckCells`]): each run of a check is one,
+//! ended with the check, so a command that leaves a `setsid` child behind does not pile them up.
 
 use crate::home::Home;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +65,8 @@ pub struct Containment {
     /// Identifies this COHORT_HOME in markers.
     tag: String,
     next: u64,
+    /// The number of the next check cell, shared by every probe task (markers stay unique).
+    next_check: Arc<AtomicU64>,
     cells: HashMap<i32, Cell>,
     pending: Arc<Mutex<Pending>>,
     /// A cell's cgroup could not be created: said once in daemon.log.
@@ -93,6 +99,7 @@ impl Containment {
             base,
             tag,
             next: 0,
+            next_check: Arc::new(AtomicU64::new(0)),
             cells: HashMap::new(),
             pending: Arc::new(Mutex::new(Pending::default())),
             reported: false,
@@ -110,7 +117,7 @@ impl Containment {
         let mut cgroup = None;
         let mut procs = None;
         if let Some(base) = &self.base {
-            match new_cgroup(base, &mut self.next) {
+            match new_cgroup(base, "run", &mut self.next) {
                 Ok((dir, fd)) => {
                     cgroup = Some(dir);
                     procs = Some(fd);
@@ -183,59 +190,111 @@ impl Containment {
     }
 
     fn finish(&mut self, cell: Cell) {
-        match cell.cgroup {
-            Some(dir) if kill_cgroup(&dir).is_ok() => remove_when_empty(dir, &self.pending),
-            other => {
-                if let Some(dir) = other {
-                    remove_when_empty(dir, &self.pending);
-                }
-                self.sweep_marker(cell.marker);
+        end_cell(cell, &self.pending);
+    }
+
+    /// A handle that makes and ends the cells of exec checks, for the probe tasks.
+    pub fn check_cells(&self) -> CheckCells {
+        CheckCells {
+            base: self.base.clone(),
+            tag: self.tag.clone(),
+            next: self.next_check.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+}
+
+/// Makes a cell for each run of an exec check and ends it when the check ends (cloned into every
+/// probe task; the cgroups are `check-<n>` beside the processes' `run-<n>`).
+#[derive(Clone)]
+pub struct CheckCells {
+    base: Option<PathBuf>,
+    tag: String,
+    next: Arc<AtomicU64>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl CheckCells {
+    /// A new cell for one run of a check (a marker only when no cgroup can be made).
+    pub fn prepare(&self) -> Prepared {
+        let mut n = self.next.fetch_add(1, Ordering::Relaxed);
+        let made = self
+            .base
+            .as_ref()
+            .and_then(|base| new_cgroup(base, "check", &mut n).ok());
+        let (cgroup, procs) = match made {
+            Some((dir, fd)) => (Some(dir), Some(fd)),
+            None => (None, None),
+        };
+        let marker = format!("{}:check:{n}", self.tag);
+        Prepared {
+            env: (MARKER_VAR.to_string(), marker.clone()),
+            cgroup_procs: procs,
+            cell: Cell { marker, cgroup },
+        }
+    }
+
+    /// The check ended: whatever its command left running is killed, the cell removed.
+    pub fn end(&self, cell: Cell) {
+        end_cell(cell, &self.pending);
+    }
+}
+
+/// Kills what is left in `cell` (its cgroup, else every process carrying its marker) and removes
+/// its cgroup once empty.
+fn end_cell(cell: Cell, pending: &Arc<Mutex<Pending>>) {
+    match cell.cgroup {
+        Some(dir) if kill_cgroup(&dir).is_ok() => remove_when_empty(dir, pending),
+        other => {
+            if let Some(dir) = other {
+                remove_when_empty(dir, pending);
             }
+            sweep_marker(cell.marker, pending);
         }
     }
+}
 
-    /// Queues `marker` for the /proc sweeper (one blocking task at a time, several markers a pass).
-    fn sweep_marker(&self, marker: String) {
-        if marker.is_empty() {
-            return;
-        }
-        let start = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.markers.push(marker);
-            !std::mem::replace(&mut p.sweeping, true)
-        };
-        if !start {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            // No runtime (unit tests): sweep here.
-            self.sweep_now();
-            return;
-        };
-        let pending = self.pending.clone();
-        rt.spawn_blocking(move || loop {
-            let markers = {
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                if p.markers.is_empty() {
-                    p.sweeping = false;
-                    return;
-                }
-                std::mem::take(&mut p.markers)
-            };
-            kill_marked(&markers);
-        });
+/// Queues `marker` for the /proc sweeper (one blocking task at a time, several markers a pass).
+fn sweep_marker(marker: String, pending: &Arc<Mutex<Pending>>) {
+    if marker.is_empty() {
+        return;
     }
-
-    /// Sweeps every queued marker now, on this thread.
-    fn sweep_now(&self) {
+    let start = {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.markers.push(marker);
+        !std::mem::replace(&mut p.sweeping, true)
+    };
+    if !start {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        // No runtime (unit tests): sweep here.
+        sweep_now(pending);
+        return;
+    };
+    let pending = pending.clone();
+    rt.spawn_blocking(move || loop {
         let markers = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.sweeping = false;
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.markers.is_empty() {
+                p.sweeping = false;
+                return;
+            }
             std::mem::take(&mut p.markers)
         };
-        if !markers.is_empty() {
-            kill_marked(&markers);
-        }
+        kill_marked(&markers);
+    });
+}
+
+/// Sweeps every queued marker now, on this thread.
+fn sweep_now(pending: &Arc<Mutex<Pending>>) {
+    let markers = {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.sweeping = false;
+        std::mem::take(&mut p.markers)
+    };
+    if !markers.is_empty() {
+        kill_marked(&markers);
     }
 }
 
@@ -243,7 +302,7 @@ impl Drop for Containment {
     /// The daemon ends: markers still queued are swept now, and the base cgroup goes if empty
     /// (cells of processes still running are left alone: they outlive a daemon that re-execs).
     fn drop(&mut self) {
-        self.sweep_now();
+        sweep_now(&self.pending);
         // Killed members leave their cgroup within milliseconds: wait for them a little.
         let dirs = std::mem::take(
             &mut self
@@ -357,11 +416,11 @@ fn open_procs(dir: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(f)) })
 }
 
-/// Creates `base/run-<n>` (bumping `n` past folders left by an earlier daemon) and opens its
+/// Creates `base/<kind>-<n>` (bumping `n` past folders left by an earlier daemon) and opens its
 /// `cgroup.procs`.
-fn new_cgroup(base: &Path, n: &mut u64) -> std::io::Result<(PathBuf, OwnedFd)> {
+fn new_cgroup(base: &Path, kind: &str, n: &mut u64) -> std::io::Result<(PathBuf, OwnedFd)> {
     for _ in 0..1000 {
-        let dir = base.join(format!("run-{n}"));
+        let dir = base.join(format!("{kind}-{n}"));
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 return match open_procs(&dir) {

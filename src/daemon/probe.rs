@@ -28,6 +28,9 @@ pub struct Target {
     pub ports: Vec<u16>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Where an exec check's command runs, so that what it leaves behind ends with the check
+    /// (None: its process group only).
+    pub cells: Option<crate::daemon::contain::CheckCells>,
 }
 
 /// Runs the check once, within `timeout`: Ok(what it saw) or Err(why it failed).
@@ -188,6 +191,7 @@ const EXIT_MARK: &str = "cohort-probe-exit:";
 /// killed (the whole group) at the timeout. The daemon's reaper reaps every child, so the exit
 /// status comes back through the wrapper shell's output rather than from waitpid.
 async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<String, String> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     let script = format!("(eval \"$1\") </dev/null 2>&1; echo \"{EXIT_MARK}$?\"");
@@ -203,9 +207,27 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run sh: {e}"))?;
-    // Whatever the command left in its group goes when the check ends, however it ends (done,
+    let cell = target.cells.as_ref().map(|cells| (cells, cells.prepare()));
+    if let Some((_, prepared)) = &cell {
+        cmd.env(&prepared.env.0, &prepared.env.1);
+        if let Some(procs) = prepared.cgroup_procs.as_ref().map(|f| f.as_raw_fd()) {
+            // SAFETY: the hook only calls write(2), async-signal-safe, on a descriptor that stays
+            // open until spawn returns. Joining the cell can fail (the cgroup went away): the
+            // marker in the environment still catches what the command leaves.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::write(procs, b"0".as_ptr().cast(), 1);
+                    Ok(())
+                });
+            }
+        }
+    }
+    let spawned = cmd.spawn();
+    // Whatever the command left in its cell goes when the check ends, however it ends (done,
     // timed out, or the probe task aborted because the process stopped).
+    let _cell = cell.map(|(cells, prepared)| CellGuard(cells.clone(), Some(prepared.cell)));
+    let mut child = spawned.map_err(|e| format!("cannot run sh: {e}"))?;
+    // And whatever is left in its process group (where no cell could hold it).
     let _group = GroupGuard(child.id() as i32);
     let Some(out) = child.stdout.take() else {
         return Err("no output pipe".into());
@@ -247,6 +269,20 @@ async fn exec(command: &str, target: &Target, timeout: Duration) -> Result<Strin
         Ok(Err(e)) => Err(e),
         Ok(Ok((0, out))) => Ok(format!("exit 0{}", said(&out))),
         Ok(Ok((code, out))) => Err(format!("exit {code}{}", said(&out))),
+    }
+}
+
+/// Ends the cell of an exec check when dropped (after its process group: dropped last).
+struct CellGuard(
+    crate::daemon::contain::CheckCells,
+    Option<crate::daemon::contain::Cell>,
+);
+
+impl Drop for CellGuard {
+    fn drop(&mut self) {
+        if let Some(cell) = self.1.take() {
+            self.0.end(cell);
+        }
     }
 }
 
@@ -356,6 +392,7 @@ mod tests {
             ports: vec![],
             cwd: "/".into(),
             env: vec![],
+            cells: None,
         };
         assert!(run(&mut t, Duration::from_secs(2)).await.is_ok());
         drop(l);

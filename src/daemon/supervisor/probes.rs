@@ -262,6 +262,7 @@ impl Supervisor {
                 env.insert("COHORT_PROBE_KIND".into(), kind.as_str().into());
                 env.into_iter().collect()
             },
+            cells: Some(self.contain.check_cells()),
         };
         let (interval, timeout, delay) = (spec.interval, spec.timeout, spec.initial_delay);
         let success_threshold = spec.success_threshold;
