@@ -166,6 +166,11 @@ def scenario_balancer(reg, root, P):
         {"key": "haproxy1", "label": "HAProxy 1 thread", "start": lambda port: start_haproxy(reg, root, "haproxy1", port, backends, 1)},
         {"key": "haproxy2", "label": "HAProxy 2 threads", "start": lambda port: start_haproxy(reg, root, "haproxy2", port, backends, 2)},
         {"key": "cohort", "label": "cohort balance", "start": lambda port: start_cohort_balancer(reg, root, "cohortlb", port, backends)},
+        # Sticky sessions on: wrk sends no cookie, so every answer is a first visit and carries a
+        # Set-Cookie (the most the feature costs per request).
+        {"key": "cohort_sticky", "label": "cohort balance --sticky-cookie (every answer pins)",
+         "start": lambda port: start_cohort_balancer(reg, root, "cohortsticky", port, backends,
+                                                     ["--sticky-cookie", "srv"])},
         # Not a competitor: an L4 relay does no HTTP work at all, so it bounds what any HTTP proxy
         # could reach on this machine with the same sockets (the kernel's share is the same).
         {"key": "cohort_tcp", "label": "reference: cohort balance --mode tcp (L4 relay, no HTTP)",
