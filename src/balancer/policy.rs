@@ -196,12 +196,14 @@ impl Attempts {
         self.may_retry
     }
 
-    /// The next upstream to try, if any is left: `pinned` first (the upstream a sticky cookie
-    /// names, up), then as the strategy picks.
+    /// The next upstream to try, if any is left: `pinned` (the upstream a sticky cookie names)
+    /// while it is up and not tried (a stale pooled connection is forgotten, so it comes again),
+    /// else as the strategy picks.
     pub fn next(&mut self, pool: &Pool, key: u64, pinned: Option<usize>) -> Option<usize> {
         self.picks_left = self.picks_left.checked_sub(1)?;
-        let pinned = pinned.filter(|_| self.made == 0);
-        let Some(idx) = pinned.or_else(|| pool.pick(key, &self.tried[..self.ntried])) else {
+        let tried = &self.tried[..self.ntried];
+        let pinned = pinned.filter(|i| !tried.contains(i) && pool.is_up(*i));
+        let Some(idx) = pinned.or_else(|| pool.pick(key, tried)) else {
             if self.failure.is_none() && pool.any_held() {
                 self.failure = Some((usize::MAX, Answer::NotReady));
             }
@@ -556,7 +558,20 @@ mod tests {
             let mut a = Attempts::new(1, 3, true);
             assert_eq!(a.next(&p, 0, p.sticky_upstream(token)), Some(2));
         }
-        // It fails: the retry goes elsewhere, and the upstream (down now) no longer pins anyone.
+        // A stale pooled connection to it is not its failure: the client stays on it.
+        let mut a = Attempts::new(1, 3, true);
+        let pinned = p.sticky_upstream(token);
+        assert_eq!(a.next(&p, 0, pinned), Some(2));
+        assert!(a.failed(&p, 2, Failure::Stale));
+        assert_eq!(a.next(&p, 0, pinned), Some(2));
+        // A timeout there: the retry goes elsewhere (the pin holds for the next requests).
+        let mut a = Attempts::new(1, 3, true);
+        assert_eq!(a.next(&p, 0, pinned), Some(2));
+        assert!(a.failed(&p, 2, Failure::TimedOut));
+        assert_ne!(a.next(&p, 0, pinned), Some(2));
+        assert_eq!(p.sticky_upstream(token), Some(2));
+        // It fails to connect: the retry goes elsewhere, and the upstream (down now) no longer
+        // pins anyone.
         let mut a = Attempts::new(1, 3, true);
         let pinned = p.sticky_upstream(token);
         assert_eq!(a.next(&p, 0, pinned), Some(2));
