@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    alive, fixture, free_port, parse_response, request, signal, wait_until, Cohort, CookieJar,
-    Response, BIN,
+    alive, fixture, free_port, parse_response, request, require_npm, signal, wait_until, Cohort,
+    CookieJar, Response, BIN,
 };
 use std::collections::BTreeSet;
 
@@ -276,4 +276,94 @@ fn a_sticky_cookie_pins_each_client_to_the_upstream_that_served_it() {
             assert!(pins(&r).is_empty(), "{proto:?}: {}", r.head);
         }
     }
+}
+
+/// Starts tests/fixtures/socketio_server.js on a free port (killed when `c` drops); its port.
+fn socketio_backend(c: &Cohort) -> u16 {
+    let modules = require_npm("socket.io");
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(fixture("socketio_server.js"))
+        .arg(port.to_string())
+        .env("NODE_PATH", &modules)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node must be installed");
+    c.adopt(child);
+    assert!(
+        wait_until(Duration::from_secs(15), || listening(port)),
+        "socket.io server on {port} did not start"
+    );
+    port
+}
+
+/// One Socket.IO client on the long-polling transport, speaking Engine.IO 4 by hand as a browser
+/// does (keeping cookies): the handshake, the connect to the default namespace, then `whoami`
+/// events, each acknowledged with the server's pid. Every request after the handshake carries the
+/// session id and must reach the process that made it. Returns the pids, or the first request
+/// that failed (status and body).
+fn socketio_session(port: u16, rounds: usize) -> Result<Vec<i64>, String> {
+    let mut jar = CookieJar::default();
+    let path = "/socket.io/?EIO=4&transport=polling";
+    let send = |jar: &mut CookieJar, method: &str, path: &str, body: &[u8]| {
+        let extra = format!("{}Content-Type: text/plain;charset=UTF-8\r\n", jar.header());
+        let r = request(port, method, path, &extra, body);
+        jar.update(&r);
+        match r.status {
+            200 => Ok(r.body),
+            s => Err(format!("{method} {path}: {s} {}", r.body)),
+        }
+    };
+    let open = send(&mut jar, "GET", path, b"")?;
+    let sid = open
+        .strip_prefix('0')
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|v| v["sid"].as_str().map(str::to_string))
+        .ok_or_else(|| format!("not an Engine.IO handshake: {open}"))?;
+    let path = format!("{path}&sid={sid}");
+    send(&mut jar, "POST", &path, b"40")?;
+    let connected = send(&mut jar, "GET", &path, b"")?;
+    if !connected.starts_with("40") {
+        return Err(format!("not connected: {connected}"));
+    }
+    let mut pids = Vec::new();
+    for n in 0..rounds {
+        send(
+            &mut jar,
+            "POST",
+            &path,
+            format!("42{n}[\"whoami\"]").as_bytes(),
+        )?;
+        let ack = send(&mut jar, "GET", &path, b"")?;
+        let pid = ack
+            .strip_prefix(&format!("43{n}["))
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("not the ack of event {n}: {ack}"))?;
+        pids.push(pid);
+    }
+    Ok(pids)
+}
+
+#[test]
+fn socket_io_long_polling_needs_a_sticky_balancer_and_works_behind_one() {
+    let c = Cohort::new();
+    let workers = [socketio_backend(&c), socketio_backend(&c)];
+    // Round robin alone: the connect after the handshake reaches the other worker, which does not
+    // know the session (what Socket.IO's docs warn of).
+    let plain = balancer(&c, &workers, &[]);
+    let e = socketio_session(plain, 1).expect_err("long-polling worked without stickiness?");
+    assert!(e.contains("400") && e.contains("Session ID unknown"), "{e}");
+    // With the sticky cookie: several clients, each kept on one worker for all its requests; the
+    // clients spread over both workers.
+    let sticky = balancer(&c, &workers, &["--sticky-cookie", "srv"]);
+    let mut served_by = BTreeSet::new();
+    for client in 0..4 {
+        let pids = socketio_session(sticky, 10).unwrap_or_else(|e| panic!("client {client}: {e}"));
+        let one: BTreeSet<i64> = pids.iter().copied().collect();
+        assert_eq!(one.len(), 1, "client {client} moved: {pids:?}");
+        served_by.extend(one);
+    }
+    assert_eq!(served_by.len(), 2, "clients on {served_by:?}");
 }
