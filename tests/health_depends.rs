@@ -334,6 +334,11 @@ fn sticky_sessions_keep_a_client_on_one_worker() {
     example(&c, "cohort-sticky.toml", &ports, |t| t);
     c.ok(&["start", "cohort-sticky.toml"]);
     wait_online(&c, "api", 4, T);
+    // Every worker listens before the balancer sends it anything (`online` is not listening yet:
+    // one refused connection would take a worker out of the rotation for a while).
+    for k in 0..4 {
+        wait_serving(base + k, T);
+    }
     wait_serving(edge_port, T);
     // As a browser: keep the cookies (the app's session, the balancer's pin). The first visit
     // makes the session and pins the client to the worker that made it: every visit from the
