@@ -21,24 +21,31 @@ fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-/// Starts backend.js named `name` (killed when `c` drops); its port and pid.
-fn backend(c: &Cohort, name: &str) -> (u16, u32) {
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(fixture("backend.js"))
-        .arg(port.to_string())
-        .arg(name)
+/// Runs `cmd` (output discarded, killed when `c` drops) and waits until it listens on `port`;
+/// its pid.
+fn serve(c: &Cohort, mut cmd: Command, port: u16) -> u32 {
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("node must be installed");
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let pid = child.id();
     c.adopt(child);
     assert!(
         wait_until(Duration::from_secs(15), || listening(port)),
-        "backend on {port} did not start"
+        "{cmd:?} did not listen on {port}"
     );
-    (port, pid)
+    pid
+}
+
+/// Starts backend.js named `name` (killed when `c` drops); its port and pid.
+fn backend(c: &Cohort, name: &str) -> (u16, u32) {
+    let port = free_port();
+    let mut cmd = Command::new("node");
+    cmd.arg(fixture("backend.js"))
+        .arg(port.to_string())
+        .arg(name);
+    (port, serve(c, cmd, port))
 }
 
 /// Starts a balancer in front of `upstreams` with `extra` arguments (killed when `c` drops); its
@@ -51,17 +58,8 @@ fn balancer(c: &Cohort, upstreams: &[u16], extra: &[&str]) -> u16 {
     for u in upstreams {
         cmd.arg("--upstream").arg(format!("127.0.0.1:{u}"));
     }
-    let child = cmd
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("running cohort balance");
-    c.adopt(child);
-    assert!(
-        wait_until(Duration::from_secs(15), || listening(port)),
-        "balancer on {port} did not start"
-    );
+    cmd.args(extra);
+    serve(c, cmd, port);
     port
 }
 
@@ -280,21 +278,12 @@ fn a_sticky_cookie_pins_each_client_to_the_upstream_that_served_it() {
 
 /// Starts tests/fixtures/socketio_server.js on a free port (killed when `c` drops); its port.
 fn socketio_backend(c: &Cohort) -> u16 {
-    let modules = require_npm("socket.io");
     let port = free_port();
-    let child = Command::new("node")
-        .arg(fixture("socketio_server.js"))
+    let mut cmd = Command::new("node");
+    cmd.arg(fixture("socketio_server.js"))
         .arg(port.to_string())
-        .env("NODE_PATH", &modules)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node must be installed");
-    c.adopt(child);
-    assert!(
-        wait_until(Duration::from_secs(15), || listening(port)),
-        "socket.io server on {port} did not start"
-    );
+        .env("NODE_PATH", require_npm("socket.io"));
+    serve(c, cmd, port);
     port
 }
 
