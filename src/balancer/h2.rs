@@ -482,12 +482,8 @@ impl Proxy {
                     }
                     let (mut rp, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut rp.headers);
-                    if let (Some(name), false) = (&s.sticky_cookie, pinned == Some(idx)) {
-                        let value =
-                            sticky::set_cookie(name, upstream.sticky_token, self.shared.https);
-                        if let Ok(v) = HeaderValue::from_str(&value) {
-                            rp.headers.append(header::SET_COOKIE, v);
-                        }
+                    if let Some(pin) = self.shared.sticky_pin(pinned, idx) {
+                        rp.headers.append(header::SET_COOKIE, pin.clone());
                     }
                     let fin = Finish {
                         pool: pool.clone(),

@@ -353,10 +353,25 @@ fn run(settings: Settings) -> Result<()> {
         workers,
     )
     .with_caps(caps);
+    let https = tls.is_some();
+    let sticky_pins = match &settings.sticky_cookie {
+        Some(name) => Some(
+            pool.upstreams
+                .iter()
+                .map(|u| {
+                    let value = sticky::set_cookie(name, u.sticky_token, https);
+                    http::HeaderValue::from_str(&value)
+                        .with_context(|| format!("sticky_cookie: {value:?} is not a header value"))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(shared::Shared {
-        https: tls.is_some(),
+        https,
         pool: Arc::new(pool),
         per_ip: settings.max_conns_per_ip.map(perip::PerIp::new),
+        sticky_pins,
         settings,
     });
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));

@@ -20,6 +20,20 @@ pub struct Shared {
     pub https: bool,
     /// The per-client-IP connection limit, when configured.
     pub per_ip: Option<Arc<PerIp>>,
+    /// With `sticky_cookie`: the `Set-Cookie` value pinning a client to each upstream, by index
+    /// (made once, not per answer).
+    pub sticky_pins: Option<Vec<http::HeaderValue>>,
+}
+
+impl Shared {
+    /// The `Set-Cookie` value to add to an answer from upstream `idx`: with sticky sessions on,
+    /// unless the request was already pinned there (`pinned`).
+    pub fn sticky_pin(&self, pinned: Option<usize>, idx: usize) -> Option<&http::HeaderValue> {
+        if pinned == Some(idx) {
+            return None;
+        }
+        self.sticky_pins.as_ref()?.get(idx)
+    }
 }
 
 /// What admits a client connection: its place under `max_connections` (HTTP/1, HTTP/2, tunnels and

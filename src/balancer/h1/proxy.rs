@@ -21,7 +21,6 @@ use super::super::log;
 use super::super::policy::{self, Attempts, Failure};
 use super::super::pool::{Active, IdleKind, Slot};
 use super::super::shared::{DrainToken, Shared};
-use super::super::sticky;
 use super::super::strategy::ip_key;
 use super::super::tcp;
 use super::body::{copy_body, read_ahead, write_within, AheadError, CopyError, READ_CHUNK};
@@ -363,15 +362,12 @@ impl State {
                     pool.upstreams[idx]
                         .stats
                         .response(resp.status, now.elapsed());
-                    if let (Some(name), false) = (&s.sticky_cookie, pinned == Some(idx)) {
+                    if let Some(pin) = shared.sticky_pin(pinned, idx) {
                         // Pins the client to the upstream that answered: a line before the head's
                         // final CRLF.
-                        let token = pool.upstreams[idx].sticky_token;
                         self.out.truncate(self.out.len().saturating_sub(2));
                         self.out.extend_from_slice(b"set-cookie: ");
-                        self.out.extend_from_slice(
-                            sticky::set_cookie(name, token, shared.https).as_bytes(),
-                        );
+                        self.out.extend_from_slice(pin.as_bytes());
                         self.out.extend_from_slice(b"\r\n\r\n");
                     }
                     return self
